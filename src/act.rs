@@ -1,0 +1,145 @@
+//! Act: carry out a plan through the thin AWS clients, one action at a time,
+//! in the planner's order. A failed action is logged and counted; the rest
+//! goes on, except what depended on it (a create whose make-room termination
+//! failed, a termination whose volumes could not be set to go with it).
+
+use std::collections::BTreeSet;
+
+use serde_json::json;
+
+use crate::aws::ec2::{self, LaunchSpec};
+use crate::config::EnvConfig;
+use crate::markers;
+use crate::model::Label;
+use crate::plan::{Action, TerminateReason};
+use crate::stats::Stats;
+use crate::world::World;
+
+/// Key pair every agent is launched with (as the original).
+pub const KEY_NAME: &str = "jenkins.cloud";
+pub const ROOT_VOLUME_GB: i32 = 25;
+
+/// Runs `actions`; returns the counters they moved.
+pub async fn act(world: &World, actions: &[Action]) -> Stats {
+    let mut stats = Stats::default();
+    // Instances whose preparatory action failed: their follow-up is skipped.
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    for action in actions {
+        match run(world, action, &failed).await {
+            Ok(Done::Acted(counter, id)) => {
+                tracing::info!("{action}{}", id.map(|id| format!(" → {id}")).unwrap_or_default());
+                if let Some(counter) = counter {
+                    stats.add(counter, 1);
+                }
+            }
+            Ok(Done::Skipped(why)) => tracing::warn!("skipped: {action}: {why}"),
+            Err(e) => {
+                tracing::error!("failed: {action}: {e}");
+                stats.add("action_failed", 1);
+                if let Some(id) = instance_of(action) {
+                    failed.insert(id.to_string());
+                }
+            }
+        }
+    }
+    stats
+}
+
+enum Done {
+    /// Done; the counter it moves, and the instance it made.
+    Acted(Option<&'static str>, Option<String>),
+    Skipped(&'static str),
+}
+
+fn instance_of(action: &Action) -> Option<&str> {
+    match action {
+        Action::Start { instance_id, .. }
+        | Action::Terminate { instance_id, .. }
+        | Action::Stop { instance_id, .. }
+        | Action::SetDeleteOnTermination { instance_id, .. } => Some(instance_id),
+        _ => None,
+    }
+}
+
+async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> anyhow::Result<Done> {
+    let dir = &world.workdir;
+    let client = |env: &str| world.ec2.get(env).ok_or_else(|| anyhow::anyhow!("unknown env {env}"));
+    match action {
+        Action::Start { env, instance_id, label, job_key, .. } => {
+            ec2::start(client(env)?, instance_id).await?;
+            markers::write_start(dir, env, instance_id, label)?;
+            markers::write_working(dir, job_key)?;
+            Ok(Done::Acted(Some("instances_started"), None))
+        }
+        Action::Create { env, label, job_key, client_token, replaces } => {
+            if replaces.as_ref().is_some_and(|id| failed.contains(id)) {
+                return Ok(Done::Skipped("the make-room termination failed, the cap would be exceeded"));
+            }
+            let env_config = world.config.envs.get(env).ok_or_else(|| anyhow::anyhow!("unknown env {env}"))?;
+            let spec = launch_spec(world, env_config, label, client_token)?;
+            let id = ec2::run_instance(client(env)?, &spec).await?;
+            markers::write_start(dir, env, &id, &label.raw)?;
+            markers::write_working(dir, job_key)?;
+            Ok(Done::Acted(Some("instances_created"), Some(id)))
+        }
+        Action::Terminate { env, instance_id, why } => {
+            if failed.contains(instance_id) && matches!(why, TerminateReason::OldAmi { .. }) {
+                return Ok(Done::Skipped("its volumes could not be set to delete on termination"));
+            }
+            ec2::terminate(client(env)?, instance_id).await?;
+            Ok(Done::Acted(Some("instances_terminated"), None))
+        }
+        Action::Stop { env, instance_id, .. } => {
+            ec2::stop(client(env)?, instance_id).await?;
+            Ok(Done::Acted(Some("instances_stopped"), None))
+        }
+        Action::SetDeleteOnTermination { env, instance_id, devices } => {
+            ec2::set_delete_on_termination(client(env)?, instance_id, devices).await?;
+            Ok(Done::Acted(None, None))
+        }
+        Action::RemoveWorkingMarker { job_key, .. } => {
+            markers::remove(dir, &markers::working_file(job_key))?;
+            Ok(Done::Acted(None, None))
+        }
+        Action::RemoveStartMarker { file_name } => {
+            markers::remove(dir, file_name)?;
+            Ok(Done::Acted(None, None))
+        }
+    }
+}
+
+/// The launch of one agent for `label` (SPEC A5 step 2, tagged at launch).
+fn launch_spec(world: &World, env: &EnvConfig, label: &Label, client_token: &str) -> anyhow::Result<LaunchSpec> {
+    let config = &world.config;
+    let ami = env.ami.clone().ok_or_else(|| anyhow::anyhow!("no AMI for env {} in --ami_ids", env.name))?;
+    let subnet = &env.subnets[fastrand::usize(..env.subnets.len())];
+    let slave_data = json!({
+        "num_of_executors": label.pricing.executors(),
+        "environment": "infra",
+        "slave_labels": label.raw,
+        "description": "Created by Swarm",
+        "jenkins_url": env.jenkins_url,
+    });
+    let tags = [
+        ("Name", config.slave_name.clone()),
+        ("slave_data", slave_data.to_string()),
+        ("owner", config.owner_email.clone()),
+        ("environment", "infra".to_string()),
+        ("role", config.slave_name.clone()),
+        ("is_spot", label.pricing.is_spot().to_string()),
+        ("is_asg", "false".to_string()),
+        ("jumpcloud_tags", config.slave_name.clone()),
+    ];
+    Ok(LaunchSpec {
+        ami,
+        instance_type: label.instance_type.clone(),
+        subnet: subnet.id.clone(),
+        security_group: env.agent_sg.clone(),
+        instance_profile_arn: env.instance_profile_arn(),
+        key_name: KEY_NAME.to_string(),
+        spot_price: label.pricing.is_spot().then(|| config.max_spot_price.clone()),
+        tags: tags.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        client_token: client_token.to_string(),
+        root_volume_gb: ROOT_VOLUME_GB,
+    })
+}

@@ -1,0 +1,208 @@
+//! EC2 for one env: one paginated describe of our agents per pass, and the
+//! few mutations the act step needs. SDK types stop here; the rest of the
+//! program sees `model::Instance`.
+
+use std::time::SystemTime;
+
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, EbsInstanceBlockDeviceSpecification, Filter, IamInstanceProfileSpecification,
+    InstanceBlockDeviceMappingSpecification, InstanceInterruptionBehavior, InstanceMarketOptionsRequest,
+    InstanceNetworkInterfaceSpecification, InstanceStateName, InstanceType, MarketType, ResourceType,
+    SpotInstanceType, SpotMarketOptions, Tag, TagSpecification, VolumeType,
+};
+use aws_sdk_ec2::Client;
+
+use super::describe_error;
+use crate::model::{Instance, InstanceState, Volume};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{operation}: {message}")]
+pub struct Ec2Error {
+    pub operation: &'static str,
+    pub message: String,
+}
+
+impl Ec2Error {
+    fn new<E: std::error::Error>(operation: &'static str, e: E) -> Ec2Error {
+        Ec2Error { operation, message: describe_error(&e) }
+    }
+}
+
+/// Everything RunInstances needs for one agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchSpec {
+    pub ami: String,
+    pub instance_type: String,
+    pub subnet: String,
+    pub security_group: String,
+    pub instance_profile_arn: String,
+    pub key_name: String,
+    /// `Some(bid)`: a one-time spot instance.
+    pub spot_price: Option<String>,
+    pub tags: Vec<(String, String)>,
+    /// Idempotency token: a retried call returns the same instance.
+    pub client_token: String,
+    pub root_volume_gb: i32,
+}
+
+/// Our agents in the env (every state), one paginated call.
+pub async fn describe_agents(client: &Client, slave_name: &str) -> Result<Vec<Instance>, Ec2Error> {
+    let mut pages = client
+        .describe_instances()
+        .filters(Filter::builder().name("tag:Name").values(slave_name).build())
+        .max_results(1000)
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| Ec2Error::new("DescribeInstances", e))?;
+        for reservation in page.reservations() {
+            out.extend(reservation.instances().iter().filter_map(to_instance));
+        }
+    }
+    Ok(out)
+}
+
+fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
+    let id = i.instance_id()?.to_string();
+    let state = match i.state().and_then(|s| s.name())? {
+        InstanceStateName::Pending => InstanceState::Pending,
+        InstanceStateName::Running => InstanceState::Running,
+        InstanceStateName::Stopping => InstanceState::Stopping,
+        InstanceStateName::Stopped => InstanceState::Stopped,
+        InstanceStateName::ShuttingDown => InstanceState::ShuttingDown,
+        _ => InstanceState::Terminated,
+    };
+    let tag = |key: &str| i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(str::to_string);
+    let slave_labels = tag("slave_data").and_then(|data| {
+        let v: serde_json::Value = serde_json::from_str(&data).ok()?;
+        Some(v.get("slave_labels")?.as_str()?.split_whitespace().map(str::to_string).collect())
+    });
+    let volumes = i
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| {
+            let ebs = m.ebs()?;
+            Some(Volume {
+                device: m.device_name()?.to_string(),
+                volume_id: ebs.volume_id().unwrap_or_default().to_string(),
+                delete_on_termination: ebs.delete_on_termination().unwrap_or(false),
+            })
+        })
+        .collect();
+    Some(Instance {
+        id,
+        state,
+        name: tag("Name"),
+        slave_labels,
+        image_id: i.image_id().unwrap_or_default().to_string(),
+        instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+        private_ip: i.private_ip_address().map(str::to_string),
+        public_ip: i.public_ip_address().map(str::to_string),
+        spot: i.instance_lifecycle().is_some_and(|l| l.as_str() == "spot"),
+        launched: i.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
+        volumes,
+    })
+}
+
+/// Launches one agent, tagged at launch; returns its instance id.
+pub async fn run_instance(client: &Client, spec: &LaunchSpec) -> Result<String, Ec2Error> {
+    let tags: Vec<Tag> = spec.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+    let tag_spec = |rt: ResourceType| TagSpecification::builder().resource_type(rt).set_tags(Some(tags.clone())).build();
+    let mut req = client
+        .run_instances()
+        .image_id(&spec.ami)
+        .instance_type(InstanceType::from(spec.instance_type.as_str()))
+        .min_count(1)
+        .max_count(1)
+        .key_name(&spec.key_name)
+        .client_token(&spec.client_token)
+        .iam_instance_profile(IamInstanceProfileSpecification::builder().arn(&spec.instance_profile_arn).build())
+        // A public address lets agents in other accounts reach the master,
+        // whose security group opens port 30001 to it.
+        .network_interfaces(
+            InstanceNetworkInterfaceSpecification::builder()
+                .device_index(0)
+                .subnet_id(&spec.subnet)
+                .groups(&spec.security_group)
+                .associate_public_ip_address(true)
+                .delete_on_termination(true)
+                .build(),
+        )
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/xvda")
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .volume_size(spec.root_volume_gb)
+                        .volume_type(VolumeType::Gp3)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .tag_specifications(tag_spec(ResourceType::Instance))
+        .tag_specifications(tag_spec(ResourceType::Volume));
+    if let Some(price) = &spec.spot_price {
+        req = req.instance_market_options(
+            InstanceMarketOptionsRequest::builder()
+                .market_type(MarketType::Spot)
+                .spot_options(
+                    SpotMarketOptions::builder()
+                        .max_price(price)
+                        .spot_instance_type(SpotInstanceType::OneTime)
+                        .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    let out = req.send().await.map_err(|e| Ec2Error::new("RunInstances", e))?;
+    out.instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .map(str::to_string)
+        .ok_or_else(|| Ec2Error { operation: "RunInstances", message: "no instance in the answer".into() })
+}
+
+pub async fn start(client: &Client, id: &str) -> Result<(), Ec2Error> {
+    client.start_instances().instance_ids(id).send().await.map_err(|e| Ec2Error::new("StartInstances", e))?;
+    Ok(())
+}
+
+pub async fn stop(client: &Client, id: &str) -> Result<(), Ec2Error> {
+    client.stop_instances().instance_ids(id).send().await.map_err(|e| Ec2Error::new("StopInstances", e))?;
+    Ok(())
+}
+
+pub async fn terminate(client: &Client, id: &str) -> Result<(), Ec2Error> {
+    client
+        .terminate_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .map_err(|e| Ec2Error::new("TerminateInstances", e))?;
+    Ok(())
+}
+
+/// Makes the named EBS volumes go with the instance, so a terminated agent
+/// leaves no volume behind to bill.
+pub async fn set_delete_on_termination(client: &Client, id: &str, devices: &[String]) -> Result<(), Ec2Error> {
+    let mappings = devices
+        .iter()
+        .map(|d| {
+            InstanceBlockDeviceMappingSpecification::builder()
+                .device_name(d)
+                .ebs(EbsInstanceBlockDeviceSpecification::builder().delete_on_termination(true).build())
+                .build()
+        })
+        .collect();
+    client
+        .modify_instance_attribute()
+        .instance_id(id)
+        .set_block_device_mappings(Some(mappings))
+        .send()
+        .await
+        .map_err(|e| Ec2Error::new("ModifyInstanceAttribute", e))?;
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! Thin AWS clients. The SDK's standard chain gives the base credentials (so
+//! `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, profiles and instance roles all
+//! work, and moto's server can stand in for AWS); each env is reached through
+//! its assumed role, whose credentials the SDK refreshes before they expire.
+
+pub mod ec2;
+
+use std::time::Duration;
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+use crate::config::{EnvConfig, MasterConfig};
+
+/// The session name the original used, kept so CloudTrail reads the same.
+pub const SESSION_NAME: &str = "slave-manager-script";
+
+/// The base configuration: standard credential chain, bounded retries with
+/// backoff, and timeouts on every call so a hung endpoint cannot stall a pass.
+pub async fn base_config(fallback_region: &str) -> SdkConfig {
+    let region = RegionProviderChain::default_provider().or_else(Region::new(fallback_region.to_string()));
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .retry_config(RetryConfig::standard().with_max_attempts(4))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(20))
+                .operation_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// `arn:aws:iam::<account>:role/<jenkins-master-sg-name>` (SPEC A3).
+pub fn role_arn(env: &EnvConfig, master: &MasterConfig) -> String {
+    format!("arn:aws:iam::{}:role/{}", env.account_id, master.sg_name)
+}
+
+/// The configuration of one env: its region, and credentials of the role
+/// assumed in its account (cached, refreshed ahead of expiry by the SDK).
+pub async fn env_config(base: &SdkConfig, env: &EnvConfig, master: &MasterConfig) -> SdkConfig {
+    let region = Region::new(env.region.clone());
+    let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn(env, master))
+        .session_name(SESSION_NAME)
+        .region(region.clone())
+        .configure(base)
+        .build()
+        .await;
+    base.to_builder()
+        .region(region)
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+        .build()
+}
+
+/// An SDK error with its whole chain on one line.
+pub fn describe_error<E: std::error::Error>(e: &E) -> String {
+    aws_sdk_ec2::error::DisplayErrorContext(e).to_string().replace('\n', " ")
+}

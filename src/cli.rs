@@ -1,0 +1,114 @@
+//! The command line: the original script's flags, spelled with underscores and
+//! with the same defaults, so the operators' job line works unchanged. Only
+//! parsing happens here; `config` validates and resolves.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// How Jenkins CLI commands reach the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CliTransport {
+    /// `java -jar jenkins-cli.jar -s URL -ssh -user USER -i KEY …`, the jar
+    /// fetched from `URL/jnlpJars/jenkins-cli.jar` once per run.
+    Jar,
+    /// The same SSH protocol spoken natively (no Java needed).
+    Ssh,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Keeps a Jenkins master supplied with EC2 build agents: starts or creates an
+/// agent for each queued job whose label it knows, stops idle agents and
+/// retires agents on an outdated AMI.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "slave_manager", version, max_term_width = 100)]
+pub struct Args {
+    /// Jenkins URL (its HTTP answer names the SSH endpoint of the CLI).
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+
+    /// Private key of the Jenkins user, for the CLI (OpenSSH or PEM format).
+    #[arg(long = "id_rsa", alias = "id-rsa", value_name = "FILE")]
+    pub id_rsa: PathBuf,
+
+    /// The Jenkins account the key belongs to.
+    #[arg(long = "jenkins_user", alias = "jenkins-user", env = "JENKINS_USER", value_name = "USER")]
+    pub jenkins_user: Option<String>,
+
+    /// Groovy script that prints the queue/node dump [default: the bundled
+    /// jenkins/get_queue_jobs.groovy].
+    #[arg(long, value_name = "FILE")]
+    pub groovy: Option<PathBuf>,
+
+    /// Comma list of ENV:ami-id; each ENV must exist in environment.json.
+    #[arg(long = "ami_ids", alias = "ami-ids", value_name = "ENV:AMI,…")]
+    pub ami_ids: String,
+
+    /// Cap on on-demand agents per env (stopped ones count).
+    #[arg(long = "max_num_of_slaves_in_env", default_value_t = 10, value_name = "N")]
+    pub max_num_of_slaves_in_env: u32,
+
+    /// Cap on spot agents per env.
+    #[arg(long = "max_num_of_spot_slaves_in_env", default_value_t = 50, value_name = "N")]
+    pub max_num_of_spot_slaves_in_env: u32,
+
+    /// Number of passes before the run ends. There is no 55-minute stop any
+    /// more: assumed-role credentials are refreshed before they expire.
+    #[arg(long = "loop_counter", default_value_t = 300, value_name = "N")]
+    pub loop_counter: u32,
+
+    /// Seconds to sleep between passes.
+    #[arg(long = "pass_interval", default_value_t = 5.0, value_name = "SECONDS")]
+    pub pass_interval: f64,
+
+    /// Value of the EC2 `Name` tag that marks our agents; instances without
+    /// it are never touched.
+    #[arg(long = "slave_name", default_value = "jslave-in-house", value_name = "NAME")]
+    pub slave_name: String,
+
+    /// Account owning the `jenkins-requests` SQS queue (none: SQS off).
+    #[arg(long = "aws_sqs_account_id", value_name = "ACCOUNT")]
+    pub aws_sqs_account_id: Option<String>,
+
+    /// Region of the SQS queue.
+    #[arg(long = "aws_sqs_region", value_name = "REGION")]
+    pub aws_sqs_region: Option<String>,
+
+    /// Region of the master's security group.
+    #[arg(long = "jenkins_master_region", default_value = "us-west-2", value_name = "REGION")]
+    pub jenkins_master_region: String,
+
+    /// Value of the `owner` tag on the agents we launch.
+    #[arg(long = "owner_email", value_name = "EMAIL")]
+    pub owner_email: String,
+
+    /// Spot bid in USD per hour.
+    #[arg(long = "max_spot_price", default_value = "0.2", value_name = "USD")]
+    pub max_spot_price: String,
+
+    /// Rules the master's security group must keep, as PORT:CIDR words.
+    #[arg(long = "required_ip_list", num_args = 1.., value_name = "PORT:CIDR")]
+    pub required_ip_list: Vec<String>,
+
+    /// environment.json: the envs, their accounts, subnets and groups.
+    #[arg(long, default_value = "environment.json", value_name = "FILE")]
+    pub environment: PathBuf,
+
+    /// Jenkins CLI transport.
+    #[arg(long, value_enum, default_value_t = CliTransport::Jar)]
+    pub cli: CliTransport,
+
+    /// Colour in the log: auto = only on a terminal; NO_COLOR is honoured.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+
+    /// Log the reasoning behind every decision.
+    #[arg(long)]
+    pub debug: bool,
+}

@@ -1,0 +1,305 @@
+//! The Jenkins CLI over SSH (SPEC A11), in two transports: the official jar
+//! run by `java`, or the same protocol spoken natively through libssh2.
+//! Every call is bounded by a timeout; words are passed as argv to `java` and
+//! quoted for Jenkins' tokenizer over SSH, never through a shell.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use wait_timeout::ChildExt;
+
+use super::quote::command_line;
+use crate::cli::CliTransport;
+
+/// What a CLI command printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliOutput {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot read the SSH endpoint of {url}: {reason}")]
+    Discovery { url: String, reason: String },
+    #[error("cannot fetch {url}: {reason}")]
+    JarDownload { url: String, reason: String },
+    #[error("ssh {endpoint}: {reason}")]
+    Ssh { endpoint: String, reason: String },
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` timed out after {seconds} s")]
+    Timeout { command: String, seconds: u64 },
+    #[error("`{command}` exited with status {status}: {stderr}")]
+    Failed { command: String, status: i32, stderr: String },
+}
+
+/// A Jenkins CLI bound to one master, user and key.
+pub struct JenkinsCli {
+    url: String,
+    user: String,
+    key: PathBuf,
+    timeout: Duration,
+    transport: Transport,
+}
+
+enum Transport {
+    /// The jar is fetched on first use, and again after a failed fetch, so a
+    /// master that was down when the run began does not end the run.
+    Jar { java: PathBuf, jar: PathBuf, fetched: Mutex<bool> },
+    /// The endpoint is discovered once and forgotten after a connection
+    /// failure, so a master that moved its SSH port is found again.
+    Ssh { endpoint: Mutex<Option<String>> },
+}
+
+impl JenkinsCli {
+    /// Prepares the transport. For `jar`, `URL/jnlpJars/jenkins-cli.jar` will
+    /// be fetched into `workdir` by the first command of the run.
+    pub fn new(
+        kind: CliTransport,
+        url: &str,
+        user: &str,
+        key: &Path,
+        workdir: &Path,
+        timeout: Duration,
+    ) -> JenkinsCli {
+        let transport = match kind {
+            CliTransport::Ssh => Transport::Ssh { endpoint: Mutex::new(None) },
+            CliTransport::Jar => Transport::Jar {
+                java: java_program(),
+                jar: workdir.join("jenkins-cli.jar"),
+                fetched: Mutex::new(false),
+            },
+        };
+        JenkinsCli { url: url.to_string(), user: user.to_string(), key: key.to_path_buf(), timeout, transport }
+    }
+
+    /// Runs one CLI command (`words`), `stdin` written to it and closed.
+    /// A non-zero exit is an error carrying the command's stderr.
+    pub fn run(&self, words: &[String], stdin: &[u8]) -> Result<CliOutput, CliError> {
+        let out = match &self.transport {
+            Transport::Jar { java, jar, fetched } => {
+                let mut fetched = fetched.lock().unwrap_or_else(|p| p.into_inner());
+                if !*fetched {
+                    download_jar(&self.url, jar, self.timeout)?;
+                    *fetched = true;
+                }
+                drop(fetched);
+                self.run_jar(java, jar, words, stdin)?
+            }
+            Transport::Ssh { endpoint } => {
+                let ep = {
+                    let mut cached = endpoint.lock().unwrap_or_else(|p| p.into_inner());
+                    match cached.as_ref() {
+                        Some(ep) => ep.clone(),
+                        None => {
+                            let ep = discover_endpoint(&self.url, self.timeout)?;
+                            *cached = Some(ep.clone());
+                            ep
+                        }
+                    }
+                };
+                let result = self.run_ssh(&ep, words, stdin);
+                if matches!(result, Err(CliError::Ssh { .. })) {
+                    *endpoint.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                result?
+            }
+        };
+        if out.status != 0 {
+            return Err(CliError::Failed {
+                command: words.first().cloned().unwrap_or_default(),
+                status: out.status,
+                stderr: out.stderr.trim().lines().last().unwrap_or("").to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn run_jar(&self, java: &Path, jar: &Path, words: &[String], stdin: &[u8]) -> Result<CliOutput, CliError> {
+        let mut child = Command::new(java)
+            .arg("-jar")
+            .arg(jar)
+            .args(["-s", &self.url, "-ssh", "-user", &self.user, "-i"])
+            .arg(&self.key)
+            .args(words)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| CliError::Spawn { program: java.display().to_string(), source })?;
+        // Pipes are drained on their own threads so a chatty command cannot
+        // block on a full pipe while we wait for it.
+        let mut input = child.stdin.take().expect("stdin piped");
+        let stdin = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&stdin);
+        });
+        let stdout = drain(child.stdout.take().expect("stdout piped"));
+        let stderr = drain(child.stderr.take().expect("stderr piped"));
+        let status = match child.wait_timeout(self.timeout) {
+            Ok(Some(status)) => status,
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(self.timeout_error(words));
+            }
+        };
+        let _ = writer.join();
+        Ok(CliOutput {
+            status: status.code().unwrap_or(-1),
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
+    }
+
+    fn run_ssh(&self, endpoint: &str, words: &[String], stdin: &[u8]) -> Result<CliOutput, CliError> {
+        let ssh_err = |reason: String| CliError::Ssh { endpoint: endpoint.to_string(), reason };
+        let deadline = Instant::now() + self.timeout;
+        let addr = endpoint
+            .to_socket_addrs()
+            .map_err(|e| ssh_err(e.to_string()))?
+            .next()
+            .ok_or_else(|| ssh_err("no address".into()))?;
+        let tcp = TcpStream::connect_timeout(&addr, self.timeout).map_err(|e| ssh_err(e.to_string()))?;
+        let mut session = ssh2::Session::new().map_err(|e| ssh_err(e.to_string()))?;
+        session.set_tcp_stream(tcp);
+        session.set_timeout(self.timeout.as_millis().min(u32::MAX as u128) as u32);
+        session.handshake().map_err(|e| ssh_err(format!("handshake: {e}")))?;
+        session
+            .userauth_pubkey_file(&self.user, None, &self.key, None)
+            .map_err(|e| ssh_err(format!("authentication as {} failed: {e}", self.user)))?;
+        let timed_out = |e: ssh2::Error| {
+            if Instant::now() >= deadline || e.code() == ssh2::ErrorCode::Session(-9) {
+                self.timeout_error(words)
+            } else {
+                ssh_err(e.to_string())
+            }
+        };
+        let mut channel = session.channel_session().map_err(timed_out)?;
+        channel.exec(&command_line(words)).map_err(timed_out)?;
+        channel.write_all(stdin).map_err(|e| ssh_err(format!("writing stdin: {e}")))?;
+        channel.send_eof().map_err(timed_out)?;
+        let mut stdout = Vec::new();
+        channel.read_to_end(&mut stdout).map_err(|e| io_timeout(e, self, words, &ssh_err))?;
+        let mut stderr = Vec::new();
+        channel.stderr().read_to_end(&mut stderr).map_err(|e| io_timeout(e, self, words, &ssh_err))?;
+        channel.wait_close().map_err(timed_out)?;
+        let status = channel.exit_status().map_err(timed_out)?;
+        Ok(CliOutput {
+            status,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
+    }
+
+    fn timeout_error(&self, words: &[String]) -> CliError {
+        CliError::Timeout { command: words.first().cloned().unwrap_or_default(), seconds: self.timeout.as_secs() }
+    }
+}
+
+fn io_timeout(e: std::io::Error, cli: &JenkinsCli, words: &[String], ssh_err: &dyn Fn(String) -> CliError) -> CliError {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        cli.timeout_error(words)
+    } else {
+        ssh_err(e.to_string())
+    }
+}
+
+fn drain<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// `$JAVA_HOME/bin/java` when set, else `java` from PATH.
+fn java_program() -> PathBuf {
+    match std::env::var_os("JAVA_HOME") {
+        Some(home) if !home.is_empty() => Path::new(&home).join("bin").join("java"),
+        _ => PathBuf::from("java"),
+    }
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Jenkins names its SSH endpoint in an `X-SSH-Endpoint: host:port` header on
+/// any HTTP answer, including a 403 for anonymous users.
+pub fn discover_endpoint(url: &str, timeout: Duration) -> Result<String, CliError> {
+    let err = |reason: String| CliError::Discovery { url: url.to_string(), reason };
+    let resp = agent(timeout).get(url).call().map_err(|e| err(e.to_string()))?;
+    let header = resp
+        .headers()
+        .get("X-SSH-Endpoint")
+        .ok_or_else(|| err(format!("HTTP {} without an X-SSH-Endpoint header (is SSHD enabled in Jenkins?)", resp.status())))?;
+    let endpoint = header.to_str().map_err(|e| err(e.to_string()))?.trim().to_string();
+    // A master behind a wildcard bind may answer with an empty host.
+    match endpoint.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => {
+            if host.is_empty() {
+                let url_host = url_host(url).ok_or_else(|| err("cannot tell the host".into()))?;
+                Ok(format!("{url_host}:{port}"))
+            } else {
+                Ok(endpoint)
+            }
+        }
+        _ => Err(err(format!("X-SSH-Endpoint {endpoint:?} is not host:port"))),
+    }
+}
+
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+fn download_jar(url: &str, dest: &Path, timeout: Duration) -> Result<(), CliError> {
+    let jar_url = format!("{}/jnlpJars/jenkins-cli.jar", url.trim_end_matches('/'));
+    let err = |reason: String| CliError::JarDownload { url: jar_url.clone(), reason };
+    let mut resp = agent(timeout).get(&jar_url).call().map_err(|e| err(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(err(format!("HTTP {}", resp.status())));
+    }
+    let bytes = resp
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_vec()
+        .map_err(|e| err(e.to_string()))?;
+    // Written beside and renamed, so a concurrent reader never sees half a jar.
+    let tmp = dest.with_extension("jar.part");
+    std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, dest)).map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_host_is_read_from_urls() {
+        assert_eq!(url_host("https://jenkins.example.com/").as_deref(), Some("jenkins.example.com"));
+        assert_eq!(url_host("http://127.0.0.1:8080/jenkins").as_deref(), Some("127.0.0.1"));
+        assert_eq!(url_host("http://u:p@host:1/").as_deref(), Some("host"));
+    }
+}

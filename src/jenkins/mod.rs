@@ -1,0 +1,7 @@
+//! The Jenkins side: the CLI transports and the dump the Groovy script prints.
+
+pub mod cli;
+pub mod dump;
+pub mod quote;
+
+pub use cli::{CliError, CliOutput, JenkinsCli};

@@ -1,0 +1,129 @@
+//! The key that names a queue item across passes (SPEC A5 step 2): it names
+//! the `working_on_<key>.working` marker, so it must stay byte-for-byte what
+//! the original computed.
+
+use md5::{Digest, Md5};
+
+/// The original cut keys to this many characters (file-name limits).
+pub const MAX_JOB_KEY_CHARS: usize = 236;
+
+/// Seconds in one client-token window; equals the working-marker TTL.
+const CLIENT_TOKEN_WINDOW_SECS: u64 = 300;
+
+fn md5_hex(bytes: &[u8]) -> String {
+    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `jobName` (`/` → `_CHILD_`) + `___` + md5 of the parameters; `None` is the
+/// dump's `NONE` and is hashed as that text, as the original did.
+pub fn job_key(job_name: &str, parameters: Option<&str>) -> String {
+    let params: String = parameters
+        .unwrap_or("NONE")
+        .trim()
+        .chars()
+        .map(|c| match c {
+            ' ' => '_',
+            c if c.is_ascii() => c,
+            _ => '?',
+        })
+        .collect();
+    let key = format!("{}___{}", job_name.replace('/', "_CHILD_"), md5_hex(params.as_bytes()));
+    key.chars().take(MAX_JOB_KEY_CHARS).collect()
+}
+
+/// RunInstances idempotency token for one item. It changes every 300 s, the
+/// working-marker TTL: an SDK retry within the pass reuses it, while a retry
+/// after the marker expired (the job still waits) launches anew.
+pub fn client_token(env: &str, job_key: &str, queue_id: Option<u64>, now_secs: u64) -> String {
+    let queue_id = queue_id.map_or_else(|| "-".to_string(), |id| id.to_string());
+    let window = now_secs / CLIENT_TOKEN_WINDOW_SECS;
+    md5_hex(format!("{env}|{job_key}|{queue_id}|{window}").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_key_matches_the_original_for_a_parameterised_job() {
+        assert_eq!(job_key("job-000", Some("BRANCH=master BUILD_NO=0")), "job-000___451c5cc1f587bccf16f277e20300a782");
+    }
+
+    #[test]
+    fn missing_parameters_hash_the_text_none() {
+        // md5("NONE")
+        assert_eq!(job_key("job", None), "job___b50339a10e1de285ac99d4c3990b8693");
+        assert_eq!(job_key("job", None), job_key("job", Some("NONE")));
+    }
+
+    #[test]
+    fn folder_separators_become_child_markers() {
+        assert_eq!(
+            job_key("team/app/build", Some("BRANCH=master BUILD_NO=0")),
+            "team_CHILD_app_CHILD_build___451c5cc1f587bccf16f277e20300a782"
+        );
+    }
+
+    #[test]
+    fn parameters_are_trimmed_before_hashing() {
+        assert_eq!(job_key("j", Some("  BRANCH=master BUILD_NO=0\n")), job_key("j", Some("BRANCH=master BUILD_NO=0")));
+    }
+
+    #[test]
+    fn spaces_and_underscores_hash_alike() {
+        assert_eq!(job_key("j", Some("A=1 B=2")), job_key("j", Some("A=1_B=2")));
+        assert_ne!(job_key("j", Some("A=1 B=2")), job_key("j", Some("A=1B=2")));
+    }
+
+    #[test]
+    fn each_non_ascii_char_hashes_as_one_question_mark() {
+        assert_eq!(job_key("j", Some("NAME=Jörg €")), job_key("j", Some("NAME=J?rg_?")));
+        assert_ne!(job_key("j", Some("NAME=Jörg")), job_key("j", Some("NAME=J??rg")));
+    }
+
+    #[test]
+    fn long_keys_are_cut_to_236_chars() {
+        let key = job_key(&"a".repeat(300), None);
+        assert_eq!(key.chars().count(), MAX_JOB_KEY_CHARS);
+        assert_eq!(key, "a".repeat(236));
+        let cut_hash = job_key(&"a".repeat(210), None);
+        assert_eq!(cut_hash, format!("{}___{}", "a".repeat(210), &"b50339a10e1de285ac99d4c3990b8693"[..23]));
+        let whole = job_key(&"a".repeat(200), None);
+        assert_eq!(whole.len(), 235, "short keys are not padded");
+    }
+
+    #[test]
+    fn long_non_ascii_job_names_are_cut_on_a_char_boundary() {
+        let key = job_key(&"ü".repeat(300), None);
+        assert_eq!(key.chars().count(), 236);
+        assert!(key.chars().all(|c| c == 'ü'));
+    }
+
+    #[test]
+    fn client_token_is_md5_of_env_key_queue_id_and_window() {
+        // md5("dev|job-000___x|42|5666666")
+        let expected = md5_hex(b"dev|job-000___x|42|5666666");
+        assert_eq!(client_token("dev", "job-000___x", Some(42), 1_700_000_000), expected);
+        assert_eq!(expected.len(), 32);
+        assert_eq!(client_token("dev", "k", None, 0), md5_hex(b"dev|k|-|0"));
+    }
+
+    #[test]
+    fn client_token_is_stable_within_a_window_and_changes_after_it() {
+        let t = |secs| client_token("dev", "k", Some(1), secs);
+        assert_eq!(t(600), t(899));
+        assert_ne!(t(899), t(900));
+    }
+
+    #[test]
+    fn client_token_differs_per_env_and_queue_item() {
+        assert_ne!(client_token("dev", "k", Some(1), 0), client_token("prod", "k", Some(1), 0));
+        assert_ne!(client_token("dev", "k", Some(1), 0), client_token("dev", "k", Some(2), 0));
+        assert_ne!(client_token("dev", "k", Some(1), 0), client_token("dev", "k", None, 0));
+    }
+
+    #[test]
+    fn md5_hex_matches_a_known_digest() {
+        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+    }
+}

@@ -1,0 +1,28 @@
+//! slave_manager keeps a Jenkins master supplied with EC2 build agents.
+//!
+//! # Layout
+//! Each pass is observe → decide → act → record:
+//! - [`cli`], [`config`]: the original's flags → a validated [`config::Config`];
+//! - [`observe`]: one Jenkins dump ([`jenkins`]) and one EC2 describe per env
+//!   ([`aws`]), in parallel, plus the [`markers`] → a snapshot of [`model`] types;
+//! - [`plan`]: a pure function from the snapshot to a list of actions
+//!   (scale up, scale down, inventory), with the [`label`] and [`job_key`] rules;
+//! - [`act`]: carries the actions out through the thin clients of [`world`];
+//! - record: [`markers`], [`stats`] (the CSVs) and the log lines of [`logging`];
+//! - [`reconciler`]: the bounded loop and the schedule of periodic jobs.
+
+pub mod act;
+pub mod aws;
+pub mod cli;
+pub mod config;
+pub mod jenkins;
+pub mod job_key;
+pub mod label;
+pub mod logging;
+pub mod markers;
+pub mod model;
+pub mod observe;
+pub mod plan;
+pub mod reconciler;
+pub mod stats;
+pub mod world;

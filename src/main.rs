@@ -1,0 +1,90 @@
+//! parse → config → logging → clients → run → CSVs → exit code.
+//!
+//! Exit codes: 0 for a run that finished (failures during it are logged and
+//! counted in properties_error.csv), 2 for bad flags or configuration (nothing
+//! in AWS or Jenkins was touched), 1 when the CSVs cannot be written.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use slave_manager::cli::Args;
+use slave_manager::config::Config;
+use slave_manager::reconciler::Reconciler;
+use slave_manager::world::World;
+use slave_manager::logging;
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return user_error(&one_line(&e.to_string())),
+    };
+    let config = match Config::from_args(&args) {
+        Ok(config) => config,
+        Err(e) => return user_error(&e.to_string()),
+    };
+    let workdir = match std::env::current_dir() {
+        Ok(dir) => dir,
+        Err(e) => return user_error(&format!("cannot read the working directory: {e}")),
+    };
+    logging::init(config.debug, args.color);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("slave_manager: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let world = World::connect(config, workdir).await;
+        let mut reconciler = Reconciler::new(&world);
+        tracing::info!(
+            "slave_manager {}: {} passes every {:?}, envs {}",
+            env!("CARGO_PKG_VERSION"),
+            world.config.loop_counter,
+            world.config.pass_interval,
+            world.config.envs.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        reconciler.run(shutdown_signal()).await;
+        match reconciler.stats.write_csvs(&world.workdir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("cannot write the CSV files in {}: {e}", world.workdir.display());
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// SIGINT or SIGTERM (Jenkins aborting the build): stop, but still write the CSVs.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn user_error(message: &str) -> ExitCode {
+    eprintln!("slave_manager: {message}");
+    ExitCode::from(2)
+}
+
+/// clap's message on one line, without its usage block.
+fn one_line(message: &str) -> String {
+    let message = message.split("\n\nUsage:").next().unwrap_or(message);
+    let message = message.trim().trim_start_matches("error: ");
+    message.split_whitespace().collect::<Vec<_>>().join(" ") + " (see --help)"
+}

@@ -1,0 +1,100 @@
+//! Marker files in the working directory, named exactly as the original's so
+//! a run that takes over from the Python script honours its markers:
+//! - `working_on_<key>.working`: the queue item `<key>` has been given an
+//!   instance; expires by file age;
+//! - `<ENV>__<instance-id>.start_instance`: we started or created that
+//!   instance for the labels inside (`labels=…`, `instance_id=…` lines).
+
+use std::io;
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::model::{Markers, StartMarker};
+
+const WORKING_PREFIX: &str = "working_on_";
+const WORKING_SUFFIX: &str = ".working";
+const START_SUFFIX: &str = ".start_instance";
+
+pub fn working_file(key: &str) -> String {
+    format!("{WORKING_PREFIX}{key}{WORKING_SUFFIX}")
+}
+
+pub fn start_file(env: &str, instance_id: &str) -> String {
+    format!("{env}__{instance_id}{START_SUFFIX}")
+}
+
+/// Reads every marker in `dir`; ages are measured against `now`. Unreadable
+/// entries are skipped: a marker we cannot read is one we cannot honour.
+pub fn read_markers(dir: &Path, now: SystemTime) -> io::Result<Markers> {
+    let mut markers = Markers::default();
+    for entry in std::fs::read_dir(dir)? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let age = || {
+            let modified = entry.metadata().and_then(|m| m.modified()).ok()?;
+            Some(now.duration_since(modified).unwrap_or_default())
+        };
+        if let Some(key) = name.strip_prefix(WORKING_PREFIX).and_then(|n| n.strip_suffix(WORKING_SUFFIX)) {
+            if let Some(age) = age() {
+                markers.working.insert(key.to_string(), age);
+            }
+        } else if let Some((env, id)) = name.strip_suffix(START_SUFFIX).and_then(|n| n.split_once("__")) {
+            let (Some(age), Ok(text)) = (age(), std::fs::read_to_string(entry.path())) else { continue };
+            let value = |key: &str| {
+                text.lines().find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
+            };
+            markers.started.push(StartMarker {
+                file_name: name.clone(),
+                env: env.to_string(),
+                instance_id: value("instance_id=").unwrap_or_else(|| id.to_string()),
+                labels: value("labels=").unwrap_or_default().split_whitespace().map(str::to_string).collect(),
+                age,
+            });
+        }
+    }
+    markers.started.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    Ok(markers)
+}
+
+pub fn write_working(dir: &Path, key: &str) -> io::Result<()> {
+    std::fs::write(dir.join(working_file(key)), b"")
+}
+
+pub fn write_start(dir: &Path, env: &str, instance_id: &str, labels: &str) -> io::Result<()> {
+    std::fs::write(dir.join(start_file(env, instance_id)), format!("labels={labels}\ninstance_id={instance_id}\n"))
+}
+
+/// Removes a marker; one already gone is fine.
+pub fn remove(dir: &Path, file_name: &str) -> io::Result<()> {
+    match std::fs::remove_file(dir.join(file_name)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn reads_what_it_writes_and_the_originals_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write_working(dir.path(), "job-000___451c5cc1f587bccf16f277e20300a782").unwrap();
+        write_start(dir.path(), "my-test-env", "i-0abc", "my-test-env_spot").unwrap();
+        // As the Python script wrote it (no trailing newline, CRLF-free).
+        std::fs::write(dir.path().join("dev__i-9.start_instance"), "labels=dev\ninstance_id=i-9").unwrap();
+        std::fs::write(dir.path().join("properties_run.csv"), "x").unwrap();
+        let m = read_markers(dir.path(), SystemTime::now() + Duration::from_secs(10)).unwrap();
+        let age = m.working["job-000___451c5cc1f587bccf16f277e20300a782"];
+        assert!(age >= Duration::from_secs(9) && age < Duration::from_secs(60), "{age:?}");
+        assert_eq!(m.started.len(), 2);
+        assert_eq!(m.started[0].env, "dev");
+        assert_eq!(m.started[0].instance_id, "i-9");
+        assert_eq!(m.started[1].env, "my-test-env");
+        assert_eq!(m.started[1].labels, ["my-test-env_spot"]);
+        remove(dir.path(), &working_file("job-000___451c5cc1f587bccf16f277e20300a782")).unwrap();
+        remove(dir.path(), "absent.working").unwrap();
+        assert!(read_markers(dir.path(), SystemTime::now()).unwrap().working.is_empty());
+    }
+}

@@ -1,0 +1,62 @@
+//! Observe: one Jenkins dump and one EC2 describe per env, all at once, plus
+//! the marker files. Nothing here decides anything.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::task::JoinSet;
+
+use crate::aws::ec2;
+use crate::jenkins::dump::parse_dump;
+use crate::markers;
+use crate::model::{EnvObservation, JenkinsDump, Markers};
+use crate::world::World;
+
+pub struct Observation {
+    /// The parsed dump, or why there is none this pass.
+    pub dump: Result<JenkinsDump, String>,
+    pub envs: BTreeMap<String, EnvObservation>,
+    /// Unreadable markers mean no scale-up this pass: without them we could
+    /// launch twice for one item.
+    pub markers: Result<Markers, String>,
+    pub now: SystemTime,
+    /// How long the slowest observation took (the pass cannot be faster).
+    pub elapsed: std::time::Duration,
+}
+
+pub async fn observe(world: &World) -> Observation {
+    let started = Instant::now();
+    let cli = Arc::clone(&world.jenkins);
+    let mut words = vec!["groovy".to_string(), "=".to_string()];
+    words.extend(world.dump_args());
+    let script = world.config.groovy.clone();
+    let dump = tokio::task::spawn_blocking(move || {
+        let out = cli.run(&words, script.as_bytes()).map_err(|e| e.to_string())?;
+        parse_dump(&out.stdout).map_err(|e| e.to_string())
+    });
+
+    let mut describes = JoinSet::new();
+    for (name, client) in &world.ec2 {
+        let (name, client, slave_name) = (name.clone(), client.clone(), world.config.slave_name.clone());
+        describes.spawn(async move {
+            let result = ec2::describe_agents(&client, &slave_name).await.map_err(|e| e.to_string());
+            (name, result)
+        });
+    }
+    let mut envs = BTreeMap::new();
+    while let Some(joined) = describes.join_next().await {
+        if let Ok((name, result)) = joined {
+            envs.insert(name, result);
+        }
+    }
+    // A describe task that panicked leaves its env out; say so instead.
+    for name in world.ec2.keys() {
+        envs.entry(name.clone()).or_insert_with(|| Err("describe task failed".to_string()));
+    }
+    let dump = dump.await.unwrap_or_else(|e| Err(format!("dump task failed: {e}")));
+    let now = SystemTime::now();
+    let markers = markers::read_markers(&world.workdir, now)
+        .map_err(|e| format!("cannot read markers in {}: {e}", world.workdir.display()));
+    Observation { dump, envs, markers, now, elapsed: started.elapsed() }
+}

@@ -1,0 +1,345 @@
+//! Scale down (SPEC A5 step 3 and part B): nodes the Groovy idle policy
+//! marked `terminate_me` are stopped, or terminated when spot or on an old
+//! AMI — unless the instance is not ours or a build is running on it.
+
+use std::collections::BTreeSet;
+
+use crate::label::parse_label;
+use crate::model::{InstanceState, Node};
+
+use super::{
+    counts, devices_lacking_delete_on_termination, is_busy, observed, Action, Plan, PlanConfig, Snapshot,
+    TerminateReason,
+};
+
+pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
+    let known_envs = cfg.known_envs();
+    for node in snap.dump.nodes.iter().filter(|n| n.offline && n.has_label("swarm") && n.terminate_me) {
+        retire(cfg, snap, &known_envs, node, claimed, plan);
+    }
+}
+
+/// The env a node belongs to: its first label that is an env or names one.
+fn node_env(node: &Node, known_envs: &BTreeSet<String>) -> Option<String> {
+    node.labels.iter().find_map(|l| {
+        if known_envs.contains(l) {
+            Some(l.clone())
+        } else {
+            parse_label(l, known_envs).ok().map(|label| label.env)
+        }
+    })
+}
+
+fn retire(
+    cfg: &PlanConfig,
+    snap: &Snapshot,
+    known_envs: &BTreeSet<String>,
+    node: &Node,
+    claimed: &mut BTreeSet<String>,
+    plan: &mut Plan,
+) {
+    let name = &node.name;
+    let Some(id) = node.instance_id.as_deref() else {
+        plan.count(counts::ERROR_STOPPING_INSTANCE);
+        plan.info(None, format!("node {name}: no InstanceID= in its description; cannot stop it"));
+        return;
+    };
+    let Some(env) = node_env(node, known_envs) else {
+        plan.count(counts::ERROR_STOPPING_INSTANCE);
+        plan.info(None, format!("node {name}: no label names a known env; cannot stop {id}"));
+        return;
+    };
+    let instances = match observed(&snap.envs, &env) {
+        Ok(instances) => instances,
+        Err(e) => {
+            // Whoever observed the env reports the failure; this is routine.
+            plan.debug(None, format!("node {name}: {e}; {id} is left alone this pass"));
+            return;
+        }
+    };
+    let Some(inst) = instances.iter().find(|i| i.id == id) else {
+        plan.count(counts::ERROR_STOPPING_INSTANCE);
+        plan.info(None, format!("node {name}: instance {id} is not in {env}"));
+        return;
+    };
+    if matches!(inst.state, InstanceState::ShuttingDown | InstanceState::Terminated) {
+        plan.debug(None, format!("node {name}: {id} is already {}", inst.state.as_str()));
+        return;
+    }
+    if !cfg.is_ours(inst) {
+        plan.info(
+            None,
+            format!("node {name}: {env} instance {id} is not named {}; it is never touched", cfg.slave_name),
+        );
+        return;
+    }
+    if is_busy(node) {
+        plan.info(None, format!("node {name}: a build is running on it; {id} is kept"));
+        return;
+    }
+    if claimed.contains(id) {
+        plan.debug(None, format!("node {name}: {id} already has an action this pass"));
+        return;
+    }
+
+    let instance_id = id.to_string();
+    if inst.spot {
+        plan.act(Action::Terminate { env, instance_id, why: TerminateReason::Spot { node: name.clone() } });
+    } else if cfg.on_replaced_ami(&env, inst) {
+        // Volumes must go with the instance, or every old agent leaks its disks.
+        let devices = devices_lacking_delete_on_termination(inst);
+        if !devices.is_empty() {
+            plan.act(Action::SetDeleteOnTermination { env: env.clone(), instance_id: instance_id.clone(), devices });
+        }
+        plan.act(Action::Terminate {
+            env,
+            instance_id,
+            why: TerminateReason::OldAmi { node: Some(name.clone()), ami: inst.image_id.clone() },
+        });
+    } else {
+        match inst.state {
+            InstanceState::Running => plan.act(Action::Stop { env, instance_id, node: name.clone() }),
+            InstanceState::Stopped | InstanceState::Stopping => {
+                plan.count(counts::INSTANCE_STOPPED_STATE);
+                return;
+            }
+            _ => {
+                plan.debug(None, format!("node {name}: {id} is {}; nothing to do yet", inst.state.as_str()));
+                return;
+            }
+        }
+    }
+    claimed.insert(id.to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::super::fixtures::*;
+    use super::super::*;
+    use crate::model::InstanceState::*;
+
+    fn down(s: &Snapshot) -> Plan {
+        let mut plan = Plan::default();
+        super::plan(&cfg(), s, &mut BTreeSet::new(), &mut plan);
+        plan
+    }
+
+    fn acts(s: &Snapshot) -> Vec<String> {
+        brief(&down(s).actions)
+    }
+
+    fn one(inst: Instance, node: Node) -> Snapshot {
+        snap(vec![("dev", vec![inst])]).nodes(vec![node])
+    }
+
+    #[test]
+    fn idle_running_agent_is_stopped() {
+        let plan = down(&one(agent("i-1", Running, "dev"), doomed("dev-10.0.0.1", "i-1", "dev")));
+        assert_eq!(
+            plan.actions,
+            [Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "dev-10.0.0.1".into() }]
+        );
+        assert!(plan.counts.is_empty());
+    }
+
+    #[test]
+    fn idle_spot_agent_is_terminated() {
+        let plan = down(&one(agent("i-1", Running, "dev_spot"), doomed("dev_spot-10.0.0.1", "i-1", "dev_spot")));
+        assert_eq!(
+            plan.actions,
+            [Action::Terminate {
+                env: "dev".into(),
+                instance_id: "i-1".into(),
+                why: TerminateReason::Spot { node: "dev_spot-10.0.0.1".into() },
+            }]
+        );
+    }
+
+    #[test]
+    fn old_ami_agent_is_terminated_after_delete_on_termination() {
+        let inst = agent("i-1", Running, "dev")
+            .ami("ami-old")
+            .volume("/dev/xvda", false)
+            .volume("/dev/sdb", true)
+            .volume("/dev/sdc", false);
+        let plan = down(&one(inst, doomed("dev-10.0.0.1", "i-1", "dev")));
+        assert_eq!(
+            plan.actions,
+            [
+                Action::SetDeleteOnTermination {
+                    env: "dev".into(),
+                    instance_id: "i-1".into(),
+                    devices: vec!["/dev/xvda".into(), "/dev/sdc".into()],
+                },
+                Action::Terminate {
+                    env: "dev".into(),
+                    instance_id: "i-1".into(),
+                    why: TerminateReason::OldAmi { node: Some("dev-10.0.0.1".into()), ami: "ami-old".into() },
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn old_ami_agent_with_volumes_already_deleted_on_termination_is_just_terminated() {
+        let inst = agent("i-1", Stopped, "dev").ami("ami-old").volume("/dev/xvda", true);
+        assert_eq!(acts(&one(inst, doomed("dev-10.0.0.1", "i-1", "dev"))), ["terminate i-1 old-ami"]);
+    }
+
+    #[test]
+    fn env_without_ami_never_counts_an_agent_as_old() {
+        let s = snap(vec![("qa", vec![agent("i-1", Running, "qa").ami("ami-anything")])]).nodes(vec![doomed(
+            "qa-10.0.0.1",
+            "i-1",
+            "qa",
+        )]);
+        assert_eq!(acts(&s), ["stop i-1"]);
+    }
+
+    #[test]
+    fn busy_node_is_never_stopped() {
+        let busy = Node { busy_executors: Some(1), ..doomed("dev-10.0.0.1", "i-1", "dev") };
+        let plan = down(&one(agent("i-1", Running, "dev"), busy));
+        assert_eq!(plan.actions, []);
+        assert_eq!(info_notes(&plan.notes), ["node dev-10.0.0.1: a build is running on it; i-1 is kept"]);
+    }
+
+    #[test]
+    fn busy_spot_or_old_ami_node_is_never_terminated() {
+        for inst in [agent("i-1", Running, "dev_spot"), agent("i-1", Running, "dev").ami("ami-old")] {
+            let busy = Node { busy_executors: Some(2), ..doomed("n-10.0.0.1", "i-1", "dev") };
+            assert_eq!(acts(&one(inst, busy)), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn node_from_an_old_dump_without_busy_count_is_stopped() {
+        let old_dump = Node { busy_executors: None, ..doomed("dev-10.0.0.1", "i-1", "dev") };
+        assert_eq!(acts(&one(agent("i-1", Running, "dev"), old_dump)), ["stop i-1"]);
+    }
+
+    #[test]
+    fn instance_without_our_name_tag_is_never_touched() {
+        for name in [Some("prod-database"), None] {
+            for inst in [
+                agent("i-1", Running, "dev"),
+                agent("i-1", Running, "dev_spot"),
+                agent("i-1", Running, "dev").ami("ami-old"),
+            ] {
+                let plan = down(&one(inst.named(name), doomed("dev-10.0.0.1", "i-1", "dev")));
+                assert_eq!(plan.actions, []);
+                assert_eq!(
+                    info_notes(&plan.notes),
+                    ["node dev-10.0.0.1: dev instance i-1 is not named jslave-in-house; it is never touched"]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stopped_or_stopping_agent_counts_instance_stopped_state() {
+        for state in [Stopped, Stopping] {
+            let plan = down(&one(agent("i-1", state, "dev"), doomed("dev-10.0.0.1", "i-1", "dev")));
+            assert_eq!(plan.actions, []);
+            assert_eq!(count(&plan.counts, counts::INSTANCE_STOPPED_STATE), 1);
+        }
+    }
+
+    #[test]
+    fn pending_agent_is_left_alone() {
+        let plan = down(&one(agent("i-1", Pending, "dev"), doomed("dev-10.0.0.1", "i-1", "dev")));
+        assert_eq!(plan.actions, []);
+        assert!(plan.counts.is_empty());
+    }
+
+    #[test]
+    fn terminating_or_terminated_agent_is_left_alone() {
+        for state in [ShuttingDown, Terminated] {
+            let plan = down(&one(agent("i-1", state, "dev_spot"), doomed("dev-10.0.0.1", "i-1", "dev_spot")));
+            assert_eq!(plan.actions, []);
+            assert!(plan.counts.is_empty());
+        }
+    }
+
+    #[test]
+    fn node_without_instance_id_counts_an_error() {
+        let node = Node { instance_id: None, ..doomed("dev-10.0.0.1", "i-1", "dev") };
+        let plan = down(&one(agent("i-1", Running, "dev"), node));
+        assert_eq!(plan.actions, []);
+        assert_eq!(count(&plan.counts, counts::ERROR_STOPPING_INSTANCE), 1);
+        assert_eq!(info_notes(&plan.notes).len(), 1);
+    }
+
+    #[test]
+    fn node_without_env_label_counts_an_error() {
+        let node = Node { labels: vec!["swarm".into(), "linux".into()], ..doomed("x", "i-1", "dev") };
+        let plan = down(&one(agent("i-1", Running, "dev"), node));
+        assert_eq!(plan.actions, []);
+        assert_eq!(count(&plan.counts, counts::ERROR_STOPPING_INSTANCE), 1);
+    }
+
+    #[test]
+    fn node_env_comes_from_its_first_env_label() {
+        let node = Node {
+            labels: vec!["swarm".into(), "linux".into(), "prod_spot_c5.large".into(), "dev".into()],
+            ..doomed("x", "i-1", "dev")
+        };
+        let s = snap(vec![("dev", vec![agent("i-1", Running, "dev")]), ("prod", vec![agent("i-1", Running, "prod")])])
+            .nodes(vec![node]);
+        let plan = down(&s);
+        assert_eq!(plan.actions, [Action::Stop { env: "prod".into(), instance_id: "i-1".into(), node: "x".into() }]);
+    }
+
+    #[test]
+    fn instance_missing_from_its_env_counts_an_error() {
+        let plan = down(&one(agent("i-2", Running, "dev"), doomed("dev-10.0.0.1", "i-1", "dev")));
+        assert_eq!(plan.actions, []);
+        assert_eq!(count(&plan.counts, counts::ERROR_STOPPING_INSTANCE), 1);
+        assert_eq!(info_notes(&plan.notes), ["node dev-10.0.0.1: instance i-1 is not in dev"]);
+    }
+
+    #[test]
+    fn failed_env_observation_is_left_alone() {
+        let s = snap(vec![])
+            .env_err("dev")
+            .nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev"), doomed("qa-10.0.0.2", "i-2", "qa")]);
+        let plan = down(&s);
+        assert_eq!(plan.actions, []);
+        assert!(plan.counts.is_empty(), "not knowing is not an error: {:?}", plan.counts);
+        assert_eq!(plan.notes.len(), 2);
+        assert!(plan.notes.iter().all(|n| n.level == NoteLevel::Debug));
+    }
+
+    #[test]
+    fn online_or_unmarked_or_non_swarm_nodes_are_left_alone() {
+        let base = doomed("dev-10.0.0.1", "i-1", "dev");
+        let nodes = vec![
+            Node { offline: false, ..base.clone() },
+            Node { terminate_me: false, ..base.clone() },
+            Node { labels: vec!["dev".into()], ..base },
+        ];
+        let s = snap(vec![("dev", vec![agent("i-1", Running, "dev")])]).nodes(nodes);
+        let plan = down(&s);
+        assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn two_nodes_of_one_instance_give_one_action() {
+        let s = snap(vec![("dev", vec![agent("i-1", Running, "dev")])])
+            .nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev"), doomed("dev-i-1", "i-1", "dev")]);
+        assert_eq!(acts(&s), ["stop i-1"]);
+    }
+
+    #[test]
+    fn old_ami_agent_in_plan_pass_gets_one_terminate() {
+        // The stopped old-AMI agent matches the queued label, but scale-down
+        // owns it: no start, no make-room terminate of the same instance.
+        let s =
+            snap(vec![("dev", vec![agent("i-1", Stopped, "dev").ami("ami-old"), agent("i-2", Running, "dev_shared")])])
+                .nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev")])
+                .queue(vec![item("job", "dev")]);
+        assert_eq!(brief(&plan_pass(&cfg(), &s, 3).actions), ["terminate i-1 old-ami"]);
+    }
+}

@@ -1,0 +1,182 @@
+//! The bounded loop: observe → decide → act → record, `--loop_counter` times,
+//! with the periodic jobs on their original schedule (passes count from 0, so
+//! the first pass runs them all). An error never ends the loop; it is logged,
+//! counted, and the next pass tries again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use crate::act::act;
+use crate::model::{EnvObservation, InstanceState};
+use crate::observe::{observe, Observation};
+use crate::plan::{plan_inventory, plan_pass, Note, NoteLevel, PlanConfig, Snapshot};
+use crate::stats::Stats;
+use crate::world::World;
+
+/// How long a `working_on_*.working` marker holds an item as handled.
+pub const WORKING_TTL: Duration = Duration::from_secs(300);
+/// How long a running instance with no node yet still counts as booting.
+pub const BOOT_GRACE: Duration = Duration::from_secs(600);
+
+/// Every how many passes each periodic job runs (SPEC A5 step 4).
+pub const INVENTORY_EVERY: u32 = 15;
+
+pub struct Reconciler<'w> {
+    world: &'w World,
+    plan_config: PlanConfig,
+    pub stats: Stats,
+    /// Info notes already logged, so an item stuck on the queue with a label
+    /// we cannot serve is reported once, not every 5 seconds.
+    told: BTreeSet<(Option<String>, String)>,
+}
+
+impl<'w> Reconciler<'w> {
+    pub fn new(world: &'w World) -> Reconciler<'w> {
+        let c = &world.config;
+        let plan_config = PlanConfig {
+            slave_name: c.slave_name.clone(),
+            max_on_demand: c.max_on_demand,
+            max_spot: c.max_spot,
+            amis: c.envs.iter().map(|(n, e)| (n.clone(), e.ami.clone())).collect(),
+            working_ttl: WORKING_TTL,
+            boot_grace: BOOT_GRACE,
+        };
+        Reconciler { world, plan_config, stats: Stats::default(), told: BTreeSet::new() }
+    }
+
+    /// Runs every pass, or until `shutdown` completes; then the CSVs are due.
+    pub async fn run(&mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let total = self.world.config.loop_counter;
+        for pass in 0..total {
+            tokio::select! {
+                _ = self.pass(pass) => {}
+                _ = &mut shutdown => { tracing::warn!("interrupted during pass {}", pass + 1); return; }
+            }
+            if pass + 1 < total {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.world.config.pass_interval) => {}
+                    _ = &mut shutdown => { tracing::warn!("interrupted after pass {}", pass + 1); return; }
+                }
+            }
+        }
+    }
+
+    /// One pass. The span carries the pass number into every line.
+    pub async fn pass(&mut self, pass: u32) {
+        let started = Instant::now();
+        let before = self.stats.clone();
+        let obs = observe(self.world).await;
+        tracing::debug!("observed in {} ms", obs.elapsed.as_millis());
+
+        for (env, result) in &obs.envs {
+            if let Err(e) = result {
+                tracing::error!("{env}: cannot describe instances: {e}");
+                self.stats.add("describe_failed", 1);
+            }
+        }
+        let mut queue_len = None;
+        match (&obs.dump, &obs.markers) {
+            (Err(e), _) => {
+                tracing::error!("Jenkins dump failed, nothing scaled this pass: {e}");
+                self.stats.add("jar_file_error", 1);
+            }
+            (Ok(_), Err(e)) => {
+                tracing::error!("{e}; nothing scaled this pass");
+                self.stats.add("action_failed", 1);
+            }
+            (Ok(dump), Ok(markers)) => {
+                queue_len = Some(dump.queue.len());
+                for m in &dump.messages {
+                    tracing::info!("jenkins: {m}");
+                }
+                let snapshot =
+                    Snapshot { dump: dump.clone(), envs: obs.envs.clone(), markers: markers.clone(), now: obs.now };
+                let plan = plan_pass(&self.plan_config, &snapshot, fastrand::u64(..));
+                self.tell(&plan.notes);
+                for (k, n) in &plan.counts {
+                    self.stats.add(k, *n);
+                }
+                let moved = act(self.world, &plan.actions).await;
+                self.merge(&moved);
+            }
+        }
+
+        if pass % INVENTORY_EVERY == 0 {
+            self.inventory(&obs).await;
+        }
+        // Room for the master's security group (every 3rd pass), the GC job
+        // (every 6th) and SQS requests (every 15th): see the README.
+
+        let delta = |k: &str| self.stats.get(k) - before.get(k);
+        tracing::info!(
+            "pass {}/{}: queue {}, agents {}, started {}, created {}, stopped {}, terminated {}, errors {} ({} ms)",
+            pass + 1,
+            self.world.config.loop_counter,
+            queue_len.map_or("?".to_string(), |n| n.to_string()),
+            agents_line(&obs.envs),
+            delta("instances_started"),
+            delta("instances_created"),
+            delta("instances_stopped"),
+            delta("instances_terminated"),
+            self.stats.errors() - before.errors(),
+            started.elapsed().as_millis(),
+        );
+    }
+
+    /// SPEC A9: delete-on-termination everywhere, agents per label set, old
+    /// stopped agents retired. A failure here is counted, never fatal.
+    async fn inventory(&mut self, obs: &Observation) {
+        let inv = plan_inventory(&self.plan_config, &obs.envs, obs.dump.as_ref().ok(), obs.now);
+        self.tell(&inv.notes);
+        for (k, n) in &inv.counts {
+            self.stats.add(k, *n);
+        }
+        if obs.envs.values().all(Result::is_ok) {
+            self.stats.instance_count = inv.instance_count.clone();
+        }
+        let moved = act(self.world, &inv.actions).await;
+        let failures = moved.get("action_failed");
+        self.merge(&moved);
+        self.stats.add("inventory_failed", failures);
+        let counts: Vec<String> = inv.instance_count.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        tracing::info!("inventory: {}", if counts.is_empty() { "no agents".to_string() } else { counts.join(", ") });
+    }
+
+    fn merge(&mut self, other: &Stats) {
+        for key in crate::stats::RUN_KEYS.iter().chain(crate::stats::ERROR_KEYS) {
+            self.stats.add(key, other.get(key));
+        }
+    }
+
+    fn tell(&mut self, notes: &[Note]) {
+        for note in notes {
+            match note.level {
+                NoteLevel::Debug => tracing::debug!("{}", note.text),
+                NoteLevel::Info => {
+                    if self.told.insert((note.job_key.clone(), note.text.clone())) {
+                        tracing::info!("{}", note.text);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `5 (dev 3, prod 2)`: our pending and running agents, per env.
+fn agents_line(envs: &BTreeMap<String, EnvObservation>) -> String {
+    let per_env: Vec<(String, Option<usize>)> = envs
+        .iter()
+        .map(|(env, obs)| {
+            let n = obs.as_ref().ok().map(|instances| {
+                instances.iter().filter(|i| matches!(i.state, InstanceState::Pending | InstanceState::Running)).count()
+            });
+            (env.clone(), n)
+        })
+        .collect();
+    let total: usize = per_env.iter().filter_map(|(_, n)| *n).sum();
+    let parts: Vec<String> =
+        per_env.iter().map(|(env, n)| format!("{env} {}", n.map_or("?".to_string(), |n| n.to_string()))).collect();
+    format!("{total} ({})", parts.join(", "))
+}

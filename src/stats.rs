@@ -1,0 +1,91 @@
+//! Counters of a run and the four `properties_*.csv` files the Jenkins Plot
+//! plugin graphs: a header row of sorted keys, one row of values, CRLF line
+//! ends as the original's Python csv module wrote them.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+
+/// Keys of `properties_run.csv`.
+pub const RUN_KEYS: &[&str] = &["instances_created", "instances_started", "instances_stopped", "instances_terminated"];
+/// Keys of `properties_sqs.csv`.
+pub const SQS_KEYS: &[&str] = &["sqs_dropped", "sqs_handled"];
+/// Keys of `properties_error.csv`: the original's six, then ours.
+pub const ERROR_KEYS: &[&str] = &[
+    "error_stopping_instance",
+    "instance_not_slave",
+    "instance_stopped_state",
+    "jar_file_error",
+    "job_on_queue",
+    "jobs_waited_too_long",
+    "action_failed",
+    "describe_failed",
+    "inventory_failed",
+    "unknown_label",
+];
+
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    counters: BTreeMap<String, u64>,
+    /// Agents per label set from the last inventory (`ENV_<labels>`).
+    pub instance_count: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    pub fn add(&mut self, key: &str, n: u64) {
+        if n > 0 {
+            *self.counters.entry(key.to_string()).or_default() += n;
+        }
+    }
+
+    pub fn get(&self, key: &str) -> u64 {
+        self.counters.get(key).copied().unwrap_or(0)
+    }
+
+    /// Sum of the error counters (the pass line's `errors N`).
+    pub fn errors(&self) -> u64 {
+        ERROR_KEYS.iter().map(|k| self.get(k)).sum()
+    }
+
+    pub fn write_csvs(&self, dir: &Path) -> io::Result<()> {
+        let pick = |keys: &[&str]| keys.iter().map(|k| (k.to_string(), self.get(k))).collect::<BTreeMap<_, _>>();
+        write_csv(&dir.join("properties_run.csv"), &pick(RUN_KEYS))?;
+        write_csv(&dir.join("properties_sqs.csv"), &pick(SQS_KEYS))?;
+        write_csv(&dir.join("properties_error.csv"), &pick(ERROR_KEYS))?;
+        write_csv(&dir.join("properties_instance_count.csv"), &self.instance_count)
+    }
+}
+
+fn write_csv(path: &Path, row: &BTreeMap<String, u64>) -> io::Result<()> {
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_path(path)?;
+    w.write_record(row.keys())?;
+    w.write_record(row.values().map(u64::to_string))?;
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csvs_have_sorted_keys_and_one_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Stats::default();
+        s.add("instances_started", 2);
+        s.add("jar_file_error", 1);
+        s.instance_count.insert("dev_dev_spot".into(), 3);
+        s.instance_count.insert("dev_None".into(), 1);
+        s.write_csvs(dir.path()).unwrap();
+        let run = std::fs::read_to_string(dir.path().join("properties_run.csv")).unwrap();
+        assert_eq!(run, "instances_created,instances_started,instances_stopped,instances_terminated\r\n0,2,0,0\r\n");
+        let err = std::fs::read_to_string(dir.path().join("properties_error.csv")).unwrap();
+        let mut lines = err.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let mut sorted = header.clone();
+        sorted.sort();
+        assert_eq!(header, sorted);
+        assert_eq!(s.errors(), 1);
+        let count = std::fs::read_to_string(dir.path().join("properties_instance_count.csv")).unwrap();
+        assert_eq!(count, "dev_None,dev_dev_spot\r\n1,3\r\n");
+    }
+}

@@ -1,0 +1,53 @@
+//! The outside world a pass talks to: Jenkins through its CLI, and one EC2
+//! client per env (each with its own assumed-role credentials).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::aws;
+use crate::config::Config;
+use crate::jenkins::JenkinsCli;
+
+/// Upper bound on one Jenkins CLI command (the dump, a build trigger).
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct World {
+    pub config: Config,
+    /// Where markers, the CLI jar and the CSVs live (the job's workspace).
+    pub workdir: PathBuf,
+    pub jenkins: Arc<JenkinsCli>,
+    pub ec2: BTreeMap<String, aws_sdk_ec2::Client>,
+}
+
+impl World {
+    /// Builds the clients. Nothing is called yet: credentials are fetched on
+    /// first use, so one env whose role cannot be assumed does not stop the
+    /// others.
+    pub async fn connect(config: Config, workdir: PathBuf) -> World {
+        let base = aws::base_config(&config.master_region).await;
+        let mut ec2 = BTreeMap::new();
+        for (name, env) in &config.envs {
+            let env_conf = aws::env_config(&base, env, &config.master).await;
+            ec2.insert(name.clone(), aws_sdk_ec2::Client::new(&env_conf));
+        }
+        let jenkins = JenkinsCli::new(
+            config.cli,
+            &config.url,
+            &config.jenkins_user,
+            &config.id_rsa,
+            &workdir,
+            CLI_TIMEOUT,
+        );
+        World { config, workdir, jenkins: Arc::new(jenkins), ec2 }
+    }
+
+    /// The arguments of the dump script: every env's current AMI id.
+    pub fn dump_args(&self) -> Vec<String> {
+        let mut amis: Vec<String> = self.config.envs.values().filter_map(|e| e.ami.clone()).collect();
+        amis.sort();
+        amis.dedup();
+        amis
+    }
+}
