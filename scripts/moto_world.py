@@ -304,12 +304,17 @@ def cmd_build(args):
 
 
 def fleet_rows(aws, environment):
-    """One row per instance in every env of an environment.json."""
+    """One row per instance in every env of an environment.json, then any in
+    the master's own account (default credentials) in those regions, listed
+    as env `(master)`: agents must never land there."""
     role = environment["jenkins-master"]["jenkins-master-sg-name"]
+    envs = sorted(environment["environments"].items())
+    places = [(name, env["region"], aws.assume_role(env["account-id"], role, env["region"]))
+              for name, env in envs]
+    places += [("(master)", region, None) for region in sorted({env["region"] for _, env in envs})]
     rows = []
-    for name, env in sorted(environment["environments"].items()):
-        creds = aws.assume_role(env["account-id"], role, env["region"])
-        ec2 = aws.client("ec2", env["region"], creds)
+    for name, region, creds in places:
+        ec2 = aws.client("ec2", region, creds)
         instances = [instance
                      for page in ec2.get_paginator("describe_instances").paginate()
                      for reservation in page["Reservations"]
@@ -321,11 +326,23 @@ def fleet_rows(aws, environment):
                 labels = json.loads(tags["slave_data"])["slave_labels"]
             except (KeyError, ValueError, TypeError):
                 labels = "-"
-            rows.append([name, instance["InstanceId"], instance["State"]["Name"],
-                         instance["InstanceType"],
-                         instance.get("InstanceLifecycle", "on-demand"),
-                         instance.get("PrivateIpAddress", "-"), labels,
-                         instance["ImageId"], tags.get("Name", "-")])
+            interfaces = instance.get("NetworkInterfaces", [])
+            rows.append({
+                "env": name, "instance": instance["InstanceId"],
+                "state": instance["State"]["Name"], "type": instance["InstanceType"],
+                "lifecycle": instance.get("InstanceLifecycle", "on-demand"),
+                "private_ip": instance.get("PrivateIpAddress", "-"), "labels": labels,
+                "ami": instance["ImageId"], "name": tags.get("Name", "-"),
+                # The rest only in --json: what a test checks of a launch.
+                "tags": tags, "subnet": instance.get("SubnetId"),
+                "groups": sorted({g["GroupId"] for i in interfaces for g in i.get("Groups", [])}
+                                 | {g["GroupId"] for g in instance.get("SecurityGroups", [])}),
+                "profile": instance.get("IamInstanceProfile", {}).get("Arn"),
+                "key_name": instance.get("KeyName"),
+                "volumes": [{"device": m["DeviceName"],
+                             "delete_on_termination": m.get("Ebs", {}).get("DeleteOnTermination")}
+                            for m in instance.get("BlockDeviceMappings", [])],
+            })
     return rows
 
 
@@ -335,7 +352,13 @@ def cmd_fleet(args):
         environment = json.load(source)
     header = ["ENV", "INSTANCE", "STATE", "TYPE", "LIFECYCLE", "PRIVATE IP",
               "LABELS", "AMI", "NAME"]
-    rows = [header] + fleet_rows(Aws(args.endpoint), environment)
+    rows = fleet_rows(Aws(args.endpoint), environment)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        print()
+        return
+    keys = ["env", "instance", "state", "type", "lifecycle", "private_ip", "labels", "ami", "name"]
+    rows = [header] + [[row[k] for k in keys] for row in rows]
     widths = [max(len(str(row[col])) for row in rows) for col in range(len(header))]
     for row in rows:
         print("  ".join(str(cell).ljust(width)
@@ -352,6 +375,8 @@ def parse_args(argv):
         parser.add_argument("--endpoint", required=True, help="moto server URL")
         parser.add_argument("--environment", default="environment.json",
                             help="environment.json to read the envs from")
+        parser.add_argument("--json", action="store_true",
+                            help="print a JSON list of rows instead of a table")
         args = parser.parse_args(argv[1:])
         args.run = cmd_fleet
         return args

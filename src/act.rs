@@ -128,7 +128,8 @@ fn launch_spec(world: &World, env: &EnvConfig, label: &Label, client_token: &str
         ("role", config.slave_name.clone()),
         ("is_spot", label.pricing.is_spot().to_string()),
         ("is_asg", "false".to_string()),
-        ("jumpcloud_tags", config.slave_name.clone()),
+        // The original's value, which the accounts' JumpCloud agents read.
+        ("jumpcloud_tags", "admin,superadmin".to_string()),
     ];
     Ok(LaunchSpec {
         ami,

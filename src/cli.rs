@@ -27,7 +27,8 @@ pub enum ColorChoice {
 /// agent for each queued job whose label it knows, stops idle agents and
 /// retires agents on an outdated AMI.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "slave_manager", version, max_term_width = 100)]
+// A repeated flag overrides the earlier one, as with the original's argparse.
+#[command(name = "slave_manager", version, max_term_width = 100, args_override_self = true)]
 pub struct Args {
     /// Jenkins URL (its HTTP answer names the SSH endpoint of the CLI).
     #[arg(long, value_name = "URL")]

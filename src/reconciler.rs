@@ -136,8 +136,9 @@ impl<'w> Reconciler<'w> {
         if obs.envs.values().all(Result::is_ok) {
             self.stats.instance_count = inv.instance_count.clone();
         }
-        let moved = act(self.world, &inv.actions).await;
-        let failures = moved.get("action_failed");
+        let mut moved = act(self.world, &inv.actions).await;
+        // Counted as inventory failures, not as failed scaling actions.
+        let failures = moved.take("action_failed");
         self.merge(&moved);
         self.stats.add("inventory_failed", failures);
         let counts: Vec<String> = inv.instance_count.iter().map(|(k, v)| format!("{k}={v}")).collect();

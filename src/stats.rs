@@ -24,6 +24,11 @@ pub const ERROR_KEYS: &[&str] = &[
     "unknown_label",
 ];
 
+/// The error keys that mean something failed (the rest count events an
+/// operator may want to graph, such as items waiting on a marker).
+pub const FAILURE_KEYS: &[&str] =
+    &["error_stopping_instance", "jar_file_error", "action_failed", "describe_failed", "inventory_failed"];
+
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     counters: BTreeMap<String, u64>,
@@ -38,13 +43,18 @@ impl Stats {
         }
     }
 
+    /// Removes a counter, returning its value.
+    pub fn take(&mut self, key: &str) -> u64 {
+        self.counters.remove(key).unwrap_or(0)
+    }
+
     pub fn get(&self, key: &str) -> u64 {
         self.counters.get(key).copied().unwrap_or(0)
     }
 
-    /// Sum of the error counters (the pass line's `errors N`).
+    /// Sum of the failure counters (the pass line's `errors N`).
     pub fn errors(&self) -> u64 {
-        ERROR_KEYS.iter().map(|k| self.get(k)).sum()
+        FAILURE_KEYS.iter().map(|k| self.get(k)).sum()
     }
 
     pub fn write_csvs(&self, dir: &Path) -> io::Result<()> {
@@ -73,6 +83,7 @@ mod tests {
         let mut s = Stats::default();
         s.add("instances_started", 2);
         s.add("jar_file_error", 1);
+        s.add("job_on_queue", 4);
         s.instance_count.insert("dev_dev_spot".into(), 3);
         s.instance_count.insert("dev_None".into(), 1);
         s.write_csvs(dir.path()).unwrap();

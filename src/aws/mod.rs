@@ -20,7 +20,10 @@ pub const SESSION_NAME: &str = "slave-manager-script";
 /// The base configuration: standard credential chain, bounded retries with
 /// backoff, and timeouts on every call so a hung endpoint cannot stall a pass.
 pub async fn base_config(fallback_region: &str) -> SdkConfig {
-    let region = RegionProviderChain::default_provider().or_else(Region::new(fallback_region.to_string()));
+    // The base region only serves STS; IMDS is not asked (it is slow and noisy
+    // off EC2), the master's region stands in when the environment names none.
+    let region = RegionProviderChain::first_try(aws_config::environment::EnvironmentVariableRegionProvider::new())
+        .or_else(Region::new(fallback_region.to_string()));
     aws_config::defaults(BehaviorVersion::latest())
         .region(region)
         .retry_config(RetryConfig::standard().with_max_attempts(4))

@@ -1,0 +1,272 @@
+//! A local world for integration tests: moto's server as AWS and the
+//! project's Jenkins emulator, each on a free loopback port, both killed when
+//! the test ends; the AWS side built by `scripts/moto_world.py`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const USER: &str = "slave-manager";
+pub const ENVS: &str = "dev:111111111111:us-east-2,prod:222222222222:us-west-2";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed (and reaped) on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub struct Moto {
+    _child: Guard,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        // A port can be taken between the probe and moto's bind; retry.
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new("python3")
+                .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("python3 -m moto.server (run scripts/ensure-python-deps.sh)");
+            let mut guard = Guard(child);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if ureq::get(&format!("http://127.0.0.1:{port}/moto-api/")).call().is_ok() {
+                    return Moto { _child: guard, port };
+                }
+                if let Ok(Some(_)) = guard.0.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        panic!("moto's server did not start");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+pub struct Emulator {
+    _child: Guard,
+    pub http: u16,
+    pub ssh: u16,
+}
+
+impl Emulator {
+    /// Starts the emulator; `dir` holds `id_rsa.pub`, the key it accepts.
+    pub fn start(dir: &Path) -> Emulator {
+        std::fs::copy(dir.join("id_rsa.pub"), dir.join("authorized_keys")).unwrap();
+        let mut child = Command::new("python3")
+            .arg(repo().join("scripts/jenkins_emulator.py"))
+            .args(["--user", USER, "--authorized-keys"])
+            .arg(dir.join("authorized_keys"))
+            .args(["--http-port", "0", "--ssh-port", "0", "--log"])
+            .arg(dir.join("commands.jsonl"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 scripts/jenkins_emulator.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = |key: &str| -> u16 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("emulator said {line:?}"))
+        };
+        Emulator { http: port("http="), ssh: port("ssh="), _child: Guard(child) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.http)
+    }
+
+    pub fn set_state(&self, state: &Value) {
+        ureq::put(&format!("{}emulator/state", self.url()))
+            .content_type("application/json")
+            .send(state.to_string())
+            .expect("PUT /emulator/state");
+    }
+
+    pub fn fault(&self, fault: &Value) {
+        ureq::post(&format!("{}emulator/fault", self.url()))
+            .content_type("application/json")
+            .send(fault.to_string())
+            .expect("POST /emulator/fault");
+    }
+
+    /// The commands received so far, as argv lists.
+    pub fn commands(&self) -> Vec<Vec<String>> {
+        let text =
+            ureq::get(&format!("{}emulator/log", self.url())).call().unwrap().body_mut().read_to_string().unwrap();
+        let log: Value = serde_json::from_str(&text).unwrap();
+        log.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["argv"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_string()).collect())
+            .collect()
+    }
+}
+
+/// moto + emulator + a two-env world in two accounts, in a temp dir that is
+/// also the manager's working directory.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub moto: Moto,
+    pub jenkins: Emulator,
+    pub world: Value,
+}
+
+impl World {
+    /// `agents`: the moto_world.py `--agents` list (pre-existing agents).
+    pub fn new(agents: Value) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(dir.path().join("id_rsa"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let moto = Moto::start();
+        let jenkins = Emulator::start(dir.path());
+        std::fs::write(dir.path().join("agents.json"), agents.to_string()).unwrap();
+        let out = Command::new("python3")
+            .arg(repo().join("scripts/moto_world.py"))
+            .args(["--endpoint", &moto.endpoint(), "--envs", ENVS, "--jenkins-url", &jenkins.url()])
+            .arg("--agents")
+            .arg(dir.path().join("agents.json"))
+            .arg("--environment-json")
+            .arg(dir.path().join("environment.json"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "moto_world.py: {}", String::from_utf8_lossy(&out.stderr));
+        let world = serde_json::from_slice(&out.stdout).unwrap();
+        World { dir, moto, jenkins, world }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn agent(&self, i: usize) -> &Value {
+        &self.world["agents"][i]
+    }
+
+    pub fn ami_ids(&self) -> String {
+        self.world["ami_ids"].as_str().unwrap().to_string()
+    }
+
+    /// The dump entry of a node for pre-existing agent `i`.
+    pub fn node(&self, i: usize, offline: bool, terminate_me: bool, busy: u32) -> Value {
+        let a = self.agent(i);
+        let (env, ip, id, ami) = (s(&a["env"]), s(&a["private_ip"]), s(&a["instance_id"]), s(&a["image_id"]));
+        json!({
+            "slaveName": format!("{env}-{ip}"),
+            "labels": format!("[{}, swarm]", s(&a["labels"])),
+            "isOffLine": offline.to_string(),
+            "description": format!("Created by Swarm InstanceID={id} AmiId={ami}"),
+            "ami_id": ami,
+            "ope_idle_count": if busy > 0 { "0" } else { "1" },
+            "busy_executors": busy.to_string(),
+            "num_executors": "1",
+            "connectTime": "0",
+            "idle_seconds": "3000",
+            "terminate_me": terminate_me.to_string(),
+        })
+    }
+
+    /// Runs the manager in the world's directory with the standard flags plus `extra`.
+    pub fn run(&self, extra: &[&str]) -> Output {
+        let mut cmd = self.command();
+        cmd.args(["--url", &self.jenkins.url(), "--id_rsa", "id_rsa", "--jenkins_user", USER])
+            .args(["--owner_email", "ops@example.com", "--ami_ids", &self.ami_ids(), "--pass_interval", "0"])
+            .args(extra);
+        output(cmd)
+    }
+
+    /// The manager's command in the world's directory and environment, no flags.
+    pub fn command(&self) -> Command {
+        let mut path = std::env::var_os("PATH").unwrap_or_default();
+        path = std::env::join_paths(
+            std::iter::once(repo().join("tests/support/bin")).chain(std::env::split_paths(&path)),
+        )
+        .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_slave_manager"));
+        cmd.current_dir(self.path())
+            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("JAVA_HOME")
+            .env_remove("RUST_LOG")
+            .env("PATH", path)
+            .env_remove("JENKINS_USER")
+            .env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// Every instance of every env, and of the master's account (`(master)`).
+    pub fn fleet(&self) -> Vec<Value> {
+        let out = Command::new("python3")
+            .arg(repo().join("scripts/moto_world.py"))
+            .args(["fleet", "--json", "--endpoint", &self.moto.endpoint(), "--environment"])
+            .arg(self.path().join("environment.json"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "fleet: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+    }
+
+    pub fn instance(&self, id: &str) -> Value {
+        self.fleet().into_iter().find(|r| r["instance"] == id).unwrap_or_else(|| panic!("no instance {id}"))
+    }
+
+    /// A CSV written by the manager, as key → value.
+    pub fn csv(&self, name: &str) -> std::collections::BTreeMap<String, u64> {
+        let text = std::fs::read_to_string(self.path().join(name)).unwrap();
+        let mut lines = text.lines();
+        let keys: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let values: Vec<u64> = lines.next().unwrap().split(',').map(|v| v.parse().unwrap()).collect();
+        keys.into_iter().map(str::to_string).zip(values).collect()
+    }
+}
+
+/// Runs `cmd`, echoing its output into the test's log.
+pub fn output(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap();
+    eprintln!("--- manager stdout\n{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("--- manager stderr\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+pub fn s(v: &Value) -> String {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_string()
+}
+
+pub fn item(job: &str, label: &str, last_built_on: &str, parameters: &str) -> Value {
+    json!({"jobName": job, "labels": label, "lastBuiltOn": last_built_on, "throttleEnabled": "false", "parameters": parameters})
+}
