@@ -67,8 +67,8 @@ impl<'w> Reconciler<'w> {
     pub async fn pass(&mut self, pass: u32) {
         let started = Instant::now();
         let before = self.stats.clone();
+        let calls_before = self.world.ec2_calls.get();
         let obs = observe(self.world).await;
-        tracing::debug!("observed in {} ms", obs.elapsed.as_millis());
 
         for (env, result) in &obs.envs {
             if let Err(e) = result {
@@ -109,6 +109,13 @@ impl<'w> Reconciler<'w> {
         // Room for the master's security group (every 3rd pass), the GC job
         // (every 6th) and SQS requests (every 15th): see the README.
 
+        tracing::debug!(
+            "pass {} cost {} EC2 requests ({} envs observed in {} ms)",
+            pass + 1,
+            self.world.ec2_calls.get() - calls_before,
+            obs.envs.len(),
+            obs.elapsed.as_millis()
+        );
         let delta = |k: &str| self.stats.get(k) - before.get(k);
         tracing::info!(
             "pass {}/{}: queue {}, agents {}, started {}, created {}, stopped {}, terminated {}, errors {} ({} ms)",

@@ -19,6 +19,8 @@ pub struct World {
     pub workdir: PathBuf,
     pub jenkins: Arc<JenkinsCli>,
     pub ec2: BTreeMap<String, aws_sdk_ec2::Client>,
+    /// EC2 requests sent so far, across envs.
+    pub ec2_calls: aws::CallCounter,
 }
 
 impl World {
@@ -27,10 +29,12 @@ impl World {
     /// others.
     pub async fn connect(config: Config, workdir: PathBuf) -> World {
         let base = aws::base_config(&config.master_region).await;
+        let ec2_calls = aws::CallCounter::default();
         let mut ec2 = BTreeMap::new();
         for (name, env) in &config.envs {
             let env_conf = aws::env_config(&base, env, &config.master).await;
-            ec2.insert(name.clone(), aws_sdk_ec2::Client::new(&env_conf));
+            let ec2_conf = aws_sdk_ec2::config::Builder::from(&env_conf).interceptor(ec2_calls.clone()).build();
+            ec2.insert(name.clone(), aws_sdk_ec2::Client::from_conf(ec2_conf));
         }
         let jenkins = JenkinsCli::new(
             config.cli,
@@ -40,7 +44,7 @@ impl World {
             &workdir,
             CLI_TIMEOUT,
         );
-        World { config, workdir, jenkins: Arc::new(jenkins), ec2 }
+        World { config, workdir, jenkins: Arc::new(jenkins), ec2, ec2_calls }
     }
 
     /// The arguments of the dump script: every env's current AMI id.

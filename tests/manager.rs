@@ -208,3 +208,22 @@ fn bad_input_exits_before_touching_aws_or_jenkins() {
     assert!(w.fleet().is_empty(), "AWS was not changed");
     assert!(!w.path().join("properties_run.csv").exists());
 }
+
+#[test]
+fn aws_calls_per_pass_do_not_grow_with_the_queue() {
+    let w = World::new(json!([]));
+    let queue: Vec<Value> = (0..40).map(|i| item(&format!("job-{i:03}"), "dev", "UNKNOWN", "NONE")).collect();
+    w.jenkins.set_state(&json!({"queue": queue}));
+    let out = w.run(&["--cli", "ssh", "--loop_counter", "3", "--max_num_of_slaves_in_env", "2", "--debug"]);
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stdout);
+    let cost = |pass: u32| -> u64 {
+        let line = log.lines().find(|l| l.contains(&format!("pass {pass} cost "))).expect("cost line");
+        line.split("cost ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    };
+    // One describe per env, plus the two launches the cap allows.
+    assert_eq!(cost(1), 2 + 2);
+    assert_eq!(cost(2), 2, "40 queued items, nothing to do: just the describes");
+    assert_eq!(cost(3), 2);
+    assert_eq!(w.csv("properties_run.csv")["instances_created"], 2);
+}

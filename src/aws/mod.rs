@@ -63,3 +63,31 @@ pub async fn env_config(base: &SdkConfig, env: &EnvConfig, master: &MasterConfig
 pub fn describe_error<E: std::error::Error>(e: &E) -> String {
     aws_sdk_ec2::error::DisplayErrorContext(e).to_string().replace('\n', " ")
 }
+
+/// Counts the HTTP requests (attempts, retries included) the EC2 clients
+/// send, so each pass can report what it cost; AWS bills and throttles by
+/// request.
+#[derive(Debug, Default, Clone)]
+pub struct CallCounter(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl CallCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl aws_sdk_ec2::config::Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_ec2::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
