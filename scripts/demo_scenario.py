@@ -26,8 +26,8 @@ AGENTS = [
     {"env": "dev", "labels": "dev", "state": "stopped"},
     # 1: an idle node that Jenkins marked terminate_me: stopped (kept for reuse).
     {"env": "dev", "labels": "dev", "state": "running"},
-    # 2: stopped on last year's AMI: the inventory terminates it at setup,
-    #    so it is no candidate for the second `dev` job.
+    # 2: stopped on last year's AMI: never started (so the second `dev` job
+    #    gets a new agent), and the inventory terminates it.
     {"env": "dev", "labels": "dev", "state": "stopped", "ami": "old"},
     # 3: an idle spot node marked terminate_me: spot agents are terminated.
     {"env": "prod", "labels": "prod_spot", "state": "running"},
@@ -41,6 +41,8 @@ ROLES = {
     IDLE_SPOT: "idle spot, terminate_me: terminated",
 }
 
+# The job the manager builds every 6th pass (SPEC A8); without it in the
+# scenario the emulator would answer "No such job".
 GC_JOB = "util-slave-manager-garbage-collector"
 
 
@@ -155,7 +157,7 @@ def commands(path):
             exits[name][str(entry["exit"])] += 1
     width = max((len(name) for name in counts), default=0)
     for name, count in counts.most_common():
-        statuses = ", ".join(f"exit {code} ×{n}" for code, n in sorted(exits[name].items()))
+        statuses = ", ".join(f"exit {code}: {n}" for code, n in sorted(exits[name].items()))
         print(f"  {name.ljust(width)}  {count:3d}  ({statuses})")
     print(f"  {sum(counts.values())} command(s)")
 

@@ -49,6 +49,10 @@ fn scales_up_and_down_across_two_accounts(cli: &str) {
     assert_eq!(state(3), "terminated", "the stopped agent on the old AMI is retired");
     assert_eq!(state(4), "terminated", "an idle spot agent is terminated");
     assert_eq!(state(5), "running", "an agent with a busy executor is never stopped");
+    for i in [0, 1, 2, 5] {
+        let volumes = &w.instance(&id(i))["volumes"];
+        assert_eq!(volumes[0]["delete_on_termination"], true, "the inventory set it on agent {i}: {volumes}");
+    }
 
     let fleet = w.fleet();
     let known: Vec<String> = (0..6).map(id).collect();
@@ -101,6 +105,7 @@ fn scales_up_and_down_across_two_accounts(cli: &str) {
     assert_eq!(w.jenkins.commands(), vec![dump.clone(), dump]);
 
     assert!(log.contains("pass 1/2: queue 4, agents "), "{log}");
+    assert!(!log.contains('\x1b'), "NO_COLOR: no escape codes");
     assert_eq!(log.matches("linux && docker").count(), 1, "an unusable label is reported once");
 }
 

@@ -1,0 +1,122 @@
+//! The two Jenkins CLI transports against the emulator: what arrives is
+//! exactly the words sent, errors are errors, and a hung command is bounded.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Emulator, USER};
+use serde_json::json;
+use slave_manager::cli::CliTransport;
+use slave_manager::jenkins::{CliError, JenkinsCli};
+
+fn keyed_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(dir.path().join("id_rsa"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    dir
+}
+
+fn cli(kind: CliTransport, jenkins: &Emulator, dir: &Path, timeout: Duration) -> JenkinsCli {
+    if kind == CliTransport::Jar {
+        // The jar transport runs `java`: the stand-in in tests/support/bin.
+        let path = std::env::join_paths(
+            std::iter::once(common::repo().join("tests/support/bin"))
+                .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+        )
+        .unwrap();
+        std::env::set_var("PATH", path);
+        std::env::remove_var("JAVA_HOME");
+    }
+    JenkinsCli::new(kind, &jenkins.url(), USER, &dir.join("id_rsa"), dir, timeout)
+}
+
+fn words(ws: &[&str]) -> Vec<String> {
+    ws.iter().map(|w| w.to_string()).collect()
+}
+
+fn transports_carry_words_exactly(kind: CliTransport) {
+    let dir = keyed_dir();
+    let jenkins = Emulator::start(dir.path());
+    jenkins.set_state(&json!({"jobs": {"job": {"output": "Started job #1"}}}));
+    let cli = cli(kind, &jenkins, dir.path(), Duration::from_secs(20));
+
+    let out = cli.run(&words(&["who-am-i"]), b"").unwrap();
+    assert!(out.stdout.contains(&format!("Authenticated as: {USER}")), "{out:?}");
+
+    let hostile = words(&[
+        "build", "job", "-p", "A=x\"; shutdown; echo \"", "-p", "B=$(reboot) `id` it's", "-p", "C=back\\slash\\",
+        "-p", "D=ünï cödé", "-p", "E=a && safe-restart",
+    ]);
+    let out = cli.run(&hostile, b"").unwrap();
+    assert_eq!(out.stdout.trim(), "Started job #1");
+
+    let err = cli.run(&words(&["no-such-command"]), b"").unwrap_err();
+    assert!(matches!(err, CliError::Failed { status: 255, .. }), "{err}");
+
+    let script = "println 'hello'\n";
+    let out = cli.run(&words(&["groovy", "=", "ami-0123456789abcdef0"]), script.as_bytes()).unwrap();
+    assert!(out.stdout.contains("build_queue"), "{out:?}");
+
+    let log = jenkins.commands();
+    assert_eq!(log.len(), 4);
+    assert_eq!(log[1], hostile, "every word arrives as it was sent, nothing more");
+    assert_eq!(log[3], words(&["groovy", "=", "ami-0123456789abcdef0"]));
+    if kind == CliTransport::Jar {
+        assert!(dir.path().join("jenkins-cli.jar").exists(), "fetched into the working directory");
+    }
+}
+
+#[test]
+fn ssh_transport_carries_words_exactly() {
+    transports_carry_words_exactly(CliTransport::Ssh);
+}
+
+#[test]
+fn jar_transport_carries_words_exactly() {
+    transports_carry_words_exactly(CliTransport::Jar);
+}
+
+#[test]
+fn a_key_jenkins_does_not_know_is_refused() {
+    let dir = keyed_dir();
+    let jenkins = Emulator::start(dir.path());
+    let stranger = keyed_dir();
+    let cli = JenkinsCli::new(
+        CliTransport::Ssh,
+        &jenkins.url(),
+        USER,
+        &stranger.path().join("id_rsa"),
+        dir.path(),
+        Duration::from_secs(10),
+    );
+    let err = cli.run(&words(&["who-am-i"]), b"").unwrap_err();
+    assert!(matches!(err, CliError::Ssh { .. }) && err.to_string().contains("authentication"), "{err}");
+    assert!(jenkins.commands().is_empty());
+}
+
+#[test]
+fn a_hung_command_is_bounded_by_the_timeout() {
+    let dir = keyed_dir();
+    let jenkins = Emulator::start(dir.path());
+    jenkins.fault(&json!({"groovy": "hang"}));
+    let cli = cli(CliTransport::Ssh, &jenkins, dir.path(), Duration::from_secs(2));
+    let started = Instant::now();
+    let err = cli.run(&words(&["groovy", "="]), b"println 1").unwrap_err();
+    assert!(matches!(err, CliError::Timeout { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+#[test]
+fn the_endpoint_comes_from_the_x_ssh_endpoint_header() {
+    let dir = keyed_dir();
+    let jenkins = Emulator::start(dir.path());
+    let ep = slave_manager::jenkins::cli::discover_endpoint(&jenkins.url(), Duration::from_secs(5)).unwrap();
+    assert_eq!(ep, format!("127.0.0.1:{}", jenkins.ssh));
+}
