@@ -93,6 +93,17 @@ pub struct Args {
     #[arg(long = "max_spot_price", default_value = "0.2", value_name = "USD")]
     pub max_spot_price: String,
 
+    /// Minutes an agent we created may sit idle before the dump script marks
+    /// it offline for the manager to stop (SPEC A6).
+    #[arg(long = "idle_minutes", default_value_t = 45, value_name = "MINUTES")]
+    pub idle_minutes: u32,
+
+    /// Also retire agents idle over 5 minutes once connected for 50 (the
+    /// original's rule for EC2's hourly billing; per-second billing ended
+    /// its point, so it is off unless asked).
+    #[arg(long = "hourly_billing")]
+    pub hourly_billing: bool,
+
     /// Rules the master's security group must keep, as PORT:CIDR words.
     #[arg(long = "required_ip_list", num_args = 1.., value_name = "PORT:CIDR")]
     pub required_ip_list: Vec<String>,

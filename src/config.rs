@@ -83,6 +83,8 @@ pub struct Config {
     pub owner_email: String,
     pub max_spot_price: String,
     pub required_ip_list: Vec<IpRule>,
+    pub idle_minutes: u32,
+    pub hourly_billing: bool,
     pub sqs_account_id: Option<String>,
     pub sqs_region: Option<String>,
     pub master_region: String,
@@ -114,6 +116,9 @@ impl Config {
         }
         if !(args.pass_interval >= 0.0 && args.pass_interval.is_finite()) {
             return Err(bad("--pass_interval must be a number of seconds ≥ 0"));
+        }
+        if args.idle_minutes == 0 {
+            return Err(bad("--idle_minutes must be at least 1"));
         }
         if args.slave_name.trim().is_empty() {
             return Err(bad("--slave_name must not be empty"));
@@ -155,6 +160,8 @@ impl Config {
             owner_email: args.owner_email.clone(),
             max_spot_price: args.max_spot_price.clone(),
             required_ip_list,
+            idle_minutes: args.idle_minutes,
+            hourly_billing: args.hourly_billing,
             sqs_account_id: args.aws_sqs_account_id.clone(),
             sqs_region: args.aws_sqs_region.clone(),
             master_region: args.jenkins_master_region.clone(),

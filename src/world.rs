@@ -47,11 +47,14 @@ impl World {
         World { config, workdir, jenkins: Arc::new(jenkins), ec2, ec2_calls }
     }
 
-    /// The arguments of the dump script: every env's current AMI id.
+    /// The arguments of the dump script: every env's current AMI id, then
+    /// the idle policy's settings as `key=value` words.
     pub fn dump_args(&self) -> Vec<String> {
-        let mut amis: Vec<String> = self.config.envs.values().filter_map(|e| e.ami.clone()).collect();
-        amis.sort();
-        amis.dedup();
-        amis
+        let mut args: Vec<String> = self.config.envs.values().filter_map(|e| e.ami.clone()).collect();
+        args.sort();
+        args.dedup();
+        args.push(format!("idle_minutes={}", self.config.idle_minutes));
+        args.push(format!("hourly_billing={}", self.config.hourly_billing));
+        args
     }
 }

@@ -102,6 +102,7 @@ fn scales_up_and_down_across_two_accounts(cli: &str) {
     amis.sort();
     let mut dump = vec!["groovy".to_string(), "=".to_string()];
     dump.extend(amis);
+    dump.extend(["idle_minutes=45".to_string(), "hourly_billing=false".to_string()]);
     assert_eq!(w.jenkins.commands(), vec![dump.clone(), dump]);
 
     assert!(log.contains("pass 1/2: queue 4, agents "), "{log}");
