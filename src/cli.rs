@@ -108,6 +108,29 @@ pub struct Args {
     #[arg(long = "required_ip_list", num_args = 1.., value_name = "PORT:CIDR")]
     pub required_ip_list: Vec<String>,
 
+    /// Host whose IPv4 addresses (their /24s) may reach the master on 443,
+    /// for SCM webhooks; resolved with the system resolver every 3rd pass.
+    #[arg(long = "scm_host", default_value = "github.com", value_name = "HOST")]
+    pub scm_host: String,
+
+    /// Leave the master's security group alone.
+    #[arg(long = "skip_security_group")]
+    pub skip_security_group: bool,
+
+    /// Job built every 6th pass to make the master collect garbage (empty:
+    /// never).
+    #[arg(long = "gc_job", default_value = "util-slave-manager-garbage-collector", value_name = "JOB")]
+    pub gc_job: String,
+
+    /// Name of the SQS queue of build requests.
+    #[arg(long = "sqs_queue", default_value = "jenkins-requests", value_name = "NAME")]
+    pub sqs_queue: String,
+
+    /// Comma list of Jenkins CLI commands an SQS message may run. Actions
+    /// containing delete, groovy, install or node are refused regardless.
+    #[arg(long = "sqs_actions", default_value = "build", value_name = "CMD,…")]
+    pub sqs_actions: String,
+
     /// environment.json: the envs, their accounts, subnets and groups.
     #[arg(long, default_value = "environment.json", value_name = "FILE")]
     pub environment: PathBuf,

@@ -87,7 +87,14 @@ pub struct Config {
     pub hourly_billing: bool,
     pub sqs_account_id: Option<String>,
     pub sqs_region: Option<String>,
+    pub sqs_queue: String,
+    /// Actions SQS messages may run (never one on the deny-list).
+    pub sqs_actions: Vec<String>,
     pub master_region: String,
+    pub scm_host: String,
+    pub manage_security_group: bool,
+    /// `None`: no GC trigger.
+    pub gc_job: Option<String>,
     pub debug: bool,
 }
 
@@ -127,6 +134,25 @@ impl Config {
             return Err(bad("--aws_sqs_account_id needs --aws_sqs_region"));
         }
 
+        if let Some(account) = &args.aws_sqs_account_id {
+            if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+                return Err(bad(format!("--aws_sqs_account_id {account:?}: not a 12-digit AWS account id")));
+            }
+        }
+        let sqs_actions: Vec<String> =
+            args.sqs_actions.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect();
+        for action in &sqs_actions {
+            if !action.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+                return Err(bad(format!("--sqs_actions: {action:?} is not a Jenkins CLI command name")));
+            }
+            if crate::requests::is_denied(action) {
+                return Err(bad(format!("--sqs_actions: {action:?} is on the deny-list (delete, groovy, install, node)")));
+            }
+        }
+        if args.scm_host.trim().is_empty() && !args.skip_security_group {
+            return Err(bad("--scm_host must not be empty (or give --skip_security_group)"));
+        }
+
         let text = std::fs::read_to_string(&args.environment)
             .map_err(|e| bad(format!("{}: {e}", args.environment.display())))?;
         let (master, mut envs) = parse_environment(&text)
@@ -164,6 +190,11 @@ impl Config {
             hourly_billing: args.hourly_billing,
             sqs_account_id: args.aws_sqs_account_id.clone(),
             sqs_region: args.aws_sqs_region.clone(),
+            sqs_queue: args.sqs_queue.clone(),
+            sqs_actions,
+            scm_host: args.scm_host.trim().to_string(),
+            manage_security_group: !args.skip_security_group,
+            gc_job: Some(args.gc_job.trim().to_string()).filter(|j| !j.is_empty()),
             master_region: args.jenkins_master_region.clone(),
             debug: args.debug,
         })

@@ -9,7 +9,9 @@
 //!   (scale up, scale down, inventory), with the [`label`] and [`job_key`] rules;
 //! - [`act`]: carries the actions out through the thin clients of [`world`];
 //! - record: [`markers`], [`stats`] (the CSVs) and the log lines of [`logging`];
-//! - [`reconciler`]: the bounded loop and the schedule of periodic jobs.
+//! - [`reconciler`]: the bounded loop; [`periodic`]: the jobs it runs every
+//!   few passes — the master's security group, the GC build, SQS build
+//!   requests ([`requests`] validates them).
 
 pub mod act;
 pub mod aws;
@@ -22,7 +24,9 @@ pub mod logging;
 pub mod markers;
 pub mod model;
 pub mod observe;
+pub mod periodic;
 pub mod plan;
 pub mod reconciler;
+pub mod requests;
 pub mod stats;
 pub mod world;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::act::act;
 use crate::model::{EnvObservation, InstanceState};
 use crate::observe::{observe, Observation};
+use crate::periodic;
 use crate::plan::{plan_inventory, plan_pass, Note, NoteLevel, PlanConfig, Snapshot};
 use crate::stats::Stats;
 use crate::world::World;
@@ -19,7 +20,8 @@ pub const WORKING_TTL: Duration = Duration::from_secs(300);
 /// How long a running instance with no node yet still counts as booting.
 pub const BOOT_GRACE: Duration = Duration::from_secs(600);
 
-/// Every how many passes each periodic job runs (SPEC A5 step 4).
+/// Every how many passes the inventory runs (SPEC A5 step 4); the other
+/// periodic jobs are in `periodic`.
 pub const INVENTORY_EVERY: u32 = 15;
 
 pub struct Reconciler<'w> {
@@ -103,11 +105,21 @@ impl<'w> Reconciler<'w> {
             }
         }
 
+        let config = &self.world.config;
         if pass % INVENTORY_EVERY == 0 {
             self.inventory(&obs).await;
         }
-        // Room for the master's security group (every 3rd pass), the GC job
-        // (every 6th) and SQS requests (every 15th): see the README.
+        if pass % periodic::SECURITY_GROUP_EVERY == 0 && config.manage_security_group {
+            periodic::security_group(self.world, &obs.envs, &mut self.stats).await;
+        }
+        if pass % periodic::GC_EVERY == 0 {
+            if let Some(job) = &config.gc_job {
+                periodic::garbage_collect(self.world, job, &mut self.stats).await;
+            }
+        }
+        if pass % periodic::SQS_EVERY == 0 {
+            periodic::sqs_requests(self.world, &mut self.stats).await;
+        }
 
         tracing::debug!(
             "pass {} cost {} EC2 requests ({} envs observed in {} ms)",
@@ -148,6 +160,15 @@ impl<'w> Reconciler<'w> {
         let failures = moved.take("action_failed");
         self.merge(&moved);
         self.stats.add("inventory_failed", failures);
+        if let Ok(dump) = &obs.dump {
+            let offline = dump.nodes.iter().filter(|n| n.offline).count();
+            let busy: u32 = dump.nodes.iter().filter_map(|n| n.busy_executors).sum();
+            tracing::info!(
+                "nodes: {} ({} online, {offline} offline), {busy} busy executors",
+                dump.nodes.len(),
+                dump.nodes.len() - offline
+            );
+        }
         let counts: Vec<String> = inv.instance_count.iter().map(|(k, v)| format!("{k}={v}")).collect();
         tracing::info!("inventory: {}", if counts.is_empty() { "no agents".to_string() } else { counts.join(", ") });
     }

@@ -22,12 +22,24 @@ pub const ERROR_KEYS: &[&str] = &[
     "describe_failed",
     "inventory_failed",
     "unknown_label",
+    "gc_failed",
+    "security_group_failed",
+    "sqs_failed",
 ];
 
 /// The error keys that mean something failed (the rest count events an
 /// operator may want to graph, such as items waiting on a marker).
 pub const FAILURE_KEYS: &[&str] =
-    &["error_stopping_instance", "jar_file_error", "action_failed", "describe_failed", "inventory_failed"];
+    &[
+        "error_stopping_instance",
+        "jar_file_error",
+        "action_failed",
+        "describe_failed",
+        "inventory_failed",
+        "gc_failed",
+        "security_group_failed",
+        "sqs_failed",
+    ];
 
 #[derive(Debug, Default, Clone)]
 pub struct Stats {

@@ -19,6 +19,10 @@ pub struct World {
     pub workdir: PathBuf,
     pub jenkins: Arc<JenkinsCli>,
     pub ec2: BTreeMap<String, aws_sdk_ec2::Client>,
+    /// EC2 in the master's own account and region (its security group).
+    pub master_ec2: aws_sdk_ec2::Client,
+    /// The build-request queue's region, when SQS is on.
+    pub sqs: Option<aws_sdk_sqs::Client>,
     /// EC2 requests sent so far, across envs.
     pub ec2_calls: aws::CallCounter,
 }
@@ -36,6 +40,13 @@ impl World {
             let ec2_conf = aws_sdk_ec2::config::Builder::from(&env_conf).interceptor(ec2_calls.clone()).build();
             ec2.insert(name.clone(), aws_sdk_ec2::Client::from_conf(ec2_conf));
         }
+        let master_conf = base.to_builder().region(aws_config::Region::new(config.master_region.clone())).build();
+        let master_ec2 = aws_sdk_ec2::Client::from_conf(
+            aws_sdk_ec2::config::Builder::from(&master_conf).interceptor(ec2_calls.clone()).build(),
+        );
+        let sqs = config.sqs_region.as_ref().filter(|_| config.sqs_account_id.is_some()).map(|region| {
+            aws_sdk_sqs::Client::new(&base.to_builder().region(aws_config::Region::new(region.clone())).build())
+        });
         let jenkins = JenkinsCli::new(
             config.cli,
             &config.url,
@@ -44,7 +55,7 @@ impl World {
             &workdir,
             CLI_TIMEOUT,
         );
-        World { config, workdir, jenkins: Arc::new(jenkins), ec2, ec2_calls }
+        World { config, workdir, jenkins: Arc::new(jenkins), ec2, master_ec2, sqs, ec2_calls }
     }
 
     /// The arguments of the dump script: every env's current AMI id, then

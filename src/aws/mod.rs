@@ -4,6 +4,8 @@
 //! its assumed role, whose credentials the SDK refreshes before they expire.
 
 pub mod ec2;
+pub mod security_group;
+pub mod sqs;
 
 use std::time::Duration;
 

@@ -9,6 +9,7 @@
 mod inventory;
 mod scale_down;
 mod scale_up;
+pub mod security_group;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

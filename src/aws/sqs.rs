@@ -1,0 +1,59 @@
+//! The `jenkins-requests` queue: receive a batch, delete each message once
+//! handled. Every failure is returned, never fatal.
+
+use aws_sdk_sqs::Client;
+
+use super::describe_error;
+
+/// One received message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: String,
+    pub receipt: String,
+    pub body: String,
+}
+
+pub async fn queue_url(client: &Client, name: &str, owner: &str) -> Result<String, String> {
+    let out = client
+        .get_queue_url()
+        .queue_name(name)
+        .queue_owner_aws_account_id(owner)
+        .send()
+        .await
+        .map_err(|e| format!("GetQueueUrl {name} of {owner}: {}", describe_error(&e)))?;
+    out.queue_url().map(str::to_string).ok_or_else(|| format!("GetQueueUrl {name}: no URL in the answer"))
+}
+
+/// Up to `max` messages (at most 10, SQS's own limit), without waiting.
+pub async fn receive(client: &Client, url: &str, max: i32) -> Result<Vec<Message>, String> {
+    let out = client
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(max.clamp(1, 10))
+        .wait_time_seconds(0)
+        .send()
+        .await
+        .map_err(|e| format!("ReceiveMessage: {}", describe_error(&e)))?;
+    Ok(out
+        .messages()
+        .iter()
+        .filter_map(|m| {
+            Some(Message {
+                id: m.message_id()?.to_string(),
+                receipt: m.receipt_handle()?.to_string(),
+                body: m.body().unwrap_or_default().to_string(),
+            })
+        })
+        .collect())
+}
+
+pub async fn delete(client: &Client, url: &str, receipt: &str) -> Result<(), String> {
+    client
+        .delete_message()
+        .queue_url(url)
+        .receipt_handle(receipt)
+        .send()
+        .await
+        .map_err(|e| format!("DeleteMessage: {}", describe_error(&e)))?;
+    Ok(())
+}

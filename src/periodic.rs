@@ -1,0 +1,165 @@
+//! The periodic jobs of a pass (SPEC A5 step 4): the master's security group
+//! (every 3rd pass), the GC job (every 6th) and SQS build requests (every
+//! 15th). Each logs and counts its failures; none can end the run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::aws::{security_group as sg, sqs};
+use crate::model::EnvObservation;
+use crate::plan::security_group::{plan_security_group, prod_agent_ips};
+use crate::requests::command_words;
+use crate::stats::Stats;
+use crate::world::World;
+
+/// Every how many passes each job runs; passes count from 0, so the first
+/// pass runs them all.
+pub const SECURITY_GROUP_EVERY: u32 = 3;
+pub const GC_EVERY: u32 = 6;
+pub const SQS_EVERY: u32 = 15;
+
+/// Bound on one lookup of the SCM host by the system resolver.
+const DNS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Brings the master's security group to the wanted rules (SPEC A7), adding
+/// before revoking, and revoking nothing on a partial view.
+pub async fn security_group(world: &World, envs: &BTreeMap<String, EnvObservation>, stats: &mut Stats) {
+    let c = &world.config;
+    let group = &c.master.sg_id;
+    let existing = match sg::ipv4_rules(&world.master_ec2, group).await {
+        Ok(rules) => rules,
+        Err(e) => {
+            tracing::error!("security group: {e}");
+            stats.add("security_group_failed", 1);
+            return;
+        }
+    };
+    let prod_ips = prod_agent_ips(envs, &c.slave_name);
+    let scm_ips = resolve_ipv4(&c.scm_host).await;
+    let required: Vec<(u16, String)> = c.required_ip_list.iter().map(|r| (r.port, r.cidr.clone())).collect();
+    let plan = plan_security_group(&required, &prod_ips, &scm_ips, &existing);
+    if let Some(why) = &plan.no_revoke_because {
+        tracing::warn!("security group {group}: nothing revoked this round: {why}");
+    }
+    for rule in &plan.add {
+        match sg::authorize(&world.master_ec2, group, rule).await {
+            Ok(()) => tracing::info!("security group {group}: added {rule}"),
+            Err(e) => {
+                tracing::error!("security group {group}: {e}");
+                stats.add("security_group_failed", 1);
+            }
+        }
+    }
+    for rule in &plan.revoke {
+        match sg::revoke(&world.master_ec2, group, rule).await {
+            Ok(()) => tracing::info!("security group {group}: revoked {rule}"),
+            Err(e) => {
+                tracing::error!("security group {group}: {e}");
+                stats.add("security_group_failed", 1);
+            }
+        }
+    }
+    tracing::debug!("security group {group}: {} rules, {} added, {} revoked", existing.len(), plan.add.len(), plan.revoke.len());
+}
+
+/// The IPv4 addresses of `host`, by the system resolver.
+async fn resolve_ipv4(host: &str) -> Result<Vec<Ipv4Addr>, String> {
+    let target = format!("{host}:443");
+    let lookup = tokio::task::spawn_blocking(move || target.to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+    let addrs = match tokio::time::timeout(DNS_TIMEOUT, lookup).await {
+        Err(_) => return Err(format!("lookup of {host} timed out")),
+        Ok(Err(e)) => return Err(format!("lookup of {host} failed: {e}")),
+        Ok(Ok(Err(e))) => return Err(format!("lookup of {host} failed: {e}")),
+        Ok(Ok(Ok(addrs))) => addrs,
+    };
+    let v4: BTreeSet<Ipv4Addr> = addrs
+        .into_iter()
+        .filter_map(|a| match a.ip() {
+            std::net::IpAddr::V4(ip) => Some(ip),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect();
+    if v4.is_empty() {
+        return Err(format!("{host} has no IPv4 address"));
+    }
+    Ok(v4.into_iter().collect())
+}
+
+/// Builds the GC job and prints its `Garbage collector executed` line.
+pub async fn garbage_collect(world: &World, job: &str, stats: &mut Stats) {
+    let words = vec!["build".to_string(), job.to_string(), "-s".to_string(), "-v".to_string()];
+    match run_cli(world, words).await {
+        Ok(stdout) => {
+            let line = stdout
+                .lines()
+                .find(|l| l.contains("Garbage collector executed"))
+                .or_else(|| stdout.lines().rev().find(|l| !l.trim().is_empty()))
+                .unwrap_or("(no output)");
+            tracing::info!("gc: {}", line.trim());
+        }
+        Err(e) => {
+            tracing::error!("gc: {e}");
+            stats.add("gc_failed", 1);
+        }
+    }
+}
+
+/// Receives up to 10 build requests and handles each: validated, deleted,
+/// then run. Deleting before running means a message whose delete fails is
+/// left for the next poll instead of being built twice.
+pub async fn sqs_requests(world: &World, stats: &mut Stats) {
+    let (Some(client), Some(owner)) = (&world.sqs, &world.config.sqs_account_id) else { return };
+    let name = &world.config.sqs_queue;
+    let url = match sqs::queue_url(client, name, owner).await {
+        Ok(url) => url,
+        Err(e) => {
+            tracing::error!("sqs: {e}");
+            stats.add("sqs_failed", 1);
+            return;
+        }
+    };
+    let messages = match sqs::receive(client, &url, 10).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("sqs: {e}");
+            stats.add("sqs_failed", 1);
+            return;
+        }
+    };
+    for msg in messages {
+        let words = command_words(&msg.body, &world.config.sqs_actions);
+        if let Err(e) = sqs::delete(client, &url, &msg.receipt).await {
+            tracing::error!("sqs message {}: not handled, it stays queued: {e}", msg.id);
+            stats.add("sqs_failed", 1);
+            continue;
+        }
+        let words = match words {
+            Ok(words) => words,
+            Err(refusal) => {
+                tracing::warn!("sqs message {}: dropped: {refusal}", msg.id);
+                stats.add("sqs_dropped", 1);
+                continue;
+            }
+        };
+        let shown = crate::jenkins::quote::command_line(&words);
+        match run_cli(world, words).await {
+            Ok(_) => {
+                tracing::info!("sqs message {}: ran {shown}", msg.id);
+                stats.add("sqs_handled", 1);
+            }
+            Err(e) => {
+                tracing::warn!("sqs message {}: dropped: {shown}: {e}", msg.id);
+                stats.add("sqs_dropped", 1);
+            }
+        }
+    }
+}
+
+async fn run_cli(world: &World, words: Vec<String>) -> Result<String, String> {
+    let cli = Arc::clone(&world.jenkins);
+    tokio::task::spawn_blocking(move || cli.run(&words, b"").map(|o| o.stdout).map_err(|e| e.to_string()))
+        .await
+        .unwrap_or_else(|e| Err(format!("CLI task failed: {e}")))
+}

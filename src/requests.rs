@@ -1,0 +1,194 @@
+//! Build requests from the `jenkins-requests` SQS queue (SPEC A10, part B).
+//!
+//! A message comes from outside and is treated as hostile: it becomes a
+//! Jenkins CLI command only if its action is on the allow-list and not on the
+//! original's deny-list, and its job name and parameters pass validation.
+//! The result is a list of words, each handed to Jenkins as one argument —
+//! never through a shell.
+
+use serde_json::Value;
+
+/// The original refused any action containing one of these, in any case; we
+/// still do, whatever the allow-list says.
+pub const DENIED_SUBSTRINGS: &[&str] = &["delete", "groovy", "install", "node"];
+
+/// Characters Jenkins refuses in a job name (`Jenkins.checkGoodName`).
+const BAD_NAME_CHARS: &str = "?*/\\%!@#$^&|<>[]:;";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("not a JSON object: {0}")]
+    NotJson(String),
+    #[error("no job name")]
+    NoName,
+    #[error("job name {0:?} is not one Jenkins could hold")]
+    BadName(String),
+    #[error("action {0:?} is refused")]
+    Denied(String),
+    #[error("action {0:?} is not allowed (allowed: {1})")]
+    NotAllowed(String, String),
+    #[error("parameter {0}")]
+    BadParameter(String),
+}
+
+/// Is `action` refused by the deny-list?
+pub fn is_denied(action: &str) -> bool {
+    let lower = action.to_lowercase();
+    DENIED_SUBSTRINGS.iter().any(|d| lower.contains(d))
+}
+
+/// Turns a message body into the words of one CLI command:
+/// `<action> <name> [-p K=V]…`.
+pub fn command_words(body: &str, allowed: &[String]) -> Result<Vec<String>, Refusal> {
+    let msg: Value = serde_json::from_str(body).map_err(|e| Refusal::NotJson(e.to_string()))?;
+    let msg = msg.as_object().ok_or_else(|| Refusal::NotJson("not an object".into()))?;
+
+    let action = match msg.get("action") {
+        None | Some(Value::Null) => "build",
+        Some(Value::String(a)) => a.as_str(),
+        Some(other) => return Err(Refusal::Denied(other.to_string())),
+    };
+    if is_denied(action) {
+        return Err(Refusal::Denied(action.to_string()));
+    }
+    // Exact match: ` build` or `Build` is not `build`.
+    if !allowed.iter().any(|a| a == action) {
+        return Err(Refusal::NotAllowed(action.to_string(), allowed.join(", ")));
+    }
+
+    let name = match msg.get("name") {
+        Some(Value::String(n)) if !n.is_empty() => n.as_str(),
+        Some(Value::String(_)) | None | Some(Value::Null) => return Err(Refusal::NoName),
+        Some(other) => return Err(Refusal::BadName(other.to_string())),
+    };
+    check_job_name(name)?;
+
+    let mut words = vec![action.to_string(), name.to_string()];
+    match msg.get("parameters") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(params)) => {
+            for (key, value) in params {
+                let value = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => return Err(Refusal::BadParameter(format!("{key:?}: not a string, number or boolean"))),
+                };
+                check_parameter(key, &value)?;
+                words.push("-p".to_string());
+                words.push(format!("{key}={value}"));
+            }
+        }
+        Some(_) => return Err(Refusal::BadParameter("list: not an object".into())),
+    }
+    Ok(words)
+}
+
+/// A name Jenkins could hold, folders allowed (`team/app/build`); never one
+/// that the CLI would read as an option.
+fn check_job_name(name: &str) -> Result<(), Refusal> {
+    let bad = || Refusal::BadName(name.to_string());
+    if name.len() > 1000 || name.starts_with('-') || name.chars().any(char::is_control) {
+        return Err(bad());
+    }
+    for segment in name.split('/') {
+        if segment.is_empty()
+            || segment == "."
+            || segment == ".."
+            || segment.trim() != segment
+            || segment.chars().any(|c| BAD_NAME_CHARS.contains(c))
+        {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+fn check_parameter(key: &str, value: &str) -> Result<(), Refusal> {
+    if key.is_empty() || key.len() > 200 || key.contains('=') || key.starts_with('-') || key.chars().any(char::is_control)
+    {
+        return Err(Refusal::BadParameter(format!("name {key:?} is not valid")));
+    }
+    if value.len() > 10_000 || value.chars().any(char::is_control) {
+        return Err(Refusal::BadParameter(format!("{key:?}: the value holds control characters or is too long")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed() -> Vec<String> {
+        vec!["build".to_string()]
+    }
+
+    fn words(body: &str) -> Result<Vec<String>, Refusal> {
+        command_words(body, &allowed())
+    }
+
+    #[test]
+    fn the_original_message_becomes_a_build() {
+        assert_eq!(
+            words(r#"{"name": "foo", "action": "build", "parameters": {"BAR": "baz"}}"#).unwrap(),
+            ["build", "foo", "-p", "BAR=baz"]
+        );
+        assert_eq!(words(r#"{"name": "team/app"}"#).unwrap(), ["build", "team/app"]);
+        assert_eq!(words(r#"{"name": "a b", "parameters": {"N": 3, "F": false}}"#).unwrap(), [
+            "build", "a b", "-p", "F=false", "-p", "N=3"
+        ]);
+    }
+
+    #[test]
+    fn hostile_values_stay_single_words() {
+        let w = words(r#"{"name": "foo", "parameters": {"A": "x -p B=y; $(reboot) `id` \"q\" && shutdown", "U": "ünï cödé"}}"#)
+            .unwrap();
+        assert_eq!(w, ["build", "foo", "-p", "A=x -p B=y; $(reboot) `id` \"q\" && shutdown", "-p", "U=ünï cödé"]);
+    }
+
+    #[test]
+    fn denied_and_unlisted_actions_are_refused() {
+        for action in ["shutdown", "safe-restart", "groovy", "Delete-Job", " build", "Build", "install-plugin", "offline-node"] {
+            let body = serde_json::json!({"name": "foo", "action": action}).to_string();
+            assert!(words(&body).is_err(), "{action} accepted");
+        }
+        assert!(matches!(words(r#"{"name":"foo","action":"GROOVY"}"#), Err(Refusal::Denied(_))));
+        // The deny-list holds even if an operator allows such an action.
+        let lax = vec!["build".to_string(), "delete-job".to_string()];
+        assert!(matches!(command_words(r#"{"name":"foo","action":"delete-job"}"#, &lax), Err(Refusal::Denied(_))));
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        for name in ["", "-p", "--help", "a;b", "$(x)", "a\nb", "../x", "a//b", "/a", "a/", " a", "x&&y", "a|b"] {
+            let body = serde_json::json!({"name": name}).to_string();
+            assert!(words(&body).is_err(), "{name:?} accepted");
+        }
+        assert_eq!(words(r#"{"action":"build"}"#), Err(Refusal::NoName));
+        assert!(matches!(words(r#"{"name": 5}"#), Err(Refusal::BadName(_))));
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        for params in [
+            r#"{"A": "line\nbreak"}"#,
+            r#"{"A=B": "x"}"#,
+            r#"{"-s": "x"}"#,
+            r#"{"": "x"}"#,
+            r#"{"A": {"nested": 1}}"#,
+            r#"{"A": ["x"]}"#,
+            r#"{"A": "tab\there"}"#,
+        ] {
+            let body = format!(r#"{{"name": "foo", "parameters": {params}}}"#);
+            assert!(matches!(words(&body), Err(Refusal::BadParameter(_))), "{params} accepted");
+        }
+        assert!(matches!(words(r#"{"name": "foo", "parameters": ["A=B"]}"#), Err(Refusal::BadParameter(_))));
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        for body in ["", "not json", "[1]", "\"build foo\"", "{\"name\": \"foo\""] {
+            assert!(matches!(words(body), Err(Refusal::NotJson(_))), "{body:?}");
+        }
+    }
+}

@@ -1,0 +1,5 @@
+package hudson.matrix
+
+import hudson.model.AbstractBuild
+
+class MatrixRun extends AbstractBuild {}

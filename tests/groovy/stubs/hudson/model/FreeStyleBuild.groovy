@@ -1,0 +1,3 @@
+package hudson.model
+
+class FreeStyleBuild extends AbstractBuild {}

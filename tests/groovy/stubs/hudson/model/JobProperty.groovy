@@ -1,0 +1,5 @@
+package hudson.model
+
+/** hudson.model.JobProperty */
+abstract class JobProperty<J extends Job> {
+}
