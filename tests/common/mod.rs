@@ -142,6 +142,11 @@ pub struct World {
 impl World {
     /// `agents`: the moto_world.py `--agents` list (pre-existing agents).
     pub fn new(agents: Value) -> World {
+        World::with_args(agents, &[])
+    }
+
+    /// As `new`, with more moto_world.py flags (e.g. `--sqs-region`).
+    pub fn with_args(agents: Value, world_args: &[&str]) -> World {
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -159,11 +164,26 @@ impl World {
             .arg(dir.path().join("agents.json"))
             .arg("--environment-json")
             .arg(dir.path().join("environment.json"))
+            .args(world_args)
             .output()
             .unwrap();
         assert!(out.status.success(), "moto_world.py: {}", String::from_utf8_lossy(&out.stderr));
         let world = serde_json::from_slice(&out.stdout).unwrap();
         World { dir, moto, jenkins, world }
+    }
+
+    /// SDK configuration for the master's own account (moto's default
+    /// credentials) in `region`.
+    pub fn sdk(&self, region: &str) -> aws_config::SdkConfig {
+        let endpoint = self.moto.endpoint();
+        let region = aws_config::Region::new(region.to_string());
+        block_on(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(endpoint)
+                .region(region)
+                .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "test"))
+                .load(),
+        )
     }
 
     pub fn path(&self) -> &Path {
@@ -253,6 +273,10 @@ impl World {
         let values: Vec<u64> = lines.next().unwrap().split(',').map(|v| v.parse().unwrap()).collect();
         keys.into_iter().map(str::to_string).zip(values).collect()
     }
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
 
 /// Runs `cmd`, echoing its output into the test's log.
