@@ -79,6 +79,11 @@ if [[ -r "$SWARM_PIDFILE" ]]; then
         exit 0
     fi
 fi
+# Started some other way (by hand, before this script kept a pid file)?
+if command -v pgrep >/dev/null 2>&1 && pid="$(pgrep -f -- "-jar $SWARM_JAR" | head -n 1)" && [[ -n "$pid" ]]; then
+    log "a Swarm client already runs (pid $pid, not started by this script); nothing to do"
+    exit 0
+fi
 
 # ---- instance metadata (IMDSv2: a session token first)
 token="$("$CURL" -sf --max-time 5 --retry 5 --retry-connrefused -X PUT "$IMDS_URL/latest/api/token" \
@@ -108,12 +113,13 @@ while :; do
         --filters "Name=resource-id,Values=$instance_id" "Name=key,Values=slave_data" \
         --region "$region" --output json)" || fail "aws ec2 describe-tags failed for $instance_id in $region (does the instance profile allow ec2:DescribeTags?)"
     slave_data="$("$JQ" -r '.Tags[0].Value // empty' <<<"$tags" 2>/dev/null)"
-    [[ -n "$slave_data" || SECONDS -ge deadline ]] && break
+    if [[ -n "$slave_data" ]] || ((SECONDS >= deadline)); then break; fi
     sleep 5
 done
 [[ -n "$slave_data" ]] || fail "instance $instance_id has no slave_data tag: it was not launched by slave_manager (or the tag is not readable)"
 
 field() {
+    # shellcheck disable=SC2016 # $k is jq's variable
     "$JQ" -r --arg k "$1" '.[$k] // empty | tostring' <<<"$slave_data" 2>/dev/null
 }
 "$JQ" -e 'type == "object"' >/dev/null 2>&1 <<<"$slave_data" || fail "the slave_data tag is not a JSON object: $slave_data"
@@ -153,7 +159,7 @@ SWARM_PASSWORD="$password" nohup "$JAVA" -jar "$SWARM_JAR" \
     -mode normal \
     -username "$SWARM_USER" \
     -passwordEnvVariable SWARM_PASSWORD \
-    "${extra[@]}" \
+    ${extra[@]+"${extra[@]}"} \
     </dev/null >>"$SWARM_LOG" 2>&1 &
 pid=$!
 echo "$pid" >"$SWARM_PIDFILE" || fail "cannot write $SWARM_PIDFILE"

@@ -49,7 +49,7 @@ class World {
         parent
     }
 
-    static ParametersAction params(Map p) {
+    static ParametersAction parametersAction(Map p) {
         new ParametersAction(p.collect { k, v -> v instanceof ParameterValue ? v : new StringParameterValue(k as String, v as String) })
     }
 
@@ -71,7 +71,7 @@ class World {
             case 'blocked': item = new Queue.BlockedItem(task, id); break
             default: throw new IllegalArgumentException(kind)
         }
-        if (params) { item.addAction(params(params)) }
+        if (params) { item.addAction(parametersAction(params)) }
         j.queue._items << item
         item
     }
@@ -79,7 +79,7 @@ class World {
     /** A Pipeline run; nodesUsed: node names its node blocks ran on, oldest first. */
     WorkflowRun pipelineRun(WorkflowJob job, Map params = [:], List<String> nodesUsed = []) {
         def run = new WorkflowRun()
-        if (params) { run.addAction(params(params)) }
+        if (params) { run.addAction(parametersAction(params)) }
         FlowNode head = new FlowNode(_id: '2')
         int id = 3
         nodesUsed.each { n ->
