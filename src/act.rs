@@ -71,13 +71,24 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> anyho
             markers::write_working(dir, job_key)?;
             Ok(Done::Acted(Some("instances_started"), None))
         }
-        Action::Create { env, label, job_key, client_token, replaces } => {
+        Action::Create { env, label, job_key, client_token, replaces, on_demand_fallback } => {
             if replaces.as_ref().is_some_and(|id| failed.contains(id)) {
                 return Ok(Done::Skipped("the make-room termination failed, the cap would be exceeded"));
             }
             let env_config = world.config.envs.get(env).ok_or_else(|| anyhow::anyhow!("unknown env {env}"))?;
-            let spec = launch_spec(world, env_config, label, client_token)?;
-            let id = ec2::run_instance(client(env)?, &spec).await?;
+            let mut spec = launch_spec(world, env_config, label, client_token)?;
+            let id = match ec2::run_instance(client(env)?, &spec).await {
+                Err(e) if *on_demand_fallback && e.is_capacity_shortage() => {
+                    tracing::warn!("{env}: no spot capacity for {} ({e}); launching on-demand", label.instance_type);
+                    spec.spot_price = None;
+                    spec.tags.retain(|(k, _)| k != "is_spot");
+                    spec.tags.push(("is_spot".into(), "false".into()));
+                    // A distinct token: the spot call's token is spent.
+                    spec.client_token = format!("{}-od", spec.client_token);
+                    ec2::run_instance(client(env)?, &spec).await?
+                }
+                other => other?,
+            };
             markers::write_start(dir, env, &id, &label.raw)?;
             markers::write_working(dir, job_key)?;
             Ok(Done::Acted(Some("instances_created"), Some(id)))

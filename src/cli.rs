@@ -108,6 +108,16 @@ pub struct Args {
     #[arg(long = "required_ip_list", num_args = 1.., value_name = "PORT:CIDR")]
     pub required_ip_list: Vec<String>,
 
+    /// Terminate running agents that have not become Jenkins nodes this many
+    /// minutes after launch (0: never).
+    #[arg(long = "zombie_minutes", default_value_t = 0, value_name = "MINUTES")]
+    pub zombie_minutes: u32,
+
+    /// When EC2 has no spot capacity, launch on-demand instead (within the
+    /// on-demand cap, whose room is reserved for it).
+    #[arg(long = "spot_fallback")]
+    pub spot_fallback: bool,
+
     /// Host whose IPv4 addresses (their /24s) may reach the master on 443,
     /// for SCM webhooks; resolved with the system resolver every 3rd pass.
     #[arg(long = "scm_host", default_value = "github.com", value_name = "HOST")]

@@ -85,6 +85,9 @@ pub struct Config {
     pub required_ip_list: Vec<IpRule>,
     pub idle_minutes: u32,
     pub hourly_billing: bool,
+    /// Running agents that are no node this long after launch are terminated.
+    pub zombie_after: Option<Duration>,
+    pub spot_fallback: bool,
     pub sqs_account_id: Option<String>,
     pub sqs_region: Option<String>,
     pub sqs_queue: String,
@@ -188,6 +191,8 @@ impl Config {
             required_ip_list,
             idle_minutes: args.idle_minutes,
             hourly_billing: args.hourly_billing,
+            zombie_after: (args.zombie_minutes > 0).then(|| Duration::from_secs(u64::from(args.zombie_minutes) * 60)),
+            spot_fallback: args.spot_fallback,
             sqs_account_id: args.aws_sqs_account_id.clone(),
             sqs_region: args.aws_sqs_region.clone(),
             sqs_queue: args.sqs_queue.clone(),

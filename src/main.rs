@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 for a run that finished (failures during it are logged and
 //! counted in properties_error.csv), 2 for bad flags or configuration (nothing
-//! in AWS or Jenkins was touched), 1 when the CSVs cannot be written.
+//! in AWS or Jenkins was touched), 3 when another manager already runs in the
+//! working directory, 1 when the CSVs cannot be written.
 
 use std::process::ExitCode;
 
@@ -30,6 +31,15 @@ fn main() -> ExitCode {
     let workdir = match std::env::current_dir() {
         Ok(dir) => dir,
         Err(e) => return user_error(&format!("cannot read the working directory: {e}")),
+    };
+    // Held until the process ends (the kernel drops it even on kill -9), so
+    // an overlapping cron run cannot double the fleet.
+    let _lock = match lock_workdir(&workdir) {
+        Ok(lock) => lock,
+        Err(message) => {
+            eprintln!("slave_manager: {message}");
+            return ExitCode::from(3);
+        }
     };
     logging::init(config.debug, args.color);
 
@@ -74,6 +84,27 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
+    }
+}
+
+/// The lock file beside the markers: one manager per working directory.
+const LOCK_FILE: &str = "slave_manager.lock";
+
+fn lock_workdir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another slave_manager is running in {} (it holds {LOCK_FILE}); this run does nothing",
+            dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
     }
 }
 

@@ -43,6 +43,8 @@ impl<'w> Reconciler<'w> {
             amis: c.envs.iter().map(|(n, e)| (n.clone(), e.ami.clone())).collect(),
             working_ttl: WORKING_TTL,
             boot_grace: BOOT_GRACE,
+            zombie_after: c.zombie_after,
+            spot_fallback: c.spot_fallback,
         };
         Reconciler { world, plan_config, stats: Stats::default(), told: BTreeSet::new() }
     }

@@ -18,6 +18,7 @@ pub const ERROR_KEYS: &[&str] = &[
     "jar_file_error",
     "job_on_queue",
     "jobs_waited_too_long",
+    "zombie_instance",
     "action_failed",
     "describe_failed",
     "inventory_failed",

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use aws_sdk_ec2::types::{IpPermission, IpRange};
-use common::{block_on, item, s, World};
+use common::{block_on, s, World};
 use serde_json::{json, Value};
 use slave_manager::plan::security_group::Rule;
 

@@ -19,12 +19,27 @@ use crate::model::{Instance, InstanceState, Volume};
 #[error("{operation}: {message}")]
 pub struct Ec2Error {
     pub operation: &'static str,
+    /// The service's error code (`InsufficientInstanceCapacity`, …), if any.
+    pub code: Option<String>,
     pub message: String,
 }
 
 impl Ec2Error {
-    fn new<E: std::error::Error>(operation: &'static str, e: E) -> Ec2Error {
-        Ec2Error { operation, message: describe_error(&e) }
+    fn new<E, R>(operation: &'static str, e: aws_sdk_ec2::error::SdkError<E, R>) -> Ec2Error
+    where
+        E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug,
+    {
+        let code = e.as_service_error().and_then(|s| s.code()).map(str::to_string);
+        Ec2Error { operation, code, message: describe_error(&e) }
+    }
+
+    /// EC2 has no room for this launch (typically spot) right now.
+    pub fn is_capacity_shortage(&self) -> bool {
+        matches!(
+            self.code.as_deref(),
+            Some("InsufficientInstanceCapacity" | "InsufficientCapacity" | "SpotMaxPriceTooLow" | "MaxSpotInstanceCountExceeded")
+        )
     }
 }
 
@@ -162,7 +177,7 @@ pub async fn run_instance(client: &Client, spec: &LaunchSpec) -> Result<String, 
         .first()
         .and_then(|i| i.instance_id())
         .map(str::to_string)
-        .ok_or_else(|| Ec2Error { operation: "RunInstances", message: "no instance in the answer".into() })
+        .ok_or_else(|| Ec2Error { operation: "RunInstances", code: None, message: "no instance in the answer".into() })
 }
 
 pub async fn start(client: &Client, id: &str) -> Result<(), Ec2Error> {

@@ -83,6 +83,13 @@ mod tests {
         assert_eq!(tokenize(&command_line(&words)), words);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_words_round_trip(words in proptest::collection::vec("\\PC{0,12}|[ \"'\\\\\n\t$`]{0,6}", 0..8)) {
+            proptest::prop_assert_eq!(tokenize(&command_line(&words)), words);
+        }
+    }
+
     #[test]
     fn plain_words_are_simply_wrapped() {
         assert_eq!(command_line(&["groovy", "=", "ami-1"]), r#""groovy" "=" "ami-1""#);

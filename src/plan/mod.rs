@@ -31,6 +31,8 @@ pub mod counts {
     pub const UNKNOWN_LABEL: &str = "unknown_label";
     /// A running agent older than an hour that is no Jenkins node (inventory).
     pub const INSTANCE_NOT_SLAVE: &str = "instance_not_slave";
+    /// A running agent that never became a node within `--zombie_minutes`.
+    pub const ZOMBIE_INSTANCE: &str = "zombie_instance";
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +49,12 @@ pub struct PlanConfig {
     pub working_ttl: Duration,
     /// A running instance with no node yet counts as booting capacity this long.
     pub boot_grace: Duration,
+    /// A running agent that has not become a node this long after its launch
+    /// is terminated (`--zombie_minutes`); `None`: never.
+    pub zombie_after: Option<Duration>,
+    /// A spot launch EC2 has no capacity for may fall back to on-demand; the
+    /// planner reserves that on-demand room so the cap still holds.
+    pub spot_fallback: bool,
 }
 
 impl PlanConfig {
@@ -97,6 +105,8 @@ pub enum TerminateReason {
     Spot { node: String },
     /// An agent on a replaced AMI; `node` is `None` from the inventory sweep.
     OldAmi { node: Option<String>, ami: String },
+    /// Running this long without ever becoming a Jenkins node.
+    NeverRegistered { minutes: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +125,8 @@ pub enum Action {
         job_key: String,
         client_token: String,
         replaces: Option<String>,
+        /// A spot launch that may fall back to on-demand (room is reserved).
+        on_demand_fallback: bool,
     },
     Terminate {
         env: String,
@@ -170,6 +182,9 @@ impl fmt::Display for TerminateReason {
             TerminateReason::Spot { node } => write!(f, "spot agent, node {node} is to go"),
             TerminateReason::OldAmi { node: Some(node), ami } => write!(f, "old AMI {ami}, node {node} is to go"),
             TerminateReason::OldAmi { node: None, ami } => write!(f, "stopped on old AMI {ami}"),
+            TerminateReason::NeverRegistered { minutes } => {
+                write!(f, "running {minutes} min without becoming a Jenkins node")
+            }
         }
     }
 }
@@ -260,6 +275,7 @@ pub fn plan_pass(cfg: &PlanConfig, snap: &Snapshot, seed: u64) -> Plan {
     let mut plan = Plan::default();
     let mut claimed = BTreeSet::new();
     scale_down::plan(cfg, snap, &mut claimed, &mut plan);
+    scale_down::plan_zombies(cfg, snap, &mut claimed, &mut plan);
     let mut rng = fastrand::Rng::with_seed(seed);
     scale_up::plan(cfg, snap, &mut claimed, &mut rng, &mut plan);
     plan
@@ -337,6 +353,8 @@ pub(crate) mod fixtures {
                 .collect(),
             working_ttl: Duration::from_secs(300),
             boot_grace: Duration::from_secs(600),
+            zombie_after: None,
+            spot_fallback: false,
         }
     }
 
@@ -484,6 +502,7 @@ pub(crate) mod fixtures {
                         TerminateReason::MakeRoom { .. } => "make-room",
                         TerminateReason::Spot { .. } => "spot",
                         TerminateReason::OldAmi { .. } => "old-ami",
+                        TerminateReason::NeverRegistered { .. } => "zombie",
                     };
                     format!("terminate {instance_id} {why}")
                 }
@@ -532,6 +551,7 @@ mod tests {
             job_key: "k".into(),
             client_token: "t".into(),
             replaces: Some("i-9".into()),
+            on_demand_fallback: false,
         };
         assert_eq!(
             create.to_string(),

@@ -8,8 +8,8 @@ use crate::label::parse_label;
 use crate::model::{InstanceState, Node};
 
 use super::{
-    counts, devices_lacking_delete_on_termination, is_busy, observed, Action, Plan, PlanConfig, Snapshot,
-    TerminateReason,
+    age, counts, devices_lacking_delete_on_termination, is_busy, node_of, observed, Action, Plan, PlanConfig,
+    Snapshot, TerminateReason,
 };
 
 pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
@@ -110,6 +110,38 @@ fn retire(
         }
     }
     claimed.insert(id.to_string());
+}
+
+/// Orphans: running agents of ours that never became Jenkins nodes within
+/// `zombie_after` of their launch (a broken boot script, a wrong master URL)
+/// are terminated — they would bill forever otherwise. Skipped when the dump
+/// lists no node at all: that looks like a restarting master, not orphans.
+pub(super) fn plan_zombies(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
+    let Some(limit) = cfg.zombie_after else { return };
+    if snap.dump.nodes.is_empty() {
+        plan.debug(None, "no Jenkins node at all: not looking for orphaned agents this pass");
+        return;
+    }
+    for (env, obs) in &snap.envs {
+        let Ok(instances) = obs else { continue };
+        for inst in instances {
+            if inst.state != InstanceState::Running || !cfg.is_ours(inst) || claimed.contains(&inst.id) {
+                continue;
+            }
+            let Some(launched) = inst.launched else { continue };
+            let running = age(snap.now, launched);
+            if running < limit || node_of(&snap.dump.nodes, inst).is_some() {
+                continue;
+            }
+            plan.count(counts::ZOMBIE_INSTANCE);
+            plan.act(Action::Terminate {
+                env: env.clone(),
+                instance_id: inst.id.clone(),
+                why: TerminateReason::NeverRegistered { minutes: running.as_secs() / 60 },
+            });
+            claimed.insert(inst.id.clone());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -341,5 +373,43 @@ mod tests {
                 .nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev")])
                 .queue(vec![item("job", "dev")]);
         assert_eq!(brief(&plan_pass(&cfg(), &s, 3).actions), ["terminate i-1 old-ami"]);
+    }
+
+    fn zombies(c: &PlanConfig, s: &Snapshot) -> Plan {
+        let mut plan = Plan::default();
+        super::plan_zombies(c, s, &mut BTreeSet::new(), &mut plan);
+        plan
+    }
+
+    #[test]
+    fn running_agent_that_never_became_a_node_is_terminated() {
+        let mut c = cfg();
+        c.zombie_after = Some(Duration::from_secs(30 * 60));
+        let s = snap(vec![(
+            "dev",
+            vec![
+                agent("i-old", Running, "dev").launched_ago(3600),
+                agent("i-young", Running, "dev").launched_ago(600),
+                agent("i-node", Running, "dev").launched_ago(3600),
+                agent("i-stopped", Stopped, "dev").launched_ago(3600),
+                agent("i-theirs", Running, "dev").launched_ago(3600).named(Some("other")),
+            ],
+        )])
+        .nodes(vec![online("dev-10.0.0.9", "i-node", "dev", 1)]);
+        let plan = zombies(&c, &s);
+        assert_eq!(brief(&plan.actions), ["terminate i-old zombie"]);
+        assert_eq!(count(&plan.counts, counts::ZOMBIE_INSTANCE), 1);
+        assert_eq!(plan.actions[0].to_string(), "dev: terminate i-old (running 60 min without becoming a Jenkins node)");
+    }
+
+    #[test]
+    fn no_orphan_hunt_when_off_or_when_jenkins_lists_no_node() {
+        let s = snap(vec![("dev", vec![agent("i-old", Running, "dev").launched_ago(3600)])]);
+        let with_node = s.clone().nodes(vec![online("dev-10.0.0.9", "i-other", "dev", 1)]);
+        assert!(zombies(&cfg(), &with_node).actions.is_empty(), "off by default");
+        let mut c = cfg();
+        c.zombie_after = Some(Duration::from_secs(60));
+        assert!(zombies(&c, &s).actions.is_empty(), "an empty node list looks like a restarting master");
+        assert_eq!(brief(&zombies(&c, &with_node).actions), ["terminate i-old zombie"]);
     }
 }

@@ -200,6 +200,7 @@ impl ScaleUp<'_> {
         }
         let usage = self.usage(&env, instances);
         let mut replaces = None;
+        let mut on_demand_fallback = false;
         if label.pricing.is_spot() {
             if usage.spot >= self.cfg.max_spot {
                 self.plan.info(
@@ -208,7 +209,14 @@ impl ScaleUp<'_> {
                 );
                 return;
             }
-            self.usage.entry(env.clone()).or_default().spot += 1;
+            let usage = self.usage.entry(env.clone()).or_default();
+            usage.spot += 1;
+            // Room for an on-demand fallback is reserved now, so a fallback
+            // can never take the on-demand cap over.
+            if self.cfg.spot_fallback && usage.non_spot < self.cfg.max_on_demand {
+                usage.non_spot += 1;
+                on_demand_fallback = true;
+            }
         } else if usage.non_spot >= self.cfg.max_on_demand {
             let Some(victim) = self.pick_room(instances, &env) else {
                 self.plan.info(
@@ -236,7 +244,14 @@ impl ScaleUp<'_> {
         self.free.insert(provider.clone(), label.pricing.executors() - 1);
         self.pool(&label).push(provider);
         let client_token = client_token(&env, key, item.queue_id, unix_secs(self.snap.now));
-        self.plan.act(Action::Create { env, label, job_key: key.to_string(), client_token, replaces });
+        self.plan.act(Action::Create {
+            env,
+            label,
+            job_key: key.to_string(),
+            client_token,
+            replaces,
+            on_demand_fallback,
+        });
     }
 
     /// Our active instances of the env, spot and not.
@@ -673,6 +688,29 @@ mod tests {
     // --- create --------------------------------------------------------
 
     #[test]
+    fn spot_fallback_reserves_on_demand_room_within_the_cap() {
+        let mut c = cfg();
+        c.spot_fallback = true;
+        // On-demand cap 2, one on-demand agent running: room for one fallback.
+        let s = snap(vec![("dev", vec![agent("i-1", crate::model::InstanceState::Running, "dev_c5.large")])])
+            .queue(vec![item("a", "dev_spot"), item("b", "dev_spot"), item("c", "dev")]);
+        let plan = plan_pass(&c, &s, 7);
+        let fallbacks: Vec<bool> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Create { on_demand_fallback, .. } => Some(*on_demand_fallback),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fallbacks, [true, false], "one fallback reserved; the plain item then finds the cap full");
+        assert!(info_notes(&plan.notes).iter().any(|n| n.contains("on-demand cap")), "{:?}", plan.notes);
+        // Without the flag, no fallback and the plain item gets its agent.
+        let plan = plan_pass(&cfg(), &s, 7);
+        assert_eq!(brief(&plan.actions), ["create dev dev_spot", "create dev dev_spot", "create dev dev"]);
+    }
+
+    #[test]
     fn creates_with_label_type_pricing_and_client_token() {
         let s = snap(vec![("dev", vec![])]).queue(vec![QueueItem {
             queue_id: Some(17),
@@ -694,6 +732,7 @@ mod tests {
                 client_token: crate::job_key::client_token("dev", &job_key, Some(17), 1_700_000_000),
                 job_key,
                 replaces: None,
+                on_demand_fallback: false,
             }]
         );
     }

@@ -19,7 +19,6 @@ repo="$PWD"
 
 # Groovy 2.4 runs on Debian's Java 17; other JDKs on the machine are not for it.
 export JAVA_HOME="${SM_GROOVY_JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}"
-export JAVA_OPTS="${JAVA_OPTS:-} -Xshare:auto"
 
 # Compiles the stubs once per content into a cache directory; prints its path.
 stub_classes() {
