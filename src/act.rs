@@ -4,6 +4,7 @@
 //! failed, a termination whose volumes could not be set to go with it).
 
 use std::collections::BTreeSet;
+use std::time::SystemTime;
 
 use serde_json::json;
 
@@ -12,6 +13,7 @@ use crate::config::EnvConfig;
 use crate::markers;
 use crate::model::Label;
 use crate::plan::{Action, TerminateReason};
+use crate::record::ActionRecord;
 use crate::stats::Stats;
 use crate::world::World;
 
@@ -19,30 +21,55 @@ use crate::world::World;
 pub const KEY_NAME: &str = "jenkins.cloud";
 pub const ROOT_VOLUME_GB: i32 = 25;
 
-/// Runs `actions`; returns the counters they moved.
-pub async fn act(world: &World, actions: &[Action]) -> Stats {
-    let mut stats = Stats::default();
+/// What carrying out a plan did.
+#[derive(Debug, Default)]
+pub struct Acted {
+    /// The counters the actions moved.
+    pub stats: Stats,
+    /// One record per action (marker upkeep excluded), for the report.
+    pub records: Vec<ActionRecord>,
+}
+
+/// Runs `actions` of pass number `pass`.
+pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
+    let mut acted = Acted::default();
     // Instances whose preparatory action failed: their follow-up is skipped.
     let mut failed: BTreeSet<String> = BTreeSet::new();
     for action in actions {
-        match run(world, action, &failed).await {
+        let (text, outcome) = match run(world, action, &failed).await {
             Ok(Done::Acted(counter, id)) => {
-                tracing::info!("{action}{}", id.map(|id| format!(" → {id}")).unwrap_or_default());
+                let text = format!("{action}{}", id.map(|id| format!(" → {id}")).unwrap_or_default());
+                tracing::info!("{text}");
                 if let Some(counter) = counter {
-                    stats.add(counter, 1);
+                    acted.stats.add(counter, 1);
                 }
+                (text, Ok(()))
             }
-            Ok(Done::Skipped(why)) => tracing::warn!("skipped: {action}: {why}"),
+            Ok(Done::Skipped(why)) => {
+                tracing::warn!("skipped: {action}: {why}");
+                (action.to_string(), Err(format!("skipped: {why}")))
+            }
             Err(e) => {
                 tracing::error!("failed: {action}: {e}");
-                stats.add("action_failed", 1);
+                acted.stats.add("action_failed", 1);
                 if let Some(id) = instance_of(action) {
                     failed.insert(id.to_string());
                 }
+                (action.to_string(), Err(e.to_string()))
             }
+        };
+        if action.env().is_some() {
+            acted.records.push(ActionRecord {
+                pass,
+                time: SystemTime::now(),
+                env: action.env().map(str::to_string),
+                kind: action.kind(),
+                text,
+                outcome,
+            });
         }
     }
-    stats
+    acted
 }
 
 enum Done {

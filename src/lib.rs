@@ -8,7 +8,9 @@
 //! - [`plan`]: a pure function from the snapshot to a list of actions
 //!   (scale up, scale down, inventory), with the [`label`] and [`job_key`] rules;
 //! - [`act`]: carries the actions out through the thin clients of [`world`];
-//! - record: [`markers`], [`stats`] (the CSVs) and the log lines of [`logging`];
+//! - record: [`markers`], [`stats`] (the CSVs), the log lines of [`logging`],
+//!   and what the run did ([`record`]) for [`metrics`] (each pass) and the
+//!   [`report`] (at the end);
 //! - [`reconciler`]: the bounded loop; [`periodic`]: the jobs it runs every
 //!   few passes — the master's security group, the GC build, SQS build
 //!   requests ([`requests`] validates them).
@@ -22,11 +24,14 @@ pub mod job_key;
 pub mod label;
 pub mod logging;
 pub mod markers;
+pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod periodic;
 pub mod plan;
 pub mod reconciler;
+pub mod record;
+pub mod report;
 pub mod requests;
 pub mod stats;
 pub mod world;

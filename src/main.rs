@@ -13,6 +13,8 @@ use slave_manager::config::Config;
 use slave_manager::reconciler::Reconciler;
 use slave_manager::world::World;
 use slave_manager::logging;
+use slave_manager::record::ProblemLog;
+use slave_manager::report;
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -41,7 +43,8 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    logging::init(config.debug, args.color);
+    let problems = ProblemLog::default();
+    logging::init(config.debug, args.color, problems.clone());
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -61,6 +64,11 @@ fn main() -> ExitCode {
             world.config.envs.keys().cloned().collect::<Vec<_>>().join(", ")
         );
         reconciler.run(shutdown_signal()).await;
+        let title = format!("slave_manager run of {}", world.config.url);
+        let html = report::render(&reconciler.run, &reconciler.stats, &problems.snapshot(), &title);
+        if let Err(e) = std::fs::write(world.workdir.join(report::FILE), html) {
+            tracing::error!("cannot write {}: {e}", report::FILE);
+        }
         match reconciler.stats.write_csvs(&world.workdir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

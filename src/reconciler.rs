@@ -5,13 +5,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::act::act;
 use crate::model::{EnvObservation, InstanceState};
 use crate::observe::{observe, Observation};
 use crate::periodic;
 use crate::plan::{plan_inventory, plan_pass, Note, NoteLevel, PlanConfig, Snapshot};
+use crate::metrics::{self, AgentStates};
+use crate::record::{PassRecord, RunRecord};
 use crate::stats::Stats;
 use crate::world::World;
 
@@ -31,6 +33,10 @@ pub struct Reconciler<'w> {
     /// Info notes already logged, so an item stuck on the queue with a label
     /// we cannot serve is reported once, not every 5 seconds.
     told: BTreeSet<(Option<String>, String)>,
+    /// Passes and actions, for the run report and the metrics.
+    pub run: RunRecord,
+    /// Our agents per env and state at the last observation (metrics).
+    agent_states: AgentStates,
 }
 
 impl<'w> Reconciler<'w> {
@@ -46,7 +52,14 @@ impl<'w> Reconciler<'w> {
             zombie_after: c.zombie_after,
             spot_fallback: c.spot_fallback,
         };
-        Reconciler { world, plan_config, stats: Stats::default(), told: BTreeSet::new() }
+        Reconciler {
+            world,
+            plan_config,
+            stats: Stats::default(),
+            told: BTreeSet::new(),
+            run: RunRecord::default(),
+            agent_states: AgentStates::new(),
+        }
     }
 
     /// Runs every pass, or until `shutdown` completes; then the CSVs are due.
@@ -70,6 +83,7 @@ impl<'w> Reconciler<'w> {
     /// One pass. The span carries the pass number into every line.
     pub async fn pass(&mut self, pass: u32) {
         let started = Instant::now();
+        let started_at = SystemTime::now();
         let before = self.stats.clone();
         let calls_before = self.world.ec2_calls.get();
         let obs = observe(self.world).await;
@@ -102,14 +116,15 @@ impl<'w> Reconciler<'w> {
                 for (k, n) in &plan.counts {
                     self.stats.add(k, *n);
                 }
-                let moved = act(self.world, &plan.actions).await;
-                self.merge(&moved);
+                let acted = act(self.world, &plan.actions, pass + 1).await;
+                self.merge(&acted.stats);
+                self.run.actions.extend(acted.records);
             }
         }
 
         let config = &self.world.config;
         if pass % INVENTORY_EVERY == 0 {
-            self.inventory(&obs).await;
+            self.inventory(&obs, pass).await;
         }
         if pass % periodic::SECURITY_GROUP_EVERY == 0 && config.manage_security_group {
             periodic::security_group(self.world, &obs.envs, &mut self.stats).await;
@@ -130,11 +145,27 @@ impl<'w> Reconciler<'w> {
             obs.envs.len(),
             obs.elapsed.as_millis()
         );
+        let duration = started.elapsed();
+        self.run.passes.push(PassRecord {
+            number: pass + 1,
+            started: started_at,
+            duration,
+            queue: queue_len,
+            agents: agents_per_env(&obs.envs),
+            ec2_requests: self.world.ec2_calls.get() - calls_before,
+        });
+        self.agent_states = agent_states(&obs.envs, &self.world.config.slave_name);
+        let text = metrics::render(&self.stats, &self.run, &self.agent_states);
+        if let Err(e) = metrics::write(&self.world.workdir, &text) {
+            tracing::warn!("cannot write {}: {e}", metrics::FILE);
+        }
+
         let delta = |k: &str| self.stats.get(k) - before.get(k);
         tracing::info!(
-            "pass {}/{}: queue {}, agents {}, started {}, created {}, stopped {}, terminated {}, errors {} ({} ms)",
+            "pass {}/{}{}: queue {}, agents {}, started {}, created {}, stopped {}, terminated {}, errors {} ({} ms)",
             pass + 1,
             self.world.config.loop_counter,
+            self.time_left(pass + 1),
             queue_len.map_or("?".to_string(), |n| n.to_string()),
             agents_line(&obs.envs),
             delta("instances_started"),
@@ -142,13 +173,29 @@ impl<'w> Reconciler<'w> {
             delta("instances_stopped"),
             delta("instances_terminated"),
             self.stats.errors() - before.errors(),
-            started.elapsed().as_millis(),
+            duration.as_millis(),
         );
+    }
+
+    /// `, 12m30s left`: the passes to go at the mean pass time so far.
+    fn time_left(&self, done: u32) -> String {
+        let remaining = self.world.config.loop_counter.saturating_sub(done);
+        if remaining == 0 || self.run.passes.is_empty() {
+            return String::new();
+        }
+        let mean: Duration =
+            self.run.passes.iter().map(|p| p.duration).sum::<Duration>() / self.run.passes.len() as u32;
+        let secs = ((mean + self.world.config.pass_interval) * remaining).as_secs();
+        if secs >= 3600 {
+            format!(", {}h{:02}m left", secs / 3600, secs / 60 % 60)
+        } else {
+            format!(", {}m{:02}s left", secs / 60, secs % 60)
+        }
     }
 
     /// SPEC A9: delete-on-termination everywhere, agents per label set, old
     /// stopped agents retired. A failure here is counted, never fatal.
-    async fn inventory(&mut self, obs: &Observation) {
+    async fn inventory(&mut self, obs: &Observation, pass: u32) {
         let inv = plan_inventory(&self.plan_config, &obs.envs, obs.dump.as_ref().ok(), obs.now);
         self.tell(&inv.notes);
         for (k, n) in &inv.counts {
@@ -157,10 +204,11 @@ impl<'w> Reconciler<'w> {
         if obs.envs.values().all(Result::is_ok) {
             self.stats.instance_count = inv.instance_count.clone();
         }
-        let mut moved = act(self.world, &inv.actions).await;
+        let mut acted = act(self.world, &inv.actions, pass + 1).await;
         // Counted as inventory failures, not as failed scaling actions.
-        let failures = moved.take("action_failed");
-        self.merge(&moved);
+        let failures = acted.stats.take("action_failed");
+        self.merge(&acted.stats);
+        self.run.actions.extend(acted.records);
         self.stats.add("inventory_failed", failures);
         if let Ok(dump) = &obs.dump {
             let offline = dump.nodes.iter().filter(|n| n.offline).count();
@@ -195,17 +243,35 @@ impl<'w> Reconciler<'w> {
     }
 }
 
-/// `5 (dev 3, prod 2)`: our pending and running agents, per env.
-fn agents_line(envs: &BTreeMap<String, EnvObservation>) -> String {
-    let per_env: Vec<(String, Option<usize>)> = envs
-        .iter()
+/// Our pending and running agents per env; `None` where not observed.
+fn agents_per_env(envs: &BTreeMap<String, EnvObservation>) -> BTreeMap<String, Option<usize>> {
+    envs.iter()
         .map(|(env, obs)| {
             let n = obs.as_ref().ok().map(|instances| {
                 instances.iter().filter(|i| matches!(i.state, InstanceState::Pending | InstanceState::Running)).count()
             });
             (env.clone(), n)
         })
-        .collect();
+        .collect()
+}
+
+/// Our agents per env and EC2 state (terminated ones left out).
+fn agent_states(envs: &BTreeMap<String, EnvObservation>, slave_name: &str) -> AgentStates {
+    let mut out = AgentStates::new();
+    for (env, instances) in envs.iter().filter_map(|(e, o)| o.as_ref().ok().map(|i| (e, i))) {
+        let states = out.entry(env.clone()).or_default();
+        for i in instances.iter().filter(|i| i.name.as_deref() == Some(slave_name)) {
+            if i.state != InstanceState::Terminated {
+                *states.entry(i.state.as_str()).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+/// `5 (dev 3, prod 2)`: our pending and running agents, per env.
+fn agents_line(envs: &BTreeMap<String, EnvObservation>) -> String {
+    let per_env: Vec<(String, Option<usize>)> = agents_per_env(envs).into_iter().collect();
     let total: usize = per_env.iter().filter_map(|(_, n)| *n).sum();
     let parts: Vec<String> =
         per_env.iter().map(|(env, n)| format!("{env} {}", n.map_or("?".to_string(), |n| n.to_string()))).collect();

@@ -153,6 +153,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// The env the action touches; markers belong to none.
+    pub fn env(&self) -> Option<&str> {
+        match self {
+            Action::Start { env, .. }
+            | Action::Create { env, .. }
+            | Action::Terminate { env, .. }
+            | Action::Stop { env, .. }
+            | Action::SetDeleteOnTermination { env, .. } => Some(env),
+            Action::RemoveWorkingMarker { .. } | Action::RemoveStartMarker { .. } => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Action::Start { .. } => "start",

@@ -1,0 +1,159 @@
+//! `metrics.prom` for the node exporter's textfile collector, rewritten
+//! atomically after every pass. Written in the Prometheus text format 0.0.4
+//! that the collector parses (the maintained Rust encoders emit OpenMetrics,
+//! whose `_total`/`# EOF` conventions that parser does not expect).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::record::RunRecord;
+use crate::stats::{Stats, ERROR_KEYS, RUN_KEYS, SQS_KEYS};
+
+pub const FILE: &str = "metrics.prom";
+
+/// Upper bounds (seconds) of the pass-latency histogram.
+const BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Agents per env and EC2 state, from the latest observation.
+pub type AgentStates = BTreeMap<String, BTreeMap<&'static str, usize>>;
+
+pub fn render(stats: &Stats, run: &RunRecord, agents: &AgentStates) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
+        let _ = writeln!(out, "# HELP slave_manager_{name} {help}");
+        let _ = writeln!(out, "# TYPE slave_manager_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "slave_manager_{name}{labels} {value}");
+        }
+    };
+
+    metric("passes_total", "counter", "Passes completed in this run.", vec![(String::new(), run.passes.len().to_string())]);
+
+    let mut by_kind: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for a in &run.actions {
+        *by_kind.entry((a.kind, if a.outcome.is_ok() { "ok" } else { "failed" })).or_default() += 1;
+    }
+    metric(
+        "actions_total",
+        "counter",
+        "Actions carried out in this run, by kind and outcome.",
+        by_kind.iter().map(|((k, o), n)| (labels(&[("kind", k), ("outcome", o)]), n.to_string())).collect(),
+    );
+    metric(
+        "events_total",
+        "counter",
+        "The counters of properties_run.csv and properties_sqs.csv.",
+        RUN_KEYS.iter().chain(SQS_KEYS).map(|k| (labels(&[("event", k)]), stats.get(k).to_string())).collect(),
+    );
+    metric(
+        "errors_total",
+        "counter",
+        "The counters of properties_error.csv, by kind.",
+        ERROR_KEYS.iter().map(|k| (labels(&[("kind", k)]), stats.get(k).to_string())).collect(),
+    );
+    metric(
+        "agents",
+        "gauge",
+        "Our agents per env and EC2 state at the last observation.",
+        agents
+            .iter()
+            .flat_map(|(env, states)| {
+                states.iter().map(move |(state, n)| (labels(&[("env", env), ("state", state)]), n.to_string()))
+            })
+            .collect(),
+    );
+    if let Some(last) = run.passes.last() {
+        let queue = last.queue.map_or("NaN".to_string(), |q| q.to_string());
+        metric("queue_length", "gauge", "Buildable queue items at the last pass.", vec![(String::new(), queue)]);
+        let at = last.started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        metric("last_pass_timestamp_seconds", "gauge", "When the last pass started.", vec![(String::new(), at.to_string())]);
+    }
+
+    let durations: Vec<f64> = run.passes.iter().map(|p| p.duration.as_secs_f64()).collect();
+    let mut samples: Vec<(String, String)> = BUCKETS
+        .iter()
+        .map(|b| {
+            let n = durations.iter().filter(|d| **d <= *b).count();
+            (labels(&[("le", &b.to_string())]), n.to_string())
+        })
+        .collect();
+    samples.push((labels(&[("le", "+Inf")]), durations.len().to_string()));
+    metric("pass_duration_seconds", "histogram", "Wall time of each pass.", Vec::new());
+    for (l, v) in samples {
+        let _ = writeln!(out, "slave_manager_pass_duration_seconds_bucket{l} {v}");
+    }
+    let _ = writeln!(out, "slave_manager_pass_duration_seconds_sum {}", durations.iter().sum::<f64>());
+    let _ = writeln!(out, "slave_manager_pass_duration_seconds_count {}", durations.len());
+    out
+}
+
+/// `{k="v",…}` with the format's escapes.
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// Writes beside and renames, so the collector never reads half a file.
+pub fn write(dir: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{FILE}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, dir.join(FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{ActionRecord, PassRecord};
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn renders_the_text_format() {
+        let mut stats = Stats::default();
+        stats.add("instances_created", 2);
+        stats.add("jar_file_error", 1);
+        let pass = |d: u64| PassRecord {
+            number: 1,
+            started: SystemTime::UNIX_EPOCH + Duration::from_secs(100),
+            duration: Duration::from_millis(d),
+            queue: Some(3),
+            agents: BTreeMap::new(),
+            ec2_requests: 2,
+        };
+        let action = |kind, outcome| ActionRecord {
+            pass: 1,
+            time: SystemTime::UNIX_EPOCH,
+            env: Some("dev".into()),
+            kind,
+            text: String::new(),
+            outcome,
+        };
+        let run = RunRecord {
+            passes: vec![pass(200), pass(3000)],
+            actions: vec![action("create", Ok(())), action("create", Ok(())), action("stop", Err("x".into()))],
+        };
+        let agents = AgentStates::from([("dev".to_string(), BTreeMap::from([("running", 2), ("stopped", 1)]))]);
+        let text = render(&stats, &run, &agents);
+        for line in [
+            "slave_manager_passes_total 2",
+            r#"slave_manager_actions_total{kind="create",outcome="ok"} 2"#,
+            r#"slave_manager_actions_total{kind="stop",outcome="failed"} 1"#,
+            r#"slave_manager_events_total{event="instances_created"} 2"#,
+            r#"slave_manager_errors_total{kind="jar_file_error"} 1"#,
+            r#"slave_manager_agents{env="dev",state="stopped"} 1"#,
+            "slave_manager_queue_length 3",
+            r#"slave_manager_pass_duration_seconds_bucket{le="0.25"} 1"#,
+            r#"slave_manager_pass_duration_seconds_bucket{le="5"} 2"#,
+            r#"slave_manager_pass_duration_seconds_bucket{le="+Inf"} 2"#,
+            "slave_manager_pass_duration_seconds_sum 3.2",
+            "slave_manager_pass_duration_seconds_count 2",
+            "# TYPE slave_manager_pass_duration_seconds histogram",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert_eq!(labels(&[("k", "a\"b\\c\nd")]), r#"{k="a\"b\\c\nd"}"#);
+    }
+}

@@ -1,0 +1,212 @@
+//! `report.html`: one self-contained page (no network, no script) written at
+//! the end of each run beside the CSVs, for the Jenkins job to archive: the
+//! queue and the agents per env over the run, each action with its reason,
+//! and every warning or error.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use crate::record::{Problem, RunRecord};
+use crate::stats::{Stats, ERROR_KEYS, RUN_KEYS, SQS_KEYS};
+
+pub const FILE: &str = "report.html";
+
+const COLORS: &[&str] = &["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"];
+
+pub fn render(run: &RunRecord, stats: &Stats, problems: &[Problem], title: &str) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
+h1 {{ font-size: 1.4em; }} h2 {{ font-size: 1.1em; margin-top: 1.6em; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }}
+td, th {{ border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; vertical-align: top; }}
+th {{ background: #f0f0f0; }} .failed {{ color: #b00; }} .ok {{ color: #070; }}
+.cards {{ display: flex; gap: 1em; flex-wrap: wrap; }}
+.card {{ border: 1px solid #ccc; border-radius: 6px; padding: 0.5em 1em; min-width: 8em; }}
+.card b {{ display: block; font-size: 1.6em; }}
+svg text {{ font-size: 11px; fill: #444; }}
+</style></head><body>
+<h1>{title}</h1>
+"#,
+        title = esc(title)
+    );
+
+    let _ = writeln!(h, r#"<div class="cards" id="summary">"#);
+    let card = |h: &mut String, label: &str, value: u64| {
+        let _ = writeln!(h, r#"<div class="card"><b>{value}</b>{}</div>"#, esc(label));
+    };
+    card(&mut h, "passes", run.passes.len() as u64);
+    for key in RUN_KEYS.iter().chain(SQS_KEYS) {
+        card(&mut h, &key.replace('_', " "), stats.get(key));
+    }
+    card(&mut h, "errors", stats.errors());
+    let _ = writeln!(h, "</div>");
+
+    let _ = writeln!(h, "<h2>Queue and agents per env</h2>");
+    h.push_str(&timeline(run));
+
+    let _ = writeln!(h, r#"<h2>Actions ({})</h2>"#, run.actions.len());
+    if run.actions.is_empty() {
+        let _ = writeln!(h, "<p>No action was needed.</p>");
+    } else {
+        let _ = writeln!(h, r#"<table id="actions"><tr><th>pass</th><th>time</th><th>env</th><th>action</th><th>what and why</th><th>outcome</th></tr>"#);
+        for a in &run.actions {
+            let (class, outcome) = match &a.outcome {
+                Ok(()) => ("ok", "done".to_string()),
+                Err(e) => ("failed", e.clone()),
+            };
+            let _ = writeln!(
+                h,
+                r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="{class}">{}</td></tr>"#,
+                a.pass,
+                clock(a.time),
+                esc(a.env.as_deref().unwrap_or("")),
+                a.kind,
+                esc(&a.text),
+                esc(&outcome)
+            );
+        }
+        let _ = writeln!(h, "</table>");
+    }
+
+    let _ = writeln!(h, r#"<h2>Errors and warnings ({})</h2>"#, problems.len());
+    if problems.is_empty() {
+        let _ = writeln!(h, r#"<p id="problems">None.</p>"#);
+    } else {
+        let _ = writeln!(h, r#"<table id="problems"><tr><th>time</th><th>level</th><th>message</th></tr>"#);
+        for p in problems {
+            let _ = writeln!(
+                h,
+                r#"<tr><td>{}</td><td class="failed">{}</td><td>{}</td></tr>"#,
+                clock(p.time),
+                p.level,
+                esc(&p.message)
+            );
+        }
+        let _ = writeln!(h, "</table>");
+    }
+
+    let _ = writeln!(h, "<h2>Counters</h2><table id=\"counters\"><tr><th>counter</th><th>value</th></tr>");
+    for key in RUN_KEYS.iter().chain(SQS_KEYS).chain(ERROR_KEYS) {
+        let _ = writeln!(h, "<tr><td>{key}</td><td>{}</td></tr>", stats.get(key));
+    }
+    let _ = writeln!(h, "</table>\n</body></html>");
+    h
+}
+
+/// An SVG line chart: the queue length and each env's agents, per pass.
+fn timeline(run: &RunRecord) -> String {
+    let (w, h, left, bottom, top) = (900.0_f64, 260.0_f64, 40.0, 30.0, 10.0);
+    let n = run.passes.len();
+    if n == 0 {
+        return "<p>No pass ran.</p>\n".to_string();
+    }
+    let envs: BTreeSet<&String> = run.passes.iter().flat_map(|p| p.agents.keys()).collect();
+    let max = run
+        .passes
+        .iter()
+        .flat_map(|p| p.queue.into_iter().chain(p.agents.values().flatten().copied()))
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let x = |i: usize| left + (w - left - 10.0) * if n == 1 { 0.5 } else { i as f64 / (n - 1) as f64 };
+    let y = |v: usize| top + (h - top - bottom) * (1.0 - v as f64 / max);
+
+    let mut s = String::new();
+    let _ = writeln!(s, r#"<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" role="img">"#, h + 20.0);
+    let _ = writeln!(s, r##"<rect x="{left}" y="{top}" width="{}" height="{}" fill="#fafafa" stroke="#ccc"/>"##, w - left - 10.0, h - top - bottom);
+    for tick in [0, max as usize / 2, max as usize] {
+        let _ = writeln!(s, r#"<text x="4" y="{}">{tick}</text>"#, y(tick) + 4.0);
+    }
+    let _ = writeln!(s, r#"<text x="{left}" y="{}">pass 1</text>"#, h - 10.0);
+    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">pass {n}</text>"#, w - 10.0, h - 10.0);
+
+    let mut series: Vec<(String, &str, Vec<Option<usize>>)> =
+        vec![("queue".to_string(), "#ff7f0e", run.passes.iter().map(|p| p.queue).collect())];
+    for (i, env) in envs.iter().enumerate() {
+        let values = run.passes.iter().map(|p| p.agents.get(*env).copied().flatten()).collect();
+        series.push((format!("agents {env}"), COLORS[i % COLORS.len()], values));
+    }
+    for (k, (name, color, values)) in series.iter().enumerate() {
+        let points: Vec<String> = values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", x(i), y(v))))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"><title>{}</title></polyline>"#,
+            points.join(" "),
+            esc(name)
+        );
+        for p in &points {
+            let (px, py) = p.split_once(',').unwrap_or(("0", "0"));
+            let _ = writeln!(s, r#"<circle cx="{px}" cy="{py}" r="2.5" fill="{color}"/>"#);
+        }
+        let lx = left + 10.0 + 150.0 * k as f64;
+        let _ = writeln!(s, r#"<rect x="{lx}" y="{}" width="12" height="4" fill="{color}"/>"#, h + 6.0);
+        let _ = writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, lx + 16.0, h + 12.0, esc(name));
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// `HH:MM:SS` UTC.
+fn clock(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs() % 86_400;
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{ActionRecord, PassRecord};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    #[test]
+    fn renders_actions_problems_and_a_timeline_escaped() {
+        let pass = |number, queue| PassRecord {
+            number,
+            started: SystemTime::UNIX_EPOCH,
+            duration: Duration::from_millis(100),
+            queue,
+            agents: BTreeMap::from([("dev".to_string(), Some(2)), ("prod".to_string(), None)]),
+            ec2_requests: 2,
+        };
+        let run = RunRecord {
+            passes: vec![pass(1, Some(3)), pass(2, None), pass(3, Some(1))],
+            actions: vec![ActionRecord {
+                pass: 1,
+                time: SystemTime::UNIX_EPOCH + Duration::from_secs(3661),
+                env: Some("dev".into()),
+                kind: "create",
+                text: "dev: create <spot> agent".into(),
+                outcome: Err("RunInstances: InsufficientInstanceCapacity".into()),
+            }],
+        };
+        let problems = vec![Problem {
+            time: SystemTime::UNIX_EPOCH,
+            level: tracing::Level::ERROR,
+            message: "failed: a & b".into(),
+        }];
+        let html = render(&run, &Stats::default(), &problems, "slave_manager run");
+        assert!(html.contains(r#"<svg id="timeline""#));
+        assert_eq!(html.matches("<polyline").count(), 3, "queue, dev, prod");
+        assert!(html.contains("dev: create &lt;spot&gt; agent"));
+        assert!(html.contains("01:01:01"));
+        assert!(html.contains(r#"class="failed">RunInstances: InsufficientInstanceCapacity"#));
+        assert!(html.contains("failed: a &amp; b"));
+        assert!(!html.contains("http://") || html.matches("http://").count() == 1, "only the SVG namespace");
+        assert!(!html.contains("<script"));
+    }
+}
