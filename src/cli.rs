@@ -153,6 +153,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 
+    /// Observe and decide once, print the plan as a table, change nothing
+    /// (no AWS change, no Jenkins build or node marked, no marker written).
+    #[arg(long = "dry_run")]
+    pub dry_run: bool,
+
     /// Log the reasoning behind every decision.
     #[arg(long)]
     pub debug: bool,

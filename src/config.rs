@@ -99,6 +99,7 @@ pub struct Config {
     /// `None`: no GC trigger.
     pub gc_job: Option<String>,
     pub debug: bool,
+    pub dry_run: bool,
 }
 
 impl Config {
@@ -202,6 +203,7 @@ impl Config {
             gc_job: Some(args.gc_job.trim().to_string()).filter(|j| !j.is_empty()),
             master_region: args.jenkins_master_region.clone(),
             debug: args.debug,
+            dry_run: args.dry_run,
         })
     }
 

@@ -17,8 +17,10 @@
 
 pub mod act;
 pub mod aws;
+pub mod check;
 pub mod cli;
 pub mod config;
+pub mod dry_run;
 pub mod jenkins;
 pub mod job_key;
 pub mod label;

@@ -10,14 +10,21 @@ use std::process::ExitCode;
 use clap::Parser;
 use slave_manager::cli::Args;
 use slave_manager::config::Config;
-use slave_manager::reconciler::Reconciler;
+use slave_manager::reconciler::{self, Reconciler};
+use slave_manager::{check, dry_run};
 use slave_manager::world::World;
 use slave_manager::logging;
 use slave_manager::record::ProblemLog;
 use slave_manager::report;
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    // `slave_manager check …`: the preflight, with the same flags.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let checking = argv.get(1).is_some_and(|a| a == "check");
+    if checking {
+        argv.remove(1);
+    }
+    let args = match Args::try_parse_from(&argv) {
         Ok(args) => args,
         Err(e) if !e.use_stderr() => {
             // --help and --version
@@ -26,6 +33,9 @@ fn main() -> ExitCode {
         }
         Err(e) => return user_error(&one_line(&e.to_string())),
     };
+    if checking {
+        return preflight(&args);
+    }
     let config = match Config::from_args(&args) {
         Ok(config) => config,
         Err(e) => return user_error(&e.to_string()),
@@ -35,12 +45,17 @@ fn main() -> ExitCode {
         Err(e) => return user_error(&format!("cannot read the working directory: {e}")),
     };
     // Held until the process ends (the kernel drops it even on kill -9), so
-    // an overlapping cron run cannot double the fleet.
-    let _lock = match lock_workdir(&workdir) {
-        Ok(lock) => lock,
-        Err(message) => {
-            eprintln!("slave_manager: {message}");
-            return ExitCode::from(3);
+    // an overlapping cron run cannot double the fleet. A dry run changes
+    // nothing, so it may look while a real run works.
+    let _lock = if config.dry_run {
+        None
+    } else {
+        match lock_workdir(&workdir) {
+            Ok(lock) => Some(lock),
+            Err(message) => {
+                eprintln!("slave_manager: {message}");
+                return ExitCode::from(3);
+            }
         }
     };
     let problems = ProblemLog::default();
@@ -55,6 +70,14 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         let world = World::connect(config, workdir).await;
+        if world.config.dry_run {
+            let (rows, notes) = dry_run::plan(&world, &reconciler::plan_config(&world.config)).await;
+            print!("{}", dry_run::table(&rows));
+            for note in notes {
+                println!("note: {note}");
+            }
+            return ExitCode::SUCCESS;
+        }
         let mut reconciler = Reconciler::new(&world);
         tracing::info!(
             "slave_manager {}: {} passes every {:?}, envs {}",
@@ -77,6 +100,45 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `check`: a ✔/✘ table; exit 1 on any ✘. Changes nothing anywhere.
+fn preflight(args: &Args) -> ExitCode {
+    let config = Config::from_args(args).map(|mut c| {
+        // The dump script runs as in a dry run: no node is marked offline.
+        c.dry_run = true;
+        c
+    });
+    let first = check::config_check(&config.as_ref().map(Clone::clone).map_err(|e| e.to_string()));
+    let Ok(config) = config else {
+        print!("{}", check::table(&[first]));
+        return ExitCode::FAILURE;
+    };
+    let workdir = std::env::temp_dir().join(format!("slave_manager-check-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&workdir) {
+        eprintln!("slave_manager: cannot create {}: {e}", workdir.display());
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("slave_manager: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let checks = runtime.block_on(async {
+        let world = World::connect(config, workdir.clone()).await;
+        let mut checks = vec![first];
+        checks.extend(check::run(&world).await);
+        checks
+    });
+    let _ = std::fs::remove_dir_all(&workdir);
+    print!("{}", check::table(&checks));
+    if checks.iter().all(|c| c.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// SIGINT or SIGTERM (Jenkins aborting the build): stop, but still write the CSVs.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::aws::{security_group as sg, sqs};
 use crate::model::EnvObservation;
-use crate::plan::security_group::{plan_security_group, prod_agent_ips};
+use crate::plan::security_group::{plan_security_group, prod_agent_ips, SgPlan};
 use crate::requests::command_words;
 use crate::stats::Stats;
 use crate::world::World;
@@ -26,20 +26,15 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Brings the master's security group to the wanted rules (SPEC A7), adding
 /// before revoking, and revoking nothing on a partial view.
 pub async fn security_group(world: &World, envs: &BTreeMap<String, EnvObservation>, stats: &mut Stats) {
-    let c = &world.config;
-    let group = &c.master.sg_id;
-    let existing = match sg::ipv4_rules(&world.master_ec2, group).await {
-        Ok(rules) => rules,
+    let group = &world.config.master.sg_id;
+    let plan = match security_group_plan(world, envs).await {
+        Ok(plan) => plan,
         Err(e) => {
             tracing::error!("security group: {e}");
             stats.add("security_group_failed", 1);
             return;
         }
     };
-    let prod_ips = prod_agent_ips(envs, &c.slave_name);
-    let scm_ips = resolve_ipv4(&c.scm_host).await;
-    let required: Vec<(u16, String)> = c.required_ip_list.iter().map(|r| (r.port, r.cidr.clone())).collect();
-    let plan = plan_security_group(&required, &prod_ips, &scm_ips, &existing);
     if let Some(why) = &plan.no_revoke_because {
         tracing::warn!("security group {group}: nothing revoked this round: {why}");
     }
@@ -61,7 +56,17 @@ pub async fn security_group(world: &World, envs: &BTreeMap<String, EnvObservatio
             }
         }
     }
-    tracing::debug!("security group {group}: {} rules, {} added, {} revoked", existing.len(), plan.add.len(), plan.revoke.len());
+    tracing::debug!("security group {group}: {} added, {} revoked", plan.add.len(), plan.revoke.len());
+}
+
+/// Reads the group and works out what to add and revoke (no change made).
+pub async fn security_group_plan(world: &World, envs: &BTreeMap<String, EnvObservation>) -> Result<SgPlan, String> {
+    let c = &world.config;
+    let existing = sg::ipv4_rules(&world.master_ec2, &c.master.sg_id).await?;
+    let prod_ips = prod_agent_ips(envs, &c.slave_name);
+    let scm_ips = resolve_ipv4(&c.scm_host).await;
+    let required: Vec<(u16, String)> = c.required_ip_list.iter().map(|r| (r.port, r.cidr.clone())).collect();
+    Ok(plan_security_group(&required, &prod_ips, &scm_ips, &existing))
 }
 
 /// The IPv4 addresses of `host`, by the system resolver.

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::act::act;
+use crate::config::Config;
 use crate::model::{EnvObservation, InstanceState};
 use crate::observe::{observe, Observation};
 use crate::periodic;
@@ -26,6 +27,20 @@ pub const BOOT_GRACE: Duration = Duration::from_secs(600);
 /// periodic jobs are in `periodic`.
 pub const INVENTORY_EVERY: u32 = 15;
 
+/// The planner's view of the configuration.
+pub fn plan_config(c: &Config) -> PlanConfig {
+    PlanConfig {
+        slave_name: c.slave_name.clone(),
+        max_on_demand: c.max_on_demand,
+        max_spot: c.max_spot,
+        amis: c.envs.iter().map(|(n, e)| (n.clone(), e.ami.clone())).collect(),
+        working_ttl: WORKING_TTL,
+        boot_grace: BOOT_GRACE,
+        zombie_after: c.zombie_after,
+        spot_fallback: c.spot_fallback,
+    }
+}
+
 pub struct Reconciler<'w> {
     world: &'w World,
     plan_config: PlanConfig,
@@ -41,20 +56,9 @@ pub struct Reconciler<'w> {
 
 impl<'w> Reconciler<'w> {
     pub fn new(world: &'w World) -> Reconciler<'w> {
-        let c = &world.config;
-        let plan_config = PlanConfig {
-            slave_name: c.slave_name.clone(),
-            max_on_demand: c.max_on_demand,
-            max_spot: c.max_spot,
-            amis: c.envs.iter().map(|(n, e)| (n.clone(), e.ami.clone())).collect(),
-            working_ttl: WORKING_TTL,
-            boot_grace: BOOT_GRACE,
-            zombie_after: c.zombie_after,
-            spot_fallback: c.spot_fallback,
-        };
         Reconciler {
             world,
-            plan_config,
+            plan_config: plan_config(&world.config),
             stats: Stats::default(),
             told: BTreeSet::new(),
             run: RunRecord::default(),

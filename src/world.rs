@@ -66,6 +66,10 @@ impl World {
         args.dedup();
         args.push(format!("idle_minutes={}", self.config.idle_minutes));
         args.push(format!("hourly_billing={}", self.config.hourly_billing));
+        if self.config.dry_run {
+            // The script then reports its idle policy without applying it.
+            args.push("dry_run=true".to_string());
+        }
         args
     }
 }

@@ -61,9 +61,17 @@ pub async fn env_config(base: &SdkConfig, env: &EnvConfig, master: &MasterConfig
         .build()
 }
 
-/// An SDK error with its whole chain on one line.
-pub fn describe_error<E: std::error::Error>(e: &E) -> String {
-    aws_sdk_ec2::error::DisplayErrorContext(e).to_string().replace('\n', " ")
+/// An SDK error on one line: the service's code and message when it
+/// answered, else the whole chain (timeouts, connection errors).
+pub fn describe_error<E>(e: &E) -> String
+where
+    E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata,
+{
+    match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => aws_sdk_ec2::error::DisplayErrorContext(e).to_string().replace('\n', " "),
+    }
 }
 
 /// Counts the HTTP requests (attempts, retries included) the EC2 clients

@@ -1,0 +1,235 @@
+//! `slave_manager check …` (same flags): a preflight that tells, before the
+//! first cron run, whether the setup works — flags and environment.json, each
+//! env's role and resources, the Jenkins CLI and dump, the SQS queue and the
+//! master's security group. Read-only: it lists and describes, never changes.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_ec2::Client as Ec2;
+
+use crate::aws::{self, describe_error};
+use crate::config::{Config, EnvConfig};
+use crate::jenkins::cli::discover_endpoint;
+use crate::jenkins::dump::parse_dump;
+use crate::world::World;
+
+/// One line of the check table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub ok: bool,
+    pub what: String,
+    /// What was found (✔) or what to do about it (✘).
+    pub detail: String,
+}
+
+fn pass(what: impl Into<String>, detail: impl Into<String>) -> Check {
+    Check { ok: true, what: what.into(), detail: detail.into() }
+}
+
+fn fail(what: impl Into<String>, detail: impl Into<String>) -> Check {
+    Check { ok: false, what: what.into(), detail: detail.into() }
+}
+
+/// The check of flags and environment.json alone (no network).
+pub fn config_check(result: &Result<Config, String>) -> Check {
+    match result {
+        Ok(c) => pass(
+            "flags and environment.json",
+            format!("{} env(s): {}", c.envs.len(), c.envs.keys().cloned().collect::<Vec<_>>().join(", ")),
+        ),
+        Err(e) => fail("flags and environment.json", format!("{e} — fix that flag or key, then check again")),
+    }
+}
+
+/// Every network check, in order.
+pub async fn run(world: &World) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let base = aws::base_config(&world.config.master_region).await;
+    for env in world.config.envs.values() {
+        checks.extend(env_checks(world, &base, env).await);
+    }
+    checks.extend(jenkins_checks(world).await);
+    if let (Some(sqs), Some(owner)) = (&world.sqs, &world.config.sqs_account_id) {
+        let name = &world.config.sqs_queue;
+        let what = format!("SQS queue {name} of {owner}");
+        checks.push(match aws::sqs::queue_url(sqs, name, owner).await {
+            Ok(url) => pass(what, url),
+            Err(e) => fail(
+                what,
+                format!("{e} — create the queue in {owner}/{} or let the master's role read it (sqs:GetQueueUrl, sqs:ReceiveMessage, sqs:DeleteMessage)", world.config.sqs_region.as_deref().unwrap_or("?")),
+            ),
+        });
+    }
+    if world.config.manage_security_group {
+        let group = &world.config.master.sg_id;
+        let what = format!("master's security group {group} ({})", world.config.master_region);
+        checks.push(match aws::security_group::ipv4_rules(&world.master_ec2, group).await {
+            Ok(rules) => pass(what, format!("{} IPv4 rules readable", rules.len())),
+            Err(e) => fail(
+                what,
+                format!("{e} — check jenkins-master-sg-id and --jenkins_master_region, and allow ec2:DescribeSecurityGroups, AuthorizeSecurityGroupIngress and RevokeSecurityGroupIngress to the master (or pass --skip_security_group)"),
+            ),
+        });
+    }
+    checks
+}
+
+async fn env_checks(world: &World, base: &aws_config::SdkConfig, env: &EnvConfig) -> Vec<Check> {
+    let name = &env.name;
+    let role = aws::role_arn(env, &world.config.master);
+    let conf = aws::env_config(base, env, &world.config.master).await;
+    let mut checks = Vec::new();
+
+    let sts = aws_sdk_sts::Client::new(&conf);
+    match sts.get_caller_identity().send().await {
+        Ok(id) if id.account() == Some(env.account_id.as_str()) => {
+            checks.push(pass(format!("{name}: assume {role}"), id.arn().unwrap_or_default().to_string()))
+        }
+        Ok(id) => checks.push(fail(
+            format!("{name}: assume {role}"),
+            format!("credentials land in account {} — fix account-id of {name} in environment.json", id.account().unwrap_or("?")),
+        )),
+        Err(e) => {
+            checks.push(fail(
+                format!("{name}: assume {role}"),
+                format!("{} — create the role in {} trusting the master, and allow sts:AssumeRole on it to the master's role", describe_error(&e), env.account_id),
+            ));
+            // Nothing else can be read in this env.
+            return checks;
+        }
+    }
+
+    let ec2 = Ec2::new(&conf);
+    let fix_permission = |action: &str| format!("allow ec2:{action} to the role {role}");
+    checks.push(match ec2.describe_instances().max_results(5).send().await {
+        Ok(_) => pass(format!("{name}: describe instances"), format!("allowed in {}", env.region)),
+        Err(e) => fail(format!("{name}: describe instances"), format!("{} — {}", describe_error(&e), fix_permission("DescribeInstances"))),
+    });
+
+    let ids: Vec<String> = env.subnets.iter().map(|s| s.id.clone()).collect();
+    checks.push(match ec2.describe_subnets().set_subnet_ids(Some(ids.clone())).send().await {
+        Ok(out) if out.subnets().len() == ids.len() => pass(format!("{name}: subnets"), ids.join(", ")),
+        Ok(out) => fail(
+            format!("{name}: subnets"),
+            format!("{} of {} found — fix vpcsubnet of {name} in environment.json", out.subnets().len(), ids.len()),
+        ),
+        Err(e) => fail(format!("{name}: subnets"), format!("{} — fix vpcsubnet of {name} in environment.json", describe_error(&e))),
+    });
+
+    checks.push(match ec2.describe_security_groups().group_ids(&env.agent_sg).send().await {
+        Ok(out) if !out.security_groups().is_empty() => pass(format!("{name}: security group"), env.agent_sg.clone()),
+        Ok(_) | Err(_) => fail(
+            format!("{name}: security group"),
+            format!("{} not found in {} — fix jenkins-sg of {name} in environment.json", env.agent_sg, env.region),
+        ),
+    });
+
+    match &env.ami {
+        None => checks.push(pass(format!("{name}: AMI"), "none in --ami_ids: no agent is created here")),
+        Some(ami) => checks.push(match ec2.describe_images().image_ids(ami).send().await {
+            Ok(out) if !out.images().is_empty() => pass(format!("{name}: AMI"), ami.clone()),
+            Ok(_) | Err(_) => fail(
+                format!("{name}: AMI"),
+                format!("{ami} not found in {} — fix --ami_ids, or share the AMI with {}", env.region, env.account_id),
+            ),
+        }),
+    }
+
+    let iam = aws_sdk_iam::Client::new(&conf);
+    checks.push(match iam.get_instance_profile().instance_profile_name(&env.instance_profile).send().await {
+        Ok(_) => pass(format!("{name}: instance profile"), env.instance_profile_arn()),
+        Err(e) => fail(
+            format!("{name}: instance profile"),
+            format!("{} — create instance profile {} in {} (or fix instance-profile in environment.json)", describe_error(&e), env.instance_profile, env.account_id),
+        ),
+    });
+
+    let key = crate::act::KEY_NAME;
+    checks.push(match ec2.describe_key_pairs().key_names(key).send().await {
+        Ok(out) if !out.key_pairs().is_empty() => pass(format!("{name}: key pair"), key),
+        Ok(_) | Err(_) => fail(format!("{name}: key pair"), format!("{key} not found — import a key pair named {key} in {}", env.region)),
+    });
+    checks
+}
+
+async fn jenkins_checks(world: &World) -> Vec<Check> {
+    let c = &world.config;
+    let mut checks = Vec::new();
+    let url = c.url.clone();
+    let endpoint = tokio::task::spawn_blocking(move || discover_endpoint(&url, Duration::from_secs(10))).await;
+    match endpoint {
+        Ok(Ok(ep)) => checks.push(pass("Jenkins SSH endpoint", ep)),
+        Ok(Err(e)) => {
+            checks.push(fail(
+                "Jenkins SSH endpoint",
+                format!("{e} — enable SSHD in Manage Jenkins → Security (a fixed port), and check --url"),
+            ));
+            return checks;
+        }
+        Err(e) => {
+            checks.push(fail("Jenkins SSH endpoint", e.to_string()));
+            return checks;
+        }
+    }
+
+    let cli = Arc::clone(&world.jenkins);
+    let who = tokio::task::spawn_blocking(move || cli.run(&["who-am-i".to_string()], b"")).await;
+    let user = &c.jenkins_user;
+    match who {
+        Ok(Ok(out)) if out.stdout.contains(&format!("Authenticated as: {user}")) => {
+            checks.push(pass("Jenkins accepts the key", format!("authenticated as {user}")))
+        }
+        Ok(Ok(out)) => {
+            let said = out.stdout.lines().find(|l| l.contains("Authenticated as")).unwrap_or("no identity").trim().to_string();
+            checks.push(fail(
+                "Jenkins accepts the key",
+                format!("{said} — register the public half of --id_rsa on Jenkins user {user} (/user/{user}/configure)"),
+            ));
+            return checks;
+        }
+        Ok(Err(e)) => {
+            checks.push(fail(
+                "Jenkins accepts the key",
+                format!("{e} — register the public half of --id_rsa on Jenkins user {user} (/user/{user}/configure)"),
+            ));
+            return checks;
+        }
+        Err(e) => {
+            checks.push(fail("Jenkins accepts the key", e.to_string()));
+            return checks;
+        }
+    }
+
+    let cli = Arc::clone(&world.jenkins);
+    let mut words = vec!["groovy".to_string(), "=".to_string()];
+    words.extend(world.dump_args());
+    let script = c.groovy.clone();
+    let dump = tokio::task::spawn_blocking(move || {
+        let out = cli.run(&words, script.as_bytes()).map_err(|e| e.to_string())?;
+        parse_dump(&out.stdout).map_err(|e| e.to_string())
+    })
+    .await;
+    checks.push(match dump {
+        Ok(Ok(d)) => pass("dump script runs and parses", format!("{} queue items, {} nodes", d.queue.len(), d.nodes.len())),
+        Ok(Err(e)) => fail(
+            "dump script runs and parses",
+            format!("{e} — give {user} Overall/RunScripts, and check --groovy (the bundled script is the default)"),
+        ),
+        Err(e) => fail("dump script runs and parses", e.to_string()),
+    });
+    checks
+}
+
+/// The ✔/✘ table.
+pub fn table(checks: &[Check]) -> String {
+    let width = checks.iter().map(|c| c.what.chars().count()).max().unwrap_or(0);
+    let mut out = String::new();
+    for c in checks {
+        let _ = writeln!(out, "{} {:width$}  {}", if c.ok { "✔" } else { "✘" }, c.what, c.detail);
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    let _ = writeln!(out, "{} ✔, {failed} ✘", checks.len() - failed);
+    out
+}

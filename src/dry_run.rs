@@ -1,0 +1,124 @@
+//! `--dry_run`: observe and decide once, print the plan as a table, and touch
+//! nothing — no AWS mutation, no Jenkins build, no marker, no CSV. The dump
+//! script is told `dry_run=true`, so it reports its idle policy without
+//! marking any node offline.
+
+use std::fmt::Write as _;
+
+use crate::observe::observe;
+use crate::periodic;
+use crate::plan::{plan_inventory, plan_pass, Action, NoteLevel, PlanConfig, Snapshot};
+use crate::world::World;
+
+/// One row of the plan table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub env: String,
+    pub action: String,
+    /// The instance, label or rule acted on.
+    pub target: String,
+    pub reason: String,
+}
+
+impl Row {
+    fn of(action: &Action, source: &str) -> Row {
+        let target = match action {
+            Action::Start { instance_id, .. }
+            | Action::Terminate { instance_id, .. }
+            | Action::Stop { instance_id, .. }
+            | Action::SetDeleteOnTermination { instance_id, .. } => instance_id.clone(),
+            Action::Create { label, .. } => format!("label {}", label.raw),
+            Action::RemoveWorkingMarker { job_key, .. } => job_key.clone(),
+            Action::RemoveStartMarker { file_name } => file_name.clone(),
+        };
+        Row {
+            env: action.env().unwrap_or("-").to_string(),
+            action: format!("{source}{}", action.kind()),
+            target,
+            reason: action.to_string(),
+        }
+    }
+}
+
+/// Observes once and returns what a pass would do, plus notes.
+pub async fn plan(world: &World, plan_config: &PlanConfig) -> (Vec<Row>, Vec<String>) {
+    let obs = observe(world).await;
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for (env, result) in &obs.envs {
+        if let Err(e) = result {
+            notes.push(format!("{env}: cannot describe instances: {e}"));
+        }
+    }
+    match (&obs.dump, &obs.markers) {
+        (Err(e), _) => notes.push(format!("Jenkins dump failed: {e}; a real pass would scale nothing")),
+        (Ok(_), Err(e)) => notes.push(format!("{e}; a real pass would scale nothing")),
+        (Ok(dump), Ok(markers)) => {
+            let snapshot =
+                Snapshot { dump: dump.clone(), envs: obs.envs.clone(), markers: markers.clone(), now: obs.now };
+            let plan = plan_pass(plan_config, &snapshot, fastrand::u64(..));
+            rows.extend(plan.actions.iter().map(|a| Row::of(a, "")));
+            notes.extend(plan.notes.iter().filter(|n| n.level == NoteLevel::Info).map(|n| n.text.clone()));
+        }
+    }
+    let inv = plan_inventory(plan_config, &obs.envs, obs.dump.as_ref().ok(), obs.now);
+    rows.extend(inv.actions.iter().map(|a| Row::of(a, "inventory: ")));
+    if world.config.manage_security_group {
+        match periodic::security_group_plan(world, &obs.envs).await {
+            Ok(sg) => {
+                let group = &world.config.master.sg_id;
+                for (action, rules) in [("authorize", &sg.add), ("revoke", &sg.revoke)] {
+                    for rule in rules {
+                        rows.push(Row {
+                            env: "(master)".into(),
+                            action: format!("security group: {action}"),
+                            target: rule.to_string(),
+                            reason: format!("{group} keeps exactly the wanted rules"),
+                        });
+                    }
+                }
+                notes.extend(sg.no_revoke_because.map(|why| format!("security group: nothing revoked: {why}")));
+            }
+            Err(e) => notes.push(format!("security group: {e}")),
+        }
+    }
+    if world.sqs.is_some() {
+        notes.push("SQS requests are not polled in a dry run (receiving hides the messages)".into());
+    }
+    (rows, notes)
+}
+
+/// The rows as an aligned text table.
+pub fn table(rows: &[Row]) -> String {
+    let header = Row { env: "ENV".into(), action: "ACTION".into(), target: "INSTANCE / LABEL".into(), reason: "REASON".into() };
+    let all: Vec<&Row> = std::iter::once(&header).chain(rows).collect();
+    let w = |f: fn(&Row) -> &str| all.iter().map(|r| f(r).chars().count()).max().unwrap_or(0);
+    let (we, wa, wt) = (w(|r| &r.env), w(|r| &r.action), w(|r| &r.target));
+    let mut out = String::new();
+    for r in all {
+        let _ = writeln!(out, "{:we$}  {:wa$}  {:wt$}  {}", r.env, r.action, r.target, r.reason);
+    }
+    if rows.is_empty() {
+        out.push_str("(nothing to do)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let rows = vec![
+            Row { env: "dev".into(), action: "start".into(), target: "i-1".into(), reason: "why".into() },
+            Row { env: "prod".into(), action: "create".into(), target: "label prod_spot".into(), reason: "because".into() },
+        ];
+        let t = table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "ENV   ACTION  INSTANCE / LABEL  REASON");
+        assert_eq!(lines[1], "dev   start   i-1               why");
+        assert_eq!(lines[2], "prod  create  label prod_spot   because");
+        assert!(table(&[]).contains("nothing to do"));
+    }
+}
