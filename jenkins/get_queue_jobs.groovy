@@ -2,7 +2,7 @@
 // and the idle policy (SPEC A6) applied to the agents the manager created.
 //
 // Run by the manager through the Jenkins CLI, script on stdin:
-//   groovy = <ami-id>... [idle_minutes=45] [hourly_billing=false]
+//   groovy = <ami-id>... [idle_minutes=45] [hourly_billing=false] [dry_run=true]
 // Words with '=' are settings, the others are the current AMI id of every env.
 // Prints one JSON object; every value is a string, as the original printed:
 //   build_queue: [{jobName, labels, lastBuiltOn, throttleEnabled, parameters, queueId}]
@@ -33,7 +33,7 @@ import jenkins.model.Jenkins
 
 // ---------------------------------------------------------------- arguments
 Set<String> amis = new LinkedHashSet<String>()
-Map<String, String> settings = [idle_minutes: '45', hourly_billing: 'false']
+Map<String, String> settings = [idle_minutes: '45', hourly_billing: 'false', dry_run: 'false']
 List<String> words = binding.hasVariable('args') && args != null ? (args as List).collect { it.toString() } : []
 for (String word : words) {
     int eq = word.indexOf('=')
@@ -55,6 +55,10 @@ if (settings.idle_minutes ==~ /\d+/ && (settings.idle_minutes as long) > 0) {
     messages << "idle_minutes=${settings.idle_minutes} is not a positive number; using 45".toString()
 }
 boolean hourlyBilling = settings.hourly_billing.equalsIgnoreCase('true')
+// The manager's --dry_run and check: report what the idle policy would do,
+// mark nothing.
+@Field boolean dryRun = false
+dryRun = settings.dry_run.equalsIgnoreCase('true')
 long idleLimitMs = idleMinutes * 60000L
 long now = System.currentTimeMillis()
 
@@ -150,6 +154,10 @@ boolean offlineByUs(Computer c) {
 }
 
 void markOffline(Computer c, String why, String detail) {
+    if (dryRun) {
+        messages << "${c.name}: ${detail}; would be marked offline (${why}), dry run".toString()
+        return
+    }
     c.setTemporarilyOffline(true, new OfflineCause.ByCLI(why))
     messages << "${c.name}: ${detail}; marked offline (${why})".toString()
 }

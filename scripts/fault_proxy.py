@@ -135,16 +135,16 @@ class Rule:
             raise BadRule(f"unknown rule keys {sorted(unknown)}")
         if spec.get("fault") not in KINDS:
             raise BadRule(f"fault {spec.get('fault')!r} is not one of {sorted(KINDS)}")
-        self.spec = dict(spec)
-        self.fault = spec["fault"]
-        self.count = spec.get("count")
-        self.delay = spec.get("delay")
         for key in ("count", "delay", "status"):
             value = spec.get(key)
             if value is not None and (isinstance(value, bool)
                                       or not isinstance(value, (int, float))
                                       or value < 0):
                 raise BadRule(f"{key} must be a number >= 0, not {value!r}")
+        self.spec = dict(spec)
+        self.fault = spec["fault"]
+        self.count = spec.get("count")
+        self.delay = spec.get("delay")
 
     def matches(self, call):
         """True when every field the rule names equals the call's."""
@@ -213,29 +213,31 @@ class State:
             return self.token_locks.setdefault(key, threading.Lock())
 
 
-def identify(headers, body, query):
-    """(service, region, action, json_protocol) of an AWS request: the
-    service and region from the SigV4 credential scope, the action from a
-    query-protocol form or a JSON protocol's X-Amz-Target."""
-    service = region = None
-    scope = CREDENTIAL.search(headers.get("Authorization", ""))
-    credential = scope.group(1) if scope else dict(parse_qsl(query)).get("X-Amz-Credential")
-    if credential:
-        parts = credential.split("/")
+class Request:
+    """Who an AWS request is for and what it asks: service and region from
+    the SigV4 credential scope (header or presigned query), action from the
+    query protocol's `Action=` or a JSON protocol's X-Amz-Target, and its
+    parameters (form fields, or the JSON body's top level)."""
+
+    def __init__(self, headers, body, query):
+        self.service = self.region = None
+        scope = CREDENTIAL.search(headers.get("Authorization", ""))
+        credential = scope.group(1) if scope else dict(parse_qsl(query)).get("X-Amz-Credential")
+        parts = (credential or "").split("/")
         if len(parts) == 5 and parts[4] == "aws4_request":
-            region, service = parts[2], parts[3]
-    target = headers.get("X-Amz-Target")
-    content_type = headers.get("Content-Type", "")
-    json_protocol = bool(target) or "amz-json" in content_type
-    action = None
-    if target:
-        action = target.rsplit(".", 1)[-1]
-    else:
-        action = form_fields(body, content_type, query).get("Action")
-    return service, region, action, json_protocol
+            self.region, self.service = parts[2], parts[3]
+        target = headers.get("X-Amz-Target")
+        content_type = headers.get("Content-Type", "")
+        self.json_protocol = bool(target) or "amz-json" in content_type
+        if self.json_protocol:
+            self.params = json_object(body)
+            self.action = target.rsplit(".", 1)[-1] if target else None
+        else:
+            self.params = form_fields(body, content_type, query)
+            self.action = self.params.get("Action")
 
 
-def form_fields(body, content_type, query=""):
+def form_fields(body, content_type, query):
     """The query-protocol parameters (form body, else the query string)."""
     if body and "x-www-form-urlencoded" in content_type:
         try:
@@ -245,12 +247,21 @@ def form_fields(body, content_type, query=""):
     return dict(parse_qsl(query, keep_blank_values=True))
 
 
-def ice_message(form, region):
+def json_object(body):
+    """A JSON-protocol body as a dict ({} if it is not an object)."""
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def ice_message(params, region):
     """EC2's InsufficientInstanceCapacity text, spot or on-demand."""
-    if form.get("InstanceMarketOptions.MarketType") == "spot":
+    if params.get("InstanceMarketOptions.MarketType") == "spot":
         return "There is no Spot capacity available that matches your request."
-    kind = form.get("InstanceType", "t2.small")
-    zone = form.get("Placement.AvailabilityZone") or f"{region or 'us-east-1'}a"
+    kind = params.get("InstanceType", "t2.small")
+    zone = params.get("Placement.AvailabilityZone") or f"{region or 'us-east-1'}a"
     return (f"We currently do not have sufficient {kind} capacity in the "
             f"Availability Zone you requested ({zone}). Our system will be "
             f"working on provisioning additional capacity. You can currently "
@@ -258,21 +269,22 @@ def ice_message(form, region):
             f"your request or choosing a different Availability Zone.")
 
 
-def denied_message(service, action, form):
-    """IAM's refusal text, naming the action (and the role for STS)."""
-    resource = form.get("RoleArn") or form.get("QueueUrl") or "*"
+def denied_message(service, action, params):
+    """IAM's refusal text, naming the action and the role or queue."""
+    resource = params.get("RoleArn") or params.get("QueueUrl") or "*"
     return (f"User: arn:aws:iam::123456789012:user/testing is not authorized "
             f"to perform: {service}:{action} on resource: {resource}")
 
 
-def error_for(rule, service, region, action, form):
+def error_for(rule, request):
     """(status, code, message) the real service sends for a rule's KIND,
     with the rule's own status, code or message in their place if given."""
     table = ERRORS[rule.fault]
-    status, code, message = table.get(service, table["*"])
-    if message is None:
-        message = (ice_message(form, region) if rule.fault == "insufficient_capacity"
-                   else denied_message(service, action, form))
+    status, code, message = table.get(request.service, table["*"])
+    if message is None and rule.fault == "insufficient_capacity":
+        message = ice_message(request.params, request.region)
+    elif message is None:
+        message = denied_message(request.service, request.action, request.params)
     return (int(rule.spec.get("status", status)), rule.spec.get("code", code),
             rule.spec.get("message", message))
 
@@ -346,8 +358,12 @@ class Handler(BaseHTTPRequestHandler):
                     return b"".join(chunks)
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline(3)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.send_error(400, "bad Content-Length")
+            return None
+        return self.rfile.read(length) if length > 0 else b""
 
     def answer(self, status, headers, body):
         """Send a whole answer with a Content-Length, keeping the connection."""
@@ -430,35 +446,33 @@ class Handler(BaseHTTPRequestHandler):
     def proxy(self, body):
         """Forward one AWS request, or answer it with the fault a rule names."""
         state = self.server.state
-        query = urlsplit(self.path).query
-        service, region, action, json_protocol = identify(self.headers, body, query)
-        form = {} if json_protocol else form_fields(
-            body, self.headers.get("Content-Type", ""), query)
-        call = {"time": time.time(), "service": service, "region": region,
-                "action": action, "status": None, "fault": None}
+        request = Request(self.headers, body, urlsplit(self.path).query)
+        call = {"time": time.time(), "service": request.service, "region": request.region,
+                "action": request.action, "status": None, "fault": None}
         state.record(call)
         rule = state.take_rule(call)
         kind = rule.fault if rule else None
-        if kind:
+        if rule:
             state.update(call, fault=kind)
-            self.log_message("fault %s on %s %s %s", kind, service, region, action)
+            self.log_message("fault %s on %s %s %s", kind, request.service,
+                             request.region, request.action)
 
-        if kind in ERRORS or kind in ("delay", "reset"):
-            if rule.delay and self.client_gone_within(rule.delay):
-                self.close_connection = True
+        if kind not in ("succeed_then_timeout", "succeed_then_reset"):
+            # Faults that strike before the service sees the request.
+            if rule and rule.delay and self.client_gone_within(rule.delay):
+                self.close_connection = True     # the client gave up: moto never hears of it
                 return
             if kind == "reset":
                 self.reset_connection()
                 return
             if kind in ERRORS:
                 status, headers, answer = error_answer(
-                    service, json_protocol, *error_for(rule, service, region, action, form))
+                    request.service, request.json_protocol, *error_for(rule, request))
                 state.update(call, status=status)
                 self.answer(status, headers, answer)
                 return
 
-        status, headers, answer = self.upstream_or_memory(call, service, region,
-                                                          action, form, body)
+        status, headers, answer = self.upstream_or_memory(call, request, body)
         state.update(call, status=status)
         if kind == "succeed_then_reset":
             self.reset_connection()
@@ -473,16 +487,17 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
-    def upstream_or_memory(self, call, service, region, action, form, body):
+    def upstream_or_memory(self, call, request, body):
         """moto's answer, except that RunInstances with a ClientToken seen
         before is answered from memory as EC2 does (or refused if its
-        parameters differ), so a retried launch makes no second instance."""
-        token = form.get("ClientToken") if (service == "ec2" and action == "RunInstances") else None
-        if not token:
+        parameters differ), so a retried launch makes no second instance.
+        Tokens are per region; launches with one token are serialised."""
+        token = request.params.get("ClientToken")
+        if not (token and request.service == "ec2" and request.action == "RunInstances"):
             return self.forward(call, body)
         state = self.server.state
-        key = (region, token)
-        params = sorted((k, v) for k, v in form.items() if k != "ClientToken")
+        key = (request.region, token)
+        params = sorted((k, v) for k, v in request.params.items() if k != "ClientToken")
         with state.token_lock(key):
             remembered = state.tokens.get(key)
             if remembered:
@@ -572,8 +587,12 @@ def main(argv):
     args = parse_args(argv)
     server = ProxyServer(args.port, args.target, args.verbose)
     # Block the stop signals before any thread starts, so all inherit the
-    # mask and the main thread's sigwait() receives them (as the emulator does).
+    # mask and the main thread's sigwait() receives them (as the emulator
+    # does). An ignored signal is discarded, never waited for, and a shell
+    # starts background jobs with SIGINT ignored: restore the default first.
     stop_signals = {signal.SIGTERM, signal.SIGINT}
+    for stop_signal in stop_signals:
+        signal.signal(stop_signal, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                      daemon=True).start()

@@ -27,6 +27,8 @@
 #   SWARM_PIDFILE           pid of the running client     [/run/swarm-client.pid]
 #   SWARM_EXTRA_ARGS        more Swarm client options, word-split (e.g. -webSocket)
 #   TAG_WAIT_SECONDS        how long to wait for the slave_data tag          [60]
+#   SWARM_START_CHECK_SECONDS how long the client must stay up to count as started [2]
+#   START_SWARM_CONFIG      the settings file                [/etc/default/start_swarm]
 # and, for tests, the tools and endpoints:
 #   IMDS_URL [http://169.254.169.254]  AWS_CLI [aws]  JQ [jq]  JAVA [java]  CURL [curl]
 set -uo pipefail

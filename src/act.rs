@@ -150,7 +150,10 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> anyho
 fn launch_spec(world: &World, env: &EnvConfig, label: &Label, client_token: &str) -> anyhow::Result<LaunchSpec> {
     let config = &world.config;
     let ami = env.ami.clone().ok_or_else(|| anyhow::anyhow!("no AMI for env {} in --ami_ids", env.name))?;
-    let subnet = &env.subnets[fastrand::usize(..env.subnets.len())];
+    // Spread over the subnets, but the same for the same token: EC2 answers
+    // a repeated token with other parameters by IdempotentParameterMismatch.
+    let spread = client_token.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+    let subnet = &env.subnets[spread % env.subnets.len()];
     let slave_data = json!({
         "num_of_executors": label.pricing.executors(),
         "environment": "infra",

@@ -333,6 +333,16 @@ test('ours, idle beyond idle_minutes: marked offline (groovy_script_killed_me) a
     assert c._offlineCalls[0][1] instanceof OfflineCause.ByCLI
     assert d.messages.any { it.startsWith('dev-10.0.1.7: idle 46 min') }
 }
+test('dry_run=true: the idle policy is reported, nothing is marked') {
+    def w = new World()
+    def c = w.agent('dev-10.0.1.7', [description: World.ours(CURRENT), idleMin: 46])
+    def d = dumpOf(STD_ARGS + ['dry_run=true'])
+    def n = nodeOf(d, 'dev-10.0.1.7')
+    assert n.isOffLine == 'false' && n.terminate_me == 'false'
+    assert c._offlineCalls == []
+    assert d.messages.any { it.startsWith('dev-10.0.1.7: idle 46 min') && it.contains('would be marked offline') }
+    assert !d.messages.any { it.contains('unknown setting') }
+}
 test('ours, idle but under idle_minutes: left alone') {
     def w = new World()
     def c = w.agent('dev-10.0.1.7', [description: World.ours(CURRENT), idleMin: 44])

@@ -14,7 +14,7 @@
 # Needs groovy, jq, shellcheck (scripts/ensure-groovy.sh) and moto, boto3
 # (scripts/ensure-python-deps.sh).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 repo="$PWD"
 
 # Groovy 2.4 runs on Debian's Java 17; other JDKs on the machine are not for it.

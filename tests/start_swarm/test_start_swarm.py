@@ -200,12 +200,12 @@ class Case:
         return [json.loads(l)['argv'] for l in open(self.aws_log)]
 
     def close(self):
-        # Stop the java stand-in this case started (its pid is in the pid file).
-        try:
-            pid = int(open(self.pidfile).read().strip())
-            os.kill(pid, signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
+        # Stop every java stand-in this case started (each recorded <pid>.args).
+        for path in glob.glob(os.path.join(self.standin, '*.args')):
+            try:
+                os.kill(int(os.path.basename(path)[:-len('.args')]), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
