@@ -46,7 +46,7 @@ pub fn config_check(result: &Result<Config, String>) -> Check {
 /// Every network check, in order.
 pub async fn run(world: &World) -> Vec<Check> {
     let mut checks = Vec::new();
-    let base = aws::base_config(&world.config.master_region).await;
+    let base = aws::base_config(&world.config.master_region, world.config.aws_timeout).await;
     for env in world.config.envs.values() {
         checks.extend(env_checks(world, &base, env).await);
     }

@@ -153,6 +153,15 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 
+    /// Upper bound on one AWS call, retries included (each attempt gets a
+    /// third of it).
+    #[arg(long = "aws_timeout", default_value_t = 60, value_name = "SECONDS")]
+    pub aws_timeout: u64,
+
+    /// Upper bound on one Jenkins CLI command (the dump, a build).
+    #[arg(long = "jenkins_timeout", default_value_t = 60, value_name = "SECONDS")]
+    pub jenkins_timeout: u64,
+
     /// Observe and decide once, print the plan as a table, change nothing
     /// (no AWS change, no Jenkins build or node marked, no marker written).
     #[arg(long = "dry_run")]

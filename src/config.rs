@@ -100,6 +100,8 @@ pub struct Config {
     pub gc_job: Option<String>,
     pub debug: bool,
     pub dry_run: bool,
+    pub aws_timeout: Duration,
+    pub jenkins_timeout: Duration,
 }
 
 impl Config {
@@ -127,6 +129,9 @@ impl Config {
         }
         if !(args.pass_interval >= 0.0 && args.pass_interval.is_finite()) {
             return Err(bad("--pass_interval must be a number of seconds ≥ 0"));
+        }
+        if args.aws_timeout < 3 || args.jenkins_timeout == 0 {
+            return Err(bad("--aws_timeout must be at least 3 seconds and --jenkins_timeout at least 1"));
         }
         if args.idle_minutes == 0 {
             return Err(bad("--idle_minutes must be at least 1"));
@@ -204,6 +209,8 @@ impl Config {
             master_region: args.jenkins_master_region.clone(),
             debug: args.debug,
             dry_run: args.dry_run,
+            aws_timeout: Duration::from_secs(args.aws_timeout),
+            jenkins_timeout: Duration::from_secs(args.jenkins_timeout),
         })
     }
 

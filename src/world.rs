@@ -4,14 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::aws;
 use crate::config::Config;
 use crate::jenkins::JenkinsCli;
-
-/// Upper bound on one Jenkins CLI command (the dump, a build trigger).
-pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct World {
     pub config: Config,
@@ -32,7 +28,7 @@ impl World {
     /// first use, so one env whose role cannot be assumed does not stop the
     /// others.
     pub async fn connect(config: Config, workdir: PathBuf) -> World {
-        let base = aws::base_config(&config.master_region).await;
+        let base = aws::base_config(&config.master_region, config.aws_timeout).await;
         let ec2_calls = aws::CallCounter::default();
         let mut ec2 = BTreeMap::new();
         for (name, env) in &config.envs {
@@ -53,7 +49,7 @@ impl World {
             &config.jenkins_user,
             &config.id_rsa,
             &workdir,
-            CLI_TIMEOUT,
+            config.jenkins_timeout,
         );
         World { config, workdir, jenkins: Arc::new(jenkins), ec2, master_ec2, sqs, ec2_calls }
     }

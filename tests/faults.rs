@@ -68,3 +68,260 @@ fn a_launch_whose_markers_were_lost_is_not_repeated() {
     assert_eq!(live(&w, "dev").len(), 1, "no second instance for the same item");
     assert_eq!(w.csv("properties_run.csv")["instances_created"], 0);
 }
+
+/// Standard flags of these tests: SSH CLI, short AWS timeout, no SG or GC.
+const QUIET: [&str; 7] = ["--cli", "ssh", "--skip_security_group", "--gc_job", "", "--aws_timeout", "6"];
+
+fn run_with(w: &World, extra: &[&str]) -> std::process::Output {
+    let mut args: Vec<&str> = QUIET.to_vec();
+    args.extend_from_slice(extra);
+    w.run(&args)
+}
+
+/// One stopped dev agent to start, one prod item to create for.
+fn two_env_world() -> World {
+    let w = World::new(json!([{"env": "dev", "state": "stopped", "labels": "dev"}])).with_proxy();
+    w.jenkins.set_state(&json!({"queue": [
+        item("job-dev", "dev", "UNKNOWN", "NONE"),
+        item("job-prod", "prod", "UNKNOWN", "NONE"),
+    ]}));
+    w
+}
+
+fn state_of(w: &World, i: usize) -> String {
+    w.instance(w.agent(i)["instance_id"].as_str().unwrap())["state"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried_then_counted() {
+    let w = two_env_world();
+    // Throttled twice, slowed down once: the SDK's retries absorb it.
+    w.proxy().faults(json!([
+        {"service": "ec2", "action": "DescribeInstances", "fault": "throttle", "count": 2},
+        {"service": "ec2", "action": "StartInstances", "fault": "slowdown", "count": 1},
+    ]));
+    let out = run_with(&w, &["--loop_counter", "1"]);
+    assert!(out.status.success());
+    assert_eq!(state_of(&w, 0), "running", "the start went through after retries");
+    assert_eq!(live(&w, "prod").len(), 1);
+    assert_eq!(w.csv("properties_error.csv")["describe_failed"], 0);
+
+    // A launch that keeps failing: logged, counted, the run ends normally.
+    let w = two_env_world();
+    w.proxy().faults(json!([{"service": "ec2", "action": "RunInstances", "fault": "error500"}]));
+    let out = run_with(&w, &["--loop_counter", "2"]);
+    assert!(out.status.success(), "failures are not a failed run");
+    assert_eq!(state_of(&w, 0), "running", "dev carried on");
+    assert!(live(&w, "prod").is_empty());
+    assert_eq!(w.csv("properties_error.csv")["action_failed"], 2, "one failed launch per pass");
+    let tries = w.proxy().calls().iter().filter(|c| c["action"] == "RunInstances").count();
+    assert_eq!(tries, 8, "4 bounded attempts per launch");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("InternalError"));
+}
+
+#[test]
+fn a_slow_env_times_out_and_the_others_carry_on() {
+    let w = two_env_world();
+    w.proxy().faults(json!([
+        {"service": "ec2", "region": "us-west-2", "action": "DescribeInstances", "fault": "delay", "delay": 30},
+    ]));
+    let started = Instant::now();
+    let out = run_with(&w, &["--loop_counter", "1"]);
+    assert!(out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(25), "bounded by --aws_timeout, took {:?}", started.elapsed());
+    assert_eq!(state_of(&w, 0), "running");
+    assert!(live(&w, "prod").is_empty(), "an env not seen is left alone");
+    assert_eq!(w.csv("properties_error.csv")["describe_failed"], 1);
+}
+
+#[test]
+fn sts_failing_for_one_env_lets_the_others_carry_on() {
+    let w = two_env_world();
+    w.proxy().faults(json!([{"service": "sts", "region": "us-west-2", "fault": "access_denied"}]));
+    let out = run_with(&w, &["--loop_counter", "2"]);
+    assert!(out.status.success());
+    assert_eq!(state_of(&w, 0), "running", "dev is reached");
+    assert!(live(&w, "prod").is_empty());
+    assert_eq!(w.csv("properties_error.csv")["describe_failed"], 2);
+}
+
+#[test]
+fn a_launch_that_timed_out_but_succeeded_makes_one_instance() {
+    let w = two_env_world();
+    // The first attempt reaches EC2 and launches, but its answer comes after
+    // the attempt timeout (2 s); the SDK retries with the same client token.
+    w.proxy().faults(json!([
+        {"service": "ec2", "action": "RunInstances", "fault": "succeed_then_timeout", "delay": 10, "count": 1},
+    ]));
+    let out = run_with(&w, &["--loop_counter", "3"]);
+    assert!(out.status.success());
+    assert_eq!(live(&w, "prod").len(), 1, "one instance, not two");
+    let replays = w.proxy().calls().iter().filter(|c| c["fault"] == "idempotent-replay").count();
+    assert_eq!(replays, 1, "the retry was answered from the token");
+    assert_eq!(w.csv("properties_run.csv")["instances_created"], 1);
+}
+
+#[test]
+fn a_reset_connection_is_retried() {
+    let w = two_env_world();
+    w.proxy().faults(json!([{"service": "ec2", "action": "RunInstances", "fault": "reset", "count": 1}]));
+    let out = run_with(&w, &["--loop_counter", "1"]);
+    assert!(out.status.success());
+    assert_eq!(live(&w, "prod").len(), 1);
+    assert_eq!(w.csv("properties_error.csv")["action_failed"], 0);
+}
+
+#[test]
+fn no_spot_capacity_falls_back_to_on_demand_only_when_asked_and_within_the_cap() {
+    for fallback in [false, true] {
+        let w = World::new(json!([])).with_proxy();
+        w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
+        // Every attempt of the spot launch finds no capacity (4 = the SDK's attempts).
+        w.proxy().faults(json!([
+            {"service": "ec2", "action": "RunInstances", "fault": "insufficient_capacity", "count": 4},
+        ]));
+        let mut extra = vec!["--loop_counter", "1"];
+        if fallback {
+            extra.push("--spot_fallback");
+        }
+        let out = run_with(&w, &extra);
+        assert!(out.status.success());
+        let dev = live(&w, "dev");
+        if fallback {
+            assert_eq!(dev.len(), 1, "{dev:#?}");
+            assert_eq!(dev[0]["lifecycle"], "on-demand");
+            assert_eq!(dev[0]["labels"], "dev_spot", "it still serves the spot label");
+            assert_eq!(dev[0]["tags"]["is_spot"], "false");
+        } else {
+            assert!(dev.is_empty());
+            assert_eq!(w.csv("properties_error.csv")["action_failed"], 1);
+        }
+    }
+    // At the on-demand cap, no fallback is planned: the cap holds.
+    let w = World::new(json!([{"env": "dev", "state": "running", "labels": "dev_c5.large"}])).with_proxy();
+    w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
+    w.proxy().faults(json!([{"service": "ec2", "action": "RunInstances", "fault": "insufficient_capacity", "count": 4}]));
+    let out = run_with(&w, &["--loop_counter", "1", "--spot_fallback", "--max_num_of_slaves_in_env", "1"]);
+    assert!(out.status.success());
+    assert_eq!(live(&w, "dev").len(), 1, "only the agent that was there");
+}
+
+#[test]
+fn jenkins_faults_skip_scaling_and_are_counted() {
+    let w = World::new(json!([{"env": "dev", "state": "stopped", "labels": "dev"}]));
+    w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", "NONE")]}));
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("hang", vec!["--jenkins_timeout", "2"]),
+        ("refused", vec!["--url", "http://127.0.0.1:9/"]),
+        ("auth", vec!["--jenkins_user", "nobody"]),
+    ];
+    for (case, extra) in cases {
+        if case == "hang" {
+            w.jenkins.fault(&json!({"groovy": "hang"}));
+        }
+        let started = Instant::now();
+        let mut args: Vec<&str> = vec!["--loop_counter", "2"];
+        args.extend(extra);
+        let out = run_with(&w, &args);
+        w.jenkins.fault(&json!({"groovy": null}));
+        assert!(out.status.success(), "{case}");
+        assert!(started.elapsed() < Duration::from_secs(30), "{case}: bounded, took {:?}", started.elapsed());
+        assert_eq!(w.csv("properties_error.csv")["jar_file_error"], 2, "{case}");
+        assert_eq!(state_of(&w, 0), "stopped", "{case}: nothing scaled on a failed dump");
+    }
+}
+
+#[test]
+fn sqs_errors_are_counted_and_no_request_is_lost_or_built_twice() {
+    let w = World::with_args(json!([]), &["--sqs-region", "us-east-2"]).with_proxy();
+    w.jenkins.set_state(&json!({"jobs": {"job-a": {"output": "ok"}}}));
+    let sqs = aws_sdk_sqs::Client::new(&w.sdk("us-east-2"));
+    let url = w.world["sqs"]["queue_url"].as_str().unwrap().to_string();
+    common::block_on(sqs.send_message().queue_url(&url).message_body(r#"{"name": "job-a"}"#).send()).unwrap();
+    let account = w.world["master_account"].as_str().unwrap().to_string();
+    let sqs_flags = ["--aws_sqs_account_id", account.as_str(), "--aws_sqs_region", "us-east-2", "--loop_counter", "1"];
+    let builds = |w: &World| w.jenkins.commands().iter().filter(|c| c[0] == "build").count();
+
+    // Receiving fails: counted, nothing built.
+    w.proxy().faults(json!([{"service": "sqs", "action": "ReceiveMessage", "fault": "access_denied"}]));
+    assert!(run_with(&w, &sqs_flags).status.success());
+    assert_eq!(w.csv("properties_error.csv")["sqs_failed"], 1);
+    assert_eq!(builds(&w), 0);
+
+    // Deleting fails: not built (it would come back and be built again).
+    w.proxy().faults(json!([{"service": "sqs", "action": "DeleteMessage", "fault": "access_denied"}]));
+    assert!(run_with(&w, &sqs_flags).status.success());
+    assert_eq!(w.csv("properties_error.csv")["sqs_failed"], 1);
+    assert_eq!(builds(&w), 0);
+
+    // The message is still there once it is visible again: built once.
+    w.proxy().faults(json!([]));
+    common::block_on(
+        sqs.set_queue_attributes()
+            .queue_url(&url)
+            .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "0")
+            .send(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while builds(&w) == 0 && Instant::now() < deadline {
+        assert!(run_with(&w, &sqs_flags).status.success());
+    }
+    assert_eq!(builds(&w), 1, "the request is built exactly once");
+    assert!(run_with(&w, &sqs_flags).status.success());
+    assert_eq!(builds(&w), 1, "and not again");
+}
+
+#[test]
+fn kill_9_during_a_launch_then_restart_makes_one_instance() {
+    let w = World::new(json!([])).with_proxy();
+    w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", "NONE")]}));
+    w.proxy().faults(json!([
+        {"service": "ec2", "action": "RunInstances", "fault": "succeed_then_timeout", "delay": 60, "count": 1},
+    ]));
+    let mut cmd = w.command();
+    cmd.args(["--url", &w.jenkins.url(), "--id_rsa", "id_rsa", "--jenkins_user", common::USER])
+        .args(["--owner_email", "ops@example.com", "--ami_ids", &w.ami_ids(), "--pass_interval", "0"])
+        .args(QUIET)
+        .args(["--aws_timeout", "120", "--loop_counter", "5"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    // Wait until the launch has happened in EC2, its answer held back.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while live(&w, "dev").is_empty() {
+        assert!(Instant::now() < deadline, "the launch never happened");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup, no markers written.
+    child.wait().unwrap();
+    assert!(!std::fs::read_dir(w.path()).unwrap().any(|e| {
+        e.unwrap().file_name().to_string_lossy().ends_with(".working")
+    }), "killed before writing the marker");
+
+    w.proxy().faults(json!([]));
+    let out = run_with(&w, &["--loop_counter", "3"]);
+    assert!(out.status.success(), "the lock died with the process");
+    assert_eq!(live(&w, "dev").len(), 1, "no second launch for the same item");
+}
+
+#[test]
+fn an_instance_without_our_name_tag_is_never_touched() {
+    let w = World::new(json!([
+        {"env": "dev", "state": "running", "labels": "dev", "name": "someone-elses"},
+        {"env": "dev", "state": "stopped", "labels": "dev", "name": "someone-elses"},
+        {"env": "dev", "state": "stopped", "labels": "dev", "name": "someone-elses", "ami": "old"},
+    ]));
+    // Jenkins says the running one should go, and a job waits for its label.
+    w.jenkins.set_state(&json!({
+        "queue": [item("job-000", "dev", "UNKNOWN", "NONE")],
+        "nodes": [w.node(0, true, true, 0)],
+    }));
+    let out = run_with(&w, &["--loop_counter", "2", "--zombie_minutes", "1"]);
+    assert!(out.status.success());
+    assert_eq!(state_of(&w, 0), "running");
+    assert_eq!(state_of(&w, 1), "stopped", "not started for our item");
+    assert_eq!(state_of(&w, 2), "stopped", "not retired by the inventory");
+    let ours: Vec<Value> = live(&w, "dev").into_iter().filter(|r| r["name"] == "jslave-in-house").collect();
+    assert_eq!(ours.len(), 1, "the item got an agent of its own");
+}

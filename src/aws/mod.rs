@@ -21,7 +21,7 @@ pub const SESSION_NAME: &str = "slave-manager-script";
 
 /// The base configuration: standard credential chain, bounded retries with
 /// backoff, and timeouts on every call so a hung endpoint cannot stall a pass.
-pub async fn base_config(fallback_region: &str) -> SdkConfig {
+pub async fn base_config(fallback_region: &str, timeout: Duration) -> SdkConfig {
     // The base region only serves STS; IMDS is not asked (it is slow and noisy
     // off EC2), the master's region stands in when the environment names none.
     let region = RegionProviderChain::first_try(aws_config::environment::EnvironmentVariableRegionProvider::new())
@@ -32,8 +32,8 @@ pub async fn base_config(fallback_region: &str) -> SdkConfig {
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(20))
-                .operation_timeout(Duration::from_secs(60))
+                .operation_attempt_timeout(timeout / 3)
+                .operation_timeout(timeout)
                 .build(),
         )
         .load()

@@ -68,6 +68,52 @@ impl Moto {
     }
 }
 
+/// The fault-injecting proxy (scripts/fault_proxy.py) in front of moto.
+pub struct Proxy {
+    _child: Guard,
+    pub port: u16,
+}
+
+impl Proxy {
+    pub fn start(target: &str) -> Proxy {
+        let mut child = Command::new("python3")
+            .arg(repo().join("scripts/fault_proxy.py"))
+            .args(["--target", target, "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 scripts/fault_proxy.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("READY port=").and_then(|p| p.parse().ok());
+        let port = port.unwrap_or_else(|| panic!("proxy said {line:?}"));
+        Proxy { _child: Guard(child), port }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Replaces the fault rules.
+    pub fn faults(&self, rules: Value) {
+        ureq::post(&format!("{}/_proxy/faults", self.endpoint()))
+            .content_type("application/json")
+            .send(json!({ "rules": rules }).to_string())
+            .expect("POST /_proxy/faults");
+    }
+
+    /// The calls seen so far: (service, action, fault).
+    pub fn calls(&self) -> Vec<Value> {
+        let text = ureq::get(&format!("{}/_proxy/calls", self.endpoint()))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str::<Value>(&text).unwrap().as_array().unwrap().clone()
+    }
+}
+
 pub struct Emulator {
     _child: Guard,
     pub http: u16,
@@ -137,6 +183,8 @@ pub struct World {
     pub moto: Moto,
     pub jenkins: Emulator,
     pub world: Value,
+    /// Set by `with_proxy`: the manager then talks to AWS through it.
+    pub proxy: Option<Proxy>,
 }
 
 impl World {
@@ -169,7 +217,7 @@ impl World {
             .unwrap();
         assert!(out.status.success(), "moto_world.py: {}", String::from_utf8_lossy(&out.stderr));
         let world = serde_json::from_slice(&out.stdout).unwrap();
-        World { dir, moto, jenkins, world }
+        World { dir, moto, jenkins, world, proxy: None }
     }
 
     /// SDK configuration for the master's own account (moto's default
@@ -184,6 +232,21 @@ impl World {
                 .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "test"))
                 .load(),
         )
+    }
+
+    /// Puts the fault proxy between the manager and moto.
+    pub fn with_proxy(mut self) -> World {
+        self.proxy = Some(Proxy::start(&self.moto.endpoint()));
+        self
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        self.proxy.as_ref().expect("with_proxy")
+    }
+
+    /// Where the manager sends its AWS calls.
+    pub fn aws_endpoint(&self) -> String {
+        self.proxy.as_ref().map_or_else(|| self.moto.endpoint(), Proxy::endpoint)
     }
 
     pub fn path(&self) -> &Path {
@@ -235,7 +298,7 @@ impl World {
         .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_slave_manager"));
         cmd.current_dir(self.path())
-            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+            .env("AWS_ENDPOINT_URL", self.aws_endpoint())
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env_remove("AWS_PROFILE")
