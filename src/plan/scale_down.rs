@@ -73,6 +73,16 @@ fn retire(
         );
         return;
     }
+    // We started it moments ago for a queued job: the node still carries the
+    // offline mark from before it was stopped, until Swarm reconnects it.
+    if let Some(m) = snap.markers.started.iter().find(|m| m.env == env && m.instance_id == id && m.age < cfg.working_ttl)
+    {
+        plan.debug(
+            None,
+            format!("node {name}: {id} was started for {} {}s ago; waiting for its node to reconnect", m.labels.join(" "), m.age.as_secs()),
+        );
+        return;
+    }
     if is_busy(node) {
         plan.info(None, format!("node {name}: a build is running on it; {id} is kept"));
         return;
@@ -411,5 +421,20 @@ mod tests {
         c.zombie_after = Some(Duration::from_secs(60));
         assert!(zombies(&c, &s).actions.is_empty(), "an empty node list looks like a restarting master");
         assert_eq!(brief(&zombies(&c, &with_node).actions), ["terminate i-old zombie"]);
+    }
+
+    #[test]
+    fn an_instance_just_started_for_a_job_is_not_stopped_by_its_stale_node() {
+        // Stopped earlier by the idle policy, its node still offline and
+        // marked; a queued job got it started again 20 s ago.
+        let s = snap(vec![("dev", vec![agent("i-1", Running, "dev")])])
+            .nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev")])
+            .start_marker("dev", "i-1", "dev", 20);
+        assert!(acts(&s).is_empty());
+        // Once the marker is stale, the node's mark counts again.
+        let s = snap(vec![("dev", vec![agent("i-1", Running, "dev")])])
+            .nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev")])
+            .start_marker("dev", "i-1", "dev", 400);
+        assert_eq!(acts(&s), ["stop i-1"]);
     }
 }
