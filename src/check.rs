@@ -89,7 +89,10 @@ async fn env_checks(world: &World, base: &aws_config::SdkConfig, env: &EnvConfig
         }
         Ok(id) => checks.push(fail(
             format!("{name}: assume {role}"),
-            format!("credentials land in account {} — fix account-id of {name} in environment.json", id.account().unwrap_or("?")),
+            format!(
+                "credentials land in account {} — fix account-id of {name} in environment.json",
+                id.account().unwrap_or("?")
+            ),
         )),
         Err(e) => {
             checks.push(fail(
@@ -105,7 +108,10 @@ async fn env_checks(world: &World, base: &aws_config::SdkConfig, env: &EnvConfig
     let fix_permission = |action: &str| format!("allow ec2:{action} to the role {role}");
     checks.push(match ec2.describe_instances().max_results(5).send().await {
         Ok(_) => pass(format!("{name}: describe instances"), format!("allowed in {}", env.region)),
-        Err(e) => fail(format!("{name}: describe instances"), format!("{} — {}", describe_error(&e), fix_permission("DescribeInstances"))),
+        Err(e) => fail(
+            format!("{name}: describe instances"),
+            format!("{} — {}", describe_error(&e), fix_permission("DescribeInstances")),
+        ),
     });
 
     let ids: Vec<String> = env.subnets.iter().map(|s| s.id.clone()).collect();
@@ -115,7 +121,10 @@ async fn env_checks(world: &World, base: &aws_config::SdkConfig, env: &EnvConfig
             format!("{name}: subnets"),
             format!("{} of {} found — fix vpcsubnet of {name} in environment.json", out.subnets().len(), ids.len()),
         ),
-        Err(e) => fail(format!("{name}: subnets"), format!("{} — fix vpcsubnet of {name} in environment.json", describe_error(&e))),
+        Err(e) => fail(
+            format!("{name}: subnets"),
+            format!("{} — fix vpcsubnet of {name} in environment.json", describe_error(&e)),
+        ),
     });
 
     checks.push(match ec2.describe_security_groups().group_ids(&env.agent_sg).send().await {
@@ -142,14 +151,22 @@ async fn env_checks(world: &World, base: &aws_config::SdkConfig, env: &EnvConfig
         Ok(_) => pass(format!("{name}: instance profile"), env.instance_profile_arn()),
         Err(e) => fail(
             format!("{name}: instance profile"),
-            format!("{} — create instance profile {} in {} (or fix instance-profile in environment.json)", describe_error(&e), env.instance_profile, env.account_id),
+            format!(
+                "{} — create instance profile {} in {} (or fix instance-profile in environment.json)",
+                describe_error(&e),
+                env.instance_profile,
+                env.account_id
+            ),
         ),
     });
 
     let key = crate::act::KEY_NAME;
     checks.push(match ec2.describe_key_pairs().key_names(key).send().await {
         Ok(out) if !out.key_pairs().is_empty() => pass(format!("{name}: key pair"), key),
-        Ok(_) | Err(_) => fail(format!("{name}: key pair"), format!("{key} not found — import a key pair named {key} in {}", env.region)),
+        Ok(_) | Err(_) => fail(
+            format!("{name}: key pair"),
+            format!("{key} not found — import a key pair named {key} in {}", env.region),
+        ),
     });
     checks
 }
@@ -182,10 +199,13 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
             checks.push(pass("Jenkins accepts the key", format!("authenticated as {user}")))
         }
         Ok(Ok(out)) => {
-            let said = out.stdout.lines().find(|l| l.contains("Authenticated as")).unwrap_or("no identity").trim().to_string();
+            let said =
+                out.stdout.lines().find(|l| l.contains("Authenticated as")).unwrap_or("no identity").trim().to_string();
             checks.push(fail(
                 "Jenkins accepts the key",
-                format!("{said} — register the public half of --id_rsa on Jenkins user {user} (/user/{user}/configure)"),
+                format!(
+                    "{said} — register the public half of --id_rsa on Jenkins user {user} (/user/{user}/configure)"
+                ),
             ));
             return checks;
         }
@@ -212,7 +232,9 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
     })
     .await;
     checks.push(match dump {
-        Ok(Ok(d)) => pass("dump script runs and parses", format!("{} queue items, {} nodes", d.queue.len(), d.nodes.len())),
+        Ok(Ok(d)) => {
+            pass("dump script runs and parses", format!("{} queue items, {} nodes", d.queue.len(), d.nodes.len()))
+        }
         Ok(Err(e)) => fail(
             "dump script runs and parses",
             format!("{e} — give {user} Overall/RunScripts, and check --groovy (the bundled script is the default)"),

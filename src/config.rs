@@ -106,19 +106,18 @@ pub struct Config {
 
 impl Config {
     pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
-        let jenkins_user = args
-            .jenkins_user
-            .clone()
-            .filter(|u| !u.trim().is_empty())
-            .ok_or_else(|| bad("--jenkins_user (or $JENKINS_USER) is required: the Jenkins account whose key --id_rsa is"))?;
+        let jenkins_user = args.jenkins_user.clone().filter(|u| !u.trim().is_empty()).ok_or_else(|| {
+            bad("--jenkins_user (or $JENKINS_USER) is required: the Jenkins account whose key --id_rsa is")
+        })?;
         if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {
             return Err(bad(format!("--url {:?}: must start with http:// or https://", args.url)));
         }
         check_private_key(&args.id_rsa)?;
         let groovy = match &args.groovy {
             None => BUNDLED_GROOVY.to_string(),
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| bad(format!("--groovy {}: {e}", path.display())))?,
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|e| bad(format!("--groovy {}: {e}", path.display())))?
+            }
         };
         if args.owner_email.trim().is_empty() {
             return Err(bad("--owner_email must not be empty"));
@@ -155,7 +154,9 @@ impl Config {
                 return Err(bad(format!("--sqs_actions: {action:?} is not a Jenkins CLI command name")));
             }
             if crate::requests::is_denied(action) {
-                return Err(bad(format!("--sqs_actions: {action:?} is on the deny-list (delete, groovy, install, node)")));
+                return Err(bad(format!(
+                    "--sqs_actions: {action:?} is on the deny-list (delete, groovy, install, node)"
+                )));
             }
         }
         if args.scm_host.trim().is_empty() && !args.skip_security_group {
@@ -164,8 +165,8 @@ impl Config {
 
         let text = std::fs::read_to_string(&args.environment)
             .map_err(|e| bad(format!("{}: {e}", args.environment.display())))?;
-        let (master, mut envs) = parse_environment(&text)
-            .map_err(|e| bad(format!("{}: {e}", args.environment.display())))?;
+        let (master, mut envs) =
+            parse_environment(&text).map_err(|e| bad(format!("{}: {e}", args.environment.display())))?;
         for (env, ami) in parse_ami_ids(&args.ami_ids)? {
             let known = envs.keys().cloned().collect::<Vec<_>>().join(", ");
             let e = envs.get_mut(&env).ok_or_else(|| {
@@ -173,11 +174,7 @@ impl Config {
             })?;
             e.ami = Some(ami);
         }
-        let required_ip_list = args
-            .required_ip_list
-            .iter()
-            .map(|w| parse_ip_rule(w))
-            .collect::<Result<Vec<_>, _>>()?;
+        let required_ip_list = args.required_ip_list.iter().map(|w| parse_ip_rule(w)).collect::<Result<Vec<_>, _>>()?;
 
         Ok(Config {
             url: args.url.clone(),
@@ -232,9 +229,7 @@ fn check_private_key(path: &Path) -> Result<(), ConfigError> {
 pub fn parse_ami_ids(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
     for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-        let (env, ami) = word
-            .split_once(':')
-            .ok_or_else(|| bad(format!("--ami_ids: {word:?} is not ENV:ami-id")))?;
+        let (env, ami) = word.split_once(':').ok_or_else(|| bad(format!("--ami_ids: {word:?} is not ENV:ami-id")))?;
         let hex = ami.strip_prefix("ami-").unwrap_or("");
         if env.is_empty() || hex.is_empty() || !hex.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(bad(format!("--ami_ids: {word:?} is not ENV:ami-id")));
@@ -289,9 +284,7 @@ pub fn parse_environment(text: &str) -> Result<(MasterConfig, BTreeMap<String, E
             return Err(format!("key {at}.account-id: {account_id:?} is not a 12-digit AWS account id"));
         }
         let subnets_value = field(env, &at, "vpcsubnet")?;
-        let subnets_arr = subnets_value
-            .as_array()
-            .ok_or_else(|| format!("key {at}.vpcsubnet: expected a list"))?;
+        let subnets_arr = subnets_value.as_array().ok_or_else(|| format!("key {at}.vpcsubnet: expected a list"))?;
         let mut subnets = Vec::new();
         for (i, s) in subnets_arr.iter().enumerate() {
             let sat = format!("{at}.vpcsubnet[{i}]");
@@ -385,7 +378,9 @@ mod tests {
     #[test]
     fn ip_rules_are_validated() {
         assert_eq!(parse_ip_rule("443:0.0.0.0/0").unwrap(), IpRule { port: 443, cidr: "0.0.0.0/0".into() });
-        for bad in ["443", "x:0.0.0.0/0", "0:1.2.3.4/32", "22:1.2.3/32", "22:1.2.3.4/33", "22:1.2.3.4", "70000:1.2.3.4/32"] {
+        for bad in
+            ["443", "x:0.0.0.0/0", "0:1.2.3.4/32", "22:1.2.3/32", "22:1.2.3.4/33", "22:1.2.3.4", "70000:1.2.3.4/32"]
+        {
             assert!(parse_ip_rule(bad).is_err(), "{bad} accepted");
         }
     }

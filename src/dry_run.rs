@@ -90,7 +90,8 @@ pub async fn plan(world: &World, plan_config: &PlanConfig) -> (Vec<Row>, Vec<Str
 
 /// The rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
-    let header = Row { env: "ENV".into(), action: "ACTION".into(), target: "INSTANCE / LABEL".into(), reason: "REASON".into() };
+    let header =
+        Row { env: "ENV".into(), action: "ACTION".into(), target: "INSTANCE / LABEL".into(), reason: "REASON".into() };
     let all: Vec<&Row> = std::iter::once(&header).chain(rows).collect();
     let w = |f: fn(&Row) -> &str| all.iter().map(|r| f(r).chars().count()).max().unwrap_or(0);
     let (we, wa, wt) = (w(|r| &r.env), w(|r| &r.action), w(|r| &r.target));
@@ -112,7 +113,12 @@ mod tests {
     fn table_aligns_columns() {
         let rows = vec![
             Row { env: "dev".into(), action: "start".into(), target: "i-1".into(), reason: "why".into() },
-            Row { env: "prod".into(), action: "create".into(), target: "label prod_spot".into(), reason: "because".into() },
+            Row {
+                env: "prod".into(),
+                action: "create".into(),
+                target: "label prod_spot".into(),
+                reason: "because".into(),
+            },
         ];
         let t = table(&rows);
         let lines: Vec<&str> = t.lines().collect();

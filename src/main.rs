@@ -10,12 +10,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use slave_manager::cli::Args;
 use slave_manager::config::Config;
-use slave_manager::reconciler::{self, Reconciler};
-use slave_manager::{check, dry_run};
-use slave_manager::world::World;
 use slave_manager::logging;
+use slave_manager::reconciler::{self, Reconciler};
 use slave_manager::record::ProblemLog;
 use slave_manager::report;
+use slave_manager::world::World;
+use slave_manager::{check, dry_run};
 
 fn main() -> ExitCode {
     // `slave_manager check …`: the preflight, with the same flags.

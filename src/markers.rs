@@ -40,9 +40,7 @@ pub fn read_markers(dir: &Path, now: SystemTime) -> io::Result<Markers> {
             }
         } else if let Some((env, id)) = name.strip_suffix(START_SUFFIX).and_then(|n| n.split_once("__")) {
             let (Some(age), Ok(text)) = (age(), std::fs::read_to_string(entry.path())) else { continue };
-            let value = |key: &str| {
-                text.lines().find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
-            };
+            let value = |key: &str| text.lines().find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()));
             markers.started.push(StartMarker {
                 file_name: name.clone(),
                 env: env.to_string(),

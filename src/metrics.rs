@@ -28,7 +28,12 @@ pub fn render(stats: &Stats, run: &RunRecord, agents: &AgentStates) -> String {
         }
     };
 
-    metric("passes_total", "counter", "Passes completed in this run.", vec![(String::new(), run.passes.len().to_string())]);
+    metric(
+        "passes_total",
+        "counter",
+        "Passes completed in this run.",
+        vec![(String::new(), run.passes.len().to_string())],
+    );
 
     let mut by_kind: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for a in &run.actions {
@@ -67,7 +72,12 @@ pub fn render(stats: &Stats, run: &RunRecord, agents: &AgentStates) -> String {
         let queue = last.queue.map_or("NaN".to_string(), |q| q.to_string());
         metric("queue_length", "gauge", "Buildable queue items at the last pass.", vec![(String::new(), queue)]);
         let at = last.started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-        metric("last_pass_timestamp_seconds", "gauge", "When the last pass started.", vec![(String::new(), at.to_string())]);
+        metric(
+            "last_pass_timestamp_seconds",
+            "gauge",
+            "When the last pass started.",
+            vec![(String::new(), at.to_string())],
+        );
     }
 
     let durations: Vec<f64> = run.passes.iter().map(|p| p.duration.as_secs_f64()).collect();

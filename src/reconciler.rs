@@ -9,11 +9,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::act::act;
 use crate::config::Config;
+use crate::metrics::{self, AgentStates};
 use crate::model::{EnvObservation, InstanceState};
 use crate::observe::{observe, Observation};
 use crate::periodic;
 use crate::plan::{plan_inventory, plan_pass, Note, NoteLevel, PlanConfig, Snapshot};
-use crate::metrics::{self, AgentStates};
 use crate::record::{PassRecord, RunRecord};
 use crate::stats::Stats;
 use crate::world::World;

@@ -54,7 +54,10 @@ svg text {{ font-size: 11px; fill: #444; }}
     if run.actions.is_empty() {
         let _ = writeln!(h, "<p>No action was needed.</p>");
     } else {
-        let _ = writeln!(h, r#"<table id="actions"><tr><th>pass</th><th>time</th><th>env</th><th>action</th><th>what and why</th><th>outcome</th></tr>"#);
+        let _ = writeln!(
+            h,
+            r#"<table id="actions"><tr><th>pass</th><th>time</th><th>env</th><th>action</th><th>what and why</th><th>outcome</th></tr>"#
+        );
         for a in &run.actions {
             let (class, outcome) = match &a.outcome {
                 Ok(()) => ("ok", "done".to_string()),
@@ -118,8 +121,17 @@ fn timeline(run: &RunRecord) -> String {
     let y = |v: usize| top + (h - top - bottom) * (1.0 - v as f64 / max);
 
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" role="img">"#, h + 20.0);
-    let _ = writeln!(s, r##"<rect x="{left}" y="{top}" width="{}" height="{}" fill="#fafafa" stroke="#ccc"/>"##, w - left - 10.0, h - top - bottom);
+    let _ = writeln!(
+        s,
+        r#"<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" role="img">"#,
+        h + 20.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<rect x="{left}" y="{top}" width="{}" height="{}" fill="#fafafa" stroke="#ccc"/>"##,
+        w - left - 10.0,
+        h - top - bottom
+    );
     for tick in [0, max as usize / 2, max as usize] {
         let _ = writeln!(s, r#"<text x="4" y="{}">{tick}</text>"#, y(tick) + 4.0);
     }
@@ -133,11 +145,8 @@ fn timeline(run: &RunRecord) -> String {
         series.push((format!("agents {env}"), COLORS[i % COLORS.len()], values));
     }
     for (k, (name, color, values)) in series.iter().enumerate() {
-        let points: Vec<String> = values
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", x(i), y(v))))
-            .collect();
+        let points: Vec<String> =
+            values.iter().enumerate().filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", x(i), y(v)))).collect();
         let _ = writeln!(
             s,
             r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"><title>{}</title></polyline>"#,

@@ -105,7 +105,11 @@ fn check_job_name(name: &str) -> Result<(), Refusal> {
 }
 
 fn check_parameter(key: &str, value: &str) -> Result<(), Refusal> {
-    if key.is_empty() || key.len() > 200 || key.contains('=') || key.starts_with('-') || key.chars().any(char::is_control)
+    if key.is_empty()
+        || key.len() > 200
+        || key.contains('=')
+        || key.starts_with('-')
+        || key.chars().any(char::is_control)
     {
         return Err(Refusal::BadParameter(format!("name {key:?} is not valid")));
     }
@@ -134,21 +138,26 @@ mod tests {
             ["build", "foo", "-p", "BAR=baz"]
         );
         assert_eq!(words(r#"{"name": "team/app"}"#).unwrap(), ["build", "team/app"]);
-        assert_eq!(words(r#"{"name": "a b", "parameters": {"N": 3, "F": false}}"#).unwrap(), [
-            "build", "a b", "-p", "F=false", "-p", "N=3"
-        ]);
+        assert_eq!(
+            words(r#"{"name": "a b", "parameters": {"N": 3, "F": false}}"#).unwrap(),
+            ["build", "a b", "-p", "F=false", "-p", "N=3"]
+        );
     }
 
     #[test]
     fn hostile_values_stay_single_words() {
-        let w = words(r#"{"name": "foo", "parameters": {"A": "x -p B=y; $(reboot) `id` \"q\" && shutdown", "U": "ünï cödé"}}"#)
-            .unwrap();
+        let w = words(
+            r#"{"name": "foo", "parameters": {"A": "x -p B=y; $(reboot) `id` \"q\" && shutdown", "U": "ünï cödé"}}"#,
+        )
+        .unwrap();
         assert_eq!(w, ["build", "foo", "-p", "A=x -p B=y; $(reboot) `id` \"q\" && shutdown", "-p", "U=ünï cödé"]);
     }
 
     #[test]
     fn denied_and_unlisted_actions_are_refused() {
-        for action in ["shutdown", "safe-restart", "groovy", "Delete-Job", " build", "Build", "install-plugin", "offline-node"] {
+        for action in
+            ["shutdown", "safe-restart", "groovy", "Delete-Job", " build", "Build", "install-plugin", "offline-node"]
+        {
             let body = serde_json::json!({"name": "foo", "action": action}).to_string();
             assert!(words(&body).is_err(), "{action} accepted");
         }

@@ -30,17 +30,16 @@ pub const ERROR_KEYS: &[&str] = &[
 
 /// The error keys that mean something failed (the rest count events an
 /// operator may want to graph, such as items waiting on a marker).
-pub const FAILURE_KEYS: &[&str] =
-    &[
-        "error_stopping_instance",
-        "jar_file_error",
-        "action_failed",
-        "describe_failed",
-        "inventory_failed",
-        "gc_failed",
-        "security_group_failed",
-        "sqs_failed",
-    ];
+pub const FAILURE_KEYS: &[&str] = &[
+    "error_stopping_instance",
+    "jar_file_error",
+    "action_failed",
+    "describe_failed",
+    "inventory_failed",
+    "gc_failed",
+    "security_group_failed",
+    "sqs_failed",
+];
 
 #[derive(Debug, Default, Clone)]
 pub struct Stats {

@@ -200,7 +200,8 @@ fn no_spot_capacity_falls_back_to_on_demand_only_when_asked_and_within_the_cap()
     // At the on-demand cap, no fallback is planned: the cap holds.
     let w = World::new(json!([{"env": "dev", "state": "running", "labels": "dev_c5.large"}])).with_proxy();
     w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
-    w.proxy().faults(json!([{"service": "ec2", "action": "RunInstances", "fault": "insufficient_capacity", "count": 4}]));
+    w.proxy()
+        .faults(json!([{"service": "ec2", "action": "RunInstances", "fault": "insufficient_capacity", "count": 4}]));
     let out = run_with(&w, &["--loop_counter", "1", "--spot_fallback", "--max_num_of_slaves_in_env", "1"]);
     assert!(out.status.success());
     assert_eq!(live(&w, "dev").len(), 1, "only the agent that was there");
@@ -295,9 +296,12 @@ fn kill_9_during_a_launch_then_restart_makes_one_instance() {
     }
     child.kill().unwrap(); // SIGKILL: no cleanup, no markers written.
     child.wait().unwrap();
-    assert!(!std::fs::read_dir(w.path()).unwrap().any(|e| {
-        e.unwrap().file_name().to_string_lossy().ends_with(".working")
-    }), "killed before writing the marker");
+    assert!(
+        !std::fs::read_dir(w.path())
+            .unwrap()
+            .any(|e| { e.unwrap().file_name().to_string_lossy().ends_with(".working") }),
+        "killed before writing the marker"
+    );
 
     w.proxy().faults(json!([]));
     let out = run_with(&w, &["--loop_counter", "3"]);

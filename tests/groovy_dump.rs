@@ -28,7 +28,10 @@ fn repo() -> PathBuf {
 }
 
 fn groovy_present() -> bool {
-    Command::new("sh").args(["-c", "command -v groovy && command -v groovyc"]).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .args(["-c", "command -v groovy && command -v groovyc"])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Runs the dump script on a fixture scenario; None when the test is to be skipped.
@@ -86,8 +89,12 @@ fn the_groovy_dump_parses_into_what_the_manager_relies_on() {
     assert_eq!((p.label.as_str(), p.parameters.as_deref()), ("prod_spot", Some("ENV=prod")));
     assert_eq!(p.last_built_on.as_deref(), Some("prod-10.2.0.5"));
     assert!(d.queue.iter().all(|q| q.queue_id.is_some()));
-    let labels: Vec<_> = d.queue.iter().map(|q| parse_label(&q.label, &envs).expect("a label of a known env")).collect();
-    assert_eq!(labels.iter().map(|l| l.pricing).collect::<Vec<_>>(), [Pricing::Spot, Pricing::OnDemand, Pricing::Shared, Pricing::Spot]);
+    let labels: Vec<_> =
+        d.queue.iter().map(|q| parse_label(&q.label, &envs).expect("a label of a known env")).collect();
+    assert_eq!(
+        labels.iter().map(|l| l.pricing).collect::<Vec<_>>(),
+        [Pricing::Spot, Pricing::OnDemand, Pricing::Shared, Pricing::Spot]
+    );
 
     // Nodes: the built-in node is absent; ours idle → offline + terminate_me;
     // ours busy → kept, busy count read; ours on an old AMI → drained + gone;

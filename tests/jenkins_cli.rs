@@ -51,8 +51,18 @@ fn transports_carry_words_exactly(kind: CliTransport) {
     assert!(out.stdout.contains(&format!("Authenticated as: {USER}")), "{out:?}");
 
     let hostile = words(&[
-        "build", "job", "-p", "A=x\"; shutdown; echo \"", "-p", "B=$(reboot) `id` it's", "-p", "C=back\\slash\\",
-        "-p", "D=ünï cödé", "-p", "E=a && safe-restart",
+        "build",
+        "job",
+        "-p",
+        "A=x\"; shutdown; echo \"",
+        "-p",
+        "B=$(reboot) `id` it's",
+        "-p",
+        "C=back\\slash\\",
+        "-p",
+        "D=ünï cödé",
+        "-p",
+        "E=a && safe-restart",
     ]);
     let out = cli.run(&hostile, b"").unwrap();
     assert_eq!(out.stdout.trim(), "Started job #1");

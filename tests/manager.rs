@@ -168,11 +168,8 @@ fn at_the_cap_room_is_made_in_the_items_own_env() {
     assert!(out.status.success());
     assert_eq!(s(&w.instance(&s(&w.agent(0)["instance_id"]))["state"]), "terminated");
     assert_eq!(s(&w.instance(&s(&w.agent(1)["instance_id"]))["state"]), "stopped");
-    let dev_live: Vec<Value> = w
-        .fleet()
-        .into_iter()
-        .filter(|r| r["env"] == "dev" && r["state"] != "terminated")
-        .collect();
+    let dev_live: Vec<Value> =
+        w.fleet().into_iter().filter(|r| r["env"] == "dev" && r["state"] != "terminated").collect();
     assert_eq!(dev_live.len(), 1, "the cap holds: {dev_live:#?}");
     assert_eq!(dev_live[0]["labels"], "dev");
 }
@@ -225,7 +222,14 @@ fn aws_calls_per_pass_do_not_grow_with_the_queue() {
     let queue: Vec<Value> = (0..40).map(|i| item(&format!("job-{i:03}"), "dev", "UNKNOWN", "NONE")).collect();
     w.jenkins.set_state(&json!({"queue": queue}));
     let out = w.run(&[
-        "--cli", "ssh", "--loop_counter", "3", "--max_num_of_slaves_in_env", "2", "--debug", "--skip_security_group",
+        "--cli",
+        "ssh",
+        "--loop_counter",
+        "3",
+        "--max_num_of_slaves_in_env",
+        "2",
+        "--debug",
+        "--skip_security_group",
     ]);
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stdout);

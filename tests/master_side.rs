@@ -36,8 +36,19 @@ fn rule(protocol: &str, from: i32, to: i32, cidr: &str) -> Rule {
 
 fn sg_args<'a>(scm_host: &'a str, passes: &'a str) -> Vec<&'a str> {
     vec![
-        "--cli", "ssh", "--gc_job", "", "--jenkins_master_region", MASTER_REGION, "--scm_host", scm_host,
-        "--loop_counter", passes, "--required_ip_list", "443:0.0.0.0/0", "80:0.0.0.0/0",
+        "--cli",
+        "ssh",
+        "--gc_job",
+        "",
+        "--jenkins_master_region",
+        MASTER_REGION,
+        "--scm_host",
+        scm_host,
+        "--loop_counter",
+        passes,
+        "--required_ip_list",
+        "443:0.0.0.0/0",
+        "80:0.0.0.0/0",
     ]
 }
 
@@ -172,8 +183,17 @@ fn sqs_requests_run_exactly_the_allowed_commands() {
     // Passes 1 and 16 poll, 10 messages each.
     let account = s(&w.world["master_account"]);
     let out = w.run(&[
-        "--cli", "ssh", "--skip_security_group", "--gc_job", "", "--loop_counter", "16",
-        "--aws_sqs_account_id", &account, "--aws_sqs_region", MASTER_REGION,
+        "--cli",
+        "ssh",
+        "--skip_security_group",
+        "--gc_job",
+        "",
+        "--loop_counter",
+        "16",
+        "--aws_sqs_account_id",
+        &account,
+        "--aws_sqs_region",
+        MASTER_REGION,
     ]);
     assert!(out.status.success());
 
@@ -181,8 +201,18 @@ fn sqs_requests_run_exactly_the_allowed_commands() {
     let words = |ws: &[&str]| ws.iter().map(|w| w.to_string()).collect::<Vec<_>>();
     let expected = vec![
         words(&[
-            "build", "job-a", "-p", "A=x -p B=y", "-p", "C=a && b; c", "-p", "Q=it's \"quoted\"", "-p",
-            "S=$(reboot) `id`", "-p", "U=ünï cödé 雪",
+            "build",
+            "job-a",
+            "-p",
+            "A=x -p B=y",
+            "-p",
+            "C=a && b; c",
+            "-p",
+            "Q=it's \"quoted\"",
+            "-p",
+            "S=$(reboot) `id`",
+            "-p",
+            "U=ünï cödé 雪",
         ]),
         words(&["build", "team/job b"]),
         words(&["build", "no-such-job"]),

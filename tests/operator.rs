@@ -67,7 +67,13 @@ fn check_passes_on_a_good_setup_and_names_the_fix_for_each_failure() {
     let w = World::with_args(json!([]), &["--sqs-region", "us-east-2"]);
     let account = s(&w.world["master_account"]);
     let good = [
-        "--cli", "ssh", "--jenkins_master_region", "us-east-2", "--aws_sqs_account_id", &account, "--aws_sqs_region",
+        "--cli",
+        "ssh",
+        "--jenkins_master_region",
+        "us-east-2",
+        "--aws_sqs_account_id",
+        &account,
+        "--aws_sqs_region",
         "us-east-2",
     ];
     let mut cmd = w.command();
@@ -78,7 +84,15 @@ fn check_passes_on_a_good_setup_and_names_the_fix_for_each_failure() {
     let out = common::output(cmd);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{table}");
-    for what in ["dev: assume", "prod: instance profile", "dev: key pair", "Jenkins accepts the key", "dump script runs", "SQS queue", "master's security group"] {
+    for what in [
+        "dev: assume",
+        "prod: instance profile",
+        "dev: key pair",
+        "Jenkins accepts the key",
+        "dump script runs",
+        "SQS queue",
+        "master's security group",
+    ] {
         assert!(table.lines().any(|l| l.starts_with('✔') && l.contains(what)), "{what}: {table}");
     }
     assert!(!table.lines().any(|l| l.starts_with('✘')), "{table}");

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, EbsInstanceBlockDeviceSpecification, Filter, IamInstanceProfileSpecification,
     InstanceBlockDeviceMappingSpecification, InstanceInterruptionBehavior, InstanceMarketOptionsRequest,
-    InstanceNetworkInterfaceSpecification, InstanceStateName, InstanceType, MarketType, ResourceType,
-    SpotInstanceType, SpotMarketOptions, Tag, TagSpecification, VolumeType,
+    InstanceNetworkInterfaceSpecification, InstanceStateName, InstanceType, MarketType, ResourceType, SpotInstanceType,
+    SpotMarketOptions, Tag, TagSpecification, VolumeType,
 };
 use aws_sdk_ec2::Client;
 
@@ -38,7 +38,12 @@ impl Ec2Error {
     pub fn is_capacity_shortage(&self) -> bool {
         matches!(
             self.code.as_deref(),
-            Some("InsufficientInstanceCapacity" | "InsufficientCapacity" | "SpotMaxPriceTooLow" | "MaxSpotInstanceCountExceeded")
+            Some(
+                "InsufficientInstanceCapacity"
+                    | "InsufficientCapacity"
+                    | "SpotMaxPriceTooLow"
+                    | "MaxSpotInstanceCountExceeded"
+            )
         )
     }
 }
@@ -123,7 +128,8 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
 /// Launches one agent, tagged at launch; returns its instance id.
 pub async fn run_instance(client: &Client, spec: &LaunchSpec) -> Result<String, Ec2Error> {
     let tags: Vec<Tag> = spec.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
-    let tag_spec = |rt: ResourceType| TagSpecification::builder().resource_type(rt).set_tags(Some(tags.clone())).build();
+    let tag_spec =
+        |rt: ResourceType| TagSpecification::builder().resource_type(rt).set_tags(Some(tags.clone())).build();
     let mut req = client
         .run_instances()
         .image_id(&spec.ami)
@@ -173,11 +179,11 @@ pub async fn run_instance(client: &Client, spec: &LaunchSpec) -> Result<String, 
         );
     }
     let out = req.send().await.map_err(|e| Ec2Error::new("RunInstances", e))?;
-    out.instances()
-        .first()
-        .and_then(|i| i.instance_id())
-        .map(str::to_string)
-        .ok_or_else(|| Ec2Error { operation: "RunInstances", code: None, message: "no instance in the answer".into() })
+    out.instances().first().and_then(|i| i.instance_id()).map(str::to_string).ok_or_else(|| Ec2Error {
+        operation: "RunInstances",
+        code: None,
+        message: "no instance in the answer".into(),
+    })
 }
 
 pub async fn start(client: &Client, id: &str) -> Result<(), Ec2Error> {
@@ -191,12 +197,7 @@ pub async fn stop(client: &Client, id: &str) -> Result<(), Ec2Error> {
 }
 
 pub async fn terminate(client: &Client, id: &str) -> Result<(), Ec2Error> {
-    client
-        .terminate_instances()
-        .instance_ids(id)
-        .send()
-        .await
-        .map_err(|e| Ec2Error::new("TerminateInstances", e))?;
+    client.terminate_instances().instance_ids(id).send().await.map_err(|e| Ec2Error::new("TerminateInstances", e))?;
     Ok(())
 }
 

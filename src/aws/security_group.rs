@@ -53,9 +53,8 @@ pub async fn authorize(client: &Client, group_id: &str, rule: &Rule) -> Result<(
 }
 
 pub async fn revoke(client: &Client, group_id: &str, rule: &Rule) -> Result<(), String> {
-    let mut perm = IpPermission::builder()
-        .ip_protocol(&rule.protocol)
-        .ip_ranges(IpRange::builder().cidr_ip(&rule.cidr).build());
+    let mut perm =
+        IpPermission::builder().ip_protocol(&rule.protocol).ip_ranges(IpRange::builder().cidr_ip(&rule.cidr).build());
     if rule.from_port != -1 || rule.to_port != -1 {
         perm = perm.from_port(rule.from_port).to_port(rule.to_port);
     }

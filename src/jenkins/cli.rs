@@ -64,14 +64,7 @@ enum Transport {
 impl JenkinsCli {
     /// Prepares the transport. For `jar`, `URL/jnlpJars/jenkins-cli.jar` will
     /// be fetched into `workdir` by the first command of the run.
-    pub fn new(
-        kind: CliTransport,
-        url: &str,
-        user: &str,
-        key: &Path,
-        workdir: &Path,
-        timeout: Duration,
-    ) -> JenkinsCli {
+    pub fn new(kind: CliTransport, url: &str, user: &str, key: &Path, workdir: &Path, timeout: Duration) -> JenkinsCli {
         let transport = match kind {
             CliTransport::Ssh => Transport::Ssh { endpoint: Mutex::new(None) },
             CliTransport::Jar => Transport::Jar {
@@ -232,11 +225,7 @@ fn java_program() -> PathBuf {
 }
 
 fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into()
+    ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into()
 }
 
 /// Jenkins names its SSH endpoint in an `X-SSH-Endpoint: host:port` header on
@@ -244,10 +233,9 @@ fn agent(timeout: Duration) -> ureq::Agent {
 pub fn discover_endpoint(url: &str, timeout: Duration) -> Result<String, CliError> {
     let err = |reason: String| CliError::Discovery { url: url.to_string(), reason };
     let resp = agent(timeout).get(url).call().map_err(|e| err(e.to_string()))?;
-    let header = resp
-        .headers()
-        .get("X-SSH-Endpoint")
-        .ok_or_else(|| err(format!("HTTP {} without an X-SSH-Endpoint header (is SSHD enabled in Jenkins?)", resp.status())))?;
+    let header = resp.headers().get("X-SSH-Endpoint").ok_or_else(|| {
+        err(format!("HTTP {} without an X-SSH-Endpoint header (is SSHD enabled in Jenkins?)", resp.status()))
+    })?;
     let endpoint = header.to_str().map_err(|e| err(e.to_string()))?.trim().to_string();
     // A master behind a wildcard bind may answer with an empty host.
     match endpoint.rsplit_once(':') {
@@ -281,12 +269,7 @@ fn download_jar(url: &str, dest: &Path, timeout: Duration) -> Result<(), CliErro
     if !resp.status().is_success() {
         return Err(err(format!("HTTP {}", resp.status())));
     }
-    let bytes = resp
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024 * 1024)
-        .read_to_vec()
-        .map_err(|e| err(e.to_string()))?;
+    let bytes = resp.body_mut().with_config().limit(64 * 1024 * 1024).read_to_vec().map_err(|e| err(e.to_string()))?;
     // Written beside and renamed, so a concurrent reader never sees half a jar.
     let tmp = dest.with_extension("jar.part");
     std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, dest)).map_err(|e| err(e.to_string()))

@@ -38,7 +38,11 @@ pub fn parse_dump(text: &str) -> Result<JenkinsDump, DumpError> {
         .find(|(_, line)| line.trim_start().starts_with('{'))
         .map(|(at, _)| at);
     let Some(start) = start else {
-        return Err(if text.trim().is_empty() { DumpError::Empty } else { DumpError::NotJson("no JSON object".into()) });
+        return Err(if text.trim().is_empty() {
+            DumpError::Empty
+        } else {
+            DumpError::NotJson("no JSON object".into())
+        });
     };
     let root: Value = serde_json::from_str(&text[start..]).map_err(|e| DumpError::NotJson(e.to_string()))?;
     let root = root.as_object().ok_or_else(|| DumpError::NotJson("not an object".into()))?;
@@ -200,6 +204,9 @@ mod tests {
         assert!(matches!(parse_dump("ERROR: anonymous is missing Overall/Read"), Err(DumpError::NotJson(_))));
         assert!(matches!(parse_dump(&ORIGINAL[..ORIGINAL.len() / 2]), Err(DumpError::NotJson(_))));
         assert_eq!(parse_dump(r#"{"slave_queue":[]}"#), Err(DumpError::MissingList("build_queue")));
-        assert_eq!(parse_dump(r#"{"build_queue":[1],"slave_queue":[]}"#), Err(DumpError::NotAnObject("build_queue", 0)));
+        assert_eq!(
+            parse_dump(r#"{"build_queue":[1],"slave_queue":[]}"#),
+            Err(DumpError::NotAnObject("build_queue", 0))
+        );
     }
 }

@@ -8,8 +8,8 @@ use crate::label::parse_label;
 use crate::model::{InstanceState, Node};
 
 use super::{
-    age, counts, devices_lacking_delete_on_termination, is_busy, node_of, observed, Action, Plan, PlanConfig,
-    Snapshot, TerminateReason,
+    age, counts, devices_lacking_delete_on_termination, is_busy, node_of, observed, Action, Plan, PlanConfig, Snapshot,
+    TerminateReason,
 };
 
 pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
@@ -75,11 +75,16 @@ fn retire(
     }
     // We started it moments ago for a queued job: the node still carries the
     // offline mark from before it was stopped, until Swarm reconnects it.
-    if let Some(m) = snap.markers.started.iter().find(|m| m.env == env && m.instance_id == id && m.age < cfg.working_ttl)
+    if let Some(m) =
+        snap.markers.started.iter().find(|m| m.env == env && m.instance_id == id && m.age < cfg.working_ttl)
     {
         plan.debug(
             None,
-            format!("node {name}: {id} was started for {} {}s ago; waiting for its node to reconnect", m.labels.join(" "), m.age.as_secs()),
+            format!(
+                "node {name}: {id} was started for {} {}s ago; waiting for its node to reconnect",
+                m.labels.join(" "),
+                m.age.as_secs()
+            ),
         );
         return;
     }
@@ -409,7 +414,10 @@ mod tests {
         let plan = zombies(&c, &s);
         assert_eq!(brief(&plan.actions), ["terminate i-old zombie"]);
         assert_eq!(count(&plan.counts, counts::ZOMBIE_INSTANCE), 1);
-        assert_eq!(plan.actions[0].to_string(), "dev: terminate i-old (running 60 min without becoming a Jenkins node)");
+        assert_eq!(
+            plan.actions[0].to_string(),
+            "dev: terminate i-old (running 60 min without becoming a Jenkins node)"
+        );
     }
 
     #[test]

@@ -52,10 +52,7 @@ pub struct SgPlan {
 
 /// The public addresses of our running agents in every env whose name
 /// contains `prod`; `Err` names the prod envs that could not be described.
-pub fn prod_agent_ips(
-    envs: &BTreeMap<String, EnvObservation>,
-    slave_name: &str,
-) -> Result<BTreeSet<String>, String> {
+pub fn prod_agent_ips(envs: &BTreeMap<String, EnvObservation>, slave_name: &str) -> Result<BTreeSet<String>, String> {
     let mut ips = BTreeSet::new();
     let mut failed = Vec::new();
     for (env, obs) in envs.iter().filter(|(env, _)| env.contains("prod")) {
@@ -163,7 +160,8 @@ mod tests {
 
     #[test]
     fn nothing_changes_when_the_group_is_as_wanted() {
-        let existing = vec![Rule::tcp(443, "0.0.0.0/0"), Rule::tcp(22, "1.2.3.4/32"), Rule::tcp(443, "140.82.112.0/24")];
+        let existing =
+            vec![Rule::tcp(443, "0.0.0.0/0"), Rule::tcp(22, "1.2.3.4/32"), Rule::tcp(443, "140.82.112.0/24")];
         let plan = plan_security_group(&required(), &Ok(BTreeSet::new()), &scm(), &existing);
         assert_eq!(plan, SgPlan::default());
     }

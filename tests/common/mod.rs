@@ -292,10 +292,9 @@ impl World {
     /// The manager's command in the world's directory and environment, no flags.
     pub fn command(&self) -> Command {
         let mut path = std::env::var_os("PATH").unwrap_or_default();
-        path = std::env::join_paths(
-            std::iter::once(repo().join("tests/support/bin")).chain(std::env::split_paths(&path)),
-        )
-        .unwrap();
+        path =
+            std::env::join_paths(std::iter::once(repo().join("tests/support/bin")).chain(std::env::split_paths(&path)))
+                .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_slave_manager"));
         cmd.current_dir(self.path())
             .env("AWS_ENDPOINT_URL", self.aws_endpoint())
