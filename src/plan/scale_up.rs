@@ -87,9 +87,19 @@ impl ScaleUp<'_> {
         let mut handled = Vec::new();
         let mut unhandled = Vec::new();
         let mut expired = BTreeSet::new();
+        // A marker covers one item: two Pipeline `node()` blocks of one run
+        // share a key, and the second needs an agent of its own (the capacity
+        // model sees the one already booting for it, if any).
+        let mut covered = BTreeSet::new();
         for (item, key) in &items {
             match snap.markers.working.get(key) {
+                Some(_) if covered.contains(key.as_str()) => {
+                    self.plan
+                        .debug(Some(key), format!("{}: another item of the same job and parameters", item.job_name));
+                    unhandled.push((*item, key.as_str()));
+                }
                 Some(marker_age) if *marker_age < self.cfg.working_ttl => {
+                    covered.insert(key.as_str());
                     self.plan.count(counts::JOB_ON_QUEUE);
                     let secs = marker_age.as_secs();
                     self.plan.debug(Some(key), format!("{}: already handled ({secs}s ago)", item.job_name));
@@ -1024,5 +1034,27 @@ mod tests {
         assert_eq!(plan_pass(&c, &s, 0).actions, []);
         let s = snap(vec![("dev", vec![agent("i-1", Running, "dev").launched_ago(100)])]).queue(vec![item("a", "dev")]);
         assert_eq!(brief(&plan_pass(&c, &s, 0).actions), ["create dev dev"]);
+    }
+
+    #[test]
+    fn a_marker_covers_one_item_of_its_key() {
+        // Two node() blocks of one Pipeline run: same job, same parameters.
+        let items = vec![item("pipe", "dev_spot"), item("pipe", "dev_spot")];
+        // The first was handled and its agent boots; the second needs its own.
+        let one = snap(vec![("dev", vec![agent("i-1", crate::model::InstanceState::Pending, "dev_spot")])])
+            .queue(items.clone())
+            .working("pipe", 10);
+        assert_eq!(brief(&run(&one).actions), ["create dev dev_spot"]);
+        // Both agents boot: nothing more to do.
+        let two = snap(vec![(
+            "dev",
+            vec![
+                agent("i-1", crate::model::InstanceState::Pending, "dev_spot"),
+                agent("i-2", crate::model::InstanceState::Pending, "dev_spot"),
+            ],
+        )])
+        .queue(items)
+        .working("pipe", 10);
+        assert!(run(&two).actions.is_empty(), "{:?}", run(&two).actions);
     }
 }
