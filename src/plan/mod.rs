@@ -306,10 +306,12 @@ fn observed<'a>(envs: &'a BTreeMap<String, EnvObservation>, env: &str) -> Result
 /// else by its name ending in `-<private ip>` (the original's `ENV-10.0.1.7`)
 /// or `-<instance id>` (swarm's `LABELS-i-0abc`).
 fn node_of<'a>(nodes: &'a [Node], inst: &Instance) -> Option<&'a Node> {
+    // No allocation here: this runs for every instance against every node.
+    let ends_with_dash = |name: &str, tail: &str| name.strip_suffix(tail).is_some_and(|head| head.ends_with('-'));
     nodes.iter().find(|n| n.instance_id.as_deref() == Some(inst.id.as_str())).or_else(|| {
         nodes.iter().find(|n| {
-            n.name.ends_with(&format!("-{}", inst.id))
-                || inst.private_ip.as_deref().is_some_and(|ip| n.name.ends_with(&format!("-{ip}")))
+            ends_with_dash(&n.name, &inst.id)
+                || inst.private_ip.as_deref().is_some_and(|ip| ends_with_dash(&n.name, ip))
         })
     })
 }
