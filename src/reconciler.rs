@@ -84,7 +84,7 @@ impl<'w> Reconciler<'w> {
         }
     }
 
-    /// One pass. The span carries the pass number into every line.
+    /// One pass: observe, decide, act, then the periodic jobs and the record.
     pub async fn pass(&mut self, pass: u32) {
         let started = Instant::now();
         let started_at = SystemTime::now();
