@@ -164,6 +164,9 @@ impl JenkinsCli {
             .next()
             .ok_or_else(|| ssh_err("no address".into()))?;
         let tcp = TcpStream::connect_timeout(&addr, self.timeout).map_err(|e| ssh_err(e.to_string()))?;
+        // SSH writes small packets back to back; without this each exchange
+        // waits out a delayed ACK (~40 ms, three times per command).
+        tcp.set_nodelay(true).map_err(|e| ssh_err(e.to_string()))?;
         let mut session = ssh2::Session::new().map_err(|e| ssh_err(e.to_string()))?;
         session.set_tcp_stream(tcp);
         session.set_timeout(self.timeout.as_millis().min(u32::MAX as u128) as u32);

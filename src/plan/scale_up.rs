@@ -39,6 +39,16 @@ struct Usage {
     spot: u32,
 }
 
+/// The providers of one (env, label), and how far `take_slot` has found them
+/// all exhausted: a long queue at the cap must not rescan a large pool for
+/// every item.
+#[derive(Default)]
+struct Pool {
+    providers: Vec<Provider>,
+    /// Every provider before it has no free executor.
+    cursor: usize,
+}
+
 struct ScaleUp<'a> {
     cfg: &'a PlanConfig,
     snap: &'a Snapshot,
@@ -51,7 +61,7 @@ struct ScaleUp<'a> {
     /// entry shared by all its pools, so it is never counted twice.
     free: BTreeMap<Provider, u32>,
     /// Providers per (env, label), built on first use.
-    pools: BTreeMap<(String, String), Vec<Provider>>,
+    pools: BTreeMap<(String, String), Pool>,
     usage: BTreeMap<String, Usage>,
     creates: usize,
 }
@@ -185,7 +195,7 @@ impl ScaleUp<'_> {
         if let Some((inst, why)) = self.pick_stopped(instances, &label, item.last_built_on.as_deref()) {
             let id = inst.id.clone();
             self.claimed.insert(id.clone());
-            self.free.insert(Provider::Instance(id.clone()), label.pricing.executors() - 1);
+            self.add_slots(Provider::Instance(id.clone()), label.pricing.executors() - 1);
             self.plan.act(Action::Start {
                 env: label.env.clone(),
                 instance_id: id,
@@ -251,7 +261,7 @@ impl ScaleUp<'_> {
 
         self.creates += 1;
         let provider = Provider::Created(self.creates, key.to_string());
-        self.free.insert(provider.clone(), label.pricing.executors() - 1);
+        self.add_slots(provider.clone(), label.pricing.executors() - 1);
         self.pool(&label).push(provider);
         let client_token = client_token(&env, key, item.queue_id, unix_secs(self.snap.now));
         self.plan.act(Action::Create {
@@ -309,9 +319,19 @@ impl ScaleUp<'_> {
                 }
                 pool.push(provider);
             }
-            self.pools.insert(pool_key.clone(), pool);
+            self.pools.insert(pool_key.clone(), Pool { providers: pool, cursor: 0 });
         }
-        self.pools.get_mut(&pool_key).expect("pool was just built")
+        &mut self.pools.get_mut(&pool_key).expect("pool was just built").providers
+    }
+
+    /// Gives `provider` free executors; pools scanned past it look again.
+    fn add_slots(&mut self, provider: Provider, slots: u32) {
+        self.free.insert(provider, slots);
+        if slots > 0 {
+            for pool in self.pools.values_mut() {
+                pool.cursor = 0;
+            }
+        }
     }
 
     /// Free executors an instance brings to the label's queue items (part B).
@@ -341,8 +361,12 @@ impl ScaleUp<'_> {
     /// Takes one free executor of the label's pool, if any.
     fn take_slot(&mut self, label: &Label) -> Option<Provider> {
         self.pool(label);
-        let pool = &self.pools[&(label.env.clone(), label.raw.clone())];
-        let provider = pool.iter().find(|p| self.free.get(*p).is_some_and(|n| *n > 0))?.clone();
+        let pool = self.pools.get_mut(&(label.env.clone(), label.raw.clone())).expect("pool was just built");
+        while pool.cursor < pool.providers.len() && self.free.get(&pool.providers[pool.cursor]).is_none_or(|n| *n == 0)
+        {
+            pool.cursor += 1;
+        }
+        let provider = pool.providers.get(pool.cursor)?.clone();
         *self.free.get_mut(&provider).expect("provider has free slots") -= 1;
         Some(provider)
     }
