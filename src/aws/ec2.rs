@@ -76,7 +76,9 @@ pub async fn describe_agents(client: &Client, slave_name: &str) -> Result<Vec<In
         .filters(
             Filter::builder().name("instance-state-name").set_values(Some(live.map(String::from).to_vec())).build(),
         )
-        .max_results(1000)
+        // A page is parsed whole: smaller pages bound the memory a large
+        // fleet needs, at one more call per 500 agents.
+        .max_results(500)
         .into_paginator()
         .send();
     let mut out = Vec::new();
