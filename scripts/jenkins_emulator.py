@@ -12,16 +12,27 @@ Jenkins that the manager uses (SPEC A5.1, A11):
   can prove that the manager's quoting round-trips, and answered from the
   scenario: `groovy =` prints the dump, `build JOB` prints the job's output.
 
-Every command is recorded (memory, and `--log` as JSON lines). Once both
-servers listen, one line `READY http=<port> ssh=<port>` goes to stdout.
+Every command is recorded (memory, and `--log` as JSON lines), with when its
+connection was accepted and how long the command took. Once both servers
+listen, one line `READY http=<port> ssh=<port>` goes to stdout.
+
+With `--simulate` the emulator closes the loop (see `Simulation`): it follows
+the agents in moto's EC2, registers their nodes after a boot delay, runs the
+jobs of a trace on them and applies the idle policy (SPEC A6); the dump is
+then made from that model, and `GET /emulator/sim` reports what happened.
 
 Run: python3 scripts/jenkins_emulator.py --user USER --authorized-keys FILE
          [--scenario FILE] [--log FILE] [--http-port N] [--ssh-port N]
          [--warning-line]
+         [--simulate --moto-endpoint URL --environment FILE [--trace FILE]
+          [--slave-name NAME] [--boot-delay S] [--time-scale X]
+          [--idle-minutes M] [--poll-interval S] [--sim-out FILE]]
 """
 
 import argparse
 import base64
+import hashlib
+import heapq
 import json
 import signal
 import socket
@@ -157,8 +168,9 @@ class Jenkins:
     """
 
     def __init__(self, scenario, user, authorized_keys, log_path,
-                 warning_line, stop):
+                 warning_line, stop, simulation=None):
         self.user = user
+        self.simulation = simulation
         self.authorized_keys = authorized_keys
         self.warning_line = warning_line
         self.stop = stop
@@ -185,6 +197,7 @@ class Jenkins:
         with self._lock:
             state = {k: v for k, v in self._scenario.items() if v is not None}
             state["dumps_served"] = self._dumps_served
+            state["simulate"] = self.simulation is not None
             state["fault"] = {"groovy": self._fault, "count": self._fault_left}
             return state
 
@@ -213,17 +226,22 @@ class Jenkins:
                     self._fault = self._fault_left = None
             return mode
 
-    def next_dump(self, whole=True):
+    def next_dump(self, whole=True, words=()):
         """The dump JSON that `groovy =` prints.
 
         With a `dumps` list the Nth dump served whole is dumps[min(N, len-1)];
         calls that a fault spoiled (`whole=False` for a truncated one) do not
         advance it, so a test can script "pass 1 sees A, the dump fails once,
-        pass 2 sees B".
+        pass 2 sees B". With a simulation the dump is the model's, made with
+        the command's arguments `words`; the scenario's messages are added.
         """
+        simulated = self.simulation.dump(words) if self.simulation else None
         with self._lock:
             scenario = self._scenario
-            if scenario["dumps"] is not None:
+            if simulated is not None:
+                dump = simulated
+                dump["messages"] = dump["messages"] + list(scenario["messages"])
+            elif scenario["dumps"] is not None:
                 dumps = scenario["dumps"]
                 dump = dumps[min(self._dumps_served, len(dumps) - 1)]
             else:
@@ -256,6 +274,583 @@ class Jenkins:
         """Forget the in-memory log (the file keeps its history)."""
         with self._lock:
             self._log.clear()
+
+
+# ------------------------------------------------------------- simulation
+
+KILLED = "groovy_script_killed_me"
+OLD_AMI = "groovy_script_says_old_ami"
+CREATED_BY = "Created by Swarm"
+SIM_ROLE_SESSION = "jenkins-emulator-sim"
+ACTIVE_STATES = ("pending", "running")
+# States in which an instance counts against the manager's caps.
+CAPPED_STATES = ("pending", "running", "stopping", "stopped")
+TICK_SECONDS = 0.02
+
+
+def percentile(values, fraction):
+    """Nearest-rank percentile of `values` (None when there are none)."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, -(-len(ordered) * fraction // 1))
+    return ordered[int(rank) - 1]
+
+
+def parameters_text(parameters):
+    """A trace job's parameters as the dump prints them (K=V words, NONE)."""
+    if parameters is None or parameters == {}:
+        return "NONE"
+    if isinstance(parameters, dict):
+        return " ".join(f"{k}={v}" for k, v in parameters.items())
+    return str(parameters)
+
+
+def load_trace(path):
+    """The trace: a JSON list of {at_seconds, job, label, duration_seconds,
+    parameters?}, sorted by arrival. ScenarioError on a bad shape."""
+    if path is None:
+        return []
+    with open(path, encoding="utf-8") as source:
+        trace = json.load(source)
+    if not isinstance(trace, list):
+        raise ScenarioError("a trace is a JSON list of jobs")
+    jobs = []
+    for number, entry in enumerate(trace):
+        if not isinstance(entry, dict):
+            raise ScenarioError(f"trace entry {number} is not an object")
+        try:
+            at = float(entry["at_seconds"])
+            duration = float(entry["duration_seconds"])
+            job, label = entry["job"], entry["label"]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ScenarioError(
+                f"trace entry {number} needs at_seconds, job, label and "
+                f"duration_seconds: {err!r}") from err
+        params = entry.get("parameters")
+        if not (isinstance(job, str) and job and isinstance(label, str)
+                and at >= 0 and duration >= 0
+                and (params is None or isinstance(params, (dict, str)))):
+            raise ScenarioError(f"trace entry {number} has a bad value")
+        jobs.append({"at": at, "job": job, "label": label,
+                     "duration": duration,
+                     "parameters": parameters_text(params)})
+    jobs.sort(key=lambda j: j["at"])
+    return jobs
+
+
+def groovy_arguments(words, default_idle_minutes):
+    """The dump script's arguments, read as get_queue_jobs.groovy reads them:
+    (AMI ids, idle minutes, hourly billing, messages)."""
+    amis = []
+    settings = {"idle_minutes": str(default_idle_minutes),
+                "hourly_billing": "false"}
+    messages = []
+    for word in words:
+        key, eq, value = word.partition("=")
+        if eq and key:
+            if key in settings:
+                settings[key] = value
+            else:
+                messages.append(f"unknown setting {word}, ignored")
+        elif word.strip() and word.strip() not in amis:
+            amis.append(word.strip())
+    idle = settings["idle_minutes"]
+    if idle.isdigit() and int(idle) > 0:
+        idle_minutes = int(idle)
+    else:
+        messages.append(f"idle_minutes={idle} is not a positive number; using 45")
+        idle_minutes = 45
+    hourly = settings["hourly_billing"].lower() == "true"
+    return amis, idle_minutes, hourly, messages
+
+
+class SimClock:
+    """Simulated seconds since the simulation started, `scale` times faster
+    than real time. Frozen at 0 until `start()`: the simulation starts when
+    the manager first asks for the dump, so the harness's start-up lag is
+    not counted as queue wait."""
+
+    def __init__(self, scale):
+        self.scale = scale
+        self._origin = None
+        self.origin_epoch = None
+
+    def start(self):
+        if self._origin is None:
+            self._origin = time.monotonic()
+            self.origin_epoch = time.time()
+
+    @property
+    def started(self):
+        return self._origin is not None
+
+    def now(self):
+        if self._origin is None:
+            return 0.0
+        return (time.monotonic() - self._origin) * self.scale
+
+    def epoch_ms(self, sim_seconds):
+        """A simulated instant as Jenkins prints times (epoch milliseconds)."""
+        origin = self.origin_epoch if self.origin_epoch is not None else time.time()
+        return int((origin + sim_seconds) * 1000)
+
+
+class SimInstance:
+    """One agent instance as the simulation sees it in moto."""
+
+    def __init__(self, instance_id, env, now, preexisting):
+        self.id = instance_id
+        self.env = env
+        self.state = None
+        self.spot = False
+        self.labels = []
+        self.executors = 1
+        self.ami = ""
+        self.ip = None
+        self.instance_type = ""
+        self.first_seen = now
+        self.preexisting = preexisting
+        self.running_since = None   # sim time it became active, while active
+        self.boot_at = None         # when its node registers, while active
+        self.intervals = []         # closed [start, end] active intervals
+        self.starts = 0             # times it went from stopped to active
+        self.stops = 0
+        self.terminated_at = None
+        self.node = None            # its node's name, once registered
+
+    def update(self, description):
+        """Tags and addresses from a DescribeInstances entry."""
+        tags = {t["Key"]: t["Value"] for t in description.get("Tags", [])}
+        try:
+            data = json.loads(tags.get("slave_data", "{}"))
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        self.labels = str(data.get("slave_labels", "")).split()
+        try:
+            self.executors = max(1, int(data.get("num_of_executors", 1)))
+        except (TypeError, ValueError):
+            self.executors = 1
+        self.ami = description.get("ImageId", "")
+        self.ip = description.get("PrivateIpAddress") or self.ip
+        self.instance_type = description.get("InstanceType", "")
+        self.spot = description.get("InstanceLifecycle") == "spot"
+
+    def active_seconds(self, now):
+        total = sum(end - start for start, end in self.intervals)
+        if self.running_since is not None:
+            total += max(0.0, now - self.running_since)
+        return total
+
+    def billed_seconds(self, now):
+        """EC2's per-second billing with its one-minute minimum per start."""
+        spans = [end - start for start, end in self.intervals]
+        if self.running_since is not None:
+            spans.append(max(0.0, now - self.running_since))
+        return sum(max(60.0, span) for span in spans)
+
+
+class SimNode:
+    """A Swarm agent's Jenkins node."""
+
+    def __init__(self, instance, now):
+        self.name = f"{instance.env}-{instance.ip}"
+        self.env = instance.env
+        self.instance_id = instance.id
+        self.labels = sorted(set(instance.labels) | {"swarm"})
+        self.executors = instance.executors
+        self.ami = instance.ami
+        self.description = (f"{CREATED_BY} InstanceID={instance.id} "
+                            f"AmiId={instance.ami}")
+        self.connected = now
+        self.idle_since = now
+        self.offline = None         # the offline cause, while offline
+        self.busy = []              # the jobs running here
+
+
+class Simulation:
+    """A closed loop between the manager and a simulated Jenkins.
+
+    A poller follows our agents (Name tag = slave name) in moto's EC2 in every
+    env of environment.json, through the role the manager assumes. An
+    instance active for `boot_delay` simulated seconds gets its node, as the
+    Swarm client would register it; a stopped or terminated instance's node
+    goes (a build on it is killed). The trace's jobs enter the queue at their
+    time, take a free executor of an online node that carries their label
+    (exact match; the node they last ran on first, else Jenkins-like
+    consistent hashing) and run for their duration. The dump applies the idle
+    policy of get_queue_jobs.groovy (SPEC A6) with the command's arguments.
+
+    Simulated time runs `time_scale` times faster than real time, from the
+    first dump on. Everything the benchmark needs is recorded: per job its
+    enqueue, first dump, start and node; per instance its active intervals
+    (billed instance-minutes); peaks per env.
+    """
+
+    def __init__(self, args):
+        with open(args.environment, encoding="utf-8") as source:
+            environment = json.load(source)
+        try:
+            self.role = environment["jenkins-master"]["jenkins-master-sg-name"]
+            self.envs = {name: (env["account-id"], env["region"])
+                         for name, env in environment["environments"].items()}
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ScenarioError(f"{args.environment}: not an environment.json "
+                                f"(SPEC A3): missing {err}") from err
+        self.endpoint = args.moto_endpoint
+        self.slave_name = args.slave_name
+        self.boot_delay = args.boot_delay
+        self.idle_minutes = args.idle_minutes
+        self.poll_interval = args.poll_interval
+        self.clock = SimClock(args.time_scale)
+        self.trace = load_trace(args.trace)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._next_arrival = 0
+        self._queue_ids = 0
+        self.jobs = []              # every job that arrived, in order
+        self.queue = []             # jobs waiting for an executor
+        self._running = []          # heap of (end, seq, job)
+        self.instances = {}
+        self.nodes = {}
+        self.last_built_on = {}
+        self.peaks = {env: {"active": 0, "active_spot": 0,
+                            "on_demand_capped": 0, "spot_capped": 0}
+                      for env in self.envs}
+        self.dumps = 0
+        self.polls = 0
+        self.poll_errors = 0
+        self.poll_seconds = []
+        self._clients = {}
+        self._baseline_done = False
+
+    # -- moto side ---------------------------------------------------------
+
+    def _client(self, env):
+        """An EC2 client in the env's account, by the manager's role."""
+        if env not in self._clients:
+            import boto3                      # only --simulate needs boto3
+            from botocore.config import Config
+            account, region = self.envs[env]
+            config = Config(connect_timeout=5, read_timeout=60,
+                            retries={"max_attempts": 2})
+            keys = {"aws_access_key_id": "testing",
+                    "aws_secret_access_key": "testing"}
+            sts = boto3.client("sts", region_name=region, config=config,
+                               endpoint_url=self.endpoint, **keys)
+            creds = sts.assume_role(
+                RoleArn=f"arn:aws:iam::{account}:role/{self.role}",
+                RoleSessionName=SIM_ROLE_SESSION)["Credentials"]
+            self._clients[env] = boto3.client(
+                "ec2", region_name=region, config=config,
+                endpoint_url=self.endpoint,
+                aws_access_key_id=creds["AccessKeyId"],
+                aws_secret_access_key=creds["SecretAccessKey"],
+                aws_session_token=creds["SessionToken"])
+        return self._clients[env]
+
+    def _describe(self, env):
+        pages = self._client(env).get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "tag:Name", "Values": [self.slave_name]}])
+        return [instance for page in pages
+                for reservation in page["Reservations"]
+                for instance in reservation["Instances"]]
+
+    def poll_once(self):
+        """Read every env once and fold what changed into the model."""
+        started = time.monotonic()
+        for env in self.envs:
+            try:
+                described = self._describe(env)
+            except Exception as err:  # noqa: BLE001 - any failure: next poll
+                with self._lock:
+                    self.poll_errors += 1
+                print(f"jenkins-emulator: sim: describe in {env} failed: "
+                      f"{err!r}", file=sys.stderr)
+                continue
+            with self._lock:
+                self._apply(env, described, self.clock.now())
+        with self._lock:
+            self.polls += 1
+            self.poll_seconds.append(time.monotonic() - started)
+            self._baseline_done = True
+
+    def _apply(self, env, described, now):
+        seen = set()
+        for description in described:
+            instance_id = description["InstanceId"]
+            seen.add(instance_id)
+            instance = self.instances.get(instance_id)
+            if instance is None:
+                instance = SimInstance(instance_id, env, now,
+                                       preexisting=not self._baseline_done)
+                self.instances[instance_id] = instance
+            instance.update(description)
+            self._set_state(instance, description["State"]["Name"], now)
+        for instance in self.instances.values():
+            if instance.env == env and instance.id not in seen:
+                self._set_state(instance, "terminated", now)
+        self._count_peaks(env)
+
+    def _set_state(self, instance, state, now):
+        before = instance.state
+        if state == before:
+            return
+        instance.state = state
+        if state in ACTIVE_STATES:
+            if instance.running_since is None:
+                instance.running_since = now
+                # Running before the simulation: booted long ago.
+                preexisting = before is None and not self._baseline_done
+                instance.boot_at = now + (0 if preexisting else self.boot_delay)
+                if before in ("stopped", "stopping"):
+                    instance.starts += 1
+            return
+        if instance.running_since is not None:
+            instance.intervals.append([instance.running_since, now])
+            instance.running_since = None
+        if state in ("stopping", "stopped") and before in ACTIVE_STATES:
+            instance.stops += 1
+        if state in ("shutting-down", "terminated") and instance.terminated_at is None:
+            instance.terminated_at = now
+        if instance.node is not None:
+            self._remove_node(instance, now)
+
+    def _count_peaks(self, env):
+        counts = {"active": 0, "active_spot": 0, "on_demand_capped": 0,
+                  "spot_capped": 0}
+        for instance in self.instances.values():
+            if instance.env != env:
+                continue
+            if instance.state in ACTIVE_STATES:
+                counts["active"] += 1
+                counts["active_spot"] += instance.spot
+            if instance.state in CAPPED_STATES:
+                counts["spot_capped" if instance.spot else "on_demand_capped"] += 1
+        peaks = self.peaks[env]
+        for key, value in counts.items():
+            peaks[key] = max(peaks[key], value)
+
+    # -- Jenkins side --------------------------------------------------------
+
+    def _remove_node(self, instance, now):
+        node = self.nodes.pop(instance.node, None)
+        instance.node = None
+        if node is None:
+            return
+        for job in node.busy:
+            job["killed"] = now
+
+    def _register(self, instance, at):
+        node = SimNode(instance, at)
+        stale = self.nodes.get(node.name)
+        if stale is not None:
+            self._remove_node(self.instances[stale.instance_id], at)
+        self.nodes[node.name] = node
+        instance.node = node.name
+
+    def _advance(self, now):
+        """Arrivals, completions, registrations and scheduling up to now."""
+        while (self._next_arrival < len(self.trace)
+               and self.trace[self._next_arrival]["at"] <= now):
+            entry = self.trace[self._next_arrival]
+            self._next_arrival += 1
+            self._queue_ids += 1
+            job = dict(entry, queue_id=self._queue_ids, enqueued=entry["at"],
+                       first_dump=None, first_dump_index=None, started=None,
+                       finished=None, node=None, instance=None, killed=None)
+            self.jobs.append(job)
+            self.queue.append(job)
+        while self._running and self._running[0][0] <= now:
+            end, _, job = heapq.heappop(self._running)
+            if job["killed"] is not None:
+                continue
+            job["finished"] = end
+            node = self.nodes.get(job["node"])
+            if node is not None and job in node.busy:
+                node.busy.remove(job)
+                if not node.busy:
+                    node.idle_since = end
+        for instance in self.instances.values():
+            if (instance.state == "running" and instance.node is None
+                    and instance.running_since is not None and instance.ip
+                    and now >= instance.boot_at):
+                self._register(instance, instance.boot_at)
+        self._schedule(now)
+
+    def _schedule(self, now):
+        waiting = []
+        for job in self.queue:
+            free = [n for n in self.nodes.values()
+                    if n.offline is None and job["label"] in n.labels
+                    and len(n.busy) < n.executors]
+            if not free:
+                waiting.append(job)
+                continue
+            last = self.last_built_on.get(job["job"])
+            node = next((n for n in free if n.name == last), None) or min(
+                free, key=lambda n: hashlib.md5(
+                    f"{job['job']}|{n.name}".encode()).hexdigest())
+            node.busy.append(job)
+            job.update(started=now, node=node.name, instance=node.instance_id)
+            self.last_built_on[job["job"]] = node.name
+            heapq.heappush(self._running,
+                           (now + job["duration"], job["queue_id"], job))
+        self.queue = waiting
+
+    def dump(self, words):
+        """The dump for `groovy = WORDS…`, with the idle policy applied."""
+        amis, idle_minutes, hourly, messages = groovy_arguments(
+            words, self.idle_minutes)
+        self.clock.start()
+        with self._lock:
+            now = self.clock.now()
+            self._advance(now)
+            self.dumps += 1
+            nodes = [self._node_entry(node, now, amis, idle_minutes, hourly,
+                                      messages)
+                     for node in sorted(self.nodes.values(),
+                                        key=lambda n: n.name)]
+            queue = []
+            for job in self.queue:
+                if job["first_dump"] is None:
+                    job["first_dump"] = now
+                    job["first_dump_index"] = self.dumps
+                queue.append({
+                    "jobName": job["job"], "labels": job["label"],
+                    "lastBuiltOn": self.last_built_on.get(job["job"], "UNKNOWN"),
+                    "throttleEnabled": "false",
+                    "parameters": job["parameters"],
+                    "queueId": str(job["queue_id"])})
+        return {"build_queue": queue, "slave_queue": nodes,
+                "messages": messages}
+
+    def _node_entry(self, node, now, amis, idle_minutes, hourly, messages):
+        busy = len(node.busy)
+        idle = max(0.0, now - node.idle_since) if busy == 0 else 0.0
+        connected = max(0.0, now - node.connected)
+        old_ami = bool(amis) and node.ami not in amis
+        if node.offline is None and old_ami:
+            node.offline = OLD_AMI
+            messages.append(f"{node.name}: AMI {node.ami} is not current, "
+                            f"draining; marked offline ({OLD_AMI})")
+        elif node.offline is None and busy == 0:
+            if idle > idle_minutes * 60:
+                node.offline = KILLED
+                messages.append(f"{node.name}: idle {int(idle // 60)} min > "
+                                f"{idle_minutes}; marked offline ({KILLED})")
+            elif hourly and idle > 300 and connected > 3000:
+                node.offline = KILLED
+                messages.append(f"{node.name}: idle {int(idle // 60)} min near "
+                                f"the end of a billed hour; marked offline "
+                                f"({KILLED})")
+        terminate_me = node.offline is not None and busy == 0
+        return {
+            "slaveName": node.name,
+            "labels": "[" + ", ".join(node.labels) + "]",
+            "isOffLine": str(node.offline is not None).lower(),
+            "description": node.description,
+            "ami_id": node.ami or "UNKNOWN",
+            "ope_idle_count": str(node.executors - busy),
+            "busy_executors": str(busy),
+            "num_executors": str(node.executors),
+            "connectTime": str(self.clock.epoch_ms(node.connected)),
+            "idle_seconds": str(int(idle)),
+            "terminate_me": str(terminate_me).lower(),
+        }
+
+    # -- running and reporting ----------------------------------------------
+
+    def start(self):
+        """Poll once (what exists now is pre-existing), then keep polling and
+        ticking in the background."""
+        self.poll_once()
+        threading.Thread(target=self._poll_loop, daemon=True).start()
+        threading.Thread(target=self._tick_loop, daemon=True).start()
+
+    def stop(self):
+        self._stop.set()
+
+    def _poll_loop(self):
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.poll_once()
+            self._stop.wait(max(0.0, self.poll_interval
+                                - (time.monotonic() - started)))
+
+    def _tick_loop(self):
+        while not self._stop.wait(TICK_SECONDS):
+            with self._lock:
+                self._advance(self.clock.now())
+
+    def stats(self):
+        """What happened so far: a summary, every job and every instance."""
+        with self._lock:
+            now = self.clock.now()
+            self._advance(now)
+            jobs = [dict(job) for job in self.jobs]
+            instances = [{
+                "id": i.id, "env": i.env, "state": i.state, "spot": i.spot,
+                "labels": i.labels, "executors": i.executors,
+                "instance_type": i.instance_type, "ami": i.ami,
+                "preexisting": i.preexisting, "first_seen": i.first_seen,
+                "intervals": i.intervals + ([[i.running_since, now]]
+                                            if i.running_since is not None
+                                            else []),
+                "starts": i.starts, "stops": i.stops,
+                "terminated_at": i.terminated_at,
+                "active_seconds": i.active_seconds(now),
+                "billed_seconds": i.billed_seconds(now),
+            } for i in self.instances.values()]
+            nodes = len(self.nodes)
+            online = sum(n.offline is None for n in self.nodes.values())
+            peaks = {env: dict(p) for env, p in self.peaks.items()}
+            polls, poll_errors, dumps = self.polls, self.poll_errors, self.dumps
+            poll_seconds = list(self.poll_seconds)
+            arrived = self._next_arrival
+            queued = len(self.queue)
+        waits = [j["started"] - j["enqueued"] for j in jobs
+                 if j["started"] is not None]
+        summary = {
+            "sim_seconds": now,
+            "time_scale": self.clock.scale,
+            "origin_epoch": self.clock.origin_epoch,
+            "boot_delay": self.boot_delay,
+            "trace_jobs": len(self.trace),
+            "arrived": arrived,
+            "arrived_all": arrived == len(self.trace),
+            "queued": queued,
+            "running": sum(j["started"] is not None and j["finished"] is None
+                           and j["killed"] is None for j in jobs),
+            "started": len(waits),
+            "finished": sum(j["finished"] is not None for j in jobs),
+            "killed": sum(j["killed"] is not None for j in jobs),
+            "wait_median": percentile(waits, 0.5),
+            "wait_p95": percentile(waits, 0.95),
+            "wait_max": max(waits) if waits else None,
+            "instances_seen": len(instances),
+            "instances_preexisting": sum(i["preexisting"] for i in instances),
+            "instances_created": sum(not i["preexisting"] for i in instances),
+            "instance_starts": sum(i["starts"] for i in instances),
+            "instance_stops": sum(i["stops"] for i in instances),
+            "instances_terminated": sum(i["terminated_at"] is not None
+                                        for i in instances),
+            "instance_minutes": sum(i["active_seconds"] for i in instances) / 60,
+            "billed_instance_minutes": sum(i["billed_seconds"]
+                                           for i in instances) / 60,
+            "nodes": nodes,
+            "nodes_online": online,
+            "peaks": peaks,
+            "dumps": dumps,
+            "polls": polls,
+            "poll_errors": poll_errors,
+            "poll_seconds_median": percentile(poll_seconds, 0.5),
+        }
+        summary["done"] = (summary["arrived_all"] and queued == 0
+                           and summary["running"] == 0)
+        return {"summary": summary, "jobs": jobs, "instances": instances}
 
 
 def load_authorized_keys(path):
@@ -373,10 +968,10 @@ def cmd_groovy(jenkins, argv, channel):
                                                     HANG_SECONDS):
         return Reply(exit=None, stdin_bytes=len(script))
     if fault == "truncated":
-        dump = jenkins.next_dump(whole=False)
+        dump = jenkins.next_dump(whole=False, words=argv[2:])
         text = dump[:len(dump) // 2]
     else:
-        text = jenkins.next_dump() + "\n"
+        text = jenkins.next_dump(words=argv[2:]) + "\n"
     if jenkins.warning_line:
         text = CERT_WARNING + "\n" + text
     return Reply(stdout=text, stdin_bytes=len(script))
@@ -424,8 +1019,10 @@ def cmd_who_am_i(jenkins, argv, channel):
 COMMANDS = {"groovy": cmd_groovy, "build": cmd_build, "who-am-i": cmd_who_am_i}
 
 
-def run_command(jenkins, session, channel):
-    """Answer one exec request and record it in the command log."""
+def run_command(jenkins, session, channel, connected):
+    """Answer one exec request and record it in the command log, with when
+    the connection was accepted (`connected`), the command arrived (`time`)
+    and its answer was sent (`finished`), all Unix times."""
     started = time.time()
     raw = session.command.decode("utf-8", errors="replace")
     argv = tokenize(raw)
@@ -445,10 +1042,11 @@ def run_command(jenkins, session, channel):
         channel.close()
     jenkins.record({"time": started, "user": session.username, "raw": raw,
                     "argv": argv, "stdin_bytes": reply.stdin_bytes,
-                    "exit": reply.exit})
+                    "exit": reply.exit, "connected": connected,
+                    "finished": time.time()})
 
 
-def serve_ssh_connection(jenkins, sock):
+def serve_ssh_connection(jenkins, sock, connected):
     """Run one client connection: handshake, auth, one exec, then goodbye."""
     transport = paramiko.Transport(sock)
     try:
@@ -458,7 +1056,7 @@ def serve_ssh_connection(jenkins, sock):
         channel = transport.accept(timeout=30)
         if channel is None or not session.exec_requested.wait(timeout=30):
             return
-        run_command(jenkins, session, channel)
+        run_command(jenkins, session, channel, connected)
         # Let the client hang up first, so it never sees the connection drop
         # before it has read the exit status.
         transport.join(timeout=10)
@@ -469,14 +1067,17 @@ def serve_ssh_connection(jenkins, sock):
         transport.close()
 
 
-def serve_ssh(jenkins, listener):
+def serve_ssh(jenkins, listener, nodelay=False):
     """Accept SSH clients for ever, one thread each."""
     while True:
         try:
             sock, _ = listener.accept()
         except OSError:
             return  # the listener was closed: we are stopping
-        threading.Thread(target=serve_ssh_connection, args=(jenkins, sock),
+        if nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=serve_ssh_connection,
+                         args=(jenkins, sock, time.time()),
                          daemon=True).start()
 
 
@@ -489,6 +1090,7 @@ class HttpHandler(BaseHTTPRequestHandler):
     GET    /emulator/state            the scenario being served
     PUT    /emulator/state            replace it (same shape as --scenario)
     POST   /emulator/fault            {"groovy": MODE|null, "count": N}
+    GET    /emulator/sim              the simulation's figures (--simulate)
     GET    anything else              a small HTML page
     Every answer carries X-SSH-Endpoint and X-Jenkins, as Jenkins' do.
     """
@@ -536,6 +1138,12 @@ class HttpHandler(BaseHTTPRequestHandler):
             self.send_json(self.jenkins.log())
         elif path == "/emulator/state":
             self.send_json(self.jenkins.state())
+        elif path == "/emulator/sim":
+            if self.jenkins.simulation is None:
+                self.send_json({"error": "not simulating (start with "
+                                "--simulate)"}, HTTPStatus.NOT_FOUND)
+            else:
+                self.send_json(self.jenkins.simulation.stats())
         elif path.startswith("/emulator/"):
             self.send_json({"error": "no such endpoint"}, HTTPStatus.NOT_FOUND)
         else:
@@ -598,16 +1206,63 @@ def parse_args(argv):
                         help="0 (default) picks a free port")
     parser.add_argument("--warning-line", action="store_true",
                         help="print the jar's HTTPS warning line before the dump")
-    return parser.parse_args(argv)
+    parser.add_argument("--tcp-nodelay", action="store_true",
+                        help="set TCP_NODELAY on SSH connections (off by "
+                             "default: small writes then wait for the "
+                             "client's delayed ACK, as Nagle's algorithm has it)")
+    sim = parser.add_argument_group(
+        "closed-loop simulation",
+        "follow moto's EC2, register agents' nodes, run a trace's jobs on "
+        "them; the dump then comes from that model")
+    sim.add_argument("--simulate", action="store_true",
+                     help="turn the simulation on")
+    sim.add_argument("--moto-endpoint", metavar="URL",
+                     help="moto's server (needed with --simulate)")
+    sim.add_argument("--environment", metavar="FILE",
+                     help="environment.json naming the envs (needed with "
+                          "--simulate)")
+    sim.add_argument("--slave-name", default="jslave-in-house",
+                     help="Name tag of our agents (default jslave-in-house)")
+    sim.add_argument("--trace", metavar="FILE",
+                     help="JSON list of {at_seconds, job, label, "
+                          "duration_seconds, parameters?}")
+    sim.add_argument("--boot-delay", type=float, default=60.0,
+                     metavar="SECONDS",
+                     help="simulated seconds from start to node (default 60)")
+    sim.add_argument("--time-scale", type=float, default=1.0, metavar="X",
+                     help="simulated seconds per real second (default 1)")
+    sim.add_argument("--idle-minutes", type=int, default=45, metavar="M",
+                     help="idle limit when the groovy command gives no "
+                          "idle_minutes= word (default 45)")
+    sim.add_argument("--poll-interval", type=float, default=0.2,
+                     metavar="SECONDS",
+                     help="real seconds between reads of moto (default 0.2)")
+    sim.add_argument("--sim-out", metavar="FILE",
+                     help="write the simulation's figures here at exit")
+    args = parser.parse_args(argv)
+    if args.simulate:
+        if not (args.moto_endpoint and args.environment):
+            parser.error("--simulate needs --moto-endpoint and --environment")
+        if args.time_scale <= 0 or args.boot_delay < 0 or args.poll_interval <= 0:
+            parser.error("--time-scale and --poll-interval must be positive, "
+                         "--boot-delay not negative")
+    return args
 
 
 def main(argv):
     args = parse_args(argv)
     stop = threading.Event()
+    simulation = None
+    if args.simulate:
+        try:
+            simulation = Simulation(args)
+        except (OSError, ValueError) as err:
+            print(f"jenkins-emulator: cannot simulate: {err}", file=sys.stderr)
+            return 2
     try:
         jenkins = Jenkins(load_scenario(args.scenario), args.user,
                           args.authorized_keys, args.log, args.warning_line,
-                          stop)
+                          stop, simulation)
     except (OSError, ValueError) as err:
         print(f"jenkins-emulator: bad scenario {args.scenario}: {err}",
               file=sys.stderr)
@@ -624,15 +1279,23 @@ def main(argv):
     # (a Python handler may wait for the main thread to wake up by itself).
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    threading.Thread(target=serve_ssh, args=(jenkins, listener),
+    threading.Thread(target=serve_ssh, args=(jenkins, listener, args.tcp_nodelay),
                      daemon=True).start()
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
                      daemon=True).start()
+    if simulation is not None:
+        simulation.start()
 
     print(f"READY http={httpd.server_address[1]} ssh={jenkins.ssh_port}",
           flush=True)
     signal.sigwait(stop_signals)
     stop.set()
+    if simulation is not None:
+        simulation.stop()
+        if args.sim_out:
+            with open(args.sim_out, "w", encoding="utf-8") as out:
+                json.dump(simulation.stats(), out, indent=1)
+                out.write("\n")
     httpd.shutdown()
     httpd.server_close()
     listener.close()

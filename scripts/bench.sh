@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Prints how fast slave_manager is, measured against moto's server (AWS) and
+# the project's Jenkins emulator (issue 6). Figures only, never asserted:
+#
+#   a. pass cost for queue length Q, agents I, envs E, for --cli ssh and jar
+#      (scripts/bench_pass.py: latency, AWS requests, CPU, peak RSS);
+#   b. a simulated 30-minute trace of 300 jobs, closed loop through the
+#      emulator's --simulate (scripts/bench_trace.py: queue wait, billed
+#      instance-minutes, launches, caps);
+#   c. the original Python script's measured scenario, and the ratio
+#      (scripts/bench_reference.py).
+#
+#   scripts/bench.sh [--parts a,b,c] [--grid subset|full|smoke] [--cli ssh,jar]
+#                    [--profile release|debug | --binary PATH] [--out FILE] [--keep]
+#
+# --grid subset (default) runs 10 (Q, I, E) points of the 27, full runs all
+# 27 (about an hour: moto takes seconds to describe 1000 instances), smoke
+# two small ones. --profile release (default) builds with `cargo build
+# --release` (~11 min cold on 2 cores); debug uses the test build; --binary
+# measures a binary already built (nothing is built). --out also
+# writes the Markdown to FILE. Everything runs on 127.0.0.1 in a temporary
+# directory, removed on exit unless --keep; every process started is stopped.
+
+# cleanup runs only through `trap`, which ShellCheck cannot follow.
+# shellcheck disable=SC2317
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+python="${PYTHON:-python3}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/slave-manager-target}"
+
+parts="a,b,c"
+grid="subset"
+clis="ssh,jar"
+profile="release"
+out=""
+keep=no
+binary=""
+
+die() { echo "bench: $*" >&2; exit 2; }
+usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; }
+
+while (($#)); do
+    case "$1" in
+        --parts) parts="${2:?--parts needs a value}"; shift 2 ;;
+        --grid) grid="${2:?--grid needs a value}"; shift 2 ;;
+        --cli) clis="${2:?--cli needs a value}"; shift 2 ;;
+        --profile) profile="${2:?--profile needs a value}"; shift 2 ;;
+        --binary) binary="${2:?--binary needs a value}"; shift 2 ;;
+        --out) out="${2:?--out needs a value}"; shift 2 ;;
+        --keep) keep=yes; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) die "unknown argument $1 (see --help)" ;;
+    esac
+done
+case "$grid" in subset | full | smoke) ;; *) die "--grid: subset, full or smoke" ;; esac
+case "$profile" in release | debug) ;; *) die "--profile: release or debug" ;; esac
+[[ -z "$out" || "$out" == /* ]] || out="$PWD/$out"
+
+for tool in cargo ssh ssh-keygen "$python"; do
+    command -v "$tool" >/dev/null || die "$tool is needed but not installed"
+done
+scripts/ensure-python-deps.sh
+
+if [[ -n "$binary" ]]; then
+    bin="$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")"
+    profile="given"
+elif [[ $profile == release ]]; then
+    echo "bench: cargo build --release (about 11 minutes the first time on 2 cores)" >&2
+    cargo build --release --quiet
+    bin="$CARGO_TARGET_DIR/release/slave_manager"
+else
+    cargo build --quiet
+    bin="$CARGO_TARGET_DIR/debug/slave_manager"
+fi
+[[ -x "$bin" ]] || die "no binary at $bin"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/slave-manager-bench.XXXXXX")"
+driver=""
+cleanup() {
+    if [[ -n "$driver" ]] && kill -0 "$driver" 2>/dev/null; then
+        kill -TERM "$driver" 2>/dev/null || true
+        wait "$driver" 2>/dev/null || true
+    fi
+    if [[ $keep == yes ]]; then
+        echo "bench: kept $work" >&2
+    else
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# run_part LIMIT SCRIPT ARGS...: one driver, in the background so the traps
+# can stop it, bounded by `timeout`; its Markdown goes to $work/part.md.
+run_part() {
+    local limit="$1" script="$2"
+    shift 2
+    timeout -k 30 "$limit" "$python" "scripts/$script" "$@" >"$work/part.md" &
+    driver=$!
+    local status=0
+    wait "$driver" || status=$?
+    driver=""
+    ((status == 0)) || die "$script failed (status $status); run with --keep to see $work"
+}
+
+report="$work/report.md"
+{
+    echo "# slave_manager benchmark"
+    echo
+    echo "Command: \`scripts/bench.sh --parts $parts --grid $grid --cli $clis $(if [[ -n $binary ]]; then echo "--binary $binary"; else echo "--profile $profile"; fi)\`"
+    echo
+    echo "Machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)," \
+        "$(awk '/MemTotal/ {printf "%.0f GB", $2 / 1048576}' /proc/meminfo) RAM, Linux $(uname -r);" \
+        "moto $("$python" -c 'import moto; print(moto.__version__)'), $(rustc --version | cut -d' ' -f1-2)," \
+        "binary: $bin ($(date -u -r "$bin" '+%Y-%m-%d %H:%M UTC'));" \
+        "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)."
+} >"$report"
+
+if [[ ",$parts," == *,a,* ]]; then
+    echo "bench: (a) pass cost, grid $grid" >&2
+    run_part 7200 bench_pass.py --binary "$bin" --workdir "$work" --grid "$grid" \
+        --cli "$clis" --json "$work/pass.json"
+    { echo; echo "## (a) Pass cost"; echo; cat "$work/part.md"; } >>"$report"
+fi
+if [[ ",$parts," == *,b,* ]]; then
+    echo "bench: (b) simulated 30-minute trace" >&2
+    run_part 1800 bench_trace.py run --binary "$bin" --workdir "$work/trace" \
+        --json "$work/trace.json"
+    { echo; echo "## (b) 30-minute trace, closed loop"; echo; cat "$work/part.md"; } >>"$report"
+fi
+if [[ ",$parts," == *,c,* ]]; then
+    echo "bench: (c) the original's scenario" >&2
+    run_part 1800 bench_reference.py --binary "$bin" --workdir "$work" --cli "$clis" \
+        --json "$work/reference.json"
+    { echo; echo "## (c) The original script's scenario"; echo; cat "$work/part.md"; } >>"$report"
+fi
+
+cat "$report"
+if [[ -n "$out" ]]; then
+    cp "$report" "$out"
+    echo "bench: wrote $out" >&2
+fi
