@@ -194,7 +194,7 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--binary", required=True)
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--grid", choices=("subset", "full", "smoke"), default=DEFAULT_GRID)
+    parser.add_argument("--grid", choices=("subset", "full", "smoke", "largest"), default=DEFAULT_GRID)
     parser.add_argument("--cli", default="ssh,jar", help="comma list of --cli values")
     parser.add_argument("--passes", type=int, default=12,
                         help="passes per run when I < 1000 (default 12)")
@@ -207,7 +207,8 @@ def main(argv):
     parser.add_argument("--json", help="write every figure here")
     args = parser.parse_args(argv)
     bc.install_signal_exit()
-    grid = {"subset": SUBSET, "full": FULL, "smoke": [(10, 10, 1), (100, 10, 3)]}[args.grid]
+    grid = {"subset": SUBSET, "full": FULL, "smoke": [(10, 10, 1), (100, 10, 3)],
+            "largest": [(1000, 1000, 1)]}[args.grid]
     clis = [c for c in args.cli.split(",") if c]
     services = bc.Services(args.workdir)
     results = []
