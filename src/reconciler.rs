@@ -90,7 +90,7 @@ impl<'w> Reconciler<'w> {
         let started_at = SystemTime::now();
         let before = self.stats.clone();
         let calls_before = self.world.ec2_calls.get();
-        let obs = observe(self.world).await;
+        let mut obs = observe(self.world).await;
 
         for (env, result) in &obs.envs {
             if let Err(e) = result {
@@ -99,7 +99,7 @@ impl<'w> Reconciler<'w> {
             }
         }
         let mut queue_len = None;
-        match (&obs.dump, &obs.markers) {
+        match (&mut obs.dump, &mut obs.markers) {
             (Err(e), _) => {
                 tracing::error!("Jenkins dump failed, nothing scaled this pass: {e}");
                 self.stats.add("jar_file_error", 1);
@@ -113,9 +113,15 @@ impl<'w> Reconciler<'w> {
                 for m in &dump.messages {
                     tracing::info!("jenkins: {m}");
                 }
-                let snapshot =
-                    Snapshot { dump: dump.clone(), envs: obs.envs.clone(), markers: markers.clone(), now: obs.now };
+                // Lent to the planner and taken back: a large fleet is not copied.
+                let snapshot = Snapshot {
+                    dump: std::mem::take(dump),
+                    envs: std::mem::take(&mut obs.envs),
+                    markers: std::mem::take(markers),
+                    now: obs.now,
+                };
                 let plan = plan_pass(&self.plan_config, &snapshot, fastrand::u64(..));
+                (*dump, obs.envs, *markers) = (snapshot.dump, snapshot.envs, snapshot.markers);
                 self.tell(&plan.notes);
                 for (k, n) in &plan.counts {
                     self.stats.add(k, *n);
