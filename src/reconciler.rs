@@ -133,18 +133,18 @@ impl<'w> Reconciler<'w> {
         }
 
         let config = &self.world.config;
-        if pass % INVENTORY_EVERY == 0 {
+        if pass.is_multiple_of(INVENTORY_EVERY) {
             self.inventory(&obs, pass).await;
         }
-        if pass % periodic::SECURITY_GROUP_EVERY == 0 && config.manage_security_group {
+        if pass.is_multiple_of(periodic::SECURITY_GROUP_EVERY) && config.manage_security_group {
             periodic::security_group(self.world, &obs.envs, &mut self.stats).await;
         }
-        if pass % periodic::GC_EVERY == 0 {
+        if pass.is_multiple_of(periodic::GC_EVERY) {
             if let Some(job) = &config.gc_job {
                 periodic::garbage_collect(self.world, job, &mut self.stats).await;
             }
         }
-        if pass % periodic::SQS_EVERY == 0 {
+        if pass.is_multiple_of(periodic::SQS_EVERY) {
             periodic::sqs_requests(self.world, &mut self.stats).await;
         }
 

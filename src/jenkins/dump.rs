@@ -47,8 +47,8 @@ pub fn parse_dump(text: &str) -> Result<JenkinsDump, DumpError> {
     let root: Value = serde_json::from_str(&text[start..]).map_err(|e| DumpError::NotJson(e.to_string()))?;
     let root = root.as_object().ok_or_else(|| DumpError::NotJson("not an object".into()))?;
 
-    let queue = objects(root, "build_queue")?.map(|o| queue_item(o)).collect();
-    let nodes = objects(root, "slave_queue")?.map(|o| node(o)).collect();
+    let queue = objects(root, "build_queue")?.map(queue_item).collect();
+    let nodes = objects(root, "slave_queue")?.map(node).collect();
     let messages = match root.get("messages") {
         Some(Value::Array(a)) => a.iter().map(|v| text_of(v).unwrap_or_default()).collect(),
         Some(v) => text_of(v).map(|s| s.lines().map(str::to_string).collect()).unwrap_or_default(),
