@@ -16,8 +16,13 @@ import sys
 import tempfile
 import threading
 import time
+
 import urllib.request
 from datetime import datetime
+
+# The emulator already computes percentiles for its simulation stats (the
+# bench scripts run from scripts/, so it is importable).
+from jenkins_emulator import percentile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "scripts")
@@ -54,15 +59,6 @@ def free_port():
 
 def log(message):
     print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values, fraction):
-    """Nearest-rank percentile; None for no values."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(1, -(-len(ordered) * fraction // 1))
-    return ordered[int(rank) - 1]
 
 
 def median(values):
