@@ -65,17 +65,13 @@ pub struct LaunchSpec {
     pub root_volume_gb: i32,
 }
 
-/// Our agents in the env, one paginated call. Terminated ones are left out:
-/// EC2 lists them for an hour (moto forever), and parsing them costs a pass
-/// CPU for nothing.
+/// Our agents in the env (every state), one paginated call. Terminated ones
+/// are kept (EC2 lists them for about an hour): a node lingering after its
+/// instance was terminated is then told apart from a wrong instance id.
 pub async fn describe_agents(client: &Client, slave_name: &str) -> Result<Vec<Instance>, Ec2Error> {
-    let live = ["pending", "running", "shutting-down", "stopping", "stopped"];
     let mut pages = client
         .describe_instances()
         .filters(Filter::builder().name("tag:Name").values(slave_name).build())
-        .filters(
-            Filter::builder().name("instance-state-name").set_values(Some(live.map(String::from).to_vec())).build(),
-        )
         // A page is parsed whole: smaller pages bound the memory a large
         // fleet needs, at one more call per 500 agents.
         .max_results(500)
