@@ -2,13 +2,22 @@
 // and the idle policy (SPEC A6) applied to the agents the manager created.
 //
 // Run by the manager through the Jenkins CLI, script on stdin:
-//   groovy = <ami-id>... [idle_minutes=45] [hourly_billing=false] [dry_run=true]
-// Words with '=' are settings, the others are the current AMI id of every env.
+//   groovy = [ami:ENV=ami-id]... [ami-id]... [idle_minutes=45] [hourly_billing=false] [dry_run=true]
+// ami:ENV=ami-id names the current AMI of one env (ENV as in environment.json:
+// '-' allowed, '_' not); ami:ENV= names an env that has none. A node's env is
+// read from its labels (SPEC A4); it runs an old AMI only if that env has a
+// current AMI and the node's differs; a node of no named env is never old.
+// Without any ami: word, the bare ami-id words decide (the original's form:
+// old = not in that list); with them, bare ids are ignored (the manager sends
+// both, for a --groovy script of the original's shape). Other words with '='
+// are settings.
 // Prints one JSON object; every value is a string, as the original printed:
 //   build_queue: [{jobName, labels, lastBuiltOn, throttleEnabled, parameters, queueId}]
+//                parameters as Queue.Item.getParams() gives it ("\nK=V" each) or NONE
 //   slave_queue: [{slaveName, labels, isOffLine, description, ami_id, ope_idle_count,
 //                  busy_executors, num_executors, connectTime, idle_seconds, terminate_me}]
 //   messages:    what this run did or could not read, one line each.
+//   controller_labels: the controller's own labels, "[built-in, master_node]".
 // Needs only Jenkins core (2.4xx LTS, Groovy 2.4); Pipeline, folders, matrix
 // and throttle-concurrents are read when present, by class name, never imported.
 import groovy.json.JsonOutput
@@ -32,12 +41,24 @@ import jenkins.model.Jenkins
 @Field List<String> messages = []
 
 // ---------------------------------------------------------------- arguments
-Set<String> amis = new LinkedHashSet<String>()
+/** env → its current AMI id ('' = the env has none). */
+@Field Map<String, String> envAmis = [:]
+/** The bare ami-id words: current anywhere. */
+@Field Set<String> amis = new LinkedHashSet<String>()
 Map<String, String> settings = [idle_minutes: '45', hourly_billing: 'false', dry_run: 'false']
 List<String> words = binding.hasVariable('args') && args != null ? (args as List).collect { it.toString() } : []
 for (String word : words) {
     int eq = word.indexOf('=')
-    if (eq > 0) {
+    if (word.startsWith('ami:')) {
+        String env = eq > 0 ? word.substring(4, eq) : ''
+        if (!(env ==~ /[^_\s=]+/)) {
+            // Never a bare id: one stray word would make every other node's AMI old.
+            messages << "${word}: not ami:ENV=ami-id (ENV without '_' or blanks), ignored".toString()
+        } else {
+            if (envAmis.containsKey(env)) { messages << "${word}: ${env} given twice, the last one counts".toString() }
+            envAmis[env] = word.substring(eq + 1).trim()
+        }
+    } else if (eq > 0) {
         String key = word.substring(0, eq)
         if (settings.containsKey(key)) {
             settings[key] = word.substring(eq + 1)
@@ -78,18 +99,29 @@ boolean isA(Object o, String name) {
     false
 }
 
-/** Parameters as the original printed them: K=V words joined by a space, masked as Jenkins masks them; NONE when none. */
-String parametersOf(Object actionable) {
-    List<String> out = []
-    if (actionable != null) {
-        for (def pa : actionable.getActions(hudson.model.ParametersAction)) {
-            for (def p : pa.parameters) {
-                String d = p.shortDescription
-                if (d != null && d.trim()) { out << d.trim() }
-            }
+/**
+ * Parameters as the original printed them, Queue.Item.getParams(): "\nK=V" per
+ * parameter (short descriptions: passwords are K=****), NONE when empty. The
+ * manager's job key is an md5 of this text, so it must not change.
+ */
+String itemParameters(Queue.Item item) {
+    item.params ?: 'NONE'
+}
+
+/**
+ * The same text for a Pipeline node block, from its run's parameters (the
+ * block's queue item has none). getAllParameters(): getParameters() logs a
+ * WARNING per parameter the job does not define, on every call, and drops it;
+ * getParams() on the run's own queue item included it, so this does too.
+ */
+String runParameters(Object run) {
+    StringBuilder s = new StringBuilder()
+    for (def pa : run.getActions(hudson.model.ParametersAction)) {
+        for (def p : pa.allParameters) {
+            s.append('\n').append(p.shortDescription)
         }
     }
-    out ? out.join(' ') : 'NONE'
+    s.toString() ?: 'NONE'
 }
 
 String fullNameOf(Object job) {
@@ -101,20 +133,24 @@ String nodeName(String name) {
     name == null ? 'UNKNOWN' : (name == '' ? 'built-in' : name)
 }
 
-/** The node where a Pipeline run last held a workspace: the newest WorkspaceAction in its flow graph. */
+/**
+ * The node where a Pipeline run last held a workspace: the newest WorkspaceAction
+ * in its flow graph. The execution is null before the run starts or when it
+ * failed to load; a parent the storage cannot load is null.
+ */
 String pipelineNodeOf(Object run) {
     def execution = run.metaClass.respondsTo(run, 'getExecution') ? run.execution : null
     if (execution == null) { return null }
-    List todo = new ArrayList(execution.currentHeads)
+    List todo = new ArrayList(execution.currentHeads ?: [])
     Set<String> seen = new HashSet<String>()
     int visited = 0
     while (todo && visited < FLOW_NODES_SEARCHED) {
         def flowNode = todo.remove(0)
-        if (!seen.add(flowNode.id)) { continue }
+        if (flowNode == null || !seen.add(flowNode.id)) { continue }
         visited++
-        def ws = flowNode.actions.find { isA(it, WORKSPACE_ACTION) }
+        def ws = flowNode.actions.find { isA(it, WORKSPACE_ACTION) && it.node != null }
         if (ws != null) { return nodeName(ws.node) }
-        todo.addAll(flowNode.parents)
+        todo.addAll(flowNode.parents ?: [])
     }
     null
 }
@@ -137,6 +173,74 @@ String throttleOf(Object job) {
     if (!job.metaClass.respondsTo(job, 'getAllProperties')) { return 'false' }
     def p = job.allProperties.find { it.getClass().name == THROTTLE_PROPERTY }
     (p != null && p.throttleEnabled).toString()
+}
+
+/** One field of a queue item; a failure costs the field (its default), never the item and its agent. */
+String field(Queue.Item item, String name, String fallback, Closure<String> read) {
+    try {
+        String value = read()
+        return value == null ? fallback : value
+    } catch (Exception e) {
+        messages << "queue item ${item.id}: ${name} cannot be read (${e}); ${fallback} reported".toString()
+        return fallback
+    }
+}
+
+/** The build_queue entry of an item; null when it is not reported. */
+Map<String, String> queueEntry(Queue.Item item) {
+    def task = item.task
+    def job = task
+    def run = null
+    if (isA(task, PLACEHOLDER_TASK)) {
+        // A Pipeline node('label') block: the job and the parameters are its run's.
+        run = task.runForDisplay()
+        if (run == null) {
+            messages << "queue item ${item.id}: a Pipeline node block whose run is gone, skipped".toString()
+            return null
+        }
+        job = run.parent
+    }
+    [
+        jobName        : fullNameOf(job),
+        labels         : item.assignedLabel?.toString() ?: '',
+        lastBuiltOn    : field(item, 'lastBuiltOn', 'UNKNOWN') { lastBuiltOnOf(job) },
+        throttleEnabled: field(item, 'throttleEnabled', 'false') { throttleOf(job) },
+        parameters     : field(item, 'parameters', 'NONE') { run != null ? runParameters(run) : itemParameters(item) },
+        queueId        : item.id.toString(),
+    ]
+}
+
+/** A node's env (SPEC A4): a label that is an env, else the one env named by a label's '_'-separated parts; first label wins. */
+String envOf(List<String> labels) {
+    for (String label : labels) {
+        if (envAmis.containsKey(label)) { return label }
+        List<String> named = (label.split('_') as List).findAll { envAmis.containsKey(it) }.unique()
+        if (named.size() == 1) { return named[0] }
+    }
+    null
+}
+
+/**
+ * Old: the node's env has a current AMI that differs. With ami: words, a node
+ * of no named env is never old (the manager cannot retire it either: draining
+ * it would only take capacity away); without them, old = not a bare id.
+ */
+boolean isOldAmi(String ami, String env) {
+    if (ami == null) { return false }
+    if (!envAmis.isEmpty()) {
+        String current = env != null ? envAmis[env] : null
+        return current && ami != current
+    }
+    !amis.isEmpty() && !amis.contains(ami)
+}
+
+/**
+ * Executors at work. countBusy() counts regular executors only; a flyweight
+ * task (a Pipeline run, a matrix parent) holds a one-off executor, which
+ * exists only while its task runs (Computer.isIdle() counts it as work too).
+ */
+int busyExecutors(Computer c) {
+    c.countBusy() + c.oneOffExecutors.size()
 }
 
 /** The whole word after AmiId= (today's ids are 21 characters); null when absent. */
@@ -165,31 +269,14 @@ void markOffline(Computer c, String why, String detail) {
 Jenkins jenkins = Jenkins.get()
 
 // -------------------------------------------------------------- build queue
+// getUnblockedItems(), not getItems(): getItems() leaves out items whose job the
+// CLI's user cannot read (and tasks that are not access controlled), and their
+// builds would never get an agent. Blocked items wait for a lock, not an agent.
 List<Map<String, String>> buildQueue = []
-for (Queue.Item item : jenkins.queue.items) {
-    if (item instanceof Queue.BlockedItem) { continue }    // waits for a lock, not for an agent
-    def task = item.task
-    def job = task
-    def paramsFrom = item
-    if (isA(task, PLACEHOLDER_TASK)) {
-        // A Pipeline node('label') block: the job and the parameters are its run's.
-        def run = task.runForDisplay()
-        if (run == null) {
-            messages << "queue item ${item.id}: a Pipeline node block whose run is gone, skipped".toString()
-            continue
-        }
-        job = run.parent
-        paramsFrom = run
-    }
+for (Queue.Item item : jenkins.queue.unblockedItems) {
     try {
-        buildQueue << [
-            jobName        : fullNameOf(job),
-            labels         : item.assignedLabel?.toString() ?: '',
-            lastBuiltOn    : lastBuiltOnOf(job),
-            throttleEnabled: throttleOf(job),
-            parameters     : parametersOf(paramsFrom),
-            queueId        : item.id.toString(),
-        ]
+        Map<String, String> entry = queueEntry(item)
+        if (entry != null) { buildQueue << entry }
     } catch (Exception e) {
         messages << "queue item ${item.id}: cannot be read (${e}), skipped".toString()
     }
@@ -197,7 +284,7 @@ for (Queue.Item item : jenkins.queue.items) {
 
 // -------------------------------------------------------------------- nodes
 List<Map<String, String>> slaveQueue = []
-if (amis.isEmpty()) {
+if (amis.isEmpty() && !envAmis.values().any()) {
     messages << 'no AMI ids given: no agent is retired for its AMI'
 }
 for (Computer c : jenkins.computers) {
@@ -207,10 +294,11 @@ for (Computer c : jenkins.computers) {
     String description = node.nodeDescription ?: ''
     String ami = amiOf(description)
     boolean ours = description.contains(CREATED_BY) && ami != null
-    int busy = c.countBusy()
+    int busy = busyExecutors(c)
     long idleMs = busy == 0 ? Math.max(0L, now - c.idleStartMilliseconds) : 0L
     long connectedMs = c.connectTime > 0 ? Math.max(0L, now - c.connectTime) : 0L
-    boolean oldAmi = !amis.isEmpty() && ami != null && !amis.contains(ami)
+    List<String> labels = node.assignedLabels.findAll { !it.isSelfLabel() && it.name != name }*.name.sort()
+    boolean oldAmi = isOldAmi(ami, envOf(labels))
     boolean terminateMe = false
     if (ours) {
         if (!c.offline && oldAmi) {
@@ -225,7 +313,6 @@ for (Computer c : jenkins.computers) {
         // Gone only once no build runs there: offline by us, or offline on an old AMI.
         terminateMe = c.offline && busy == 0 && (offlineByUs(c) || oldAmi)
     }
-    List<String> labels = node.assignedLabels.findAll { !it.isSelfLabel() && it.name != name }*.name.sort()
     slaveQueue << [
         slaveName     : name,
         labels        : '[' + labels.join(', ') + ']',
@@ -241,4 +328,9 @@ for (Computer c : jenkins.computers) {
     ]
 }
 
-println JsonOutput.toJson([build_queue: buildQueue, slave_queue: slaveQueue, messages: messages])
+// The controller's own labels (its self label, master_node, …): an item bound
+// to one runs on the controller and needs no agent of ours.
+String controllerLabels = '[' + jenkins.assignedLabels*.name.findAll { it }.sort().join(', ') + ']'
+
+println JsonOutput.toJson([build_queue: buildQueue, slave_queue: slaveQueue, messages: messages,
+                           controller_labels: controllerLabels])

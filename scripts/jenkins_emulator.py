@@ -298,11 +298,12 @@ def percentile(values, fraction):
 
 
 def parameters_text(parameters):
-    """A trace job's parameters as the dump prints them (K=V words, NONE)."""
+    """A trace job's parameters as the dump prints them: Jenkins'
+    Queue.Item.getParams(), a newline before each K=V; NONE when none."""
     if parameters is None or parameters == {}:
         return "NONE"
     if isinstance(parameters, dict):
-        return " ".join(f"{k}={v}" for k, v in parameters.items())
+        return "".join(f"\n{k}={v}" for k, v in parameters.items())
     return str(parameters)
 
 
@@ -341,14 +342,19 @@ def load_trace(path):
 
 def groovy_arguments(words, default_idle_minutes):
     """The dump script's arguments, read as get_queue_jobs.groovy reads them:
-    (AMI ids, idle minutes, hourly billing, messages)."""
+    (AMIs, idle minutes, hourly billing, messages). AMIs are a dict env →
+    AMI when `ami:ENV=ami-…` words are given (old = not its env's AMI), else
+    the list of bare ids (old = in none of them)."""
     amis = []
+    per_env = {}
     settings = {"idle_minutes": str(default_idle_minutes),
                 "hourly_billing": "false"}
     messages = []
     for word in words:
         key, eq, value = word.partition("=")
-        if eq and key:
+        if eq and key.startswith("ami:"):
+            per_env[key[len("ami:"):]] = value
+        elif eq and key:
             if key in settings:
                 settings[key] = value
             else:
@@ -362,7 +368,18 @@ def groovy_arguments(words, default_idle_minutes):
         messages.append(f"idle_minutes={idle} is not a positive number; using 45")
         idle_minutes = 45
     hourly = settings["hourly_billing"].lower() == "true"
-    return amis, idle_minutes, hourly, messages
+    return per_env or amis, idle_minutes, hourly, messages
+
+
+def is_old_ami(node, amis):
+    """The node runs another AMI than its env's current one (SPEC A6)."""
+    if isinstance(amis, dict):
+        for label in node.labels:
+            for env in [label] + label.split("_"):
+                if env in amis:
+                    return node.ami != amis[env]
+        return False
+    return bool(amis) and node.ami not in amis
 
 
 class SimClock:
@@ -731,7 +748,7 @@ class Simulation:
         busy = len(node.busy)
         idle = max(0.0, now - node.idle_since) if busy == 0 else 0.0
         connected = max(0.0, now - node.connected)
-        old_ami = bool(amis) and node.ami not in amis
+        old_ami = is_old_ami(node, amis)
         if node.offline is None and old_ami:
             node.offline = OLD_AMI
             messages.append(f"{node.name}: AMI {node.ami} is not current, "

@@ -346,6 +346,28 @@ def fleet_rows(aws, environment):
     return rows
 
 
+def volume_rows(aws, environment):
+    """Every EBS volume of every env: a volume `available` after its
+    instance was terminated is a leaked disk that still bills."""
+    role = environment["jenkins-master"]["jenkins-master-sg-name"]
+    rows = []
+    for name, env in sorted(environment["environments"].items()):
+        creds = aws.assume_role(env["account-id"], role, env["region"])
+        ec2 = aws.client("ec2", env["region"], creds)
+        for volume in ec2.describe_volumes()["Volumes"]:
+            rows.append({"env": name, "volume": volume["VolumeId"], "state": volume["State"],
+                         "instances": [a["InstanceId"] for a in volume.get("Attachments", [])]})
+    return rows
+
+
+def cmd_volumes(args):
+    """Print every env's volumes as JSON."""
+    with open(args.environment, encoding="utf-8") as source:
+        environment = json.load(source)
+    json.dump(volume_rows(Aws(args.endpoint), environment), sys.stdout, indent=1)
+    print()
+
+
 def cmd_fleet(args):
     """Print the fleet table."""
     with open(args.environment, encoding="utf-8") as source:
@@ -367,7 +389,17 @@ def cmd_fleet(args):
 
 
 def parse_args(argv):
-    """`fleet …` or (the default) `[build] …`."""
+    """`fleet …`, `volumes …` or (the default) `[build] …`."""
+    if argv[:1] == ["volumes"]:
+        parser = argparse.ArgumentParser(
+            prog="moto_world.py volumes",
+            description="Print every EBS volume of every env as JSON.")
+        parser.add_argument("--endpoint", required=True, help="moto server URL")
+        parser.add_argument("--environment", default="environment.json",
+                            help="environment.json to read the envs from")
+        args = parser.parse_args(argv[1:])
+        args.run = cmd_volumes
+        return args
     if argv[:1] == ["fleet"]:
         parser = argparse.ArgumentParser(
             prog="moto_world.py fleet",

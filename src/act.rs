@@ -12,7 +12,7 @@ use crate::aws::ec2::{self, LaunchSpec};
 use crate::config::EnvConfig;
 use crate::markers;
 use crate::model::Label;
-use crate::plan::{Action, TerminateReason};
+use crate::plan::Action;
 use crate::record::ActionRecord;
 use crate::stats::Stats;
 use crate::world::World;
@@ -52,7 +52,7 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
             Err(e) => {
                 tracing::error!("failed: {action}: {e}");
                 acted.stats.add("action_failed", 1);
-                if let Some(id) = instance_of(action) {
+                if let Some(id) = action.instance_id() {
                     failed.insert(id.to_string());
                 }
                 (action.to_string(), Err(e.to_string()))
@@ -76,16 +76,6 @@ enum Done {
     /// Done; the counter it moves, and the instance it made.
     Acted(Option<&'static str>, Option<String>),
     Skipped(&'static str),
-}
-
-fn instance_of(action: &Action) -> Option<&str> {
-    match action {
-        Action::Start { instance_id, .. }
-        | Action::Terminate { instance_id, .. }
-        | Action::Stop { instance_id, .. }
-        | Action::SetDeleteOnTermination { instance_id, .. } => Some(instance_id),
-        _ => None,
-    }
 }
 
 async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> anyhow::Result<Done> {
@@ -120,8 +110,10 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> anyho
             markers::write_working(dir, job_key)?;
             Ok(Done::Acted(Some("instances_created"), Some(id)))
         }
-        Action::Terminate { env, instance_id, why } => {
-            if failed.contains(instance_id) && matches!(why, TerminateReason::OldAmi { .. }) {
+        Action::Terminate { env, instance_id, .. } => {
+            // The planner sets volumes to go first; a failure there would
+            // leave the disks billing after the instance is gone.
+            if failed.contains(instance_id) {
                 return Ok(Done::Skipped("its volumes could not be set to delete on termination"));
             }
             ec2::terminate(client(env)?, instance_id).await?;

@@ -64,6 +64,12 @@ pub struct Args {
     #[arg(long = "loop_counter", default_value_t = 300, value_name = "N")]
     pub loop_counter: u32,
 
+    /// Upper bound on the run's length: no pass starts after it (the pass
+    /// under way finishes, then the CSVs are written). The job runs every 5
+    /// minutes and must end even when Jenkins hangs. Fractions allowed.
+    #[arg(long = "max_minutes", default_value_t = 30.0, value_name = "MINUTES")]
+    pub max_minutes: f64,
+
     /// Seconds to sleep between passes.
     #[arg(long = "pass_interval", default_value_t = 5.0, value_name = "SECONDS")]
     pub pass_interval: f64,

@@ -78,6 +78,8 @@ pub struct Config {
     pub max_on_demand: u32,
     pub max_spot: u32,
     pub loop_counter: u32,
+    /// No pass starts once the run is this old (`--max_minutes`).
+    pub max_run: Duration,
     pub pass_interval: Duration,
     pub slave_name: String,
     pub owner_email: String,
@@ -125,6 +127,12 @@ impl Config {
         match args.max_spot_price.parse::<f64>() {
             Ok(p) if p > 0.0 && p.is_finite() => {}
             _ => return Err(bad(format!("--max_spot_price {:?}: not a positive price in USD", args.max_spot_price))),
+        }
+        if !(args.max_minutes > 0.0 && args.max_minutes.is_finite() && args.max_minutes <= 24.0 * 60.0) {
+            return Err(bad(format!(
+                "--max_minutes {}: must be a number of minutes > 0 (at most a day)",
+                args.max_minutes
+            )));
         }
         if !(args.pass_interval >= 0.0 && args.pass_interval.is_finite()) {
             return Err(bad("--pass_interval must be a number of seconds ≥ 0"));
@@ -187,6 +195,7 @@ impl Config {
             max_on_demand: args.max_num_of_slaves_in_env,
             max_spot: args.max_num_of_spot_slaves_in_env,
             loop_counter: args.loop_counter,
+            max_run: Duration::from_secs_f64(args.max_minutes * 60.0),
             pass_interval: Duration::from_secs_f64(args.pass_interval),
             slave_name: args.slave_name.clone(),
             owner_email: args.owner_email.clone(),

@@ -50,6 +50,7 @@ pub async fn plan(world: &World, plan_config: &PlanConfig) -> (Vec<Row>, Vec<Str
             notes.push(format!("{env}: cannot describe instances: {e}"));
         }
     }
+    let mut terminated = std::collections::BTreeSet::new();
     match (&obs.dump, &obs.markers) {
         (Err(e), _) => notes.push(format!("Jenkins dump failed: {e}; a real pass would scale nothing")),
         (Ok(_), Err(e)) => notes.push(format!("{e}; a real pass would scale nothing")),
@@ -57,11 +58,12 @@ pub async fn plan(world: &World, plan_config: &PlanConfig) -> (Vec<Row>, Vec<Str
             let snapshot =
                 Snapshot { dump: dump.clone(), envs: obs.envs.clone(), markers: markers.clone(), now: obs.now };
             let plan = plan_pass(plan_config, &snapshot, fastrand::u64(..));
+            terminated = plan.terminated();
             rows.extend(plan.actions.iter().map(|a| Row::of(a, "")));
             notes.extend(plan.notes.iter().filter(|n| n.level == NoteLevel::Info).map(|n| n.text.clone()));
         }
     }
-    let inv = plan_inventory(plan_config, &obs.envs, obs.dump.as_ref().ok(), obs.now);
+    let inv = plan_inventory(plan_config, &obs.envs, obs.dump.as_ref().ok(), obs.now, &terminated);
     rows.extend(inv.actions.iter().map(|a| Row::of(a, "inventory: ")));
     if world.config.manage_security_group {
         match periodic::security_group_plan(world, &obs.envs).await {

@@ -4,8 +4,9 @@
 
 use md5::{Digest, Md5};
 
-/// The original cut keys to this many characters (file-name limits).
-pub const MAX_JOB_KEY_CHARS: usize = 236;
+/// Keys are cut to this many bytes, as the original cut its byte strings:
+/// `working_on_` + key + `.working` then fits a 255-byte file name.
+pub const MAX_JOB_KEY_BYTES: usize = 236;
 
 /// Seconds in one client-token window; equals the working-marker TTL.
 const CLIENT_TOKEN_WINDOW_SECS: u64 = 300;
@@ -27,8 +28,15 @@ pub fn job_key(job_name: &str, parameters: Option<&str>) -> String {
             _ => '?',
         })
         .collect();
-    let key = format!("{}___{}", job_name.replace('/', "_CHILD_"), md5_hex(params.as_bytes()));
-    key.chars().take(MAX_JOB_KEY_CHARS).collect()
+    let mut key = format!("{}___{}", job_name.replace('/', "_CHILD_"), md5_hex(params.as_bytes()));
+    // On a character boundary: a long non-ASCII job name must still give a
+    // valid file name of at most 255 bytes.
+    let mut end = key.len().min(MAX_JOB_KEY_BYTES);
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    key.truncate(end);
+    key
 }
 
 /// RunInstances idempotency token for one item. It changes every 300 s, the
@@ -44,9 +52,25 @@ pub fn client_token(env: &str, job_key: &str, queue_id: Option<u64>, now_secs: u
 mod tests {
     use super::*;
 
+    /// `parameters` as the original dump script printed them: Jenkins'
+    /// `Queue.Item.getParams()`, each parameter's short description after a
+    /// newline.
+    const ORIGINAL_PARAMS: &str = "\nBRANCH=master\nBUILD_NO=0";
+
     #[test]
     fn job_key_matches_the_original_for_a_parameterised_job() {
-        assert_eq!(job_key("job-000", Some("BRANCH=master BUILD_NO=0")), "job-000___451c5cc1f587bccf16f277e20300a782");
+        // The Python script: strip (the leading newline goes), spaces → _, md5.
+        assert_eq!(job_key("job-000", Some(ORIGINAL_PARAMS)), "job-000___0229e1082c8dd9a2f7f2d7f51901a614");
+        assert_eq!(job_key("job-000", Some("BRANCH=master\nBUILD_NO=0")), job_key("job-000", Some(ORIGINAL_PARAMS)));
+    }
+
+    #[test]
+    fn a_password_parameter_hashes_its_mask() {
+        // getParams() shows a password parameter as NAME=****.
+        assert_eq!(
+            job_key("deploy", Some("\nTOKEN=****\nENV=dev")),
+            format!("deploy___{}", md5_hex(b"TOKEN=****\nENV=dev"))
+        );
     }
 
     #[test]
@@ -59,8 +83,8 @@ mod tests {
     #[test]
     fn folder_separators_become_child_markers() {
         assert_eq!(
-            job_key("team/app/build", Some("BRANCH=master BUILD_NO=0")),
-            "team_CHILD_app_CHILD_build___451c5cc1f587bccf16f277e20300a782"
+            job_key("team/app/build", Some(ORIGINAL_PARAMS)),
+            "team_CHILD_app_CHILD_build___0229e1082c8dd9a2f7f2d7f51901a614"
         );
     }
 
@@ -84,7 +108,7 @@ mod tests {
     #[test]
     fn long_keys_are_cut_to_236_chars() {
         let key = job_key(&"a".repeat(300), None);
-        assert_eq!(key.chars().count(), MAX_JOB_KEY_CHARS);
+        assert_eq!(key.len(), MAX_JOB_KEY_BYTES);
         assert_eq!(key, "a".repeat(236));
         let cut_hash = job_key(&"a".repeat(210), None);
         assert_eq!(cut_hash, format!("{}___{}", "a".repeat(210), &"b50339a10e1de285ac99d4c3990b8693"[..23]));
@@ -93,10 +117,13 @@ mod tests {
     }
 
     #[test]
-    fn long_non_ascii_job_names_are_cut_on_a_char_boundary() {
+    fn long_non_ascii_job_names_are_cut_to_236_bytes_on_a_char_boundary() {
         let key = job_key(&"ü".repeat(300), None);
-        assert_eq!(key.chars().count(), 236);
+        assert_eq!(key.len(), 236, "118 two-byte characters");
         assert!(key.chars().all(|c| c == 'ü'));
+        let key = job_key(&format!("a{}", "€".repeat(100)), None);
+        assert_eq!(key.len(), 235, "a cut inside a three-byte character goes back to its start");
+        assert!(format!("working_on_{key}.working").len() <= 255);
     }
 
     #[test]

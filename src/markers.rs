@@ -78,20 +78,20 @@ mod tests {
     #[test]
     fn reads_what_it_writes_and_the_originals_files() {
         let dir = tempfile::tempdir().unwrap();
-        write_working(dir.path(), "job-000___451c5cc1f587bccf16f277e20300a782").unwrap();
+        write_working(dir.path(), "job-000___0229e1082c8dd9a2f7f2d7f51901a614").unwrap();
         write_start(dir.path(), "my-test-env", "i-0abc", "my-test-env_spot").unwrap();
         // As the Python script wrote it (no trailing newline, CRLF-free).
         std::fs::write(dir.path().join("dev__i-9.start_instance"), "labels=dev\ninstance_id=i-9").unwrap();
         std::fs::write(dir.path().join("properties_run.csv"), "x").unwrap();
         let m = read_markers(dir.path(), SystemTime::now() + Duration::from_secs(10)).unwrap();
-        let age = m.working["job-000___451c5cc1f587bccf16f277e20300a782"];
+        let age = m.working["job-000___0229e1082c8dd9a2f7f2d7f51901a614"];
         assert!(age >= Duration::from_secs(9) && age < Duration::from_secs(60), "{age:?}");
         assert_eq!(m.started.len(), 2);
         assert_eq!(m.started[0].env, "dev");
         assert_eq!(m.started[0].instance_id, "i-9");
         assert_eq!(m.started[1].env, "my-test-env");
         assert_eq!(m.started[1].labels, ["my-test-env_spot"]);
-        remove(dir.path(), &working_file("job-000___451c5cc1f587bccf16f277e20300a782")).unwrap();
+        remove(dir.path(), &working_file("job-000___0229e1082c8dd9a2f7f2d7f51901a614")).unwrap();
         remove(dir.path(), "absent.working").unwrap();
         assert!(read_markers(dir.path(), SystemTime::now()).unwrap().working.is_empty());
     }

@@ -87,6 +87,9 @@ pub struct JenkinsDump {
     pub queue: Vec<QueueItem>,
     pub nodes: Vec<Node>,
     pub messages: Vec<String>,
+    /// Labels of the controller itself (`built-in`, `master_node`, …): jobs
+    /// tied to them run there and need no agent of ours.
+    pub controller_labels: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -52,6 +52,11 @@ pub struct Reconciler<'w> {
     pub run: RunRecord,
     /// Our agents per env and state at the last observation (metrics).
     agent_states: AgentStates,
+    /// Lasting conditions already counted this run (a node whose instance
+    /// is gone counts `error_stopping_instance` once, not every pass).
+    counted_once: BTreeSet<(&'static str, String)>,
+    /// When the run began (`--max_minutes` counts from here).
+    began: Instant,
 }
 
 impl<'w> Reconciler<'w> {
@@ -63,21 +68,35 @@ impl<'w> Reconciler<'w> {
             told: BTreeSet::new(),
             run: RunRecord::default(),
             agent_states: AgentStates::new(),
+            counted_once: BTreeSet::new(),
+            began: Instant::now(),
         }
     }
 
-    /// Runs every pass, or until `shutdown` completes; then the CSVs are due.
+    /// Runs every pass, or until `shutdown` completes or `--max_minutes`
+    /// has passed; then the CSVs are due.
     pub async fn run(&mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let total = self.world.config.loop_counter;
+        let started = self.began;
+        let config = &self.world.config;
+        let (total, max_run) = (config.loop_counter, config.max_run);
         for pass in 0..total {
+            if pass > 0 && started.elapsed() >= max_run {
+                tracing::warn!(
+                    "the run ended on its time bound (--max_minutes {}) after {pass} of {total} passes",
+                    max_run.as_secs_f64() / 60.0
+                );
+                return;
+            }
             tokio::select! {
                 _ = self.pass(pass) => {}
                 _ = &mut shutdown => { tracing::warn!("interrupted during pass {}", pass + 1); return; }
             }
             if pass + 1 < total {
+                // Never sleep past the bound: the run ends on time.
+                let nap = self.world.config.pass_interval.min(max_run.saturating_sub(started.elapsed()));
                 tokio::select! {
-                    _ = tokio::time::sleep(self.world.config.pass_interval) => {}
+                    _ = tokio::time::sleep(nap) => {}
                     _ = &mut shutdown => { tracing::warn!("interrupted after pass {}", pass + 1); return; }
                 }
             }
@@ -91,6 +110,8 @@ impl<'w> Reconciler<'w> {
         let before = self.stats.clone();
         let calls_before = self.world.ec2_calls.get();
         let mut obs = observe(self.world).await;
+        // Instances this pass's plan terminates; the inventory leaves them be.
+        let mut terminated = BTreeSet::new();
 
         for (env, result) in &obs.envs {
             if let Err(e) = result {
@@ -126,6 +147,12 @@ impl<'w> Reconciler<'w> {
                 for (k, n) in &plan.counts {
                     self.stats.add(k, *n);
                 }
+                for once in &plan.once {
+                    if self.counted_once.insert(once.clone()) {
+                        self.stats.add(once.0, 1);
+                    }
+                }
+                terminated = plan.terminated();
                 let acted = act(self.world, &plan.actions, pass + 1).await;
                 self.merge(&acted.stats);
                 self.run.actions.extend(acted.records);
@@ -134,7 +161,7 @@ impl<'w> Reconciler<'w> {
 
         let config = &self.world.config;
         if pass.is_multiple_of(INVENTORY_EVERY) {
-            self.inventory(&obs, pass).await;
+            self.inventory(&obs, pass, &terminated).await;
         }
         if pass.is_multiple_of(periodic::SECURITY_GROUP_EVERY) && config.manage_security_group {
             periodic::security_group(self.world, &obs.envs, &mut self.stats).await;
@@ -195,7 +222,9 @@ impl<'w> Reconciler<'w> {
         }
         let mean: Duration =
             self.run.passes.iter().map(|p| p.duration).sum::<Duration>() / self.run.passes.len() as u32;
-        let secs = ((mean + self.world.config.pass_interval) * remaining).as_secs();
+        let by_passes = (mean + self.world.config.pass_interval) * remaining;
+        let by_time = self.world.config.max_run.saturating_sub(self.began.elapsed());
+        let secs = by_passes.min(by_time).as_secs();
         if secs >= 3600 {
             format!(", {}h{:02}m left", secs / 3600, secs / 60 % 60)
         } else {
@@ -205,8 +234,8 @@ impl<'w> Reconciler<'w> {
 
     /// SPEC A9: delete-on-termination everywhere, agents per label set, old
     /// stopped agents retired. A failure here is counted, never fatal.
-    async fn inventory(&mut self, obs: &Observation, pass: u32) {
-        let inv = plan_inventory(&self.plan_config, &obs.envs, obs.dump.as_ref().ok(), obs.now);
+    async fn inventory(&mut self, obs: &Observation, pass: u32, terminated: &BTreeSet<String>) {
+        let inv = plan_inventory(&self.plan_config, &obs.envs, obs.dump.as_ref().ok(), obs.now, terminated);
         self.tell(&inv.notes);
         for (k, n) in &inv.counts {
             self.stats.add(k, *n);

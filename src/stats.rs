@@ -74,7 +74,11 @@ impl Stats {
         write_csv(&dir.join("properties_run.csv"), &pick(RUN_KEYS))?;
         write_csv(&dir.join("properties_sqs.csv"), &pick(SQS_KEYS))?;
         write_csv(&dir.join("properties_error.csv"), &pick(ERROR_KEYS))?;
-        write_csv(&dir.join("properties_instance_count.csv"), &self.instance_count)
+        // The Python csv module wrote two empty rows for no agents, which
+        // the Plot plugin cannot read; one `none` column of 0 keeps the graph.
+        let none = BTreeMap::from([("none".to_string(), 0)]);
+        let count = if self.instance_count.is_empty() { &none } else { &self.instance_count };
+        write_csv(&dir.join("properties_instance_count.csv"), count)
     }
 }
 
@@ -110,5 +114,13 @@ mod tests {
         assert_eq!(s.errors(), 1);
         let count = std::fs::read_to_string(dir.path().join("properties_instance_count.csv")).unwrap();
         assert_eq!(count, "dev_None,dev_dev_spot\r\n1,3\r\n");
+    }
+
+    #[test]
+    fn no_agents_make_a_none_column_not_empty_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        Stats::default().write_csvs(dir.path()).unwrap();
+        let count = std::fs::read_to_string(dir.path().join("properties_instance_count.csv")).unwrap();
+        assert_eq!(count, "none\r\n0\r\n");
     }
 }

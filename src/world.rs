@@ -33,7 +33,10 @@ impl World {
         let mut ec2 = BTreeMap::new();
         for (name, env) in &config.envs {
             let env_conf = aws::env_config(&base, env, &config.master).await;
-            let ec2_conf = aws_sdk_ec2::config::Builder::from(&env_conf).interceptor(ec2_calls.clone()).build();
+            let ec2_conf = aws_sdk_ec2::config::Builder::from(&env_conf)
+                .interceptor(ec2_calls.clone())
+                .retry_classifier(aws::ec2::CapacityShortageIsFinal)
+                .build();
             ec2.insert(name.clone(), aws_sdk_ec2::Client::from_conf(ec2_conf));
         }
         let master_conf = base.to_builder().region(aws_config::Region::new(config.master_region.clone())).build();
@@ -54,12 +57,21 @@ impl World {
         World { config, workdir, jenkins: Arc::new(jenkins), ec2, master_ec2, sqs, ec2_calls }
     }
 
-    /// The arguments of the dump script: every env's current AMI id, then
-    /// the idle policy's settings as `key=value` words.
+    /// The arguments of the dump script: every env's current AMI as
+    /// `ami:ENV=ami-…`, or `ami:ENV=` for none (the script judges "old AMI" by
+    /// the node's env, as the planner does, so an env without an AMI never
+    /// drains its agents), the
+    /// bare ids too (a `--groovy` script of the original's shape reads those
+    /// and ignores the rest), then the idle policy's settings as `key=value`.
     pub fn dump_args(&self) -> Vec<String> {
         let mut args: Vec<String> = self.config.envs.values().filter_map(|e| e.ami.clone()).collect();
         args.sort();
         args.dedup();
+        // Every env, `ami:ENV=` when it has no AMI: the script then resolves a
+        // node's env among the same envs as the planner.
+        for env in self.config.envs.values() {
+            args.push(format!("ami:{}={}", env.name, env.ami.as_deref().unwrap_or("")));
+        }
         args.push(format!("idle_minutes={}", self.config.idle_minutes));
         args.push(format!("hourly_billing={}", self.config.hourly_billing));
         if self.config.dry_run {

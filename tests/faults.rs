@@ -176,9 +176,10 @@ fn no_spot_capacity_falls_back_to_on_demand_only_when_asked_and_within_the_cap()
     for fallback in [false, true] {
         let w = World::new(json!([])).with_proxy();
         w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
-        // Every attempt of the spot launch finds no capacity (4 = the SDK's attempts).
+        // One answer without capacity: it is final for the call (no SDK
+        // retry that would land the spot agent after all, seconds later).
         w.proxy().faults(json!([
-            {"service": "ec2", "action": "RunInstances", "fault": "insufficient_capacity", "count": 4},
+            {"service": "ec2", "action": "RunInstances", "fault": "insufficient_capacity", "count": 1},
         ]));
         let mut extra = vec!["--loop_counter", "1"];
         if fallback {
@@ -186,6 +187,8 @@ fn no_spot_capacity_falls_back_to_on_demand_only_when_asked_and_within_the_cap()
         }
         let out = run_with(&w, &extra);
         assert!(out.status.success());
+        let launches = w.proxy().calls().iter().filter(|c| c["action"] == "RunInstances").count();
+        assert_eq!(launches, if fallback { 2 } else { 1 }, "the capacity error is not retried");
         let dev = live(&w, "dev");
         if fallback {
             assert_eq!(dev.len(), 1, "{dev:#?}");
@@ -230,6 +233,40 @@ fn jenkins_faults_skip_scaling_and_are_counted() {
         assert_eq!(w.csv("properties_error.csv")["jar_file_error"], 2, "{case}");
         assert_eq!(state_of(&w, 0), "stopped", "{case}: nothing scaled on a failed dump");
     }
+}
+
+#[test]
+fn a_hanging_jenkins_cannot_stretch_a_run_past_max_minutes() {
+    let w = World::new(json!([{"env": "dev", "state": "stopped", "labels": "dev"}]));
+    w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", "NONE")]}));
+    w.jenkins.fault(&json!({"groovy": "hang"}));
+    let started = Instant::now();
+    // 300 passes of a 4-second hang (plus the GC) would take over 20 minutes.
+    let out = run_with(&w, &["--loop_counter", "300", "--jenkins_timeout", "4", "--max_minutes", "0.2"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "a run ended by its time bound exits 0");
+    assert!(took < Duration::from_secs(40), "bounded by --max_minutes: took {took:?}");
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("the run ended on its time bound (--max_minutes 0.2)"), "{log}");
+    let errors = w.csv("properties_error.csv");
+    assert!((1..=4).contains(&errors["jar_file_error"]), "a few failed dumps, counted: {errors:?}");
+    assert!(w.path().join("report.html").exists() && w.path().join("metrics.prom").exists());
+}
+
+#[test]
+fn a_node_whose_instance_is_gone_counts_one_error_per_run_not_per_pass() {
+    // Jenkins still lists a node of an instance EC2 forgot long ago.
+    let w = World::new(json!([]));
+    let gone = json!({
+        "slaveName": "dev-10.9.9.9", "labels": "[dev, swarm]", "isOffLine": "true",
+        "description": "Created by Swarm InstanceID=i-0000000000000dead AmiId=ami-0123",
+        "ope_idle_count": "1", "busy_executors": "0", "num_executors": "1",
+        "connectTime": "0", "idle_seconds": "3000", "terminate_me": "true",
+    });
+    w.jenkins.set_state(&json!({"nodes": [gone]}));
+    let out = run_with(&w, &["--loop_counter", "3"]);
+    assert!(out.status.success());
+    assert_eq!(w.csv("properties_error.csv")["error_stopping_instance"], 1);
 }
 
 #[test]

@@ -69,6 +69,7 @@ fn the_groovy_dump_parses_into_what_the_manager_relies_on() {
     let Some(text) = dump("contract", &[CURRENT, "idle_minutes=45", "hourly_billing=false"]) else { return };
     let d = parse_dump(&text).unwrap_or_else(|e| panic!("parse_dump: {e}\n{text}"));
     let envs: BTreeSet<String> = ["dev".to_string(), "prod".to_string()].into();
+    assert_eq!(d.controller_labels, ["built-in", "master_node"], "the GC job's label is the controller's");
 
     // Queue: freestyle with parameters, folder job without, a matrix
     // configuration, a Pipeline node block; the blocked item is absent.
@@ -77,16 +78,16 @@ fn the_groovy_dump_parses_into_what_the_manager_relies_on() {
     let q = &d.queue[0];
     assert_eq!(q.label, "dev_spot");
     assert_eq!(q.last_built_on.as_deref(), Some("dev-10.0.1.7"));
-    assert_eq!(q.parameters.as_deref(), Some("BRANCH=master BUILD_NO=0"));
+    assert_eq!(q.parameters.as_deref(), Some("\nBRANCH=master\nBUILD_NO=0"));
     assert_eq!(q.queue_id, Some(100));
     // The original's marker key, so markers written by the Python script still match.
-    assert_eq!(job_key(&q.job_name, q.parameters.as_deref()), "job-000___451c5cc1f587bccf16f277e20300a782");
+    assert_eq!(job_key(&q.job_name, q.parameters.as_deref()), "job-000___0229e1082c8dd9a2f7f2d7f51901a614");
     assert_eq!(d.queue[1].last_built_on, None, "UNKNOWN means none");
     assert_eq!(d.queue[1].parameters, None, "NONE means none");
     assert_eq!(d.queue[2].label, "dev_shared");
     assert_eq!(d.queue[2].last_built_on.as_deref(), Some("dev-10.0.1.8"));
     let p = &d.queue[3];
-    assert_eq!((p.label.as_str(), p.parameters.as_deref()), ("prod_spot", Some("ENV=prod")));
+    assert_eq!((p.label.as_str(), p.parameters.as_deref()), ("prod_spot", Some("\nENV=prod")));
     assert_eq!(p.last_built_on.as_deref(), Some("prod-10.2.0.5"));
     assert!(d.queue.iter().all(|q| q.queue_id.is_some()));
     let labels: Vec<_> =

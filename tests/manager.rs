@@ -6,7 +6,7 @@ mod common;
 use common::{item, s, World};
 use serde_json::{json, Value};
 
-const ORIGINAL_KEY: &str = "job-000___451c5cc1f587bccf16f277e20300a782";
+const ORIGINAL_KEY: &str = "job-000___0229e1082c8dd9a2f7f2d7f51901a614";
 
 /// Pre-existing agents, by index:
 /// 0 dev stopped, last used by job-000 · 1 dev stopped, another candidate ·
@@ -29,7 +29,7 @@ fn scales_up_and_down_across_two_accounts(cli: &str) {
     let last_used = format!("dev-{}", s(&w.agent(0)["private_ip"]));
     w.jenkins.set_state(&json!({
         "queue": [
-            item("job-000", "dev", &last_used, "BRANCH=master BUILD_NO=0"),
+            item("job-000", "dev", &last_used, "\nBRANCH=master\nBUILD_NO=0"),
             item("folder/job-001", "dev_spot_c6i.large", "UNKNOWN", "NONE"),
             item("job-002", "prod_shared", "UNKNOWN", "NONE"),
             item("job-003", "linux && docker", "UNKNOWN", "NONE"),
@@ -92,7 +92,11 @@ fn scales_up_and_down_across_two_accounts(cli: &str) {
         (run["instances_started"], run["instances_created"], run["instances_stopped"], run["instances_terminated"]),
         (1, 2, 1, 2)
     );
-    assert_eq!(w.csv("properties_error.csv")["job_on_queue"], 3, "pass 2 sees three handled items");
+    assert_eq!(
+        w.csv("properties_error.csv")["job_on_queue"],
+        0,
+        "handled items waiting on markers are not job_on_queue"
+    );
     let counts = w.csv("properties_instance_count.csv");
     assert_eq!(counts["dev_dev"], 5);
     assert_eq!(counts["prod_prod_spot"], 1);
@@ -103,6 +107,8 @@ fn scales_up_and_down_across_two_accounts(cli: &str) {
     amis.sort();
     let mut dump = vec!["groovy".to_string(), "=".to_string()];
     dump.extend(amis);
+    dump.push(format!("ami:dev={}", s(&env("dev")["ami"])));
+    dump.push(format!("ami:prod={}", s(&env("prod")["ami"])));
     dump.extend(["idle_minutes=45".to_string(), "hourly_billing=false".to_string()]);
     let gc = ["build", "util-slave-manager-garbage-collector", "-s", "-v"].map(String::from).to_vec();
     assert_eq!(w.jenkins.commands(), vec![dump.clone(), gc, dump]);
@@ -141,7 +147,7 @@ fn a_failed_dump_scales_nothing_and_counts_jar_file_error() {
 #[test]
 fn honours_the_original_scripts_markers() {
     let w = World::new(json!([{"env": "dev", "state": "stopped", "labels": "dev"}]));
-    w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", "BRANCH=master BUILD_NO=0")]}));
+    w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", "\nBRANCH=master\nBUILD_NO=0")]}));
     // Left by the Python script a moment ago: the item is being handled.
     std::fs::write(w.path().join(format!("working_on_{ORIGINAL_KEY}.working")), "").unwrap();
     // And one for a job that has left the queue: to be cleaned up.
@@ -150,7 +156,9 @@ fn honours_the_original_scripts_markers() {
     let out = w.run(&["--cli", "ssh", "--loop_counter", "1"]);
     assert!(out.status.success());
     assert_eq!(s(&w.instance(&s(&w.agent(0)["instance_id"]))["state"]), "stopped");
-    assert_eq!(w.csv("properties_error.csv")["job_on_queue"], 1);
+    // Waiting behind a marker is not the original's job_on_queue (an item
+    // waiting while an online agent of its label has a free executor).
+    assert_eq!(w.csv("properties_error.csv")["job_on_queue"], 0);
     assert!(w.path().join(format!("working_on_{ORIGINAL_KEY}.working")).exists());
     assert!(!w.path().join("working_on_gone___b50339a10e1de285ac99d4c3990b8693.working").exists());
 }
@@ -172,6 +180,49 @@ fn at_the_cap_room_is_made_in_the_items_own_env() {
         w.fleet().into_iter().filter(|r| r["env"] == "dev" && r["state"] != "terminated").collect();
     assert_eq!(dev_live.len(), 1, "the cap holds: {dev_live:#?}");
     assert_eq!(dev_live[0]["labels"], "dev");
+}
+
+#[test]
+fn over_the_cap_stopped_agents_go_and_nothing_is_created() {
+    // The cap was lowered to 2 with six stopped agents (made by the Python
+    // script: root volumes kept on termination) and four `dev` items queued.
+    let stopped = json!({"env": "dev", "state": "stopped", "labels": "dev_c5.large"});
+    let w = World::new(json!([stopped, stopped, stopped, stopped, stopped, stopped]));
+    let queue: Vec<Value> = (0..4).map(|n| item(&format!("job-{n}"), "dev", "UNKNOWN", "NONE")).collect();
+    w.jenkins.set_state(&json!({ "queue": queue }));
+    let before = w.fleet().len();
+
+    // Pass 1 is also an inventory pass (on the snapshot taken before the
+    // make-room terminations).
+    let out = w.run(&["--cli", "ssh", "--loop_counter", "1", "--max_num_of_slaves_in_env", "2"]);
+    assert!(out.status.success());
+    let fleet = w.fleet();
+    assert_eq!(fleet.len(), before, "no RunInstances: {fleet:#?}");
+    let live: Vec<&Value> = fleet.iter().filter(|r| r["env"] == "dev" && r["state"] != "terminated").collect();
+    assert_eq!(live.len(), 2, "usage falls to the cap: {live:#?}");
+    let run = w.csv("properties_run.csv");
+    assert_eq!((run["instances_created"], run["instances_terminated"]), (0, 4), "each counted once");
+    let errors = w.csv("properties_error.csv");
+    assert_eq!((errors["action_failed"], errors["inventory_failed"]), (0, 0), "nothing acted twice");
+    let leaked: Vec<Value> = w.volumes().into_iter().filter(|v| v["state"] == "available").collect();
+    assert!(leaked.is_empty(), "volumes go with their instance: {leaked:#?}");
+}
+
+#[test]
+fn an_agent_make_room_terminates_is_not_terminated_again_by_the_inventory() {
+    // At the cap of 1, make-room takes the stopped agent on an old AMI, which
+    // the first pass's inventory would retire too, from its older snapshot.
+    let w = World::new(json!([{"env": "dev", "state": "stopped", "labels": "dev_c5.large", "ami": "old"}]));
+    w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", "NONE")]}));
+    let out = w.run(&["--cli", "ssh", "--loop_counter", "1", "--max_num_of_slaves_in_env", "1"]);
+    assert!(out.status.success());
+    assert_eq!(s(&w.instance(&s(&w.agent(0)["instance_id"]))["state"]), "terminated");
+    let run = w.csv("properties_run.csv");
+    assert_eq!((run["instances_created"], run["instances_terminated"]), (1, 1), "terminated and counted once");
+    let errors = w.csv("properties_error.csv");
+    assert_eq!((errors["action_failed"], errors["inventory_failed"]), (0, 0));
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(log.matches(&format!("terminate {}", s(&w.agent(0)["instance_id"]))).count(), 1, "{log}");
 }
 
 #[test]

@@ -4,6 +4,11 @@
 
 use std::time::SystemTime;
 
+use aws_sdk_ec2::config::interceptors::InterceptorContext;
+use aws_sdk_ec2::config::retry::{ClassifyRetry, RetryAction};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::operation::run_instances::RunInstancesError;
+use aws_sdk_ec2::operation::start_instances::StartInstancesError;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, EbsInstanceBlockDeviceSpecification, Filter, IamInstanceProfileSpecification,
     InstanceBlockDeviceMappingSpecification, InstanceInterruptionBehavior, InstanceMarketOptionsRequest,
@@ -36,15 +41,42 @@ impl Ec2Error {
 
     /// EC2 has no room for this launch (typically spot) right now.
     pub fn is_capacity_shortage(&self) -> bool {
-        matches!(
-            self.code.as_deref(),
-            Some(
-                "InsufficientInstanceCapacity"
-                    | "InsufficientCapacity"
-                    | "SpotMaxPriceTooLow"
-                    | "MaxSpotInstanceCountExceeded"
-            )
-        )
+        self.code.as_deref().is_some_and(is_capacity_code)
+    }
+}
+
+fn is_capacity_code(code: &str) -> bool {
+    matches!(
+        code,
+        "InsufficientInstanceCapacity" | "InsufficientCapacity" | "SpotMaxPriceTooLow" | "MaxSpotInstanceCountExceeded"
+    )
+}
+
+/// EC2 answers a capacity shortage with a 500, which the SDK retries as
+/// transient: four attempts over seconds before `--spot_fallback` can act,
+/// and a late success may land the spot agent after all. The answer is
+/// final for the call: forbid its retry.
+#[derive(Debug)]
+pub struct CapacityShortageIsFinal;
+
+impl ClassifyRetry for CapacityShortageIsFinal {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(error)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let operation = error.as_operation_error();
+        let code = operation
+            .and_then(|e| e.downcast_ref::<RunInstancesError>().and_then(|e| e.code()))
+            .or_else(|| operation.and_then(|e| e.downcast_ref::<StartInstancesError>()).and_then(|e| e.code()));
+        if code.is_some_and(is_capacity_code) {
+            RetryAction::RetryForbidden
+        } else {
+            RetryAction::NoActionIndicated
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "CapacityShortageIsFinal"
     }
 }
 

@@ -9,7 +9,9 @@
 //! - queue item `queueId`: Jenkins' queue id (part of the launch token);
 //! - node `busy_executors`: busy executors; a node with any is never stopped
 //!   or terminated. Absent: the original rule applies;
-//! - node `num_executors`: the executor total.
+//! - node `num_executors`: the executor total;
+//! - top-level `controller_labels`: the controller's own labels (its jobs,
+//!   such as the GC job on `master_node`, are not ours to serve).
 
 use serde_json::{Map, Value};
 
@@ -28,11 +30,13 @@ pub enum DumpError {
 }
 
 pub fn parse_dump(text: &str) -> Result<JenkinsDump, DumpError> {
+    // Offsets from the lines as they are, line ends included: a CLI on
+    // Windows or behind a CRLF-translating hop ends lines with \r\n.
     let start = text
-        .lines()
+        .split_inclusive('\n')
         .scan(0usize, |offset, line| {
             let at = *offset;
-            *offset += line.len() + 1;
+            *offset += line.len();
             Some((at, line))
         })
         .find(|(_, line)| line.trim_start().starts_with('{'))
@@ -54,7 +58,8 @@ pub fn parse_dump(text: &str) -> Result<JenkinsDump, DumpError> {
         Some(v) => text_of(v).map(|s| s.lines().map(str::to_string).collect()).unwrap_or_default(),
         None => Vec::new(),
     };
-    Ok(JenkinsDump { queue, nodes, messages })
+    let controller_labels = root.get("controller_labels").map(label_list).unwrap_or_default();
+    Ok(JenkinsDump { queue, nodes, messages, controller_labels })
 }
 
 fn objects<'a>(
@@ -115,19 +120,7 @@ fn queue_item(o: &Map<String, Value>) -> QueueItem {
 
 fn node(o: &Map<String, Value>) -> Node {
     let description = text(o, "description").unwrap_or_default();
-    let labels = match o.get("labels") {
-        Some(Value::Array(a)) => a.iter().filter_map(text_of).collect(),
-        other => other
-            .and_then(text_of)
-            .unwrap_or_default()
-            .trim()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .split([',', ' '])
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
-    };
+    let labels = o.get("labels").map(label_list).unwrap_or_default();
     Node {
         name: text(o, "slaveName").unwrap_or_default(),
         labels,
@@ -140,6 +133,22 @@ fn node(o: &Map<String, Value>) -> Node {
         num_executors: number(o, "num_executors"),
         idle_seconds: number(o, "idle_seconds"),
         terminate_me: flag(o, "terminate_me"),
+    }
+}
+
+/// A label list: the original's `"[a, b, c]"` text, or a JSON array.
+fn label_list(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(a) => a.iter().filter_map(text_of).collect(),
+        other => text_of(other)
+            .unwrap_or_default()
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .split([',', ' '])
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
     }
 }
 
@@ -196,6 +205,24 @@ mod tests {
         assert_eq!(d.nodes[0].num_executors, Some(5));
         assert_eq!(d.nodes[0].labels, ["dev", "swarm"]);
         assert!(!d.nodes[0].offline);
+    }
+
+    #[test]
+    fn crlf_line_ends_before_the_json_are_skipped() {
+        let text = "Skipping HTTPS certificate checks altogether.\r\nWARNING: one\r\nWARNING: two\r\n".to_string()
+            + &ORIGINAL.lines().skip(1).collect::<Vec<_>>().join("\r\n")
+            + "\r\n";
+        let d = parse_dump(&text).unwrap();
+        assert_eq!(d.queue.len(), 2);
+        assert_eq!(d.nodes[0].labels, ["dev_spot", "swarm"]);
+    }
+
+    #[test]
+    fn controller_labels_are_read_when_present() {
+        let d =
+            parse_dump(r#"{"build_queue":[],"slave_queue":[],"controller_labels":"[built-in, master_node]"}"#).unwrap();
+        assert_eq!(d.controller_labels, ["built-in", "master_node"]);
+        assert_eq!(parse_dump(ORIGINAL).unwrap().controller_labels, Vec::<String>::new());
     }
 
     #[test]

@@ -3,24 +3,28 @@
 //! set, stopped agents on an old AMI go, and running instances that never
 //! became nodes are reported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use crate::model::{EnvObservation, InstanceState, JenkinsDump};
+use crate::model::{EnvObservation, Instance, InstanceState, JenkinsDump};
 
 use super::{
-    age, counts, devices_lacking_delete_on_termination, is_busy, node_of, Action, Inventory, Plan, PlanConfig,
-    TerminateReason,
+    age, counts, devices_lacking_delete_on_termination, is_busy, node_of, terminate, Action, Inventory, Plan,
+    PlanConfig, TerminateReason,
 };
 
 /// A running agent that is still no node after this long never will be.
 const NOT_A_SLAVE_AFTER: Duration = Duration::from_secs(3600);
 
+/// `terminated`: instances the pass's own plan terminates. The sweep runs on
+/// the snapshot taken before those actions, so it leaves them alone: an
+/// agent make-room just terminated is not terminated (and counted) again.
 pub fn plan_inventory(
     cfg: &PlanConfig,
     envs: &BTreeMap<String, EnvObservation>,
     dump: Option<&JenkinsDump>,
     now: SystemTime,
+    terminated: &BTreeSet<String>,
 ) -> Inventory {
     let mut plan = Plan::default();
     let mut instance_count = BTreeMap::new();
@@ -37,25 +41,21 @@ pub fn plan_inventory(
             let labels = inst.slave_labels.as_ref().map_or_else(|| "None".to_string(), |ls| ls.join(" "));
             *instance_count.entry(format!("{env}_{labels}")).or_default() += 1;
 
-            let devices = devices_lacking_delete_on_termination(inst);
-            if !devices.is_empty() {
-                plan.act(Action::SetDeleteOnTermination { env: env.clone(), instance_id: inst.id.clone(), devices });
-            }
-
             let node = dump.and_then(|d| node_of(&d.nodes, inst));
-            if inst.state == InstanceState::Stopped && cfg.on_replaced_ami(env, inst) {
+            if terminated.contains(&inst.id) {
+                plan.debug(None, format!("inventory: {env}: {} is terminated this pass already", inst.id));
+            } else if inst.state == InstanceState::Stopped && cfg.on_replaced_ami(env, inst) {
                 if node.is_some_and(is_busy) {
                     plan.info(
                         None,
                         format!("{env}: {} is on old AMI {} but its node is busy; kept", inst.id, inst.image_id),
                     );
+                    set_delete_on_termination(&mut plan, env, inst);
                 } else {
-                    plan.act(Action::Terminate {
-                        env: env.clone(),
-                        instance_id: inst.id.clone(),
-                        why: TerminateReason::OldAmi { node: None, ami: inst.image_id.clone() },
-                    });
+                    terminate(&mut plan, env, inst, TerminateReason::OldAmi { node: None, ami: inst.image_id.clone() });
                 }
+            } else {
+                set_delete_on_termination(&mut plan, env, inst);
             }
 
             let running_long =
@@ -69,6 +69,13 @@ pub fn plan_inventory(
     Inventory { actions: plan.actions, notes: plan.notes, counts: plan.counts, instance_count }
 }
 
+fn set_delete_on_termination(plan: &mut Plan, env: &str, inst: &Instance) {
+    let devices = devices_lacking_delete_on_termination(inst);
+    if !devices.is_empty() {
+        plan.act(Action::SetDeleteOnTermination { env: env.to_string(), instance_id: inst.id.clone(), devices });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::*;
@@ -78,7 +85,7 @@ mod tests {
     fn inventory(envs: Vec<(&str, Vec<Instance>)>, nodes: Option<Vec<Node>>) -> Inventory {
         let s = snap(envs);
         let dump = nodes.map(|nodes| JenkinsDump { nodes, ..JenkinsDump::default() });
-        plan_inventory(&cfg(), &s.envs, dump.as_ref(), now())
+        plan_inventory(&cfg(), &s.envs, dump.as_ref(), now(), &BTreeSet::new())
     }
 
     #[test]
@@ -237,7 +244,7 @@ mod tests {
     #[test]
     fn failed_env_observation_is_left_alone() {
         let s = snap(vec![("dev", vec![agent("i-1", Stopped, "dev").ami("ami-old")])]).env_err("prod");
-        let inv = plan_inventory(&cfg(), &s.envs, None, now());
+        let inv = plan_inventory(&cfg(), &s.envs, None, now(), &BTreeSet::new());
         assert_eq!(brief(&inv.actions), ["terminate i-1 old-ami"]);
         assert!(!inv.instance_count.keys().any(|k| k.starts_with("prod")));
         assert_eq!(inv.notes.len(), 1);

@@ -101,6 +101,9 @@ pub struct Note {
 pub enum TerminateReason {
     /// At the on-demand cap: a stopped agent goes so the item's agent fits.
     MakeRoom { job_key: String, label: String },
+    /// Over the on-demand cap (it was lowered, or agents were added by hand):
+    /// a stopped agent goes so usage comes down; the item waits.
+    OverCap { job_key: String, agents: u32, cap: u32 },
     /// A spot agent Jenkins wants gone (spot agents are never stopped).
     Spot { node: String },
     /// An agent on a replaced AMI; `node` is `None` from the inventory sweep.
@@ -165,6 +168,17 @@ impl Action {
         }
     }
 
+    /// The instance the action touches; creates and markers name none.
+    pub fn instance_id(&self) -> Option<&str> {
+        match self {
+            Action::Start { instance_id, .. }
+            | Action::Terminate { instance_id, .. }
+            | Action::Stop { instance_id, .. }
+            | Action::SetDeleteOnTermination { instance_id, .. } => Some(instance_id),
+            Action::Create { .. } | Action::RemoveWorkingMarker { .. } | Action::RemoveStartMarker { .. } => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Action::Start { .. } => "start",
@@ -190,6 +204,9 @@ impl fmt::Display for TerminateReason {
         match self {
             TerminateReason::MakeRoom { job_key, label } => {
                 write!(f, "stopped agent makes room for label {label}, {job_key}")
+            }
+            TerminateReason::OverCap { job_key, agents, cap } => {
+                write!(f, "stopped agent goes: {agents} agents over the on-demand cap of {cap}, {job_key} waits")
             }
             TerminateReason::Spot { node } => write!(f, "spot agent, node {node} is to go"),
             TerminateReason::OldAmi { node: Some(node), ami } => write!(f, "old AMI {ami}, node {node} is to go"),
@@ -246,6 +263,10 @@ pub struct Plan {
     pub actions: Vec<Action>,
     pub notes: Vec<Note>,
     pub counts: BTreeMap<&'static str, u64>,
+    /// Counters for a lasting condition of one subject (a node whose instance
+    /// is gone): the caller counts each (counter, subject) once per run, not
+    /// every pass it is seen again.
+    pub once: BTreeSet<(&'static str, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -258,6 +279,17 @@ pub struct Inventory {
 }
 
 impl Plan {
+    /// The instances the plan terminates (their volumes already set to go).
+    pub fn terminated(&self) -> BTreeSet<String> {
+        self.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Terminate { instance_id, .. } => Some(instance_id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn act(&mut self, action: Action) {
         self.actions.push(action);
     }
@@ -276,6 +308,10 @@ impl Plan {
 
     fn count(&mut self, key: &'static str) {
         *self.counts.entry(key).or_default() += 1;
+    }
+
+    fn count_once(&mut self, key: &'static str, subject: impl Into<String>) {
+        self.once.insert((key, subject.into()));
     }
 }
 
@@ -334,6 +370,17 @@ fn age(now: SystemTime, then: SystemTime) -> Duration {
 
 fn unix_secs(now: SystemTime) -> u64 {
     now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Terminates `inst`, its EBS volumes first set to go with it: an agent the
+/// Python script created keeps its root volume otherwise, and every such
+/// termination would leak a disk that bills on.
+fn terminate(plan: &mut Plan, env: &str, inst: &Instance, why: TerminateReason) {
+    let devices = devices_lacking_delete_on_termination(inst);
+    if !devices.is_empty() {
+        plan.act(Action::SetDeleteOnTermination { env: env.to_string(), instance_id: inst.id.clone(), devices });
+    }
+    plan.act(Action::Terminate { env: env.to_string(), instance_id: inst.id.clone(), why });
 }
 
 /// Devices of `inst` whose EBS volume would outlive a termination.
@@ -514,6 +561,7 @@ pub(crate) mod fixtures {
                 Action::Terminate { instance_id, why, .. } => {
                     let why = match why {
                         TerminateReason::MakeRoom { .. } => "make-room",
+                        TerminateReason::OverCap { .. } => "over-cap",
                         TerminateReason::Spot { .. } => "spot",
                         TerminateReason::OldAmi { .. } => "old-ami",
                         TerminateReason::NeverRegistered { .. } => "zombie",

@@ -5,12 +5,9 @@
 use std::collections::BTreeSet;
 
 use crate::label::parse_label;
-use crate::model::{InstanceState, Node};
+use crate::model::{Instance, InstanceState, Node};
 
-use super::{
-    age, counts, devices_lacking_delete_on_termination, is_busy, node_of, observed, Action, Plan, PlanConfig, Snapshot,
-    TerminateReason,
-};
+use super::{age, counts, is_busy, observed, terminate, Action, Plan, PlanConfig, Snapshot, TerminateReason};
 
 pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
     let known_envs = cfg.known_envs();
@@ -40,12 +37,12 @@ fn retire(
 ) {
     let name = &node.name;
     let Some(id) = node.instance_id.as_deref() else {
-        plan.count(counts::ERROR_STOPPING_INSTANCE);
+        plan.count_once(counts::ERROR_STOPPING_INSTANCE, name.as_str());
         plan.info(None, format!("node {name}: no InstanceID= in its description; cannot stop it"));
         return;
     };
     let Some(env) = node_env(node, known_envs) else {
-        plan.count(counts::ERROR_STOPPING_INSTANCE);
+        plan.count_once(counts::ERROR_STOPPING_INSTANCE, format!("{name} {id}"));
         plan.info(None, format!("node {name}: no label names a known env; cannot stop {id}"));
         return;
     };
@@ -58,7 +55,9 @@ fn retire(
         }
     };
     let Some(inst) = instances.iter().find(|i| i.id == id) else {
-        plan.count(counts::ERROR_STOPPING_INSTANCE);
+        // Typically terminated over an hour ago while Jenkins still lists
+        // the node: a lasting condition, counted once, not every pass.
+        plan.count_once(counts::ERROR_STOPPING_INSTANCE, format!("{name} {id}"));
         plan.info(None, format!("node {name}: instance {id} is not in {env}"));
         return;
     };
@@ -99,18 +98,10 @@ fn retire(
 
     let instance_id = id.to_string();
     if inst.spot {
-        plan.act(Action::Terminate { env, instance_id, why: TerminateReason::Spot { node: name.clone() } });
+        terminate(plan, &env, inst, TerminateReason::Spot { node: name.clone() });
     } else if cfg.on_replaced_ami(&env, inst) {
         // Volumes must go with the instance, or every old agent leaks its disks.
-        let devices = devices_lacking_delete_on_termination(inst);
-        if !devices.is_empty() {
-            plan.act(Action::SetDeleteOnTermination { env: env.clone(), instance_id: instance_id.clone(), devices });
-        }
-        plan.act(Action::Terminate {
-            env,
-            instance_id,
-            why: TerminateReason::OldAmi { node: Some(name.clone()), ami: inst.image_id.clone() },
-        });
+        terminate(plan, &env, inst, TerminateReason::OldAmi { node: Some(name.clone()), ami: inst.image_id.clone() });
     } else {
         match inst.state {
             InstanceState::Running => plan.act(Action::Stop { env, instance_id, node: name.clone() }),
@@ -133,8 +124,29 @@ fn retire(
 /// lists no node at all: that looks like a restarting master, not orphans.
 pub(super) fn plan_zombies(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
     let Some(limit) = cfg.zombie_after else { return };
-    if snap.dump.nodes.is_empty() {
+    let nodes = &snap.dump.nodes;
+    if nodes.is_empty() {
         plan.debug(None, "no Jenkins node at all: not looking for orphaned agents this pass");
+        return;
+    }
+    let ours: Vec<&Instance> = snap
+        .envs
+        .values()
+        .filter_map(|o| o.as_ref().ok())
+        .flatten()
+        .filter(|i| cfg.is_ours(i) && i.state.is_active())
+        .collect();
+    // A build runs on a node we cannot tie to any agent of ours: it may be
+    // on one of the candidates under a name we do not understand. A zombie
+    // bills a little longer; a killed build is worse.
+    if let Some(node) = nodes.iter().find(|n| is_busy(n) && !ours.iter().any(|i| mentions(n, i))) {
+        plan.debug(
+            None,
+            format!(
+                "node {} is busy and matches no agent of ours: not looking for orphaned agents this pass",
+                node.name
+            ),
+        );
         return;
     }
     for (env, obs) in &snap.envs {
@@ -145,18 +157,23 @@ pub(super) fn plan_zombies(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTre
             }
             let Some(launched) = inst.launched else { continue };
             let running = age(snap.now, launched);
-            if running < limit || node_of(&snap.dump.nodes, inst).is_some() {
+            if running < limit || nodes.iter().any(|n| mentions(n, inst)) {
                 continue;
             }
             plan.count(counts::ZOMBIE_INSTANCE);
-            plan.act(Action::Terminate {
-                env: env.clone(),
-                instance_id: inst.id.clone(),
-                why: TerminateReason::NeverRegistered { minutes: running.as_secs() / 60 },
-            });
+            terminate(plan, env, inst, TerminateReason::NeverRegistered { minutes: running.as_secs() / 60 });
             claimed.insert(inst.id.clone());
         }
     }
+}
+
+/// The node names the instance in any way: its id or private IP anywhere in
+/// the node's name or description (Swarm appends `-<suffix>` to names, and
+/// operators rename nodes). Looser than `node_of` on purpose: a false match
+/// only spares an instance.
+fn mentions(node: &Node, inst: &Instance) -> bool {
+    let named = |needle: &str| node.name.contains(needle) || node.description.contains(needle);
+    named(&inst.id) || inst.private_ip.as_deref().is_some_and(named)
 }
 
 #[cfg(test)]
@@ -175,6 +192,11 @@ mod tests {
 
     fn acts(s: &Snapshot) -> Vec<String> {
         brief(&down(s).actions)
+    }
+
+    /// The subjects counted once as error_stopping_instance.
+    fn errors_once(plan: &Plan) -> Vec<&str> {
+        plan.once.iter().filter(|(k, _)| *k == counts::ERROR_STOPPING_INSTANCE).map(|(_, s)| s.as_str()).collect()
     }
 
     fn one(inst: Instance, node: Node) -> Snapshot {
@@ -315,7 +337,7 @@ mod tests {
         let node = Node { instance_id: None, ..doomed("dev-10.0.0.1", "i-1", "dev") };
         let plan = down(&one(agent("i-1", Running, "dev"), node));
         assert_eq!(plan.actions, []);
-        assert_eq!(count(&plan.counts, counts::ERROR_STOPPING_INSTANCE), 1);
+        assert_eq!(errors_once(&plan), ["dev-10.0.0.1"]);
         assert_eq!(info_notes(&plan.notes).len(), 1);
     }
 
@@ -324,7 +346,7 @@ mod tests {
         let node = Node { labels: vec!["swarm".into(), "linux".into()], ..doomed("x", "i-1", "dev") };
         let plan = down(&one(agent("i-1", Running, "dev"), node));
         assert_eq!(plan.actions, []);
-        assert_eq!(count(&plan.counts, counts::ERROR_STOPPING_INSTANCE), 1);
+        assert_eq!(errors_once(&plan), ["x i-1"]);
     }
 
     #[test]
@@ -343,7 +365,9 @@ mod tests {
     fn instance_missing_from_its_env_counts_an_error() {
         let plan = down(&one(agent("i-2", Running, "dev"), doomed("dev-10.0.0.1", "i-1", "dev")));
         assert_eq!(plan.actions, []);
-        assert_eq!(count(&plan.counts, counts::ERROR_STOPPING_INSTANCE), 1);
+        // Counted once per run by the caller, not once per pass.
+        assert!(plan.counts.is_empty());
+        assert_eq!(errors_once(&plan), ["dev-10.0.0.1 i-1"]);
         assert_eq!(info_notes(&plan.notes), ["node dev-10.0.0.1: instance i-1 is not in dev"]);
     }
 
@@ -418,6 +442,50 @@ mod tests {
             plan.actions[0].to_string(),
             "dev: terminate i-old (running 60 min without becoming a Jenkins node)"
         );
+    }
+
+    #[test]
+    fn an_agent_named_anywhere_by_a_node_is_no_zombie() {
+        let mut c = cfg();
+        c.zombie_after = Some(Duration::from_secs(60));
+        let s = snap(vec![(
+            "dev",
+            vec![
+                agent("i-swarm", Running, "dev").launched_ago(3600).ip("10.0.0.5"),
+                agent("i-desc", Running, "dev").launched_ago(3600).ip("10.0.0.6"),
+                agent("i-zombie", Running, "dev").launched_ago(3600).ip("10.0.0.7"),
+            ],
+        )])
+        .nodes(vec![
+            // Swarm's unique-id suffix after the IP.
+            Node {
+                instance_id: None,
+                description: "Swarm agent".into(),
+                ..online("dev-10.0.0.5-a1b2c3d4", "-", "dev", 1)
+            },
+            // Renamed by an operator; the description still names the id.
+            Node { instance_id: None, description: "was i-desc".into(), ..online("builder-7", "-", "dev", 1) },
+        ]);
+        assert_eq!(brief(&zombies(&c, &s).actions), ["terminate i-zombie zombie"]);
+    }
+
+    #[test]
+    fn no_orphan_hunt_while_an_unmatched_node_is_busy() {
+        let mut c = cfg();
+        c.zombie_after = Some(Duration::from_secs(60));
+        let busy = Node {
+            instance_id: None,
+            description: "hand-made".into(),
+            busy_executors: Some(1),
+            ..online("mystery", "-", "dev", 0)
+        };
+        let s = snap(vec![("dev", vec![agent("i-old", Running, "dev").launched_ago(3600).ip("10.0.0.7")])])
+            .nodes(vec![busy.clone()]);
+        assert!(zombies(&c, &s).actions.is_empty());
+        // Once that build is over, the orphan goes.
+        let idle = Node { busy_executors: Some(0), ..busy };
+        let s = s.nodes(vec![idle]);
+        assert_eq!(brief(&zombies(&c, &s).actions), ["terminate i-old zombie"]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::label::parse_label;
 use crate::model::{Instance, InstanceState, Label, QueueItem};
 
 use super::{
-    age, counts, is_busy, node_name_tail, node_of, observed, unix_secs, Action, Plan, PlanConfig, Snapshot,
+    age, counts, is_busy, node_name_tail, node_of, observed, terminate, unix_secs, Action, Plan, PlanConfig, Snapshot,
     TerminateReason,
 };
 
@@ -110,7 +110,6 @@ impl ScaleUp<'_> {
                 }
                 Some(marker_age) if *marker_age < self.cfg.working_ttl => {
                     covered.insert(key.as_str());
-                    self.plan.count(counts::JOB_ON_QUEUE);
                     let secs = marker_age.as_secs();
                     self.plan.debug(Some(key), format!("{}: already handled ({secs}s ago)", item.job_name));
                     handled.push((*item, key.as_str()));
@@ -175,6 +174,13 @@ impl ScaleUp<'_> {
         }
         let label = match parse_label(&item.label, &self.known_envs) {
             Ok(label) => label,
+            Err(_) if self.served_by_jenkins_itself(&item.label) => {
+                self.plan.debug(
+                    Some(key),
+                    format!("{job}: label {} is served by the controller or a node not ours", item.label),
+                );
+                return;
+            }
             Err(e) => {
                 self.plan.count(counts::UNKNOWN_LABEL);
                 self.plan.info(Some(key), format!("{job}: {e}; no agent is made for it"));
@@ -189,6 +195,12 @@ impl ScaleUp<'_> {
             }
         };
         if let Some(provider) = self.take_slot(&label) {
+            if self.is_online_agent(&provider, instances) {
+                // The original's job_on_queue: the item waits although an
+                // online agent of its label has a free executor (Jenkins has
+                // not assigned it yet, or throttling holds it back).
+                self.plan.count(counts::JOB_ON_QUEUE);
+            }
             self.plan.debug(Some(key), format!("{job}: absorbed by {provider}"));
             return;
         }
@@ -237,25 +249,43 @@ impl ScaleUp<'_> {
                 usage.non_spot += 1;
                 on_demand_fallback = true;
             }
-        } else if usage.non_spot >= self.cfg.max_on_demand {
-            let Some(victim) = self.pick_room(instances, &env) else {
-                self.plan.info(
-                    Some(key),
-                    format!(
-                        "{job}: {env} is at its on-demand cap ({}) with no stopped agent to replace; label {} waits",
-                        self.cfg.max_on_demand, label.raw
-                    ),
-                );
-                return;
-            };
-            self.claimed.insert(victim.clone());
-            self.plan.act(Action::Terminate {
-                env: env.clone(),
-                instance_id: victim.clone(),
-                why: TerminateReason::MakeRoom { job_key: key.to_string(), label: label.raw.clone() },
-            });
-            replaces = Some(victim);
         } else {
+            if usage.non_spot >= self.cfg.max_on_demand {
+                // At or over the cap: a stopped agent goes (one per item). A
+                // create follows only if that brings the env under its cap;
+                // above it, the item waits and usage comes down instead of
+                // stopped agents being swapped for running, billing ones.
+                let Some(victim) = self.pick_room(instances, &env) else {
+                    self.plan.info(
+                        Some(key),
+                        format!(
+                            "{job}: {env} is at its on-demand cap ({}) with no stopped agent to replace; label {} waits",
+                            self.cfg.max_on_demand, label.raw
+                        ),
+                    );
+                    return;
+                };
+                self.claimed.insert(victim.id.clone());
+                let usage = self.usage.entry(env.clone()).or_default();
+                let agents = usage.non_spot;
+                usage.non_spot -= 1;
+                if usage.non_spot >= self.cfg.max_on_demand {
+                    let why =
+                        TerminateReason::OverCap { job_key: key.to_string(), agents, cap: self.cfg.max_on_demand };
+                    terminate(self.plan, &env, victim, why);
+                    self.plan.info(
+                        Some(key),
+                        format!(
+                            "{job}: {env} is over its on-demand cap ({agents} agents, cap {}); a stopped agent goes and label {} waits",
+                            self.cfg.max_on_demand, label.raw
+                        ),
+                    );
+                    return;
+                }
+                let why = TerminateReason::MakeRoom { job_key: key.to_string(), label: label.raw.clone() };
+                terminate(self.plan, &env, victim, why);
+                replaces = Some(victim.id.clone());
+            }
             self.usage.entry(env.clone()).or_default().non_spot += 1;
         }
 
@@ -358,6 +388,23 @@ impl ScaleUp<'_> {
         }
     }
 
+    /// The controller (the GC job runs on `master_node`) or a node that is
+    /// not one of our agents carries the label: nobody waits for us.
+    fn served_by_jenkins_itself(&self, label: &str) -> bool {
+        let dump = &self.snap.dump;
+        let label = label.trim();
+        dump.controller_labels.iter().any(|l| l == label)
+            || dump.nodes.iter().any(|n| !n.description.contains("Created by Swarm") && n.has_label(label))
+    }
+
+    /// `provider` is a running instance whose node is online in Jenkins.
+    fn is_online_agent(&self, provider: &Provider, instances: &[Instance]) -> bool {
+        let Provider::Instance(id) = provider else { return false };
+        instances.iter().find(|i| &i.id == id).is_some_and(|inst| {
+            inst.state == InstanceState::Running && node_of(&self.snap.dump.nodes, inst).is_some_and(|n| !n.offline)
+        })
+    }
+
     /// Takes one free executor of the label's pool, if any.
     fn take_slot(&mut self, label: &Label) -> Option<Provider> {
         self.pool(label);
@@ -407,7 +454,7 @@ impl ScaleUp<'_> {
     /// A stopped non-spot agent of the env to terminate at the on-demand cap:
     /// one on a replaced AMI if any (it would never be started), else a
     /// random one.
-    fn pick_room(&mut self, instances: &[Instance], env: &str) -> Option<String> {
+    fn pick_room<'i>(&mut self, instances: &'i [Instance], env: &str) -> Option<&'i Instance> {
         let nodes = &self.snap.dump.nodes;
         let candidates: Vec<&Instance> = instances
             .iter()
@@ -424,7 +471,7 @@ impl ScaleUp<'_> {
         if pick_from.is_empty() {
             return None;
         }
-        Some(pick_from[self.rng.usize(..pick_from.len())].id.clone())
+        Some(pick_from[self.rng.usize(..pick_from.len())])
     }
 }
 
@@ -622,7 +669,20 @@ mod tests {
         let s = snap(vec![("dev", vec![agent("i-1", Running, "dev_shared")])])
             .nodes(vec![online("dev_shared-10.0.0.1", "i-1", "dev_shared", 2)])
             .queue((0..3).map(|n| item(&format!("job-{n}"), "dev_shared")).collect());
-        assert_eq!(acts(&s), ["create dev dev_shared"]);
+        let plan = run(&s);
+        assert_eq!(brief(&plan.actions), ["create dev dev_shared"]);
+        // Two items wait while an online agent has free executors for them:
+        // the original's job_on_queue.
+        assert_eq!(count(&plan.counts, counts::JOB_ON_QUEUE), 2);
+    }
+
+    #[test]
+    fn items_absorbed_by_booting_agents_are_not_job_on_queue() {
+        let s = snap(vec![("dev", vec![agent("i-1", Pending, "dev_shared")])])
+            .queue((0..3).map(|n| item(&format!("job-{n}"), "dev_shared")).collect());
+        let plan = run(&s);
+        assert_eq!(plan.actions, []);
+        assert_eq!(count(&plan.counts, counts::JOB_ON_QUEUE), 0);
     }
 
     #[test]
@@ -869,6 +929,53 @@ mod tests {
     }
 
     #[test]
+    fn over_the_cap_make_room_terminates_but_never_creates() {
+        // The cap was lowered to 2 with six stopped agents left: each item
+        // retires one stopped agent and waits; usage falls, nothing new bills.
+        let stopped: Vec<Instance> = (1..=6).map(|n| agent(&format!("i-{n}"), Stopped, "dev_shared")).collect();
+        let s = snap(vec![("dev", stopped)]).queue(vec![
+            item("a", "dev"),
+            item("b", "dev"),
+            item("c", "dev"),
+            item("d", "dev"),
+        ]);
+        let plan = run(&s);
+        let got = brief(&plan.actions);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got.iter().all(|a| a.starts_with("terminate ") && a.ends_with(" over-cap")), "{got:?}");
+        assert!(!got.iter().any(|a| a.starts_with("create")), "{got:?}");
+        assert!(
+            info_notes(&plan.notes).iter().any(|n| n.contains("over its on-demand cap (6 agents, cap 2)")),
+            "{:?}",
+            plan.notes
+        );
+    }
+
+    #[test]
+    fn cap_of_zero_never_creates() {
+        let mut c = cfg();
+        c.max_on_demand = 0;
+        let s = snap(vec![("dev", vec![agent("i-1", Stopped, "dev_shared")])])
+            .queue(vec![item("a", "dev"), item("b", "dev")]);
+        let got = brief(&plan_pass(&c, &s, 1).actions);
+        assert_eq!(got, ["terminate i-1 over-cap"]);
+    }
+
+    #[test]
+    fn make_room_sets_volumes_to_go_before_terminating() {
+        // An agent the Python script made keeps its root volume on termination.
+        let s = snap(vec![(
+            "dev",
+            vec![
+                agent("i-1", Running, "dev_shared").launched_ago(7200),
+                agent("i-2", Stopped, "dev_shared").volume("/dev/xvda", false),
+            ],
+        )])
+        .queue(vec![item("job", "dev")]);
+        assert_eq!(acts(&s), ["dot i-2 /dev/xvda", "terminate i-2 make-room", "create dev dev replacing i-2"]);
+    }
+
+    #[test]
     fn make_room_prefers_a_stopped_agent_on_a_replaced_ami() {
         let s = snap(vec![(
             "dev",
@@ -936,6 +1043,27 @@ mod tests {
     }
 
     // --- items we leave alone -----------------------------------------
+
+    #[test]
+    fn items_for_the_controller_or_a_static_node_are_not_unknown_labels() {
+        let mut s = snap(vec![("dev", vec![])]).queue(vec![item("gc", "master_node"), item("win", "windows")]);
+        s.dump.controller_labels = vec!["built-in".into(), "master_node".into()];
+        let windows = Node {
+            description: "static Windows box".into(),
+            labels: vec!["windows".into()],
+            ..online("win1", "i-9", "x", 1)
+        };
+        s.dump.nodes = vec![windows];
+        let plan = run(&s);
+        assert_eq!(plan.actions, []);
+        assert_eq!(count(&plan.counts, counts::UNKNOWN_LABEL), 0);
+        assert_eq!(info_notes(&plan.notes), Vec::<&str>::new());
+        // A label carried only by one of our agents is no excuse.
+        let s = snap(vec![("dev", vec![])])
+            .queue(vec![item("x", "linux")])
+            .nodes(vec![Node { labels: vec!["linux".into()], ..online("dev-1", "i-1", "dev", 1) }]);
+        assert_eq!(count(&run(&s).counts, counts::UNKNOWN_LABEL), 1);
+    }
 
     #[test]
     fn label_expression_is_skipped_with_note() {
@@ -1007,7 +1135,8 @@ mod tests {
             snap(vec![("dev", vec![agent("i-1", Stopped, "dev")])]).queue(vec![item("job", "dev")]).working("job", 299);
         let plan = run(&s);
         assert_eq!(plan.actions, []);
-        assert_eq!(count(&plan.counts, counts::JOB_ON_QUEUE), 1);
+        // Waiting behind its own marker is not the original's job_on_queue.
+        assert_eq!(count(&plan.counts, counts::JOB_ON_QUEUE), 0);
     }
 
     #[test]

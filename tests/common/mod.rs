@@ -323,6 +323,18 @@ impl World {
         serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
     }
 
+    /// Every EBS volume of every env: `{env, volume, state, instances}`.
+    pub fn volumes(&self) -> Vec<Value> {
+        let out = Command::new("python3")
+            .arg(repo().join("scripts/moto_world.py"))
+            .args(["volumes", "--endpoint", &self.moto.endpoint(), "--environment"])
+            .arg(self.path().join("environment.json"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "volumes: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+    }
+
     pub fn instance(&self, id: &str) -> Value {
         self.fleet().into_iter().find(|r| r["instance"] == id).unwrap_or_else(|| panic!("no instance {id}"))
     }

@@ -25,6 +25,11 @@ import org.jenkinsci.plugins.workflow.job.WorkflowJob
 import org.jenkinsci.plugins.workflow.job.WorkflowRun
 import org.jenkinsci.plugins.workflow.support.actions.WorkspaceActionImpl
 import org.jenkinsci.plugins.workflow.support.steps.ExecutorStepExecution
+import java.security.MessageDigest
+import java.util.logging.Handler
+import java.util.logging.Level
+import java.util.logging.LogRecord
+import java.util.logging.Logger
 
 // The AMI ids the manager passes (today's 21-character form).
 CURRENT = 'ami-0123456789abcdef0'
@@ -76,21 +81,30 @@ class World {
         item
     }
 
-    /** A Pipeline run; nodesUsed: node names its node blocks ran on, oldest first. */
+    /**
+     * A Pipeline run; nodesUsed: node names its node blocks ran on, oldest first.
+     * The job defines the parameters of its first parameterised run (a job may
+     * define them beforehand: job._properties << new ParametersDefinitionProperty(…)).
+     */
     WorkflowRun pipelineRun(WorkflowJob job, Map params = [:], List<String> nodesUsed = []) {
         def run = new WorkflowRun()
-        if (params) { run.addAction(parametersAction(params)) }
-        FlowNode head = new FlowNode(_id: '2')
+        job._addBuild(run)
+        if (params && job.getProperty(ParametersDefinitionProperty) == null) {
+            job._properties << new ParametersDefinitionProperty(params.keySet().collect { it as String })
+        }
+        if (params) { run.addAction(parametersAction(params)) }   // attached to the run, as Jenkins does
+        def exec = new FlowExecution()
+        FlowNode head = exec._add(new FlowNode(_id: '2'))
         int id = 3
         nodesUsed.each { n ->
             // node step start (with its workspace), a sh step inside, the block's end
-            def start = new FlowNode(_id: (id++).toString(), _parents: [head])
+            def start = exec._add(new FlowNode(_id: (id++).toString(), _parentIds: [head.id]))
             start.addAction(new WorkspaceActionImpl(n, '/jenkins/ws/' + job.name))
-            def step = new FlowNode(_id: (id++).toString(), _parents: [start])
-            head = new FlowNode(_id: (id++).toString(), _parents: [step])
+            def step = exec._add(new FlowNode(_id: (id++).toString(), _parentIds: [start.id]))
+            head = exec._add(new FlowNode(_id: (id++).toString(), _parentIds: [step.id]))
         }
-        run._execution = new FlowExecution(_heads: [head])
-        job._addBuild(run)
+        exec._heads = [head.id]
+        run._execution = exec
         run
     }
 
@@ -99,7 +113,10 @@ class World {
         new WorkflowJob(_name: parts[-1], _parent: parts.size() > 1 ? folder(parts[0..-2].join('/')) : null)
     }
 
-    /** An agent. opts: labels, description, executors, busy, idleMin, connectedMin, offline (an OfflineCause), connected. */
+    /**
+     * An agent. opts: labels, description, executors, busy, idleMin, connectedMin,
+     * offline (an OfflineCause), connected, oneOff (flyweight tasks running there).
+     */
     Computer agent(String name, Map opts = [:]) {
         def node = new Slave(_name: name, _labelString: opts.labels ?: 'dev swarm', _description: opts.description ?: '',
                              _numExecutors: opts.executors ?: 1, _dynamicLabels: opts.dynamicLabels ?: [])
@@ -110,6 +127,7 @@ class World {
                              _idleStart: now - ((opts.idleMin ?: 0) as long) * 60000L,
                              _connected: opts.containsKey('connected') ? opts.connected : true)
         if (opts.offline) { c._temporarilyOffline = true; c._offlineCause = opts.offline }
+        c._oneOffExecutors = (0..<((opts.oneOff ?: 0) as int)).collect { new OneOffExecutor(_busy: true) }
         node._computer = c
         j._computers << c
         c
@@ -137,7 +155,7 @@ Map runDump(List<String> words) {
 
 /** Every value in the dump is a string, as the original printed it. */
 void assertAllStrings(Map dump) {
-    assert dump.keySet() == ['build_queue', 'slave_queue', 'messages'] as Set
+    assert dump.keySet() == ['build_queue', 'slave_queue', 'messages', 'controller_labels'] as Set
     dump.build_queue.each { item ->
         assert item.keySet() == ['jobName', 'labels', 'lastBuiltOn', 'throttleEnabled', 'parameters', 'queueId'] as Set
         item.each { k, v -> assert v instanceof String, "build_queue.${k}" }
@@ -171,6 +189,33 @@ Map nodeOf(Map dump, String name) {
 
 String offlineCauseOf(Computer c) { c._offlineCalls ? c._offlineCalls[-1][1].toString() : null }
 
+/** The manager's job key (SPEC A5.2) of a dumped item, as the original computed it. */
+String jobKey(Map item) {
+    String p = item.parameters.trim().collect { (it as char) > 127 ? '?' : it }.join('').replace(' ', '_')
+    item.jobName.replace('/', '_CHILD_') + '___' + MessageDigest.getInstance('MD5').digest(p.getBytes('US-ASCII')).encodeHex().toString()
+}
+
+/** Runs body; returns the WARNING (and worse) records Jenkins' ParametersAction logged meanwhile. */
+List<LogRecord> parametersActionWarnings(Closure body) {
+    Logger logger = Logger.getLogger(ParametersAction.name)
+    List<LogRecord> records = []
+    Handler h = new Handler() {
+        void publish(LogRecord r) { if (r.level.intValue() >= Level.WARNING.intValue()) { records << r } }
+        void flush() {}
+        void close() {}
+    }
+    boolean parents = logger.useParentHandlers
+    logger.addHandler(h)
+    logger.useParentHandlers = false
+    try {
+        body()
+    } finally {
+        logger.removeHandler(h)
+        logger.useParentHandlers = parents
+    }
+    records
+}
+
 // ------------------------------------------------------------ scenarios
 // A scenario builds a World; the Rust test (tests/groovy_dump.rs) dumps
 // 'contract' and feeds the output to the manager's own parser.
@@ -186,7 +231,7 @@ scenarios = [
         def pj = w.pipeline('pipes/deploy')
         w.pipelineRun(pj, [ENV: 'prod'], ['prod-10.2.0.5'])
         def run = w.pipelineRun(pj, [ENV: 'prod'])
-        w.queue(new ExecutorStepExecution.PlaceholderTask(run, 'prod_spot'))
+        w.queue(new ExecutorStepExecution.PlaceholderTask(run, 'prod_spot'), [:], 'buildable')   // quiet period 0
         w.queue(w.freestyle('blocked-job', 'dev'), [:], 'blocked')
         w.agent('dev-10.0.1.7', [labels: 'dev_spot swarm', description: World.ours(CURRENT, 'i-0aaaaaaaaaaaaaaa1'), idleMin: 50])
         w.agent('dev-10.0.1.8', [labels: 'dev_shared swarm', description: World.ours(CURRENT, 'i-0aaaaaaaaaaaaaaa2'), executors: 5, busy: 2, idleMin: 300])
@@ -201,12 +246,12 @@ tests = [:]
 def test = { String name, Closure body -> tests[name] = body }
 
 // ---- build queue
-test('freestyle item: full name, label, parameters K=V joined by a space, last node, queue id') {
+test('freestyle item: full name, label, parameters as Queue.Item.getParams(), last node, queue id') {
     def w = new World()
     def item = w.queue(w.freestyle('job-000', 'dev', ['dev-10.0.1.5', 'dev-10.0.1.7']), [BRANCH: 'master', BUILD_NO: '0'])
     def q = queued(dumpOf(), 'job-000')
     assert q == [jobName: 'job-000', labels: 'dev', lastBuiltOn: 'dev-10.0.1.7', throttleEnabled: 'false',
-                 parameters: 'BRANCH=master BUILD_NO=0', queueId: item.id.toString()]
+                 parameters: '\nBRANCH=master\nBUILD_NO=0', queueId: item.id.toString()]
 }
 test('item without parameters and never built: NONE and UNKNOWN') {
     def w = new World()
@@ -230,7 +275,7 @@ test('matrix configuration: its full name, its combination label, the node its l
     w.queue(cfg, [GOAL: 'all'], 'buildable')
     def d = dumpOf()
     assert queued(d, 'team/mx/label=dev_spot') == [jobName: 'team/mx/label=dev_spot', labels: 'dev_spot', lastBuiltOn: 'dev-10.0.3.3',
-                                                 throttleEnabled: 'false', parameters: 'GOAL=all', queueId: '101']
+                                                 throttleEnabled: 'false', parameters: '\nGOAL=all', queueId: '101']
     assert queued(d, 'team/mx').labels == ''
 }
 test('Pipeline node(label) block: label of the step, job and parameters of its run, node of the last run that held one') {
@@ -241,7 +286,7 @@ test('Pipeline node(label) block: label of the step, job and parameters of its r
     w.queue(new ExecutorStepExecution.PlaceholderTask(run, 'prod_spot_c5.large'))
     def q = queued(dumpOf(), 'pipes/deploy')
     assert q.labels == 'prod_spot_c5.large'
-    assert q.parameters == 'ENV=prod DRY=true'
+    assert q.parameters == '\nENV=prod\nDRY=true'
     assert q.lastBuiltOn == 'prod-10.2.0.5'
 }
 test('Pipeline: the newest node of the running run wins over older runs') {
@@ -283,7 +328,7 @@ test('parameters: masked passwords, booleans, in order') {
     def w = new World()
     w.queue(w.freestyle('secret', 'dev'), [TOKEN: new PasswordParameterValue('TOKEN', 'hunter2'), A: 'x y', FLAG: new BooleanParameterValue('FLAG', true)])
     def q = queued(dumpOf(), 'secret')
-    assert q.parameters == 'TOKEN=**** A=x y FLAG=true'
+    assert q.parameters == '\nTOKEN=****\nA=x y\nFLAG=true'
     assert !q.parameters.contains('hunter2')
 }
 test('last built on the built-in node; throttle plugin enabled') {
@@ -299,6 +344,87 @@ test('label expressions are passed as Jenkins prints them') {
     def w = new World()
     w.queue(w.freestyle('x', 'linux && docker'))
     assert queued(dumpOf(), 'x').labels == 'linux && docker'
+}
+
+test('parameters are Queue.Item.getParams(): a newline before each, so the original job key matches') {
+    def w = new World()
+    w.queue(w.freestyle('job-000', 'dev_spot'), [BRANCH: 'master', BUILD_NO: '0'])
+    def r = runDump(STD_ARGS)
+    def q = queued(r.json, 'job-000')
+    assert q.parameters == '\nBRANCH=master\nBUILD_NO=0'
+    assert r.text.contains('"parameters":"\\nBRANCH=master\\nBUILD_NO=0"')      // JSON escapes the newline
+    assert jobKey(q) == 'job-000___0229e1082c8dd9a2f7f2d7f51901a614'           // SPEC A5.2
+}
+test('a password parameter shows as NAME=**** (its short description), never its value') {
+    def w = new World()
+    w.queue(w.freestyle('deploy', 'dev'), [TOKEN: new PasswordParameterValue('TOKEN', 'hunter2')])
+    def r = runDump(STD_ARGS)
+    assert queued(r.json, 'deploy').parameters == '\nTOKEN=****'
+    assert !r.text.contains('hunter2')
+}
+test('Pipeline node block: its run\'s parameters in the getParams() format, undefined ones too, no WARNING logged') {
+    def w = new World()
+    def job = w.pipeline('pipes/release')
+    job._properties << new ParametersDefinitionProperty(['ENV', 'PASS'])
+    def run = w.pipelineRun(job, [ENV: 'prod', PASS: new PasswordParameterValue('PASS', 's3cret'), EXTRA: '1'])   // EXTRA: not defined
+    w.queue(new ExecutorStepExecution.PlaceholderTask(run, 'prod_spot'), [:], 'buildable')
+    assert parametersActionWarnings { run.getAction(ParametersAction).parameters }.size() == 1   // what the script avoids
+    Map d = null
+    def warnings = parametersActionWarnings { d = dumpOf() }
+    assert queued(d, 'pipes/release').parameters == '\nENV=prod\nPASS=****\nEXTRA=1'
+    assert warnings*.message == []
+}
+test('a parameter Jenkins cannot describe costs that field (NONE), not the item') {
+    def w = new World()
+    def item = w.queue(w.freestyle('odd', 'dev_spot', ['dev-10.0.1.5']))
+    item.addAction(new ParametersAction([new StringParameterValue('A', '1'), null]))   // createUpdated() can leave nulls
+    def d = dumpOf()
+    def q = queued(d, 'odd')
+    assert q.parameters == 'NONE' && q.labels == 'dev_spot' && q.lastBuiltOn == 'dev-10.0.1.5'
+    assert d.messages.any { it.startsWith("queue item ${item.id}: parameters cannot be read") }
+}
+test('Pipeline flow node the storage cannot load (a null parent): the item stays, older runs are searched') {
+    def w = new World()
+    def job = w.pipeline('p')
+    w.pipelineRun(job, [:], ['dev-10.0.0.1'])
+    def run = w.pipelineRun(job, [:], ['dev-10.0.0.2'])
+    run._execution._nodes.remove('3')                 // the node block's start: getParents() of the next one has a null
+    run._execution._add(new FlowNode(_id: '9', _parentIds: ['2', 'gone']))
+    run._execution._heads << '9'
+    w.queue(new ExecutorStepExecution.PlaceholderTask(run, 'dev'), [:], 'buildable')
+    def q = queued(dumpOf(), 'p')
+    assert q.lastBuiltOn == 'dev-10.0.0.1' && q.labels == 'dev'
+}
+test('Pipeline whose flow graph throws, or has no execution: lastBuiltOn UNKNOWN, the item and its parameters stay') {
+    def w = new World()
+    def broken = w.pipeline('broken')
+    def run = w.pipelineRun(broken, [ENV: 'dev'], ['dev-10.0.0.1'])
+    run._execution._failure = new IllegalStateException('program not loaded')
+    def fresh = w.pipeline('fresh')
+    def starting = w.pipelineRun(fresh, [ENV: 'qa'])
+    starting._execution = null                          // WorkflowRun.getExecution() is @CheckForNull
+    def item = w.queue(new ExecutorStepExecution.PlaceholderTask(run, 'dev_spot'), [:], 'buildable')
+    w.queue(new ExecutorStepExecution.PlaceholderTask(starting, 'dev'), [:], 'buildable')
+    def d = dumpOf()
+    def q = queued(d, 'broken')
+    assert [q.lastBuiltOn, q.parameters, q.labels, q.throttleEnabled] == ['UNKNOWN', '\nENV=dev', 'dev_spot', 'false']
+    assert d.messages.any { it.startsWith("queue item ${item.id}: lastBuiltOn cannot be read") && it.contains('program not loaded') }
+    assert queued(d, 'fresh').lastBuiltOn == 'UNKNOWN' && queued(d, 'fresh').parameters == '\nENV=qa'
+}
+test('items of jobs the CLI user cannot read still get agents (getItems() hides them)') {
+    def w = new World()
+    def secret = w.freestyle('hidden/build', 'dev_spot')
+    secret._readable = false
+    def pj = w.pipeline('hidden/pipe')
+    pj._readable = false
+    def run = w.pipelineRun(pj)
+    w.queue(secret, [A: '1'])
+    w.queue(new ExecutorStepExecution.PlaceholderTask(run, 'dev'), [:], 'buildable')
+    w.queue(w.freestyle('open', 'dev'))
+    assert w.j.queue.items*.task*.fullName == ['open']                     // what Queue.getItems() gives this user
+    def d = dumpOf()
+    assert d.build_queue*.jobName.sort() == ['hidden/build', 'hidden/pipe', 'open']
+    assert queued(d, 'hidden/build').parameters == '\nA=1'
 }
 
 // ---- nodes
@@ -479,6 +605,68 @@ test('the contract scenario: one of each kind, as the Rust test reads it') {
     def d = dumpOf()
     assert d.build_queue*.jobName == ['job-000', 'folder/job-001', 'team/mx/label=dev_shared', 'pipes/deploy']
     assert d.slave_queue*.terminate_me == ['true', 'false', 'true', 'false']
+}
+
+test('a flyweight task on a one-off executor makes the node busy: offline by us, but never terminate_me') {
+    def w = new World()
+    def killed = w.agent('dev-10.0.5.1', [description: World.ours(CURRENT), idleMin: 50, oneOff: 1,
+                                          offline: new OfflineCause.ByCLI('groovy_script_killed_me')])
+    def old = w.agent('dev-10.0.5.2', [description: World.ours(OLD), idleMin: 50, oneOff: 1])
+    def idle = w.agent('dev-10.0.5.3', [description: World.ours(CURRENT), idleMin: 50, oneOff: 1])
+    assert killed.countBusy() == 0 && !killed.isIdle()                       // Jenkins' own counts
+    def d = dumpOf()
+    def k = nodeOf(d, 'dev-10.0.5.1')
+    assert k.terminate_me == 'false' && k.busy_executors == '1' && k.idle_seconds == '0' && k.ope_idle_count == '1'
+    def o = nodeOf(d, 'dev-10.0.5.2')
+    assert o.isOffLine == 'true' && o.terminate_me == 'false'                // drained, not gone yet
+    assert offlineCauseOf(old).contains('groovy_script_says_old_ami')
+    assert nodeOf(d, 'dev-10.0.5.3').terminate_me == 'false' && idle._offlineCalls == []
+}
+test('per-env AMIs: two envs of one region sharing an AMI id; an old one of a configured env is drained') {
+    def w = new World()
+    def dev = w.agent('dev-10.0.1.1', [labels: 'dev_spot swarm', description: World.ours(CURRENT), idleMin: 1])
+    def qa = w.agent('qa-10.0.1.2', [labels: 'qa_shared_c4.xlarge swarm', description: World.ours(CURRENT), executors: 5, idleMin: 1])
+    def qaOld = w.agent('qa-10.0.1.3', [labels: 'qa swarm', description: World.ours(OLD), idleMin: 1])
+    def d = dumpOf(["ami:dev=${CURRENT}", "ami:qa=${CURRENT}", 'idle_minutes=45', 'hourly_billing=false', 'dry_run=false']*.toString())
+    assert nodeOf(d, 'dev-10.0.1.1').isOffLine == 'false' && dev._offlineCalls == []
+    assert nodeOf(d, 'qa-10.0.1.2').isOffLine == 'false' && qa._offlineCalls == []
+    assert nodeOf(d, 'qa-10.0.1.3').terminate_me == 'true'
+    assert offlineCauseOf(qaOld).contains('groovy_script_says_old_ami')
+    assert !d.messages.any { it.contains('unknown setting') || it.contains('no AMI ids') }
+}
+test('per-env AMIs: an env without an AMI word, or a node of no env, is never drained') {
+    def w = new World()
+    def prod = w.agent('prod-10.2.0.1', [labels: 'prod_spot swarm', description: World.ours(OLD), idleMin: 1])
+    def stage = w.agent('stage-10.3.0.1', [labels: 'stage swarm', description: World.ours(OLD), idleMin: 1])
+    def lost = w.agent('lost-10.9.0.1', [labels: 'linux swarm', description: World.ours(OLD), idleMin: 1])
+    def devOld = w.agent('dev-10.0.1.4', [labels: 'dev swarm', description: World.ours(OLD), idleMin: 1])
+    def d = dumpOf(["ami:dev=${CURRENT}", 'ami:stage=', 'idle_minutes=45']*.toString())   // stage: an env with no current AMI
+    [prod, stage, lost].each { assert it._offlineCalls == [] }
+    assert ['prod-10.2.0.1', 'stage-10.3.0.1', 'lost-10.9.0.1'].every { nodeOf(d, it).terminate_me == 'false' }
+    assert nodeOf(d, 'dev-10.0.1.4').terminate_me == 'true' && offlineCauseOf(devOld).contains('groovy_script_says_old_ami')
+}
+test('controller_labels names the controller\'s own labels, self label included') {
+    new World()
+    def d = dumpOf([])
+    assert d.controller_labels == '[built-in, master_node]'
+}
+test('per-env and bare AMI words together: the env\'s word decides for its nodes, bare ids are ignored') {
+    def w = new World()
+    def devOn2 = w.agent('dev-10.0.1.5', [labels: 'dev_spot swarm', description: World.ours(CURRENT_2), idleMin: 1])
+    def prodOn2 = w.agent('prod-10.2.0.2', [labels: 'prod swarm', description: World.ours(CURRENT_2), idleMin: 1])
+    def prodOld = w.agent('prod-10.2.0.3', [labels: 'prod swarm', description: World.ours(OLD), idleMin: 1])
+    def d = dumpOf(["ami:dev=${CURRENT}", CURRENT_2]*.toString())
+    assert offlineCauseOf(devOn2).contains('groovy_script_says_old_ami')     // dev's AMI is CURRENT
+    assert prodOn2._offlineCalls == []
+    // prod is named by no ami: word: the manager could not retire it either.
+    assert prodOld._offlineCalls == []
+}
+test('a malformed ami: word (env with a \'_\', no \'=\') is reported and ignored, never taken as a bare id') {
+    def w = new World()
+    def c = w.agent('dev-10.0.1.6', [labels: 'dev_spot swarm', description: World.ours(OLD), idleMin: 1])
+    def d = dumpOf(["ami:dev_spot=${CURRENT}", 'ami:dev']*.toString())
+    assert d.messages.any { it.startsWith('ami:dev_spot=') } && d.messages.any { it.startsWith('ami:dev:') }
+    assert c._offlineCalls == []
 }
 
 // ---- run_gc.groovy

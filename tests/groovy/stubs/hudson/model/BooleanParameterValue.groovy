@@ -7,7 +7,7 @@ class BooleanParameterValue extends ParameterValue {
 
     Object getValue() { value }
 
-    @Override String toString() { "(BooleanParameterValue) " + name + '=' + value }
+    @Override String toString() { "(BooleanParameterValue) " + name + "='" + value + "'" }
 
     @Override String getShortDescription() { name + '=' + value }
 }

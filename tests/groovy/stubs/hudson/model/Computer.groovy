@@ -3,13 +3,16 @@ package hudson.model
 import hudson.slaves.OfflineCause
 
 /**
- * hudson.model.Computer: the live side of a node. Executors are modelled as
- * a list of busy flags; the idle clock and the connect time are in epoch ms.
+ * hudson.model.Computer: the live side of a node. Regular executors are
+ * modelled as a list of busy flags, one-off executors (flyweight tasks) as
+ * OneOffExecutors; the idle clock and the connect time are in epoch ms.
  */
 class Computer {
     Node _node
     /** true = busy */
     List<Boolean> _executors = [false]
+    /** Present only while their flyweight task runs, as in Jenkins. */
+    List<OneOffExecutor> _oneOffExecutors = []
     boolean _connected = true
     long _connectTime = 0L
     long _idleStart = 0L
@@ -44,16 +47,34 @@ class Computer {
 
     void setTemporaryOfflineCause(OfflineCause cause) { setTemporarilyOffline(cause != null, cause) }
 
+    /** Jenkins: regular executors only; one-off executors are not counted. */
     int countExecutors() { _executors.size() }
 
-    int countBusy() { _executors.count { it } as int }
+    /** Jenkins: countExecutors() - countIdle(), so a busy one-off executor is not counted. */
+    int countBusy() { countExecutors() - countIdle() }
 
-    int countIdle() { countExecutors() - countBusy() }
+    int countIdle() { _executors.count { !it } as int }
 
-    boolean isIdle() { countBusy() == 0 }
+    List<Executor> getExecutors() { _executors.collect { new Executor(_busy: it) } }
+
+    List<OneOffExecutor> getOneOffExecutors() { new ArrayList<OneOffExecutor>(_oneOffExecutors) }
+
+    List<Executor> getAllExecutors() { getExecutors() + getOneOffExecutors() }
+
+    /** Jenkins: false while any one-off executor exists, or any regular one is busy. */
+    boolean isIdle() { _oneOffExecutors.isEmpty() && countBusy() == 0 }
+
+    /** Jenkins: true when some regular executor is idle. */
+    boolean isPartiallyIdle() { countIdle() > 0 }
 
     long getConnectTime() { _connectTime }
 
-    /** When the last executor went idle (epoch ms); Jenkins takes the max over executors. */
-    long getIdleStartMilliseconds() { _idleStart }
+    /**
+     * Jenkins: the max over all executors, one-off ones included; a busy
+     * executor answers a time in the future (at least now + 15 s).
+     */
+    long getIdleStartMilliseconds() {
+        boolean busy = countBusy() > 0 || _oneOffExecutors.any { it.busy }
+        busy ? Math.max(_idleStart, System.currentTimeMillis() + 15000L) : _idleStart
+    }
 }

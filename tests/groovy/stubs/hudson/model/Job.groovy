@@ -1,11 +1,15 @@
 package hudson.model
 
+import hudson.security.Permission
+
 /** hudson.model.Job: a project; full name through its folders. */
-abstract class Job extends Actionable {
+abstract class Job extends Actionable implements Item {
     String _name
     ItemGroup _parent
     List<Run> _builds = []   // oldest first
     List<JobProperty> _properties = []
+    /** Whether the caller (the CLI's user) may read it: its ACL, reduced to one flag. */
+    boolean _readable = true
 
     String getName() { _name }
 
@@ -22,6 +26,10 @@ abstract class Job extends Actionable {
     Run getLastBuild() { _builds ? _builds[-1] : null }
 
     List<JobProperty> getAllProperties() { Collections.unmodifiableList(_properties) }
+
+    public <T extends JobProperty> T getProperty(Class<T> clazz) { (T) _properties.find { clazz.isInstance(it) } }
+
+    boolean hasPermission(Permission permission) { _readable }
 
     /** Test helper: appends a build, linking it to the previous one. */
     Run _addBuild(Run r) {

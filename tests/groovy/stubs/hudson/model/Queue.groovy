@@ -1,15 +1,53 @@
 package hudson.model
 
+import hudson.security.AccessControlled
+import hudson.security.Permission
+
 /**
- * hudson.model.Queue: the build queue. getItems() lists waiting, blocked and
- * buildable items alike (Jenkins filters them by the caller's Job/Read).
+ * hudson.model.Queue: the build queue. Items are kept in the order they were
+ * queued; each kind sits in its own list in Jenkins, and the getters below
+ * combine them in Jenkins' order.
  */
 class Queue {
     List<Item> _items = []
 
-    Item[] getItems() { _items as Item[] }
+    /**
+     * Jenkins: waiting, blocked, buildable (newest first), pending (newest
+     * first) — only items whose task the caller may read: a task that is not
+     * AccessControlled is hidden from everyone, SYSTEM included.
+     */
+    Item[] getItems() {
+        List<Item> r = []
+        r.addAll(_items.findAll { it instanceof WaitingItem })
+        r.addAll(_items.findAll { it instanceof BlockedItem })
+        r.addAll(_items.findAll { it instanceof BuildableItem && !it.pending }.reverse())
+        r.addAll(_items.findAll { it instanceof BuildableItem && it.pending }.reverse())
+        r.findAll { hasReadPermission(it.task) } as Item[]
+    }
+
+    /** Jenkins (since 1.402): waiting, buildable, pending; not blocked; no permission check. */
+    List<Item> getUnblockedItems() {
+        List<Item> r = []
+        r.addAll(_items.findAll { it instanceof WaitingItem })
+        r.addAll(_items.findAll { it instanceof BuildableItem && !it.pending })
+        r.addAll(_items.findAll { it instanceof BuildableItem && it.pending })
+        r
+    }
+
+    /** Jenkins: buildable then pending, no permission check. */
+    List<BuildableItem> getBuildableItems() {
+        List<BuildableItem> r = []
+        r.addAll(_items.findAll { it instanceof BuildableItem && !it.pending })
+        r.addAll(_items.findAll { it instanceof BuildableItem && it.pending })
+        r
+    }
 
     Item getItem(long id) { _items.find { it.id == id } }
+
+    private static boolean hasReadPermission(Task t) {
+        t instanceof AccessControlled &&
+            (((AccessControlled) t).hasPermission(hudson.model.Item.READ) || ((AccessControlled) t).hasPermission(Permission.READ))
+    }
 
     /** A thing that can be queued: a project, a Pipeline node block… */
     static interface Task {

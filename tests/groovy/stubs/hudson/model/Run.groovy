@@ -15,4 +15,10 @@ abstract class Run extends Actionable {
     String getFullDisplayName() { _parent.fullDisplayName + ' #' + _number }
 
     String getExternalizableId() { _parent.fullName + '#' + _number }
+
+    /** Jenkins: a RunAction2 learns which run it belongs to. */
+    @Override void addAction(Action a) {
+        super.addAction(a)
+        if (a instanceof jenkins.model.RunAction2) { ((jenkins.model.RunAction2) a).onAttached(this) }
+    }
 }

@@ -43,6 +43,9 @@ class Jenkins extends Node {
 
     @Override String getNodeName() { '' }
 
+    /** Like Jenkins 2.307+: the built-in node's self label is built-in. */
+    @Override hudson.model.labels.LabelAtom getSelfLabel() { hudson.model.labels.LabelAtom.get('built-in') }
+
     @Override String getDisplayName() { 'Jenkins' }
 
     Computer toComputer() { _masterComputer }

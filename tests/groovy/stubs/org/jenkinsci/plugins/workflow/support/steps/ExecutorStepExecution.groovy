@@ -4,6 +4,8 @@ import hudson.model.Label
 import hudson.model.Node
 import hudson.model.Queue
 import hudson.model.Run
+import hudson.security.AccessControlled
+import hudson.security.Permission
 import jenkins.model.Jenkins
 
 /** The node step's execution; what matters here is its queue task. */
@@ -12,7 +14,7 @@ class ExecutorStepExecution {
      * What a Pipeline node('label') block puts on the queue. Its owner task
      * is the job of the run it belongs to (itself when the run is gone).
      */
-    static class PlaceholderTask implements Queue.Task {
+    static class PlaceholderTask implements Queue.Task, AccessControlled {
         String _label
         Run _run
 
@@ -32,6 +34,9 @@ class ExecutorStepExecution {
         }
 
         Run run() { _run }
+
+        /** Jenkins: the run's ACL (its job's); the root's when the run is gone. */
+        boolean hasPermission(Permission permission) { _run == null || _run.parent.hasPermission(permission) }
 
         Run runForDisplay() { run() }
 
