@@ -420,9 +420,11 @@ pub(crate) mod fixtures {
     }
 
     /// One of our agents tagged with `label`, on its env's current AMI (the
-    /// env is the label up to the first `_`), launched 2 h ago.
+    /// env is the label up to the first `_`), launched 2 h ago; `i-<n>` has
+    /// the private IP `10.0.0.<n>`, the one its node's name carries.
     pub fn agent(id: &str, state: InstanceState, label: &str) -> Instance {
         let env = label.split('_').next().unwrap_or_default();
+        let n = id.trim_start_matches("i-");
         Instance {
             id: id.into(),
             state,
@@ -430,7 +432,7 @@ pub(crate) mod fixtures {
             slave_labels: Some(vec![label.into()]),
             image_id: format!("ami-{env}"),
             instance_type: "t2.small".into(),
-            private_ip: None,
+            private_ip: n.parse::<u8>().ok().map(|n| format!("10.0.0.{n}")),
             public_ip: None,
             spot: label.contains("_spot"),
             launched: Some(now() - Duration::from_secs(7200)),

@@ -87,7 +87,22 @@ fn retire(
         );
         return;
     }
-    if is_busy(node) {
+    // The description is written by whoever registers the node: any build
+    // can register a Swarm node that names another instance. The node's name
+    // must name the instance too, as every agent's does (`ENV-<private ip>`).
+    if !names(&node.name, inst) {
+        plan.count_once(counts::ERROR_STOPPING_INSTANCE, format!("{name} {id}"));
+        plan.info(
+            None,
+            format!("node {name}: its description names {id}, its name does not; not trusted, {id} is left alone"),
+        );
+        return;
+    }
+    // Every node that maps to the instance, not only this one: a build on
+    // any of them keeps it.
+    let busy_elsewhere =
+        snap.dump.nodes.iter().any(|n| is_busy(n) && (n.instance_id.as_deref() == Some(id) || names(&n.name, inst)));
+    if is_busy(node) || busy_elsewhere {
         plan.info(None, format!("node {name}: a build is running on it; {id} is kept"));
         return;
     }
@@ -167,6 +182,19 @@ pub(super) fn plan_zombies(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTre
     }
 }
 
+/// A node name names the instance: its private IP or its id as a whole
+/// `-`-separated part (`dev-10.0.1.7`, Swarm's `dev-10.0.1.7-3f2a…`,
+/// `dev_spot-i-0abc`), never as a prefix of a longer one (`10.0.1.70`).
+pub(super) fn names(node_name: &str, inst: &Instance) -> bool {
+    let whole_part = |needle: &str| {
+        node_name.match_indices(needle).any(|(at, _)| {
+            let end = at + needle.len();
+            (at == 0 || node_name[..at].ends_with('-')) && (end == node_name.len() || node_name[end..].starts_with('-'))
+        })
+    };
+    inst.private_ip.as_deref().is_some_and(whole_part) || whole_part(&inst.id)
+}
+
 /// The node names the instance in any way: its id or private IP anywhere in
 /// the node's name or description (Swarm appends `-<suffix>` to names, and
 /// operators rename nodes). Looser than `node_of` on purpose: a false match
@@ -182,6 +210,7 @@ mod tests {
 
     use super::super::fixtures::*;
     use super::super::*;
+    use super::names;
     use crate::model::InstanceState::*;
 
     fn down(s: &Snapshot) -> Plan {
@@ -353,12 +382,48 @@ mod tests {
     fn node_env_comes_from_its_first_env_label() {
         let node = Node {
             labels: vec!["swarm".into(), "linux".into(), "prod_spot_c5.large".into(), "dev".into()],
-            ..doomed("x", "i-1", "dev")
+            ..doomed("x-10.0.0.1", "i-1", "dev")
         };
         let s = snap(vec![("dev", vec![agent("i-1", Running, "dev")]), ("prod", vec![agent("i-1", Running, "prod")])])
             .nodes(vec![node]);
         let plan = down(&s);
-        assert_eq!(plan.actions, [Action::Stop { env: "prod".into(), instance_id: "i-1".into(), node: "x".into() }]);
+        assert_eq!(
+            plan.actions,
+            [Action::Stop { env: "prod".into(), instance_id: "i-1".into(), node: "x-10.0.0.1".into() }]
+        );
+    }
+
+    #[test]
+    fn a_node_whose_description_alone_names_an_instance_is_not_trusted() {
+        // Any build can register a Swarm node describing another instance.
+        let forged = doomed("dev-10.9.9.9", "i-1", "dev");
+        let plan = down(&one(agent("i-1", Running, "dev"), forged));
+        assert_eq!(plan.actions, []);
+        assert_eq!(errors_once(&plan), ["dev-10.9.9.9 i-1"]);
+        assert!(info_notes(&plan.notes)[0].contains("not trusted"), "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn a_build_on_any_node_of_the_instance_keeps_it() {
+        // The doomed node is genuine, but another node of the same instance
+        // (a second Swarm client, a renamed node) runs a build.
+        let busy = Node { busy_executors: Some(1), instance_id: None, ..online("dev-10.0.0.1-5f3a", "-", "dev", 0) };
+        let s = one(agent("i-1", Running, "dev"), doomed("dev-10.0.0.1", "i-1", "dev"))
+            .nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev"), busy]);
+        let plan = down(&s);
+        assert_eq!(plan.actions, []);
+        assert_eq!(info_notes(&plan.notes), ["node dev-10.0.0.1: a build is running on it; i-1 is kept"]);
+    }
+
+    #[test]
+    fn a_node_name_names_an_ip_or_id_as_a_whole_part() {
+        let inst = agent("i-5", Running, "dev");
+        for yes in ["dev-10.0.0.5", "dev_spot-10.0.0.5", "dev-10.0.0.5-a1b2c3", "dev_spot-i-5", "i-5"] {
+            assert!(names(yes, &inst), "{yes}");
+        }
+        for no in ["dev-10.0.0.55", "dev-110.0.0.5", "dev-i-55", "dev10.0.0.5", "x"] {
+            assert!(!names(no, &inst), "{no}");
+        }
     }
 
     #[test]
