@@ -211,6 +211,24 @@ fn no_spot_capacity_falls_back_to_on_demand_only_when_asked_and_within_the_cap()
 }
 
 #[test]
+fn a_spot_price_too_low_is_no_capacity_shortage_and_never_falls_back() {
+    // The bid is a ceiling: a spot market above it must not buy on-demand at
+    // full price.
+    let w = World::new(json!([])).with_proxy();
+    w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
+    w.proxy().faults(json!([{
+        "service": "ec2", "action": "RunInstances", "fault": "error500", "count": 1, "status": 400,
+        "code": "SpotMaxPriceTooLow", "message": "Your Spot request price of 0.2 is lower than the minimum required Spot request fulfillment price of 0.31.",
+    }]));
+    let out = run_with(&w, &["--loop_counter", "1", "--spot_fallback"]);
+    assert!(out.status.success());
+    assert!(live(&w, "dev").is_empty(), "no on-demand agent at full price");
+    let launches = w.proxy().calls().iter().filter(|c| c["action"] == "RunInstances").count();
+    assert_eq!(launches, 1, "not retried, no fallback");
+    assert_eq!(w.csv("properties_error.csv")["action_failed"], 1);
+}
+
+#[test]
 fn jenkins_faults_skip_scaling_and_are_counted() {
     let w = World::new(json!([{"env": "dev", "state": "stopped", "labels": "dev"}]));
     w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", "NONE")]}));

@@ -39,13 +39,19 @@ impl Ec2Error {
         Ec2Error { operation, code, message: describe_error(&e) }
     }
 
-    /// EC2 has no room for this launch (typically spot) right now.
+    /// EC2 has no room for this launch (typically spot) right now: what
+    /// `--spot_fallback` answers with an on-demand launch. A spot price above
+    /// our bid is not a shortage: the bid is a ceiling, never paid around.
     pub fn is_capacity_shortage(&self) -> bool {
-        self.code.as_deref().is_some_and(is_capacity_code)
+        matches!(
+            self.code.as_deref(),
+            Some("InsufficientInstanceCapacity" | "InsufficientCapacity" | "MaxSpotInstanceCountExceeded")
+        )
     }
 }
 
-fn is_capacity_code(code: &str) -> bool {
+/// Answers that stay the same however soon the call is repeated.
+fn is_final_for_the_call(code: &str) -> bool {
     matches!(
         code,
         "InsufficientInstanceCapacity" | "InsufficientCapacity" | "SpotMaxPriceTooLow" | "MaxSpotInstanceCountExceeded"
@@ -68,7 +74,7 @@ impl ClassifyRetry for CapacityShortageIsFinal {
         let code = operation
             .and_then(|e| e.downcast_ref::<RunInstancesError>().and_then(|e| e.code()))
             .or_else(|| operation.and_then(|e| e.downcast_ref::<StartInstancesError>()).and_then(|e| e.code()));
-        if code.is_some_and(is_capacity_code) {
+        if code.is_some_and(is_final_for_the_call) {
             RetryAction::RetryForbidden
         } else {
             RetryAction::NoActionIndicated
