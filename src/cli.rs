@@ -95,6 +95,13 @@ pub struct Args {
     #[arg(long = "owner_email", value_name = "EMAIL")]
     pub owner_email: String,
 
+    /// Instance types a queue label may ask for: a comma list of globs
+    /// (`m5*.*,c6i.large`), any size [default: t2, t3, t3a, m4, m5*, m6*,
+    /// m7*, c4, c5*, c6*, c7* up to 4xlarge]. A label naming another type
+    /// gets no agent.
+    #[arg(long = "instance_types", value_name = "GLOB,…")]
+    pub instance_types: Option<String>,
+
     /// Spot bid in USD per hour.
     #[arg(long = "max_spot_price", default_value = "0.2", value_name = "USD")]
     pub max_spot_price: String,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cli::{Args, CliTransport};
+use crate::label::InstanceTypes;
 
 /// The Groovy dump script shipped inside the binary (`--groovy` overrides it).
 pub const BUNDLED_GROOVY: &str = include_str!("../jenkins/get_queue_jobs.groovy");
@@ -84,6 +85,8 @@ pub struct Config {
     pub slave_name: String,
     pub owner_email: String,
     pub max_spot_price: String,
+    /// Instance types a label may ask for (`--instance_types`).
+    pub instance_types: InstanceTypes,
     pub required_ip_list: Vec<IpRule>,
     pub idle_minutes: u32,
     pub hourly_billing: bool,
@@ -182,6 +185,10 @@ impl Config {
             })?;
             e.ami = Some(ami);
         }
+        let instance_types = match &args.instance_types {
+            None => InstanceTypes::default(),
+            Some(list) => InstanceTypes::parse(list).map_err(bad)?,
+        };
         let required_ip_list = args.required_ip_list.iter().map(|w| parse_ip_rule(w)).collect::<Result<Vec<_>, _>>()?;
 
         Ok(Config {
@@ -200,6 +207,7 @@ impl Config {
             slave_name: args.slave_name.clone(),
             owner_email: args.owner_email.clone(),
             max_spot_price: args.max_spot_price.clone(),
+            instance_types,
             required_ip_list,
             idle_minutes: args.idle_minutes,
             hourly_billing: args.hourly_billing,

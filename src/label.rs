@@ -97,9 +97,85 @@ pub fn is_instance_type(s: &str) -> bool {
         && size.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
+/// The instance types a queue label may ask for (`--instance_types`). A
+/// label is written by whoever writes a Jenkinsfile: without a limit,
+/// `node('prod_x2iedn.32xlarge')` buys the largest machines up to the cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceTypes {
+    /// Globs over the whole type (`m5*.*`, `c6i.large`).
+    globs: Vec<String>,
+    /// The largest size admitted, in multiples of `xlarge` (`None`: any).
+    largest: Option<u32>,
+}
+
+impl Default for InstanceTypes {
+    /// The original's families (t2, m3/m4, c3/c4) and their current
+    /// successors, up to `4xlarge`: what a build agent reasonably needs.
+    fn default() -> Self {
+        let families = ["t2", "t3", "t3a", "m4", "m5*", "m6*", "m7*", "c4", "c5*", "c6*", "c7*"];
+        InstanceTypes { globs: families.iter().map(|f| format!("{f}.*")).collect(), largest: Some(4) }
+    }
+}
+
+impl InstanceTypes {
+    /// A comma list of globs (`*`, `?`); every type matching one is admitted,
+    /// whatever its size.
+    pub fn parse(list: &str) -> Result<InstanceTypes, String> {
+        let globs: Vec<String> = list.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_string).collect();
+        if globs.is_empty() {
+            return Err(
+                "--instance_types: expected a comma list of instance types or globs (e.g. m5*.*,c6i.large)".into()
+            );
+        }
+        for g in &globs {
+            let shape = g.replace(['*', '?'], "x");
+            if !g.contains('.') || !is_instance_type(&shape) {
+                return Err(format!("--instance_types: {g:?} is not an instance type or a glob of one (family.size)"));
+            }
+        }
+        Ok(InstanceTypes { globs, largest: None })
+    }
+
+    pub fn allows(&self, instance_type: &str) -> bool {
+        self.globs.iter().any(|g| wildmatch::WildMatch::new(g).matches(instance_type))
+            && self.largest.is_none_or(|max| size_in_xlarge(instance_type).is_some_and(|n| n <= max))
+    }
+}
+
+/// `large` and below → 0, `xlarge` → 1, `4xlarge` → 4, `metal…` → none.
+fn size_in_xlarge(instance_type: &str) -> Option<u32> {
+    let size = instance_type.split_once('.')?.1;
+    match size {
+        "nano" | "micro" | "small" | "medium" | "large" => Some(0),
+        "xlarge" => Some(1),
+        _ => size.strip_suffix("xlarge")?.parse().ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_admits_the_usual_families_up_to_4xlarge() {
+        let d = InstanceTypes::default();
+        for yes in ["t2.small", "t3a.medium", "m5.large", "m5d.4xlarge", "m7g.xlarge", "c6i.2xlarge", "c4.xlarge"] {
+            assert!(d.allows(yes), "{yes}");
+        }
+        for no in ["x2iedn.32xlarge", "m5.8xlarge", "c7g.metal", "p4d.24xlarge", "g5.xlarge", "m5.metal-48xl"] {
+            assert!(!d.allows(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_list_of_globs_admits_exactly_what_it_names_at_any_size() {
+        let t = InstanceTypes::parse("c6i.large, m5*.*").unwrap();
+        assert!(t.allows("c6i.large") && t.allows("m5.24xlarge") && t.allows("m5dn.xlarge"));
+        assert!(!t.allows("c6i.xlarge") && !t.allows("t2.small"));
+        assert!(InstanceTypes::parse("").is_err());
+        assert!(InstanceTypes::parse("m5").is_err());
+        assert!(InstanceTypes::parse("M5.large").is_err());
+    }
 
     fn envs() -> BTreeSet<String> {
         ["dev", "eod-us-west-2", "prod"].iter().map(|s| s.to_string()).collect()

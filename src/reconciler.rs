@@ -38,6 +38,7 @@ pub fn plan_config(c: &Config) -> PlanConfig {
         boot_grace: BOOT_GRACE,
         zombie_after: c.zombie_after,
         spot_fallback: c.spot_fallback,
+        instance_types: c.instance_types.clone(),
     }
 }
 

@@ -23,6 +23,7 @@ pub const ERROR_KEYS: &[&str] = &[
     "describe_failed",
     "inventory_failed",
     "unknown_label",
+    "instance_type_refused",
     "gc_failed",
     "security_group_failed",
     "sqs_failed",

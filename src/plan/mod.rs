@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::label::InstanceTypes;
 use crate::model::{EnvObservation, Instance, JenkinsDump, Label, Markers, Node, Pricing};
 
 pub use inventory::plan_inventory;
@@ -29,6 +30,8 @@ pub mod counts {
     /// A `terminate_me` node whose instance is already stopped or stopping.
     pub const INSTANCE_STOPPED_STATE: &str = "instance_stopped_state";
     pub const UNKNOWN_LABEL: &str = "unknown_label";
+    /// A label asks for an instance type `--instance_types` does not admit.
+    pub const INSTANCE_TYPE_REFUSED: &str = "instance_type_refused";
     /// A running agent older than an hour that is no Jenkins node (inventory).
     pub const INSTANCE_NOT_SLAVE: &str = "instance_not_slave";
     /// A running agent that never became a node within `--zombie_minutes`.
@@ -41,6 +44,8 @@ pub struct PlanConfig {
     pub slave_name: String,
     /// Per-env cap on non-spot agents in active states.
     pub max_on_demand: u32,
+    /// Instance types a label may ask for; others get no agent.
+    pub instance_types: InstanceTypes,
     /// Per-env cap on spot agents in active states.
     pub max_spot: u32,
     /// Every known env → its current AMI (`None`: cannot create there).
@@ -416,6 +421,7 @@ pub(crate) mod fixtures {
             boot_grace: Duration::from_secs(600),
             zombie_after: None,
             spot_fallback: false,
+            instance_types: InstanceTypes::default(),
         }
     }
 

@@ -187,6 +187,17 @@ impl ScaleUp<'_> {
                 return;
             }
         };
+        if !self.cfg.instance_types.allows(&label.instance_type) {
+            self.plan.count(counts::INSTANCE_TYPE_REFUSED);
+            self.plan.info(
+                Some(key),
+                format!(
+                    "{job}: label {} asks for {}, which --instance_types does not admit; no agent is made for it",
+                    label.raw, label.instance_type
+                ),
+            );
+            return;
+        }
         let instances = match observed(&self.snap.envs, &label.env) {
             Ok(instances) => instances,
             Err(e) => {
@@ -1063,6 +1074,20 @@ mod tests {
             .queue(vec![item("x", "linux")])
             .nodes(vec![Node { labels: vec!["linux".into()], ..online("dev-1", "i-1", "dev", 1) }]);
         assert_eq!(count(&run(&s).counts, counts::UNKNOWN_LABEL), 1);
+    }
+
+    #[test]
+    fn a_label_asking_for_an_unadmitted_type_gets_nothing_not_even_room() {
+        // At the cap with a stopped agent make-room could take.
+        let s = snap(vec![(
+            "dev",
+            vec![agent("i-1", Running, "dev_shared").launched_ago(7200), agent("i-2", Stopped, "dev_shared")],
+        )])
+        .queue(vec![item("big", "dev_x2iedn.32xlarge"), item("spot", "dev_spot_p4d.24xlarge")]);
+        let plan = run(&s);
+        assert_eq!(plan.actions, []);
+        assert_eq!(count(&plan.counts, counts::INSTANCE_TYPE_REFUSED), 2);
+        assert!(info_notes(&plan.notes)[0].contains("x2iedn.32xlarge, which --instance_types does not admit"));
     }
 
     #[test]
