@@ -269,11 +269,13 @@ void markOffline(Computer c, String why, String detail) {
 Jenkins jenkins = Jenkins.get()
 
 // -------------------------------------------------------------- build queue
-// getUnblockedItems(), not getItems(): getItems() leaves out items whose job the
-// CLI's user cannot read (and tasks that are not access controlled), and their
-// builds would never get an agent. Blocked items wait for a lock, not an agent.
+// getBuildableItems() (buildable and pending), as the original kept only
+// buildable items: a waiting item is in its quiet period and may yet become
+// blocked (a running build of the same job, a lock, a throttle), so an agent
+// started for it would idle. Blocked items wait for a lock, not an agent. And
+// not getItems(): it hides tasks that are not access controlled.
 List<Map<String, String>> buildQueue = []
-for (Queue.Item item : jenkins.queue.unblockedItems) {
+for (Queue.Item item : jenkins.queue.buildableItems) {
     try {
         Map<String, String> entry = queueEntry(item)
         if (entry != null) { buildQueue << entry }

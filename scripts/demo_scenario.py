@@ -83,7 +83,7 @@ def scenario(world):
     queue = [
         # Last built on the stopped agent 0: that one is started again.
         queue_item("app/build", "dev", node_name(agents[REUSED]),
-                   "BRANCH=master BUILD_NO=0"),
+                   "\nBRANCH=master\nBUILD_NO=0"),
         queue_item("app/integration", "dev_spot_c6i.large"),
         # Two items, one shared agent: it has 5 executors.
         queue_item("release/package", "prod_shared"),

@@ -374,10 +374,13 @@ def groovy_arguments(words, default_idle_minutes):
 def is_old_ami(node, amis):
     """The node runs another AMI than its env's current one (SPEC A6)."""
     if isinstance(amis, dict):
+        # As the script: a label that is an env, else the one env its parts
+        # name; an env without a current AMI (`ami:ENV=`) never drains.
         for label in node.labels:
-            for env in [label] + label.split("_"):
-                if env in amis:
-                    return node.ami != amis[env]
+            named = [label] if label in amis else sorted({p for p in label.split("_") if p in amis})
+            if len(named) == 1:
+                current = amis[named[0]]
+                return bool(current) and node.ami != current
         return False
     return bool(amis) and node.ami not in amis
 

@@ -18,16 +18,11 @@ fn md5_hex(bytes: &[u8]) -> String {
 /// `jobName` (`/` → `_CHILD_`) + `___` + md5 of the parameters; `None` is the
 /// dump's `NONE` and is hashed as that text, as the original did.
 pub fn job_key(job_name: &str, parameters: Option<&str>) -> String {
-    let params: String = parameters
-        .unwrap_or("NONE")
-        .trim()
-        .chars()
-        .map(|c| match c {
-            ' ' => '_',
-            c if c.is_ascii() => c,
-            _ => '?',
-        })
-        .collect();
+    // As Python 2 did it: encode to ASCII ('?' for the rest), strip ASCII
+    // whitespace, then spaces → '_'. Mapping first matters: a non-ASCII blank
+    // at an end is a '?', not trimmed away.
+    let ascii: String = parameters.unwrap_or("NONE").chars().map(|c| if c.is_ascii() { c } else { '?' }).collect();
+    let params = ascii.trim_matches(|c: char| c.is_ascii_whitespace() || c == '\x0b').replace(' ', "_");
     let mut key = format!("{}___{}", job_name.replace('/', "_CHILD_"), md5_hex(params.as_bytes()));
     // On a character boundary: a long non-ASCII job name must still give a
     // valid file name of at most 255 bytes.
@@ -91,6 +86,13 @@ mod tests {
     #[test]
     fn parameters_are_trimmed_before_hashing() {
         assert_eq!(job_key("j", Some("  BRANCH=master BUILD_NO=0\n")), job_key("j", Some("BRANCH=master BUILD_NO=0")));
+    }
+
+    #[test]
+    fn a_non_ascii_blank_at_an_end_is_a_question_mark_not_trimmed() {
+        // Python 2: u"A=1\u00a0".encode("ascii", "replace").strip() == "A=1?"
+        assert_eq!(job_key("j", Some("A=1\u{a0}")), format!("j___{}", md5_hex(b"A=1?")));
+        assert_eq!(job_key("j", Some("\u{2003}A=1")), format!("j___{}", md5_hex(b"?A=1")));
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub const FAILURE_KEYS: &[&str] = &[
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     counters: BTreeMap<String, u64>,
-    /// Agents per label set from the last inventory (`ENV_<labels>`).
+    /// Agents per label set from the last inventory (labels joined by `_`, `ENV_None`).
     pub instance_count: BTreeMap<String, u64>,
 }
 
@@ -101,7 +101,7 @@ mod tests {
         s.add("instances_started", 2);
         s.add("jar_file_error", 1);
         s.add("job_on_queue", 4);
-        s.instance_count.insert("dev_dev_spot".into(), 3);
+        s.instance_count.insert("dev_spot".into(), 3);
         s.instance_count.insert("dev_None".into(), 1);
         s.write_csvs(dir.path()).unwrap();
         let run = std::fs::read_to_string(dir.path().join("properties_run.csv")).unwrap();
@@ -114,7 +114,7 @@ mod tests {
         assert_eq!(header, sorted);
         assert_eq!(s.errors(), 1);
         let count = std::fs::read_to_string(dir.path().join("properties_instance_count.csv")).unwrap();
-        assert_eq!(count, "dev_None,dev_dev_spot\r\n1,3\r\n");
+        assert_eq!(count, "dev_None,dev_spot\r\n1,3\r\n");
     }
 
     #[test]

@@ -38,13 +38,14 @@ pub fn plan_inventory(
             }
         };
         for inst in instances.iter().filter(|i| cfg.is_ours(i) && i.state.is_active()) {
-            let labels = inst.slave_labels.as_ref().map_or_else(|| "None".to_string(), |ls| ls.join(" "));
-            *instance_count.entry(format!("{env}_{labels}")).or_default() += 1;
-
-            let node = dump.and_then(|d| node_of(&d.nodes, inst));
             if terminated.contains(&inst.id) {
                 plan.debug(None, format!("inventory: {env}: {} is terminated this pass already", inst.id));
-            } else if inst.state == InstanceState::Stopped && cfg.on_replaced_ami(env, inst) {
+                continue;
+            }
+            *instance_count.entry(count_key(env, inst)).or_default() += 1;
+
+            let node = dump.and_then(|d| node_of(&d.nodes, inst));
+            if inst.state == InstanceState::Stopped && cfg.on_replaced_ami(env, inst) {
                 if node.is_some_and(is_busy) {
                     plan.info(
                         None,
@@ -67,6 +68,21 @@ pub fn plan_inventory(
         }
     }
     Inventory { actions: plan.actions, notes: plan.notes, counts: plan.counts, instance_count }
+}
+
+/// The original's `properties_instance_count.csv` column: the agent's labels
+/// joined by `_` (`dev_spot`), `<env>_None` when its `slave_data` tag is
+/// unreadable, so the Plot plugin's series keep their names at cut-over.
+fn count_key(env: &str, inst: &Instance) -> String {
+    match &inst.slave_labels {
+        Some(labels) if !labels.is_empty() => {
+            let mut labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            labels.sort_unstable();
+            labels.dedup();
+            labels.join("_")
+        }
+        _ => format!("{env}_None"),
+    }
 }
 
 fn set_delete_on_termination(plan: &mut Plan, env: &str, inst: &Instance) {
@@ -149,11 +165,12 @@ mod tests {
             None,
         );
         let expected: BTreeMap<String, u64> = [
-            ("dev_dev", 2),
-            ("dev_dev dev_c5.large", 1),
-            ("dev_dev_spot", 1),
+            // The original's keys: the label set joined by `_`.
+            ("dev", 2),
+            ("dev_dev_c5.large", 1),
+            ("dev_spot", 1),
             ("dev_None", 1),
-            ("prod_prod_shared", 1),
+            ("prod_shared", 1),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -279,7 +279,7 @@ pub struct Inventory {
     pub actions: Vec<Action>,
     pub notes: Vec<Note>,
     pub counts: BTreeMap<&'static str, u64>,
-    /// Our active agents per `<env>_<labels>` (`<env>_None`: no readable tag).
+    /// Our active agents per label set joined by `_` (`<env>_None`: no readable tag).
     pub instance_count: BTreeMap<String, u64>,
 }
 

@@ -151,10 +151,11 @@ pub(super) fn plan_zombies(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTre
         .flatten()
         .filter(|i| cfg.is_ours(i) && i.state.is_active())
         .collect();
-    // A build runs on a node we cannot tie to any agent of ours: it may be
-    // on one of the candidates under a name we do not understand. A zombie
-    // bills a little longer; a killed build is worse.
-    if let Some(node) = nodes.iter().find(|n| is_busy(n) && !ours.iter().any(|i| mentions(n, i))) {
+    // A build runs on a Swarm node we cannot tie to any agent of ours: it may
+    // be on one of the candidates under a name we do not understand. A zombie
+    // bills a little longer; a killed build is worse. (Static nodes, which
+    // Swarm did not make, cannot be our agents and do not hold the hunt up.)
+    if let Some(node) = nodes.iter().find(|n| is_busy(n) && may_be_ours(n) && !ours.iter().any(|i| mentions(n, i))) {
         plan.debug(
             None,
             format!(
@@ -197,11 +198,25 @@ pub(super) fn names(node_name: &str, inst: &Instance) -> bool {
 
 /// The node names the instance in any way: its id or private IP anywhere in
 /// the node's name or description (Swarm appends `-<suffix>` to names, and
-/// operators rename nodes). Looser than `node_of` on purpose: a false match
-/// only spares an instance.
+/// operators rename nodes), as a whole token (`10.0.1.2` is not in
+/// `10.0.1.23`). Looser than `node_of` on purpose: a false match only spares
+/// an instance.
 fn mentions(node: &Node, inst: &Instance) -> bool {
-    let named = |needle: &str| node.name.contains(needle) || node.description.contains(needle);
+    let in_text = |text: &str, needle: &str| {
+        let part_of_token = |c: char| c.is_ascii_alphanumeric() || c == '.';
+        text.match_indices(needle).any(|(at, _)| {
+            let end = at + needle.len();
+            !text[..at].ends_with(part_of_token) && !text[end..].starts_with(part_of_token)
+        })
+    };
+    let named = |needle: &str| in_text(&node.name, needle) || in_text(&node.description, needle);
     named(&inst.id) || inst.private_ip.as_deref().is_some_and(named)
+}
+
+/// A node that may be one of our agents: Swarm made it. A build on such a
+/// node that matches no agent may be running on an orphan candidate.
+fn may_be_ours(node: &Node) -> bool {
+    node.has_label("swarm") || node.description.contains("Created by Swarm")
 }
 
 #[cfg(test)]
@@ -532,6 +547,10 @@ mod tests {
             Node { instance_id: None, description: "was i-desc".into(), ..online("builder-7", "-", "dev", 1) },
         ]);
         assert_eq!(brief(&zombies(&c, &s).actions), ["terminate i-zombie zombie"]);
+        // A longer address is another machine: 10.0.0.7 is not in 10.0.0.70.
+        let other = Node { instance_id: None, description: "x".into(), ..online("dev-10.0.0.70", "-", "dev", 1) };
+        let s = s.nodes(vec![other]);
+        assert_eq!(brief(&zombies(&c, &s).actions).len(), 3);
     }
 
     #[test]
@@ -540,13 +559,17 @@ mod tests {
         c.zombie_after = Some(Duration::from_secs(60));
         let busy = Node {
             instance_id: None,
-            description: "hand-made".into(),
+            description: "Swarm agent, renamed".into(),
             busy_executors: Some(1),
             ..online("mystery", "-", "dev", 0)
         };
         let s = snap(vec![("dev", vec![agent("i-old", Running, "dev").launched_ago(3600).ip("10.0.0.7")])])
             .nodes(vec![busy.clone()]);
         assert!(zombies(&c, &s).actions.is_empty());
+        // A busy static node (no swarm label, not made by Swarm) is no reason.
+        let windows = Node { labels: vec!["windows".into()], description: "static box".into(), ..busy.clone() };
+        let s2 = s.clone().nodes(vec![windows]);
+        assert_eq!(brief(&zombies(&c, &s2).actions), ["terminate i-old zombie"]);
         // Once that build is over, the orphan goes.
         let idle = Node { busy_executors: Some(0), ..busy };
         let s = s.nodes(vec![idle]);

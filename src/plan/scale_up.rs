@@ -209,8 +209,10 @@ impl ScaleUp<'_> {
             if self.is_online_agent(&provider, instances) {
                 // The original's job_on_queue: the item waits although an
                 // online agent of its label has a free executor (Jenkins has
-                // not assigned it yet, or throttling holds it back).
-                self.plan.count(counts::JOB_ON_QUEUE);
+                // not assigned it yet, or throttling holds it back). Once per
+                // item, as the original's marker made it.
+                let item_id = item.queue_id.map_or_else(|| "-".to_string(), |id| id.to_string());
+                self.plan.count_once(counts::JOB_ON_QUEUE, format!("{key} {item_id}"));
             }
             self.plan.debug(Some(key), format!("{job}: absorbed by {provider}"));
             return;
@@ -683,8 +685,10 @@ mod tests {
         let plan = run(&s);
         assert_eq!(brief(&plan.actions), ["create dev dev_shared"]);
         // Two items wait while an online agent has free executors for them:
-        // the original's job_on_queue.
-        assert_eq!(count(&plan.counts, counts::JOB_ON_QUEUE), 2);
+        // the original's job_on_queue, counted once per item by the caller.
+        let once: Vec<&str> =
+            plan.once.iter().filter(|(k, _)| *k == counts::JOB_ON_QUEUE).map(|(_, s)| s.as_str()).collect();
+        assert_eq!(once, [format!("{} -", key("job-0")), format!("{} -", key("job-1"))]);
     }
 
     #[test]

@@ -67,7 +67,7 @@ class World {
     }
 
     /** Puts a task on the queue. kind: waiting, buildable or blocked. */
-    Queue.Item queue(Queue.Task task, Map params = [:], String kind = 'waiting') {
+    Queue.Item queue(Queue.Task task, Map params = [:], String kind = 'buildable') {
         long id = nextQueueId++
         Queue.Item item
         switch (kind) {
@@ -303,7 +303,7 @@ test('Pipeline never run on an agent: UNKNOWN; its own flyweight item has no lab
     def w = new World()
     def job = w.pipeline('p2')
     def run = w.pipelineRun(job)
-    w.queue(job)                                               // the run itself, waiting
+    w.queue(job)                                               // the run itself
     w.queue(new ExecutorStepExecution.PlaceholderTask(run, 'dev'))
     def d = dumpOf()
     assert d.build_queue.size() == 2
@@ -317,12 +317,12 @@ test('Pipeline node block whose run is gone: skipped, with a message') {
     assert d.build_queue == []
     assert d.messages.any { it.contains('run is gone') }
 }
-test('blocked items are skipped, waiting and buildable ones reported') {
+test('blocked items and waiting ones (quiet period: may yet block) are skipped, buildable ones reported') {
     def w = new World()
     w.queue(w.freestyle('a', 'dev'), [:], 'blocked')
     w.queue(w.freestyle('b', 'dev'), [:], 'buildable')
     w.queue(w.freestyle('c', 'dev'), [:], 'waiting')
-    assert dumpOf().build_queue*.jobName.sort() == ['b', 'c']
+    assert dumpOf().build_queue*.jobName.sort() == ['b']
 }
 test('parameters: masked passwords, booleans, in order') {
     def w = new World()
