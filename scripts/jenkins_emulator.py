@@ -4,9 +4,11 @@
 No real Jenkins runs in tests or demos, so this serves the two faces of
 Jenkins that the manager uses (SPEC A5.1, A11):
 
-* HTTP: every answer names the SSH endpoint in `X-SSH-Endpoint`, as Jenkins
-  does, and `/jnlpJars/jenkins-cli.jar` serves a placeholder jar. Tests drive
-  the emulator through `/emulator/...` (see `HttpHandler`).
+* HTTP, as a secured Jenkins answers anonymous users (see `HttpHandler`):
+  `/login` names the SSH endpoint in `X-SSH-Endpoint`, the root and other
+  pages answer 403 without it (`--anonymous-read` grants Overall/Read to
+  anonymous, as an open Jenkins does), `/jnlpJars/jenkins-cli.jar` serves a
+  placeholder jar. Tests drive the emulator through `/emulator/...`.
 * SSH: the CLI. Public-key auth for one user; each exec'd command line is
   split with a port of Jenkins' `hudson.util.QuotedStringTokenizer`, so a test
   can prove that the manager's quoting round-trips, and answered from the
@@ -23,7 +25,7 @@ then made from that model, and `GET /emulator/sim` reports what happened.
 
 Run: python3 scripts/jenkins_emulator.py --user USER --authorized-keys FILE
          [--scenario FILE] [--log FILE] [--http-port N] [--ssh-port N]
-         [--warning-line]
+         [--warning-line] [--anonymous-read]
          [--simulate --moto-endpoint URL --environment FILE [--trace FILE]
           [--slave-name NAME] [--boot-delay S] [--time-scale X]
           [--idle-minutes M] [--poll-interval S] [--sim-out FILE]]
@@ -39,6 +41,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 from collections import namedtuple
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +50,8 @@ import paramiko
 
 HOST = "127.0.0.1"
 JENKINS_VERSION = "2.479.3"
+# Jenkins.SESSION_HASH: changes at each start of the master.
+SESSION_HASH = hashlib.sha256(str(time.time()).encode()).hexdigest()[:8]
 CERT_WARNING = ("Skipping HTTPS certificate checks altogether. "
                 "Note that this is not secure at all.")
 # An empty zip archive: a well-formed jar with nothing in it. The manager only
@@ -1082,8 +1087,10 @@ def serve_ssh(jenkins, listener, nodelay=False):
 
 
 class HttpHandler(BaseHTTPRequestHandler):
-    """Jenkins' HTTP face, plus the control endpoints for tests.
+    """Jenkins' HTTP face, as an anonymous client sees it, plus the control
+    endpoints for tests.
 
+    GET    /login                     the login page, with X-SSH-Endpoint
     GET    /jnlpJars/jenkins-cli.jar  the placeholder jar
     GET    /emulator/log              the command log (JSON list)
     DELETE /emulator/log              forget the log
@@ -1091,8 +1098,17 @@ class HttpHandler(BaseHTTPRequestHandler):
     PUT    /emulator/state            replace it (same shape as --scenario)
     POST   /emulator/fault            {"groovy": MODE|null, "count": N}
     GET    /emulator/sim              the simulation's figures (--simulate)
-    GET    anything else              a small HTML page
-    Every answer carries X-SSH-Endpoint and X-Jenkins, as Jenkins' do.
+    GET    anything else              403 (a page with X-SSH-Endpoint with
+                                      --anonymous-read)
+
+    As in Jenkins: the sshd plugin's `PortAdvertiser` (a PageDecorator) adds
+    X-SSH-Endpoint through its httpHeaders fragment, which only pages drawn
+    with the layout include, and login.jelly ("needed for cli"). Anonymous
+    users usually lack Overall/Read, so any other page is refused by
+    `HudsonAuthenticationEntryPoint`: 403 with `Functions.advertiseHeaders`
+    (X-Hudson, X-Jenkins, X-Jenkins-Session) and the diagnosis headers, but
+    no X-SSH-Endpoint. `/login` and `/jnlpJars/` are always readable
+    (`Jenkins.ALWAYS_READABLE_PATHS`, `getUnprotectedRootActions`).
     """
 
     def version_string(self):
@@ -1102,25 +1118,55 @@ class HttpHandler(BaseHTTPRequestHandler):
     def jenkins(self):
         return self.server.jenkins
 
-    def end_headers(self):
-        self.send_header("X-SSH-Endpoint", f"{HOST}:{self.jenkins.ssh_port}")
-        self.send_header("X-Jenkins", JENKINS_VERSION)
-        super().end_headers()
-
     def log_message(self, format, *args):
         """Silence the access log: the SSH command log is what tests read."""
 
-    def send_body(self, status, body, content_type):
+    def advertised_headers(self):
+        """`Functions.advertiseHeaders`: how clients recognise Jenkins."""
+        return [("X-Hudson", "1.395"), ("X-Jenkins", JENKINS_VERSION),
+                ("X-Jenkins-Session", SESSION_HASH)]
+
+    def page_headers(self):
+        """The headers of a page drawn with the layout, or of /login."""
+        return self.advertised_headers() + [
+            ("X-SSH-Endpoint", f"{HOST}:{self.jenkins.ssh_port}")]
+
+    def send_body(self, status, body, content_type, headers=()):
         """Send a complete answer (headers only for HEAD)."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
     def send_json(self, value, status=HTTPStatus.OK):
         self.send_body(status, json.dumps(value).encode(), "application/json")
+
+    def send_page(self, title):
+        page = (f"<html><head><title>{title} [Jenkins]</title></head>"
+                f"<body>Jenkins {JENKINS_VERSION} (emulated)</body></html>")
+        self.send_body(HTTPStatus.OK, page.encode(), "text/html;charset=utf-8",
+                       self.page_headers())
+
+    def send_authentication_required(self, path):
+        """What HudsonAuthenticationEntryPoint answers an anonymous user."""
+        login = f"/login?from={urllib.parse.quote(path, safe='')}"
+        page = (f"<html><head><meta http-equiv='refresh' content='1;url={login}'/>"
+                f"</head><body>Authentication required\n<!--\n"
+                f"anonymous is missing the Overall/Read permission\n-->\n\n"
+                f"</body></html>")
+        headers = self.advertised_headers() + [
+            ("X-You-Are-Authenticated-As", "anonymous"),
+            ("X-You-Are-In-Group-Disabled", "JENKINS-39402: use -Dhudson.security."
+             "AccessDeniedException2.REPORT_GROUP_HEADERS=true or use /whoAmI to diagnose"),
+            ("X-Required-Permission", "hudson.model.Hudson.Read"),
+            ("X-Permission-Implied-By", "hudson.security.Permission.GenericRead"),
+            ("X-Permission-Implied-By", "hudson.model.Hudson.Administer")]
+        self.send_body(HTTPStatus.FORBIDDEN, page.encode(),
+                       "text/html;charset=UTF-8", headers)
 
     def read_json(self):
         """The request body as JSON; ScenarioError if it is not JSON."""
@@ -1146,10 +1192,12 @@ class HttpHandler(BaseHTTPRequestHandler):
                 self.send_json(self.jenkins.simulation.stats())
         elif path.startswith("/emulator/"):
             self.send_json({"error": "no such endpoint"}, HTTPStatus.NOT_FOUND)
+        elif path == "/login" or path.startswith("/login/"):
+            self.send_page("Sign in")
+        elif self.server.anonymous_read:
+            self.send_page("Dashboard")
         else:
-            page = (f"<html><head><title>Dashboard [Jenkins]</title></head>"
-                    f"<body>Jenkins {JENKINS_VERSION} (emulated)</body></html>")
-            self.send_body(HTTPStatus.OK, page.encode(), "text/html;charset=utf-8")
+            self.send_authentication_required(self.path)
 
     do_HEAD = do_GET
 
@@ -1206,6 +1254,10 @@ def parse_args(argv):
                         help="0 (default) picks a free port")
     parser.add_argument("--warning-line", action="store_true",
                         help="print the jar's HTTPS warning line before the dump")
+    parser.add_argument("--anonymous-read", action="store_true",
+                        help="grant anonymous users Overall/Read: every page "
+                             "then carries X-SSH-Endpoint (by default only "
+                             "/login does, as on a secured Jenkins)")
     parser.add_argument("--tcp-nodelay", action="store_true",
                         help="set TCP_NODELAY on SSH connections (off by "
                              "default: small writes then wait for the "
@@ -1273,6 +1325,7 @@ def main(argv):
     httpd = ThreadingHTTPServer((HOST, args.http_port), HttpHandler)
     httpd.daemon_threads = True
     httpd.jenkins = jenkins
+    httpd.anonymous_read = args.anonymous_read
 
     # Block the stop signals before starting any thread, so that every thread
     # inherits the mask and the main thread's sigwait() receives them at once

@@ -231,11 +231,15 @@ fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into()
 }
 
-/// Jenkins names its SSH endpoint in an `X-SSH-Endpoint: host:port` header on
-/// any HTTP answer, including a 403 for anonymous users.
+/// Jenkins names its SSH endpoint in an `X-SSH-Endpoint: host:port` header,
+/// added by the sshd plugin's page decorator to pages drawn with the layout
+/// and to the login page. Anonymous users usually lack Overall/Read, and then
+/// the root answers 403 without it; the login page is always readable, which
+/// is why the official client (`hudson.cli.SSHCLI`) asks `URL/login`.
 pub fn discover_endpoint(url: &str, timeout: Duration) -> Result<String, CliError> {
-    let err = |reason: String| CliError::Discovery { url: url.to_string(), reason };
-    let resp = agent(timeout).get(url).call().map_err(|e| err(e.to_string()))?;
+    let login = format!("{}/login", url.trim_end_matches('/'));
+    let err = |reason: String| CliError::Discovery { url: login.clone(), reason };
+    let resp = agent(timeout).get(&login).call().map_err(|e| err(e.to_string()))?;
     let header = resp.headers().get("X-SSH-Endpoint").ok_or_else(|| {
         err(format!("HTTP {} without an X-SSH-Endpoint header (is SSHD enabled in Jenkins?)", resp.status()))
     })?;
