@@ -9,7 +9,8 @@ Jenkins that the manager uses (SPEC A5.1, A11):
   pages answer 403 without it (`--anonymous-read` grants Overall/Read to
   anonymous, as an open Jenkins does), `/jnlpJars/jenkins-cli.jar` serves a
   placeholder jar. Tests drive the emulator through `/emulator/...`.
-* SSH: the CLI. Public-key auth for one user; each exec'd command line is
+* SSH: the CLI. Public-key auth for one user (its name matched ignoring
+  case, as Jenkins' default user-id strategy does); each exec'd command line is
   split with a port of Jenkins' `hudson.util.QuotedStringTokenizer`, so a test
   can prove that the manager's quoting round-trips, and answered from the
   scenario: `groovy =` prints the dump, `build JOB` prints the job's output.
@@ -57,7 +58,7 @@ CERT_WARNING = ("Skipping HTTPS certificate checks altogether. "
 # An empty zip archive: a well-formed jar with nothing in it. The manager only
 # downloads the jar; the `java` stand-in never opens it.
 CLI_JAR = b"PK\x05\x06" + bytes(18)
-GROOVY_FAULTS = ("fail", "garbage", "truncated", "hang")
+GROOVY_FAULTS = ("fail", "garbage", "truncated", "hang", "denied")
 HANG_SECONDS = 600
 SCENARIO_KEYS = ("queue", "nodes", "jobs", "messages", "dumps")
 
@@ -208,7 +209,8 @@ class Jenkins:
 
     def set_fault(self, request):
         """Make the next groovy calls misbehave: `count` of them, or all until
-        a request with `"groovy": null` clears it."""
+        a request with `"groovy": null` clears it. `denied` answers as Jenkins
+        does to a user without Overall/Administer."""
         if not isinstance(request, dict):
             raise ScenarioError("a fault is {\"groovy\": MODE|null, \"count\": N}")
         mode = request.get("groovy")
@@ -902,7 +904,10 @@ class SshSession(paramiko.ServerInterface):
 
     def check_auth_publickey(self, username, key):
         blobs = load_authorized_keys(self.jenkins.authorized_keys)
-        if username == self.jenkins.user and key.asbytes() in blobs:
+        # Jenkins' default IdStrategy ignores case: `Slave-Manager` logs in
+        # as the user `slave-manager`, and who-am-i prints the latter.
+        same_user = username.lower() == self.jenkins.user.lower()
+        if same_user and key.asbytes() in blobs:
             self.username = username
             return paramiko.AUTH_SUCCESSFUL
         print(f"jenkins-emulator: refused {key.get_name()} key for user "
@@ -960,8 +965,16 @@ def cmd_groovy(jenkins, argv, channel):
     if argv[1] != "=":
         return Reply(stderr='ERROR: only "=" (read the script from stdin) '
                      'is supported here\n', exit=3)
+    # Read before any answer, even a refusal, so the client's write of the
+    # script never meets a closed channel.
     script = read_stdin(channel)
     fault = jenkins.take_fault()
+    if fault == "denied":
+        # GroovyCommand checks Jenkins.ADMINISTER; CLICommand answers an
+        # AccessDeniedException with exit status 6 and this message.
+        return Reply(stderr=f"\nERROR: {jenkins.user} is missing the "
+                     "Overall/Administer permission\n",
+                     exit=6, stdin_bytes=len(script))
     if fault == "fail":
         return Reply(stderr="ERROR: groovy.lang.MissingPropertyException: No "
                      "such property: emulatorFault for class: Script1\n",
@@ -1016,7 +1029,8 @@ def cmd_build(jenkins, argv, channel):
 
 
 def cmd_who_am_i(jenkins, argv, channel):
-    """`who-am-i`: the connected user, as Jenkins prints it."""
+    """`who-am-i`: the connected user, as Jenkins' WhoAmICommand prints it
+    (its id as Jenkins stores it, whatever case the client logged in with)."""
     return Reply(stdout=f"Authenticated as: {jenkins.user}\n"
                         "Authorities:\n  authenticated\n")
 

@@ -194,17 +194,16 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
     let cli = Arc::clone(&world.jenkins);
     let who = tokio::task::spawn_blocking(move || cli.run(&["who-am-i".to_string()], b"")).await;
     let user = &c.jenkins_user;
-    match who {
-        Ok(Ok(out)) if out.stdout.contains(&format!("Authenticated as: {user}")) => {
-            checks.push(pass("Jenkins accepts the key", format!("authenticated as {user}")))
+    match who.map(|r| r.map(|out| authenticated_as(&out.stdout).map(str::to_string))) {
+        Ok(Ok(Some(name))) if same_user(&name, user) => {
+            checks.push(pass("Jenkins accepts the key", format!("authenticated as {name}")))
         }
-        Ok(Ok(out)) => {
-            let said =
-                out.stdout.lines().find(|l| l.contains("Authenticated as")).unwrap_or("no identity").trim().to_string();
+        Ok(Ok(said)) => {
+            let said = said.map_or("who-am-i printed no identity".to_string(), |n| format!("authenticated as {n}"));
             checks.push(fail(
                 "Jenkins accepts the key",
                 format!(
-                    "{said} — register the public half of --id_rsa on Jenkins user {user} (/user/{user}/configure)"
+                    "{said}, not {user} — register the public half of --id_rsa on Jenkins user {user} (/user/{user}/configure)"
                 ),
             ));
             return checks;
@@ -237,11 +236,26 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
         }
         Ok(Err(e)) => fail(
             "dump script runs and parses",
-            format!("{e} — give {user} Overall/RunScripts, and check --groovy (the bundled script is the default)"),
+            format!("{e} — give {user} Overall/Administer (the CLI's groovy command requires it), and check --groovy (the bundled script is the default)"),
         ),
         Err(e) => fail("dump script runs and parses", e.to_string()),
     });
     checks
+}
+
+/// The user `who-am-i` names: Jenkins' `WhoAmICommand` prints
+/// `Authenticated as: NAME` and then `Authorities:` with one indented line
+/// each. The whole rest of that line is the name (`slave-manager2` is not
+/// `slave-manager`).
+fn authenticated_as(stdout: &str) -> Option<&str> {
+    stdout.lines().find_map(|l| l.trim_end_matches('\r').strip_prefix("Authenticated as: "))
+}
+
+/// Jenkins' default user-id strategy ignores case: logged in as
+/// `Slave-Manager`, who-am-i prints the account's id `slave-manager`. (With a
+/// case-sensitive strategy the login itself would have needed the exact id.)
+fn same_user(printed: &str, user: &str) -> bool {
+    printed.to_lowercase() == user.to_lowercase()
 }
 
 /// The ✔/✘ table.
@@ -254,4 +268,22 @@ pub fn table(checks: &[Check]) -> String {
     let failed = checks.iter().filter(|c| !c.ok).count();
     let _ = writeln!(out, "{} ✔, {failed} ✘", checks.len() - failed);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_am_i_names_exactly_one_user() {
+        let out = "Authenticated as: slave-manager2\nAuthorities:\n  authenticated\n";
+        assert_eq!(authenticated_as(out), Some("slave-manager2"));
+        assert!(!same_user(authenticated_as(out).unwrap(), "slave-manager"), "a longer name is another user");
+        assert!(!same_user("slave", "slave-manager"));
+        let out = "Authenticated as: slave-manager\r\nAuthorities:\r\n  authenticated\r\n";
+        assert!(same_user(authenticated_as(out).unwrap(), "slave-manager"), "a Windows master's line ends");
+        assert!(same_user("slave-manager", "Slave-Manager"), "Jenkins' default id strategy ignores case");
+        assert_eq!(authenticated_as("Authorities:\n  Authenticated as: x\n"), None);
+        assert_eq!(authenticated_as(""), None);
+    }
 }
