@@ -8,7 +8,8 @@ Jenkins that the manager uses (SPEC A5.1, A11):
   `/login` names the SSH endpoint in `X-SSH-Endpoint`, the root and other
   pages answer 403 without it (`--anonymous-read` grants Overall/Read to
   anonymous, as an open Jenkins does), `/jnlpJars/jenkins-cli.jar` serves a
-  placeholder jar. Tests drive the emulator through `/emulator/...`.
+  placeholder jar. `--tls-cert`/`--tls-key` serve it over HTTPS. Tests
+  drive the emulator through `/emulator/...`.
 * SSH: the CLI. Public-key auth for one user (its name matched ignoring
   case, as Jenkins' default user-id strategy does); each exec'd command line is
   split with a port of Jenkins' `hudson.util.QuotedStringTokenizer`, so a test
@@ -26,7 +27,7 @@ then made from that model, and `GET /emulator/sim` reports what happened.
 
 Run: python3 scripts/jenkins_emulator.py --user USER --authorized-keys FILE
          [--scenario FILE] [--log FILE] [--http-port N] [--ssh-port N]
-         [--warning-line] [--anonymous-read]
+         [--warning-line] [--anonymous-read] [--tls-cert FILE --tls-key FILE]
          [--simulate --moto-endpoint URL --environment FILE [--trace FILE]
           [--slave-name NAME] [--boot-delay S] [--time-scale X]
           [--idle-minutes M] [--poll-interval S] [--sim-out FILE]]
@@ -39,6 +40,7 @@ import heapq
 import json
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -1168,14 +1170,16 @@ class HttpHandler(BaseHTTPRequestHandler):
     def send_authentication_required(self, path):
         """What HudsonAuthenticationEntryPoint answers an anonymous user."""
         login = f"/login?from={urllib.parse.quote(path, safe='')}"
-        page = (f"<html><head><meta http-equiv='refresh' content='1;url={login}'/>"
-                f"</head><body>Authentication required\n<!--\n"
+        page = (f"<html><head><meta http-equiv='refresh' "
+                f"content='1;url={login}'/></head>"
+                f"<body>Authentication required\n<!--\n"
                 f"anonymous is missing the Overall/Read permission\n-->\n\n"
                 f"</body></html>")
         headers = self.advertised_headers() + [
             ("X-You-Are-Authenticated-As", "anonymous"),
-            ("X-You-Are-In-Group-Disabled", "JENKINS-39402: use -Dhudson.security."
-             "AccessDeniedException2.REPORT_GROUP_HEADERS=true or use /whoAmI to diagnose"),
+            ("X-You-Are-In-Group-Disabled",
+             "JENKINS-39402: use -Dhudson.security.AccessDeniedException2."
+             "REPORT_GROUP_HEADERS=true or use /whoAmI to diagnose"),
             ("X-Required-Permission", "hudson.model.Hudson.Read"),
             ("X-Permission-Implied-By", "hudson.security.Permission.GenericRead"),
             ("X-Permission-Implied-By", "hudson.model.Hudson.Administer")]
@@ -1244,6 +1248,34 @@ class HttpHandler(BaseHTTPRequestHandler):
         self.send_json(self.jenkins.state())
 
 
+class TlsHttpServer(ThreadingHTTPServer):
+    """The HTTP side over TLS. The handshake runs in the request's own
+    thread, so a client that refuses the certificate (and hangs up) or never
+    speaks cannot stall the accept loop; a failed handshake is reported on
+    stderr, as Jetty logs it."""
+
+    def __init__(self, address, handler, context):
+        super().__init__(address, handler)
+        self.context = context
+
+    def get_request(self):
+        sock, address = super().get_request()
+        return (self.context.wrap_socket(sock, server_side=True,
+                                         do_handshake_on_connect=False),
+                address)
+
+    def finish_request(self, request, client_address):
+        request.settimeout(30)
+        try:
+            request.do_handshake()
+        except (ssl.SSLError, OSError) as err:
+            print(f"jenkins-emulator: TLS handshake failed: {err}",
+                  file=sys.stderr)
+            return
+        request.settimeout(None)
+        super().finish_request(request, client_address)
+
+
 def load_scenario(path):
     """The scenario file's content; no file means an idle Jenkins."""
     if path is None:
@@ -1272,6 +1304,10 @@ def parse_args(argv):
                         help="grant anonymous users Overall/Read: every page "
                              "then carries X-SSH-Endpoint (by default only "
                              "/login does, as on a secured Jenkins)")
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="serve HTTPS with this PEM certificate (chain)")
+    parser.add_argument("--tls-key", metavar="FILE",
+                        help="the private key of --tls-cert")
     parser.add_argument("--tcp-nodelay", action="store_true",
                         help="set TCP_NODELAY on SSH connections (off by "
                              "default: small writes then wait for the "
@@ -1306,6 +1342,8 @@ def parse_args(argv):
     sim.add_argument("--sim-out", metavar="FILE",
                      help="write the simulation's figures here at exit")
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     if args.simulate:
         if not (args.moto_endpoint and args.environment):
             parser.error("--simulate needs --moto-endpoint and --environment")
@@ -1336,7 +1374,17 @@ def main(argv):
 
     listener = socket.create_server((HOST, args.ssh_port))
     jenkins.ssh_port = listener.getsockname()[1]
-    httpd = ThreadingHTTPServer((HOST, args.http_port), HttpHandler)
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as err:
+            print(f"jenkins-emulator: cannot load {args.tls_cert}: {err}",
+                  file=sys.stderr)
+            return 2
+        httpd = TlsHttpServer((HOST, args.http_port), HttpHandler, context)
+    else:
+        httpd = ThreadingHTTPServer((HOST, args.http_port), HttpHandler)
     httpd.daemon_threads = True
     httpd.jenkins = jenkins
     httpd.anonymous_read = args.anonymous_read
