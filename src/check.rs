@@ -11,8 +11,9 @@ use aws_sdk_ec2::Client as Ec2;
 
 use crate::aws::{self, describe_error};
 use crate::config::{Config, EnvConfig};
-use crate::jenkins::cli::discover_endpoint;
+use crate::jenkins::cli::{discover_endpoint, CliError};
 use crate::jenkins::dump::parse_dump;
+use crate::tls::CertCheck;
 use crate::world::World;
 
 /// One line of the check table.
@@ -175,9 +176,18 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
     let c = &world.config;
     let mut checks = Vec::new();
     let url = c.url.clone();
-    let endpoint = tokio::task::spawn_blocking(move || discover_endpoint(&url, Duration::from_secs(10))).await;
+    let check = c.certificate_check;
+    let endpoint = tokio::task::spawn_blocking(move || discover_endpoint(&url, Duration::from_secs(10), check)).await;
     match endpoint {
+        Ok(Ok(ep)) if check == CertCheck::Skip => {
+            checks.push(pass("Jenkins SSH endpoint", format!("{ep} (certificate not checked: --no_certificate_check)")))
+        }
         Ok(Ok(ep)) => checks.push(pass("Jenkins SSH endpoint", ep)),
+        Ok(Err(e @ CliError::Certificate { .. })) => {
+            // The error names the fix.
+            checks.push(fail("Jenkins SSH endpoint", e.to_string()));
+            return checks;
+        }
         Ok(Err(e)) => {
             checks.push(fail(
                 "Jenkins SSH endpoint",
@@ -206,6 +216,11 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
                     "{said}, not {user} — register the public half of --id_rsa on Jenkins user {user} (/user/{user}/configure)"
                 ),
             ));
+            return checks;
+        }
+        Ok(Err(e @ (CliError::Certificate { .. } | CliError::JarTls { .. }))) => {
+            // The key was never offered; the error names the fix.
+            checks.push(fail("Jenkins accepts the key", e.to_string()));
             return checks;
         }
         Ok(Err(e)) => {

@@ -10,6 +10,7 @@ use common::{Emulator, USER};
 use serde_json::json;
 use slave_manager::cli::CliTransport;
 use slave_manager::jenkins::{CliError, JenkinsCli};
+use slave_manager::tls::CertCheck;
 
 fn keyed_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -139,7 +140,8 @@ fn the_endpoint_comes_from_the_login_page_of_a_secured_jenkins() {
     assert_eq!(login.headers().get("X-SSH-Endpoint").unwrap(), &format!("127.0.0.1:{}", jenkins.ssh));
 
     for url in [jenkins.url(), jenkins.url().trim_end_matches('/').to_string()] {
-        let ep = slave_manager::jenkins::cli::discover_endpoint(&url, Duration::from_secs(5)).unwrap();
+        let ep =
+            slave_manager::jenkins::cli::discover_endpoint(&url, Duration::from_secs(5), CertCheck::Verify).unwrap();
         assert_eq!(ep, format!("127.0.0.1:{}", jenkins.ssh));
     }
 }
