@@ -4,10 +4,14 @@
 No real Jenkins runs in tests or demos, so this serves the two faces of
 Jenkins that the manager uses (SPEC A5.1, A11):
 
-* HTTP: every answer names the SSH endpoint in `X-SSH-Endpoint`, as Jenkins
-  does, and `/jnlpJars/jenkins-cli.jar` serves a placeholder jar. Tests drive
-  the emulator through `/emulator/...` (see `HttpHandler`).
-* SSH: the CLI. Public-key auth for one user; each exec'd command line is
+* HTTP, as a secured Jenkins answers anonymous users (see `HttpHandler`):
+  `/login` names the SSH endpoint in `X-SSH-Endpoint`, the root and other
+  pages answer 403 without it (`--anonymous-read` grants Overall/Read to
+  anonymous, as an open Jenkins does), `/jnlpJars/jenkins-cli.jar` serves a
+  placeholder jar. `--tls-cert`/`--tls-key` serve it over HTTPS. Tests
+  drive the emulator through `/emulator/...`.
+* SSH: the CLI. Public-key auth for one user (its name matched ignoring
+  case, as Jenkins' default user-id strategy does); each exec'd command line is
   split with a port of Jenkins' `hudson.util.QuotedStringTokenizer`, so a test
   can prove that the manager's quoting round-trips, and answered from the
   scenario: `groovy =` prints the dump, `build JOB` prints the job's output.
@@ -23,7 +27,7 @@ then made from that model, and `GET /emulator/sim` reports what happened.
 
 Run: python3 scripts/jenkins_emulator.py --user USER --authorized-keys FILE
          [--scenario FILE] [--log FILE] [--http-port N] [--ssh-port N]
-         [--warning-line]
+         [--warning-line] [--anonymous-read] [--tls-cert FILE --tls-key FILE]
          [--simulate --moto-endpoint URL --environment FILE [--trace FILE]
           [--slave-name NAME] [--boot-delay S] [--time-scale X]
           [--idle-minutes M] [--poll-interval S] [--sim-out FILE]]
@@ -36,9 +40,11 @@ import heapq
 import json
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
+import urllib.parse
 from collections import namedtuple
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,12 +53,14 @@ import paramiko
 
 HOST = "127.0.0.1"
 JENKINS_VERSION = "2.479.3"
+# Jenkins.SESSION_HASH: changes at each start of the master.
+SESSION_HASH = hashlib.sha256(str(time.time()).encode()).hexdigest()[:8]
 CERT_WARNING = ("Skipping HTTPS certificate checks altogether. "
                 "Note that this is not secure at all.")
 # An empty zip archive: a well-formed jar with nothing in it. The manager only
 # downloads the jar; the `java` stand-in never opens it.
 CLI_JAR = b"PK\x05\x06" + bytes(18)
-GROOVY_FAULTS = ("fail", "garbage", "truncated", "hang")
+GROOVY_FAULTS = ("fail", "garbage", "truncated", "hang", "denied")
 HANG_SECONDS = 600
 SCENARIO_KEYS = ("queue", "nodes", "jobs", "messages", "dumps")
 
@@ -203,7 +211,8 @@ class Jenkins:
 
     def set_fault(self, request):
         """Make the next groovy calls misbehave: `count` of them, or all until
-        a request with `"groovy": null` clears it."""
+        a request with `"groovy": null` clears it. `denied` answers as Jenkins
+        does to a user without Overall/Administer."""
         if not isinstance(request, dict):
             raise ScenarioError("a fault is {\"groovy\": MODE|null, \"count\": N}")
         mode = request.get("groovy")
@@ -917,7 +926,10 @@ class SshSession(paramiko.ServerInterface):
 
     def check_auth_publickey(self, username, key):
         blobs = load_authorized_keys(self.jenkins.authorized_keys)
-        if username == self.jenkins.user and key.asbytes() in blobs:
+        # Jenkins' default IdStrategy ignores case: `Slave-Manager` logs in
+        # as the user `slave-manager`, and who-am-i prints the latter.
+        same_user = username.lower() == self.jenkins.user.lower()
+        if same_user and key.asbytes() in blobs:
             self.username = username
             return paramiko.AUTH_SUCCESSFUL
         print(f"jenkins-emulator: refused {key.get_name()} key for user "
@@ -975,8 +987,16 @@ def cmd_groovy(jenkins, argv, channel):
     if argv[1] != "=":
         return Reply(stderr='ERROR: only "=" (read the script from stdin) '
                      'is supported here\n', exit=3)
+    # Read before any answer, even a refusal, so the client's write of the
+    # script never meets a closed channel.
     script = read_stdin(channel)
     fault = jenkins.take_fault()
+    if fault == "denied":
+        # GroovyCommand checks Jenkins.ADMINISTER; CLICommand answers an
+        # AccessDeniedException with exit status 6 and this message.
+        return Reply(stderr=f"\nERROR: {jenkins.user} is missing the "
+                     "Overall/Administer permission\n",
+                     exit=6, stdin_bytes=len(script))
     if fault == "fail":
         return Reply(stderr="ERROR: groovy.lang.MissingPropertyException: No "
                      "such property: emulatorFault for class: Script1\n",
@@ -1031,7 +1051,8 @@ def cmd_build(jenkins, argv, channel):
 
 
 def cmd_who_am_i(jenkins, argv, channel):
-    """`who-am-i`: the connected user, as Jenkins prints it."""
+    """`who-am-i`: the connected user, as Jenkins' WhoAmICommand prints it
+    (its id as Jenkins stores it, whatever case the client logged in with)."""
     return Reply(stdout=f"Authenticated as: {jenkins.user}\n"
                         "Authorities:\n  authenticated\n")
 
@@ -1102,8 +1123,10 @@ def serve_ssh(jenkins, listener, nodelay=False):
 
 
 class HttpHandler(BaseHTTPRequestHandler):
-    """Jenkins' HTTP face, plus the control endpoints for tests.
+    """Jenkins' HTTP face, as an anonymous client sees it, plus the control
+    endpoints for tests.
 
+    GET    /login                     the login page, with X-SSH-Endpoint
     GET    /jnlpJars/jenkins-cli.jar  the placeholder jar
     GET    /emulator/log              the command log (JSON list)
     DELETE /emulator/log              forget the log
@@ -1111,8 +1134,17 @@ class HttpHandler(BaseHTTPRequestHandler):
     PUT    /emulator/state            replace it (same shape as --scenario)
     POST   /emulator/fault            {"groovy": MODE|null, "count": N}
     GET    /emulator/sim              the simulation's figures (--simulate)
-    GET    anything else              a small HTML page
-    Every answer carries X-SSH-Endpoint and X-Jenkins, as Jenkins' do.
+    GET    anything else              403 (a page with X-SSH-Endpoint with
+                                      --anonymous-read)
+
+    As in Jenkins: the sshd plugin's `PortAdvertiser` (a PageDecorator) adds
+    X-SSH-Endpoint through its httpHeaders fragment, which only pages drawn
+    with the layout include, and login.jelly ("needed for cli"). Anonymous
+    users usually lack Overall/Read, so any other page is refused by
+    `HudsonAuthenticationEntryPoint`: 403 with `Functions.advertiseHeaders`
+    (X-Hudson, X-Jenkins, X-Jenkins-Session) and the diagnosis headers, but
+    no X-SSH-Endpoint. `/login` and `/jnlpJars/` are always readable
+    (`Jenkins.ALWAYS_READABLE_PATHS`, `getUnprotectedRootActions`).
     """
 
     def version_string(self):
@@ -1122,25 +1154,57 @@ class HttpHandler(BaseHTTPRequestHandler):
     def jenkins(self):
         return self.server.jenkins
 
-    def end_headers(self):
-        self.send_header("X-SSH-Endpoint", f"{HOST}:{self.jenkins.ssh_port}")
-        self.send_header("X-Jenkins", JENKINS_VERSION)
-        super().end_headers()
-
     def log_message(self, format, *args):
         """Silence the access log: the SSH command log is what tests read."""
 
-    def send_body(self, status, body, content_type):
+    def advertised_headers(self):
+        """`Functions.advertiseHeaders`: how clients recognise Jenkins."""
+        return [("X-Hudson", "1.395"), ("X-Jenkins", JENKINS_VERSION),
+                ("X-Jenkins-Session", SESSION_HASH)]
+
+    def page_headers(self):
+        """The headers of a page drawn with the layout, or of /login."""
+        return self.advertised_headers() + [
+            ("X-SSH-Endpoint", f"{HOST}:{self.jenkins.ssh_port}")]
+
+    def send_body(self, status, body, content_type, headers=()):
         """Send a complete answer (headers only for HEAD)."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
     def send_json(self, value, status=HTTPStatus.OK):
         self.send_body(status, json.dumps(value).encode(), "application/json")
+
+    def send_page(self, title):
+        page = (f"<html><head><title>{title} [Jenkins]</title></head>"
+                f"<body>Jenkins {JENKINS_VERSION} (emulated)</body></html>")
+        self.send_body(HTTPStatus.OK, page.encode(), "text/html;charset=utf-8",
+                       self.page_headers())
+
+    def send_authentication_required(self, path):
+        """What HudsonAuthenticationEntryPoint answers an anonymous user."""
+        login = f"/login?from={urllib.parse.quote(path, safe='')}"
+        page = (f"<html><head><meta http-equiv='refresh' "
+                f"content='1;url={login}'/></head>"
+                f"<body>Authentication required\n<!--\n"
+                f"anonymous is missing the Overall/Read permission\n-->\n\n"
+                f"</body></html>")
+        headers = self.advertised_headers() + [
+            ("X-You-Are-Authenticated-As", "anonymous"),
+            ("X-You-Are-In-Group-Disabled",
+             "JENKINS-39402: use -Dhudson.security.AccessDeniedException2."
+             "REPORT_GROUP_HEADERS=true or use /whoAmI to diagnose"),
+            ("X-Required-Permission", "hudson.model.Hudson.Read"),
+            ("X-Permission-Implied-By", "hudson.security.Permission.GenericRead"),
+            ("X-Permission-Implied-By", "hudson.model.Hudson.Administer")]
+        self.send_body(HTTPStatus.FORBIDDEN, page.encode(),
+                       "text/html;charset=UTF-8", headers)
 
     def read_json(self):
         """The request body as JSON; ScenarioError if it is not JSON."""
@@ -1166,10 +1230,12 @@ class HttpHandler(BaseHTTPRequestHandler):
                 self.send_json(self.jenkins.simulation.stats())
         elif path.startswith("/emulator/"):
             self.send_json({"error": "no such endpoint"}, HTTPStatus.NOT_FOUND)
+        elif path == "/login" or path.startswith("/login/"):
+            self.send_page("Sign in")
+        elif self.server.anonymous_read:
+            self.send_page("Dashboard")
         else:
-            page = (f"<html><head><title>Dashboard [Jenkins]</title></head>"
-                    f"<body>Jenkins {JENKINS_VERSION} (emulated)</body></html>")
-            self.send_body(HTTPStatus.OK, page.encode(), "text/html;charset=utf-8")
+            self.send_authentication_required(self.path)
 
     do_HEAD = do_GET
 
@@ -1202,6 +1268,34 @@ class HttpHandler(BaseHTTPRequestHandler):
         self.send_json(self.jenkins.state())
 
 
+class TlsHttpServer(ThreadingHTTPServer):
+    """The HTTP side over TLS. The handshake runs in the request's own
+    thread, so a client that refuses the certificate (and hangs up) or never
+    speaks cannot stall the accept loop; a failed handshake is reported on
+    stderr, as Jetty logs it."""
+
+    def __init__(self, address, handler, context):
+        super().__init__(address, handler)
+        self.context = context
+
+    def get_request(self):
+        sock, address = super().get_request()
+        return (self.context.wrap_socket(sock, server_side=True,
+                                         do_handshake_on_connect=False),
+                address)
+
+    def finish_request(self, request, client_address):
+        request.settimeout(30)
+        try:
+            request.do_handshake()
+        except (ssl.SSLError, OSError) as err:
+            print(f"jenkins-emulator: TLS handshake failed: {err}",
+                  file=sys.stderr)
+            return
+        request.settimeout(None)
+        super().finish_request(request, client_address)
+
+
 def load_scenario(path):
     """The scenario file's content; no file means an idle Jenkins."""
     if path is None:
@@ -1226,6 +1320,14 @@ def parse_args(argv):
                         help="0 (default) picks a free port")
     parser.add_argument("--warning-line", action="store_true",
                         help="print the jar's HTTPS warning line before the dump")
+    parser.add_argument("--anonymous-read", action="store_true",
+                        help="grant anonymous users Overall/Read: every page "
+                             "then carries X-SSH-Endpoint (by default only "
+                             "/login does, as on a secured Jenkins)")
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="serve HTTPS with this PEM certificate (chain)")
+    parser.add_argument("--tls-key", metavar="FILE",
+                        help="the private key of --tls-cert")
     parser.add_argument("--tcp-nodelay", action="store_true",
                         help="set TCP_NODELAY on SSH connections (off by "
                              "default: small writes then wait for the "
@@ -1260,6 +1362,8 @@ def parse_args(argv):
     sim.add_argument("--sim-out", metavar="FILE",
                      help="write the simulation's figures here at exit")
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     if args.simulate:
         if not (args.moto_endpoint and args.environment):
             parser.error("--simulate needs --moto-endpoint and --environment")
@@ -1290,9 +1394,20 @@ def main(argv):
 
     listener = socket.create_server((HOST, args.ssh_port))
     jenkins.ssh_port = listener.getsockname()[1]
-    httpd = ThreadingHTTPServer((HOST, args.http_port), HttpHandler)
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as err:
+            print(f"jenkins-emulator: cannot load {args.tls_cert}: {err}",
+                  file=sys.stderr)
+            return 2
+        httpd = TlsHttpServer((HOST, args.http_port), HttpHandler, context)
+    else:
+        httpd = ThreadingHTTPServer((HOST, args.http_port), HttpHandler)
     httpd.daemon_threads = True
     httpd.jenkins = jenkins
+    httpd.anonymous_read = args.anonymous_read
 
     # Block the stop signals before starting any thread, so that every thread
     # inherits the mask and the main thread's sigwait() receives them at once

@@ -11,8 +11,9 @@ use aws_sdk_ec2::Client as Ec2;
 
 use crate::aws::{self, describe_error};
 use crate::config::{Config, EnvConfig};
-use crate::jenkins::cli::discover_endpoint;
+use crate::jenkins::cli::{discover_endpoint, CliError};
 use crate::jenkins::dump::parse_dump;
+use crate::tls::CertCheck;
 use crate::world::World;
 
 /// One line of the check table.
@@ -175,9 +176,18 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
     let c = &world.config;
     let mut checks = Vec::new();
     let url = c.url.clone();
-    let endpoint = tokio::task::spawn_blocking(move || discover_endpoint(&url, Duration::from_secs(10))).await;
+    let check = c.certificate_check;
+    let endpoint = tokio::task::spawn_blocking(move || discover_endpoint(&url, Duration::from_secs(10), check)).await;
     match endpoint {
+        Ok(Ok(ep)) if check == CertCheck::Skip => {
+            checks.push(pass("Jenkins SSH endpoint", format!("{ep} (certificate not checked: --no_certificate_check)")))
+        }
         Ok(Ok(ep)) => checks.push(pass("Jenkins SSH endpoint", ep)),
+        Ok(Err(e @ CliError::Certificate { .. })) => {
+            // The error names the fix.
+            checks.push(fail("Jenkins SSH endpoint", e.to_string()));
+            return checks;
+        }
         Ok(Err(e)) => {
             checks.push(fail(
                 "Jenkins SSH endpoint",
@@ -194,19 +204,23 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
     let cli = Arc::clone(&world.jenkins);
     let who = tokio::task::spawn_blocking(move || cli.run(&["who-am-i".to_string()], b"")).await;
     let user = &c.jenkins_user;
-    match who {
-        Ok(Ok(out)) if out.stdout.contains(&format!("Authenticated as: {user}")) => {
-            checks.push(pass("Jenkins accepts the key", format!("authenticated as {user}")))
+    match who.map(|r| r.map(|out| authenticated_as(&out.stdout).map(str::to_string))) {
+        Ok(Ok(Some(name))) if same_user(&name, user) => {
+            checks.push(pass("Jenkins accepts the key", format!("authenticated as {name}")))
         }
-        Ok(Ok(out)) => {
-            let said =
-                out.stdout.lines().find(|l| l.contains("Authenticated as")).unwrap_or("no identity").trim().to_string();
+        Ok(Ok(said)) => {
+            let said = said.map_or("who-am-i printed no identity".to_string(), |n| format!("authenticated as {n}"));
             checks.push(fail(
                 "Jenkins accepts the key",
                 format!(
-                    "{said} — register the public half of --id_rsa on Jenkins user {user} (/user/{user}/configure)"
+                    "{said}, not {user} — register the public half of --id_rsa on Jenkins user {user} (/user/{user}/configure)"
                 ),
             ));
+            return checks;
+        }
+        Ok(Err(e @ (CliError::Certificate { .. } | CliError::JarTls { .. }))) => {
+            // The key was never offered; the error names the fix.
+            checks.push(fail("Jenkins accepts the key", e.to_string()));
             return checks;
         }
         Ok(Err(e)) => {
@@ -237,11 +251,26 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
         }
         Ok(Err(e)) => fail(
             "dump script runs and parses",
-            format!("{e} — give {user} Overall/RunScripts, and check --groovy (the bundled script is the default)"),
+            format!("{e} — give {user} Overall/Administer (the CLI's groovy command requires it), and check --groovy (the bundled script is the default)"),
         ),
         Err(e) => fail("dump script runs and parses", e.to_string()),
     });
     checks
+}
+
+/// The user `who-am-i` names: Jenkins' `WhoAmICommand` prints
+/// `Authenticated as: NAME` and then `Authorities:` with one indented line
+/// each. The whole rest of that line is the name (`slave-manager2` is not
+/// `slave-manager`).
+fn authenticated_as(stdout: &str) -> Option<&str> {
+    stdout.lines().find_map(|l| l.trim_end_matches('\r').strip_prefix("Authenticated as: "))
+}
+
+/// Jenkins' default user-id strategy ignores case: logged in as
+/// `Slave-Manager`, who-am-i prints the account's id `slave-manager`. (With a
+/// case-sensitive strategy the login itself would have needed the exact id.)
+fn same_user(printed: &str, user: &str) -> bool {
+    printed.to_lowercase() == user.to_lowercase()
 }
 
 /// The ✔/✘ table.
@@ -254,4 +283,22 @@ pub fn table(checks: &[Check]) -> String {
     let failed = checks.iter().filter(|c| !c.ok).count();
     let _ = writeln!(out, "{} ✔, {failed} ✘", checks.len() - failed);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_am_i_names_exactly_one_user() {
+        let out = "Authenticated as: slave-manager2\nAuthorities:\n  authenticated\n";
+        assert_eq!(authenticated_as(out), Some("slave-manager2"));
+        assert!(!same_user(authenticated_as(out).unwrap(), "slave-manager"), "a longer name is another user");
+        assert!(!same_user("slave", "slave-manager"));
+        let out = "Authenticated as: slave-manager\r\nAuthorities:\r\n  authenticated\r\n";
+        assert!(same_user(authenticated_as(out).unwrap(), "slave-manager"), "a Windows master's line ends");
+        assert!(same_user("slave-manager", "Slave-Manager"), "Jenkins' default id strategy ignores case");
+        assert_eq!(authenticated_as("Authorities:\n  Authenticated as: x\n"), None);
+        assert_eq!(authenticated_as(""), None);
+    }
 }

@@ -162,6 +162,13 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = CliTransport::Jar)]
     pub cli: CliTransport,
 
+    /// Do not check the certificate of an https --url (the original's
+    /// -noCertificateCheck, which is also passed to the jar; the jar's -ssh
+    /// mode still checks it when it reads the SSH endpoint). By default it is
+    /// checked against the system's CA store, or SSL_CERT_FILE/SSL_CERT_DIR.
+    #[arg(long = "no_certificate_check")]
+    pub no_certificate_check: bool,
+
     /// Colour in the log: auto = only on a terminal; NO_COLOR is honoured.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::cli::{Args, CliTransport};
 use crate::label::InstanceTypes;
+use crate::tls::CertCheck;
 
 /// The Groovy dump script shipped inside the binary (`--groovy` overrides it).
 pub const BUNDLED_GROOVY: &str = include_str!("../jenkins/get_queue_jobs.groovy");
@@ -74,6 +75,8 @@ pub struct Config {
     pub id_rsa: PathBuf,
     pub groovy: String,
     pub cli: CliTransport,
+    /// Of the Jenkins URL's certificate (`--no_certificate_check`: `Skip`).
+    pub certificate_check: CertCheck,
     pub envs: BTreeMap<String, EnvConfig>,
     pub master: MasterConfig,
     pub max_on_demand: u32,
@@ -197,6 +200,7 @@ impl Config {
             id_rsa: args.id_rsa.clone(),
             groovy,
             cli: args.cli,
+            certificate_check: if args.no_certificate_check { CertCheck::Skip } else { CertCheck::Verify },
             envs,
             master,
             max_on_demand: args.max_num_of_slaves_in_env,

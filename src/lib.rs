@@ -13,7 +13,8 @@
 //!   [`report`] (at the end);
 //! - [`reconciler`]: the bounded loop; [`periodic`]: the jobs it runs every
 //!   few passes — the master's security group, the GC build, SQS build
-//!   requests ([`requests`] validates them).
+//!   requests ([`requests`] validates them);
+//! - [`tls`]: whom the binary and `java` trust for an https Jenkins URL.
 
 pub mod act;
 pub mod aws;
@@ -36,4 +37,5 @@ pub mod record;
 pub mod report;
 pub mod requests;
 pub mod stats;
+pub mod tls;
 pub mod world;

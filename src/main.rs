@@ -15,7 +15,7 @@ use slave_manager::reconciler::{self, Reconciler};
 use slave_manager::record::ProblemLog;
 use slave_manager::report;
 use slave_manager::world::World;
-use slave_manager::{check, dry_run};
+use slave_manager::{check, dry_run, tls};
 
 fn main() -> ExitCode {
     // `slave_manager check …`: the preflight, with the same flags.
@@ -86,6 +86,9 @@ fn main() -> ExitCode {
             world.config.pass_interval,
             world.config.envs.keys().cloned().collect::<Vec<_>>().join(", ")
         );
+        for warning in tls::startup_warnings(&world.config) {
+            tracing::warn!("{warning}");
+        }
         reconciler.run(shutdown_signal()).await;
         let title = format!("slave_manager run of {}", world.config.url);
         let html = report::render(&reconciler.run, &reconciler.stats, &problems.snapshot(), &title);

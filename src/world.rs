@@ -53,7 +53,8 @@ impl World {
             &config.id_rsa,
             &workdir,
             config.jenkins_timeout,
-        );
+        )
+        .certificate_check(config.certificate_check);
         World { config, workdir, jenkins: Arc::new(jenkins), ec2, master_ec2, sqs, ec2_calls }
     }
 

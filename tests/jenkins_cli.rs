@@ -10,6 +10,7 @@ use common::{Emulator, USER};
 use serde_json::json;
 use slave_manager::cli::CliTransport;
 use slave_manager::jenkins::{CliError, JenkinsCli};
+use slave_manager::tls::CertCheck;
 
 fn keyed_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -123,10 +124,24 @@ fn a_hung_command_is_bounded_by_the_timeout() {
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
 
+/// A secured Jenkins (anonymous users lack Overall/Read, the usual set-up)
+/// refuses its root page to anonymous clients without naming the SSH
+/// endpoint; only the login page (and pages drawn for a user who may read)
+/// carry X-SSH-Endpoint. The endpoint is read where the official client
+/// reads it, from URL/login, with or without a trailing slash.
 #[test]
-fn the_endpoint_comes_from_the_x_ssh_endpoint_header() {
+fn the_endpoint_comes_from_the_login_page_of_a_secured_jenkins() {
     let dir = keyed_dir();
     let jenkins = Emulator::start(dir.path());
-    let ep = slave_manager::jenkins::cli::discover_endpoint(&jenkins.url(), Duration::from_secs(5)).unwrap();
-    assert_eq!(ep, format!("127.0.0.1:{}", jenkins.ssh));
+    let root = ureq::get(&jenkins.url()).config().http_status_as_error(false).build().call().unwrap();
+    assert_eq!(root.status(), 403);
+    assert!(root.headers().get("X-SSH-Endpoint").is_none() && root.headers().get("X-Jenkins").is_some());
+    let login = ureq::get(&format!("{}login", jenkins.url())).call().unwrap();
+    assert_eq!(login.headers().get("X-SSH-Endpoint").unwrap(), &format!("127.0.0.1:{}", jenkins.ssh));
+
+    for url in [jenkins.url(), jenkins.url().trim_end_matches('/').to_string()] {
+        let ep =
+            slave_manager::jenkins::cli::discover_endpoint(&url, Duration::from_secs(5), CertCheck::Verify).unwrap();
+        assert_eq!(ep, format!("127.0.0.1:{}", jenkins.ssh));
+    }
 }

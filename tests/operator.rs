@@ -97,6 +97,32 @@ fn check_passes_on_a_good_setup_and_names_the_fix_for_each_failure() {
     }
     assert!(!table.lines().any(|l| l.starts_with('✘')), "{table}");
 
+    // The user spelt in another case is the same account (Jenkins' default
+    // id strategy; who-am-i prints its id), and a user without
+    // Overall/Administer cannot run `groovy`: the fix names that permission.
+    w.jenkins.fault(&json!({"groovy": "denied"}));
+    let mut cmd = w.command();
+    cmd.arg("check")
+        .args(["--url", &w.jenkins.url(), "--id_rsa", "id_rsa", "--jenkins_user", "Slave-Manager"])
+        .args(["--owner_email", "ops@example.com", "--ami_ids", &w.ami_ids()])
+        .args(good);
+    let out = common::output(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let key_row = format!("authenticated as {}", common::USER);
+    assert!(
+        table.lines().any(|l| l.starts_with('✔') && l.contains("accepts the key") && l.contains(&key_row)),
+        "{table}"
+    );
+    let failed: Vec<&str> = table.lines().filter(|l| l.starts_with('✘')).collect();
+    assert_eq!(failed.len(), 1, "{table}");
+    assert!(failed[0].contains("dump script runs") && failed[0].contains("missing the Overall/Administer permission"));
+    assert!(
+        failed[0].contains("give Slave-Manager Overall/Administer") && !failed[0].contains("RunScripts"),
+        "{table}"
+    );
+    w.jenkins.fault(&json!({"groovy": null}));
+
     // A wrong Jenkins user and an AMI that does not exist: two ✘, each with its fix.
     let mut cmd = w.command();
     cmd.arg("check")

@@ -14,6 +14,7 @@ use wait_timeout::ChildExt;
 
 use super::quote::command_line;
 use crate::cli::CliTransport;
+use crate::tls::{self, CertCheck};
 
 /// What a CLI command printed and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,21 @@ pub struct CliOutput {
 pub enum CliError {
     #[error("cannot read the SSH endpoint of {url}: {reason}")]
     Discovery { url: String, reason: String },
+    #[error("{url}: the certificate is not trusted ({reason}); {fix}", fix = tls::certificate_fix())]
+    Certificate { url: String, reason: String },
+    /// `jenkins-cli.jar -ssh` could not read `URL/login`. Java swallows the
+    /// cause (`URLConnection.getHeaderField` ignores the IOException of a
+    /// failed handshake), so over https this is mostly Java refusing the
+    /// certificate that the binary itself could verify.
+    #[error(
+        "`{command}`: {stderr} — java could not read the SSH endpoint; over https that is most often Java \
+         not trusting Jenkins' certificate: jenkins-cli.jar -ssh asks URL/login with Java's own trust store \
+         and ignores -noCertificateCheck there. Install the CA in the system store (Debian's and RHEL's \
+         Java follow it) or import it into Java's cacerts (keytool -importcert -cacerts), or point \
+         SSL_CERT_FILE at a bundle that holds it (java is then given a trust store made from it), or use \
+         --cli ssh"
+    )]
+    JarTls { command: String, stderr: String },
     #[error("cannot fetch {url}: {reason}")]
     JarDownload { url: String, reason: String },
     #[error("ssh {endpoint}: {reason}")]
@@ -49,16 +65,24 @@ pub struct JenkinsCli {
     user: String,
     key: PathBuf,
     timeout: Duration,
+    cert_check: CertCheck,
     transport: Transport,
 }
 
 enum Transport {
     /// The jar is fetched on first use, and again after a failed fetch, so a
     /// master that was down when the run began does not end the run.
-    Jar { java: PathBuf, jar: PathBuf, fetched: Mutex<bool> },
+    Jar { java: PathBuf, jar: PathBuf, state: Mutex<JarState> },
     /// The endpoint is discovered once and forgotten after a connection
     /// failure, so a master that moved its SSH port is found again.
     Ssh { endpoint: Mutex<Option<String>> },
+}
+
+#[derive(Default)]
+struct JarState {
+    fetched: bool,
+    /// `-Djavax.net.ssl.*` options for `java`, decided once per run.
+    java_options: Option<Vec<String>>,
 }
 
 impl JenkinsCli {
@@ -70,24 +94,59 @@ impl JenkinsCli {
             CliTransport::Jar => Transport::Jar {
                 java: java_program(),
                 jar: workdir.join("jenkins-cli.jar"),
-                fetched: Mutex::new(false),
+                state: Mutex::new(JarState::default()),
             },
         };
-        JenkinsCli { url: url.to_string(), user: user.to_string(), key: key.to_path_buf(), timeout, transport }
+        JenkinsCli {
+            url: url.to_string(),
+            user: user.to_string(),
+            key: key.to_path_buf(),
+            timeout,
+            cert_check: CertCheck::Verify,
+            transport,
+        }
+    }
+
+    /// Whether the Jenkins URL's certificate is checked (by default it is).
+    /// `Skip` also passes `-noCertificateCheck` to the jar.
+    pub fn certificate_check(mut self, check: CertCheck) -> JenkinsCli {
+        self.cert_check = check;
+        self
     }
 
     /// Runs one CLI command (`words`), `stdin` written to it and closed.
     /// A non-zero exit is an error carrying the command's stderr.
     pub fn run(&self, words: &[String], stdin: &[u8]) -> Result<CliOutput, CliError> {
         let out = match &self.transport {
-            Transport::Jar { java, jar, fetched } => {
-                let mut fetched = fetched.lock().unwrap_or_else(|p| p.into_inner());
-                if !*fetched {
-                    download_jar(&self.url, jar, self.timeout)?;
-                    *fetched = true;
+            Transport::Jar { java, jar, state } => {
+                let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+                if !state.fetched {
+                    download_jar(&self.url, jar, self.timeout, self.cert_check)?;
+                    state.fetched = true;
                 }
-                drop(fetched);
-                self.run_jar(java, jar, words, stdin)?
+                let dir = jar.parent().unwrap_or(Path::new("."));
+                let options = state
+                    .java_options
+                    .get_or_insert_with(|| {
+                        tls::java_trust_options(&self.url, dir).unwrap_or_else(|e| {
+                            tracing::warn!("no trust store for java ({e}): it trusts its own cacerts");
+                            Vec::new()
+                        })
+                    })
+                    .clone();
+                drop(state);
+                let out = self.run_jar(java, &options, jar, words, stdin)?;
+                // CLI.main's answer to a NotTalkingToJenkinsException.
+                if out.status == 3
+                    && out.stderr.contains("There's no Jenkins running at")
+                    && self.url.to_ascii_lowercase().starts_with("https://")
+                {
+                    return Err(CliError::JarTls {
+                        command: words.first().cloned().unwrap_or_default(),
+                        stderr: out.stderr.trim().lines().last().unwrap_or("").to_string(),
+                    });
+                }
+                out
             }
             Transport::Ssh { endpoint } => {
                 let ep = {
@@ -95,7 +154,7 @@ impl JenkinsCli {
                     match cached.as_ref() {
                         Some(ep) => ep.clone(),
                         None => {
-                            let ep = discover_endpoint(&self.url, self.timeout)?;
+                            let ep = discover_endpoint(&self.url, self.timeout, self.cert_check)?;
                             *cached = Some(ep.clone());
                             ep
                         }
@@ -118,11 +177,24 @@ impl JenkinsCli {
         Ok(out)
     }
 
-    fn run_jar(&self, java: &Path, jar: &Path, words: &[String], stdin: &[u8]) -> Result<CliOutput, CliError> {
+    fn run_jar(
+        &self,
+        java: &Path,
+        options: &[String],
+        jar: &Path,
+        words: &[String],
+        stdin: &[u8],
+    ) -> Result<CliOutput, CliError> {
+        // For parity with the original; jenkins-cli.jar applies it only in
+        // its -http and -webSocket modes, not to -ssh's endpoint discovery.
+        let no_check: &[&str] = if self.cert_check == CertCheck::Skip { &["-noCertificateCheck"] } else { &[] };
         let mut child = Command::new(java)
+            .args(options)
             .arg("-jar")
             .arg(jar)
-            .args(["-s", &self.url, "-ssh", "-user", &self.user, "-i"])
+            .args(["-s", &self.url])
+            .args(no_check)
+            .args(["-ssh", "-user", &self.user, "-i"])
             .arg(&self.key)
             .args(words)
             .stdin(Stdio::piped())
@@ -227,15 +299,15 @@ fn java_program() -> PathBuf {
     }
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into()
-}
-
-/// Jenkins names its SSH endpoint in an `X-SSH-Endpoint: host:port` header on
-/// any HTTP answer, including a 403 for anonymous users.
-pub fn discover_endpoint(url: &str, timeout: Duration) -> Result<String, CliError> {
-    let err = |reason: String| CliError::Discovery { url: url.to_string(), reason };
-    let resp = agent(timeout).get(url).call().map_err(|e| err(e.to_string()))?;
+/// Jenkins names its SSH endpoint in an `X-SSH-Endpoint: host:port` header,
+/// added by the sshd plugin's page decorator to pages drawn with the layout
+/// and to the login page. Anonymous users usually lack Overall/Read, and then
+/// the root answers 403 without it; the login page is always readable, which
+/// is why the official client (`hudson.cli.SSHCLI`) asks `URL/login`.
+pub fn discover_endpoint(url: &str, timeout: Duration, check: CertCheck) -> Result<String, CliError> {
+    let login = format!("{}/login", url.trim_end_matches('/'));
+    let err = |reason: String| CliError::Discovery { url: login.clone(), reason };
+    let resp = tls::agent(timeout, check).get(&login).call().map_err(|e| no_answer(&login, e, err))?;
     let header = resp.headers().get("X-SSH-Endpoint").ok_or_else(|| {
         err(format!("HTTP {} without an X-SSH-Endpoint header (is SSHD enabled in Jenkins?)", resp.status()))
     })?;
@@ -265,10 +337,20 @@ fn url_host(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_string())
 }
 
-fn download_jar(url: &str, dest: &Path, timeout: Duration) -> Result<(), CliError> {
+/// A request to `url` that got no answer: a refused certificate is told
+/// apart, as its fix differs from that of an unreachable master.
+fn no_answer(url: &str, e: ureq::Error, other: impl FnOnce(String) -> CliError) -> CliError {
+    if tls::is_certificate_error(&e) {
+        CliError::Certificate { url: url.to_string(), reason: tls::refusal(&e) }
+    } else {
+        other(e.to_string())
+    }
+}
+
+fn download_jar(url: &str, dest: &Path, timeout: Duration, check: CertCheck) -> Result<(), CliError> {
     let jar_url = format!("{}/jnlpJars/jenkins-cli.jar", url.trim_end_matches('/'));
     let err = |reason: String| CliError::JarDownload { url: jar_url.clone(), reason };
-    let mut resp = agent(timeout).get(&jar_url).call().map_err(|e| err(e.to_string()))?;
+    let mut resp = tls::agent(timeout, check).get(&jar_url).call().map_err(|e| no_answer(&jar_url, e, err))?;
     if !resp.status().is_success() {
         return Err(err(format!("HTTP {}", resp.status())));
     }

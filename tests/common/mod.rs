@@ -114,26 +114,90 @@ impl Proxy {
     }
 }
 
+/// A private CA and a certificate it signed for 127.0.0.1, made with openssl
+/// in `dir` (rustls refuses a certificate for an IP address without an IP
+/// subjectAltName).
+pub struct Tls {
+    /// The CA's certificate (PEM): what SSL_CERT_FILE points at.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Tls {
+    pub fn make(dir: &Path) -> Tls {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        // P-256 keys: made in milliseconds, read by rustls, Python and Java.
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ca = ["-x509", "-days", "2", "-subj", "/CN=slave_manager test CA", "-keyout", "ca.key", "-out", "ca.pem"];
+        let ca_ext = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"];
+        openssl(&[&["req"][..], &ec, &ca, &ca_ext].concat());
+        let csr = ["-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"];
+        openssl(&[&["req"][..], &ec, &csr].concat());
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ]);
+        Tls { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server.key") }
+    }
+}
+
 pub struct Emulator {
     _child: Guard,
     pub http: u16,
     pub ssh: u16,
+    /// `https` when started with a certificate.
+    scheme: &'static str,
+    /// For the control endpoints; trusts the test CA over https.
+    control: ureq::Agent,
 }
 
 impl Emulator {
     /// Starts the emulator; `dir` holds `id_rsa.pub`, the key it accepts.
     pub fn start(dir: &Path) -> Emulator {
+        Emulator::start_with(dir, None)
+    }
+
+    /// As `start`, serving its HTTP side over TLS with `tls`'s certificate.
+    pub fn start_with(dir: &Path, tls: Option<&Tls>) -> Emulator {
         std::fs::copy(dir.join("id_rsa.pub"), dir.join("authorized_keys")).unwrap();
-        let mut child = Command::new("python3")
-            .arg(repo().join("scripts/jenkins_emulator.py"))
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo().join("scripts/jenkins_emulator.py"))
             .args(["--user", USER, "--authorized-keys"])
             .arg(dir.join("authorized_keys"))
             .args(["--http-port", "0", "--ssh-port", "0", "--log"])
-            .arg(dir.join("commands.jsonl"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 scripts/jenkins_emulator.py");
+            .arg(dir.join("commands.jsonl"));
+        let mut control = ureq::Agent::config_builder();
+        if let Some(tls) = tls {
+            cmd.arg("--tls-cert").arg(&tls.cert).arg("--tls-key").arg(&tls.key);
+            let pem = std::fs::read(&tls.ca).unwrap();
+            let ca = ureq::tls::Certificate::from_pem(&pem).unwrap();
+            let roots = ureq::tls::RootCerts::new_with_certs(&[ca]);
+            control = control.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+        }
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("python3 scripts/jenkins_emulator.py");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let port = |key: &str| -> u16 {
@@ -142,22 +206,30 @@ impl Emulator {
                 .and_then(|p| p.parse().ok())
                 .unwrap_or_else(|| panic!("emulator said {line:?}"))
         };
-        Emulator { http: port("http="), ssh: port("ssh="), _child: Guard(child) }
+        Emulator {
+            http: port("http="),
+            ssh: port("ssh="),
+            _child: Guard(child),
+            scheme: if tls.is_some() { "https" } else { "http" },
+            control: control.build().into(),
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.http)
+        format!("{}://127.0.0.1:{}/", self.scheme, self.http)
     }
 
     pub fn set_state(&self, state: &Value) {
-        ureq::put(&format!("{}emulator/state", self.url()))
+        self.control
+            .put(&format!("{}emulator/state", self.url()))
             .content_type("application/json")
             .send(state.to_string())
             .expect("PUT /emulator/state");
     }
 
     pub fn fault(&self, fault: &Value) {
-        ureq::post(&format!("{}emulator/fault", self.url()))
+        self.control
+            .post(&format!("{}emulator/fault", self.url()))
             .content_type("application/json")
             .send(fault.to_string())
             .expect("POST /emulator/fault");
@@ -165,8 +237,14 @@ impl Emulator {
 
     /// The commands received so far, as argv lists.
     pub fn commands(&self) -> Vec<Vec<String>> {
-        let text =
-            ureq::get(&format!("{}emulator/log", self.url())).call().unwrap().body_mut().read_to_string().unwrap();
+        let text = self
+            .control
+            .get(&format!("{}emulator/log", self.url()))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
         let log: Value = serde_json::from_str(&text).unwrap();
         log.as_array()
             .unwrap()
@@ -185,6 +263,8 @@ pub struct World {
     pub world: Value,
     /// Set by `with_proxy`: the manager then talks to AWS through it.
     pub proxy: Option<Proxy>,
+    /// Set by `with_tls`: Jenkins' certificate and its CA.
+    pub tls: Option<Tls>,
 }
 
 impl World {
@@ -195,6 +275,16 @@ impl World {
 
     /// As `new`, with more moto_world.py flags (e.g. `--sqs-region`).
     pub fn with_args(agents: Value, world_args: &[&str]) -> World {
+        World::build(agents, world_args, false)
+    }
+
+    /// As `new`, Jenkins served over https with a certificate of a private
+    /// CA (`tls/ca.pem` in the world's directory).
+    pub fn with_tls(agents: Value) -> World {
+        World::build(agents, &[], true)
+    }
+
+    fn build(agents: Value, world_args: &[&str], tls: bool) -> World {
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -203,7 +293,11 @@ impl World {
             .unwrap();
         assert!(status.success());
         let moto = Moto::start();
-        let jenkins = Emulator::start(dir.path());
+        let tls = tls.then(|| {
+            std::fs::create_dir(dir.path().join("tls")).unwrap();
+            Tls::make(&dir.path().join("tls"))
+        });
+        let jenkins = Emulator::start_with(dir.path(), tls.as_ref());
         std::fs::write(dir.path().join("agents.json"), agents.to_string()).unwrap();
         let out = Command::new("python3")
             .arg(repo().join("scripts/moto_world.py"))
@@ -217,7 +311,7 @@ impl World {
             .unwrap();
         assert!(out.status.success(), "moto_world.py: {}", String::from_utf8_lossy(&out.stderr));
         let world = serde_json::from_slice(&out.stdout).unwrap();
-        World { dir, moto, jenkins, world, proxy: None }
+        World { dir, moto, jenkins, world, proxy: None, tls }
     }
 
     /// SDK configuration for the master's own account (moto's default
@@ -282,11 +376,16 @@ impl World {
 
     /// Runs the manager in the world's directory with the standard flags plus `extra`.
     pub fn run(&self, extra: &[&str]) -> Output {
+        output(self.manager(extra))
+    }
+
+    /// The manager's command with the standard flags plus `extra`, not run.
+    pub fn manager(&self, extra: &[&str]) -> Command {
         let mut cmd = self.command();
         cmd.args(["--url", &self.jenkins.url(), "--id_rsa", "id_rsa", "--jenkins_user", USER])
             .args(["--owner_email", "ops@example.com", "--ami_ids", &self.ami_ids(), "--pass_interval", "0"])
             .args(extra);
-        output(cmd)
+        cmd
     }
 
     /// The manager's command in the world's directory and environment, no flags.
@@ -307,6 +406,9 @@ impl World {
             .env_remove("RUST_LOG")
             .env("PATH", path)
             .env_remove("JENKINS_USER")
+            // Whom the manager (and the AWS SDK) trusts is a test's choice.
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
             .env("NO_COLOR", "1");
         cmd
     }
