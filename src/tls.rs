@@ -131,6 +131,17 @@ pub fn refusal(err: &ureq::Error) -> String {
              --no_certificate_check gets past it"
         );
     }
+    // Refusals no trust store can cure: say so, or the operator installs CAs
+    // in vain.
+    if reason.contains("NotValidForName") {
+        return format!(
+            "{reason}: the certificate does not name the host of --url (give --url the name the certificate \
+             carries in its subjectAltName; a name only in the CN is not accepted)"
+        );
+    }
+    if reason.contains("Expired") || reason.contains("NotValidYet") {
+        return format!("{reason}: the certificate is outside its validity period (renew it, or check the clock)");
+    }
     reason
 }
 
@@ -148,8 +159,9 @@ pub fn certificate_fix() -> String {
     format!(
         "{trusted}{unreadable} — install the CA of Jenkins' certificate in the system store \
          (/usr/local/share/ca-certificates/ and update-ca-certificates, or update-ca-trust), or point \
-         SSL_CERT_FILE at a bundle that holds it (it replaces the system store, for AWS too), or pass \
-         --no_certificate_check"
+         SSL_CERT_FILE at a bundle of the system's CAs plus it (cat /etc/ssl/certs/ca-certificates.crt \
+         ca.pem > bundle.pem: it replaces the system store, for the AWS calls too, so a file with only \
+         your CA breaks them), or pass --no_certificate_check"
     )
 }
 
@@ -159,7 +171,8 @@ pub fn startup_warnings(config: &Config) -> Vec<String> {
     let mut warnings = Vec::new();
     if config.certificate_check == CertCheck::Skip {
         let mut warning = format!(
-            "--no_certificate_check: the certificate of {} is not checked (anyone on the way can pose as Jenkins)",
+            "--no_certificate_check: the certificate of {} is not checked (anyone on the way can pose as Jenkins, \
+             and serve the CLI jar that this run then executes)",
             config.url
         );
         if config.cli == CliTransport::Jar && https && !roots().from_env {

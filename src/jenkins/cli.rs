@@ -35,12 +35,13 @@ pub enum CliError {
     /// failed handshake), so over https this is mostly Java refusing the
     /// certificate that the binary itself could verify.
     #[error(
-        "`{command}`: {stderr} — java could not read the SSH endpoint; over https that is most often Java \
-         not trusting Jenkins' certificate: jenkins-cli.jar -ssh asks URL/login with Java's own trust store \
-         and ignores -noCertificateCheck there. Install the CA in the system store (Debian's and RHEL's \
-         Java follow it) or import it into Java's cacerts (keytool -importcert -cacerts), or point \
-         SSL_CERT_FILE at a bundle that holds it (java is then given a trust store made from it), or use \
-         --cli ssh"
+        "`{command}`: {stderr} — java could not read the SSH endpoint from URL/login: Jenkins is down or \
+         unreachable, or Java does not trust its certificate (jenkins-cli.jar -ssh asks URL/login with \
+         Java's own trust store and ignores -noCertificateCheck there; Java hides which). For the \
+         certificate: install its CA in the system store (Debian's and RHEL's Java follow it) or import it \
+         into Java's cacerts (keytool -importcert -cacerts), or point SSL_CERT_FILE at a bundle of the \
+         system's CAs plus yours (it replaces the system store, for the AWS calls too; java is then given a \
+         trust store made from it), or use --cli ssh"
     )]
     JarTls { command: String, stderr: String },
     #[error("cannot fetch {url}: {reason}")]
