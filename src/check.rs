@@ -67,7 +67,22 @@ pub async fn run(world: &World) -> Vec<Check> {
         let group = &world.config.master.sg_id;
         let what = format!("master's security group {group} ({})", world.config.master_region);
         checks.push(match aws::security_group::ipv4_rules(&world.master_ec2, group).await {
-            Ok(rules) => pass(what, format!("{} IPv4 rules readable", rules.len())),
+            Ok(rules) => {
+                // Which rules the manager would never revoke: other ports,
+                // other protocols, 443 rules it did not add.
+                let required: Vec<(u16, String)> =
+                    world.config.required_ip_list.iter().map(|r| (r.port, r.cidr.clone())).collect();
+                let none = Ok(Default::default());
+                let unmanaged =
+                    crate::plan::security_group::plan_security_group(&required, &none, &Ok(vec![]), &rules).unmanaged;
+                let left = if unmanaged.is_empty() {
+                    String::new()
+                } else {
+                    let list: Vec<String> = unmanaged.iter().map(ToString::to_string).collect();
+                    format!("; unmanaged, never revoked: {}", list.join(", "))
+                };
+                pass(what, format!("{} IPv4 rules readable{left}", rules.len()))
+            }
             Err(e) => fail(
                 what,
                 format!("{e} — check jenkins-master-sg-id and --jenkins_master_region, and allow ec2:DescribeSecurityGroups, AuthorizeSecurityGroupIngress and RevokeSecurityGroupIngress to the master (or pass --skip_security_group)"),

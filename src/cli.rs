@@ -117,8 +117,10 @@ pub struct Args {
     #[arg(long = "hourly_billing")]
     pub hourly_billing: bool,
 
-    /// Rules the master's security group must keep, as PORT:CIDR words.
-    #[arg(long = "required_ip_list", num_args = 1.., value_name = "PORT:CIDR")]
+    /// Rules the master's security group must keep, as PORT:CIDR words;
+    /// repeated flags add up. Only these ports, the agents' port and the
+    /// SCM rules the manager added are ever revoked.
+    #[arg(long = "required_ip_list", num_args = 1.., action = clap::ArgAction::Append, value_name = "PORT:CIDR")]
     pub required_ip_list: Vec<String>,
 
     /// Terminate running agents that have not become Jenkins nodes this many
@@ -190,4 +192,24 @@ pub struct Args {
     /// Log the reasoning behind every decision.
     #[arg(long)]
     pub debug: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Args {
+        let base =
+            ["slave_manager", "--url", "http://j/", "--id_rsa", "k", "--ami_ids", "d:ami-1", "--owner_email", "o"];
+        Args::try_parse_from(base.iter().chain(extra)).unwrap()
+    }
+
+    #[test]
+    fn repeated_required_ip_lists_add_up_while_other_flags_override() {
+        let args =
+            parse(&["--required_ip_list", "22:1.2.3.4/32", "--required_ip_list", "443:0.0.0.0/0", "80:0.0.0.0/0"]);
+        assert_eq!(args.required_ip_list, ["22:1.2.3.4/32", "443:0.0.0.0/0", "80:0.0.0.0/0"]);
+        let args = parse(&["--loop_counter", "3", "--loop_counter", "5"]);
+        assert_eq!(args.loop_counter, 5, "as argparse: the last one counts");
+    }
 }

@@ -57,7 +57,10 @@ impl EnvConfig {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct IpRule {
     pub port: u16,
+    /// Normalised: host bits cleared.
     pub cidr: String,
+    /// The flag's CIDR had host bits set (`1.2.3.4/24`): worth a warning.
+    pub host_bits: bool,
 }
 
 /// The master's identity from environment.json.
@@ -266,18 +269,22 @@ pub fn parse_ami_ids(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     Ok(out)
 }
 
-/// `PORT:CIDR`, e.g. `443:0.0.0.0/0` or `22:1.2.3.4/32`.
+/// `PORT:CIDR`, e.g. `443:0.0.0.0/0` or `22:1.2.3.4/32`. The CIDR is
+/// normalised as EC2 stores it (`1.2.3.4/24` → `1.2.3.0/24`), or the rule
+/// would never match the one EC2 holds and be revoked and added every round.
 pub fn parse_ip_rule(word: &str) -> Result<IpRule, ConfigError> {
     let err = || bad(format!("--required_ip_list: {word:?} is not PORT:CIDR (e.g. 443:0.0.0.0/0)"));
     let (port, cidr) = word.split_once(':').ok_or_else(err)?;
     let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(err)?;
     let (addr, bits) = cidr.split_once('/').ok_or_else(err)?;
-    let _: Ipv4Addr = addr.parse().map_err(|_| err())?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| err())?;
     let bits: u8 = bits.parse().map_err(|_| err())?;
     if bits > 32 {
         return Err(err());
     }
-    Ok(IpRule { port, cidr: cidr.to_string() })
+    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) };
+    let network = Ipv4Addr::from(u32::from(addr) & mask);
+    Ok(IpRule { port, cidr: format!("{network}/{bits}"), host_bits: network != addr })
 }
 
 /// Parses environment.json (SPEC A3); errors name the key at fault. Unknown
@@ -398,7 +405,14 @@ mod tests {
 
     #[test]
     fn ip_rules_are_validated() {
-        assert_eq!(parse_ip_rule("443:0.0.0.0/0").unwrap(), IpRule { port: 443, cidr: "0.0.0.0/0".into() });
+        assert_eq!(
+            parse_ip_rule("443:0.0.0.0/0").unwrap(),
+            IpRule { port: 443, cidr: "0.0.0.0/0".into(), host_bits: false }
+        );
+        // As EC2 stores it, or the existing rule would be revoked.
+        let r = parse_ip_rule("22:1.2.3.4/24").unwrap();
+        assert_eq!((r.cidr.as_str(), r.host_bits), ("1.2.3.0/24", true));
+        assert_eq!(parse_ip_rule("22:10.1.2.3/32").unwrap().cidr, "10.1.2.3/32");
         for bad in
             ["443", "x:0.0.0.0/0", "0:1.2.3.4/32", "22:1.2.3/32", "22:1.2.3.4/33", "22:1.2.3.4", "70000:1.2.3.4/32"]
         {

@@ -89,6 +89,13 @@ fn main() -> ExitCode {
         for warning in tls::startup_warnings(&world.config) {
             tracing::warn!("{warning}");
         }
+        for rule in world.config.required_ip_list.iter().filter(|r| r.host_bits) {
+            tracing::warn!(
+                "--required_ip_list: the address for port {} had host bits set; the rule kept is {} (as EC2 stores it)",
+                rule.port,
+                rule.cidr
+            );
+        }
         reconciler.run(shutdown_signal()).await;
         let title = format!("slave_manager run of {}", world.config.url);
         let html = report::render(&reconciler.run, &reconciler.stats, &problems.snapshot(), &title);

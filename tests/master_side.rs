@@ -15,7 +15,7 @@ const MASTER_REGION: &str = "us-east-2";
 fn rules(w: &World) -> BTreeSet<Rule> {
     let ec2 = aws_sdk_ec2::Client::new(&w.sdk(MASTER_REGION));
     let sg = s(&w.world["master_sg"]);
-    block_on(slave_manager::aws::security_group::ipv4_rules(&ec2, &sg)).unwrap().into_iter().collect()
+    block_on(slave_manager::aws::security_group::ipv4_rules(&ec2, &sg)).unwrap().into_iter().map(|h| h.rule).collect()
 }
 
 fn add_rule(w: &World, protocol: &str, from: i32, to: i32, cidr: &str) {
@@ -73,15 +73,57 @@ fn security_group_follows_the_prod_agents_over_several_passes() {
     let revoked = log.find(&format!("revoked {agent_rule}")).expect("agent rule revoked");
     let pass_4 = log.find("pass 4/4").unwrap();
     assert!(added < log.find("pass 1/4").unwrap() && log.find("pass 3/4").unwrap() < revoked && revoked < pass_4);
-    for gone in ["tcp 22 9.9.9.9/32", "udp 53 0.0.0.0/0", "tcp 1000-2000 10.0.0.0/8"] {
-        assert!(log.contains(&format!("revoked {gone}")), "{gone}: {log}");
+    // Rules on ports the manager does not manage are other people's.
+    for kept in ["tcp 22 9.9.9.9/32", "udp 53 0.0.0.0/0", "tcp 1000-2000 10.0.0.0/8"] {
+        assert!(!log.contains(&format!("revoked {kept}")), "{kept}: {log}");
     }
     let wanted = BTreeSet::from([
         rule("tcp", 443, 443, "0.0.0.0/0"),
         rule("tcp", 80, 80, "0.0.0.0/0"),
         rule("tcp", 443, 443, "127.0.0.0/24"),
+        rule("tcp", 22, 22, "9.9.9.9/32"),
+        rule("udp", 53, 53, "0.0.0.0/0"),
+        rule("tcp", 1000, 2000, "10.0.0.0/8"),
     ]);
-    assert_eq!(rules(&w), wanted, "udp rule and port range revoked exactly, the rest added");
+    assert_eq!(rules(&w), wanted, "the agent's rule revoked, the rest added, unmanaged rules kept");
+    assert_eq!(w.csv("properties_error.csv")["security_group_failed"], 0);
+}
+
+#[test]
+fn the_security_group_never_locks_the_operators_out() {
+    let w = World::new(json!([]));
+    add_rule(&w, "tcp", 22, 22, "1.2.3.0/24");
+    add_rule(&w, "tcp", 443, 443, "0.0.0.0/0");
+    add_rule(&w, "tcp", 80, 80, "0.0.0.0/0");
+    add_rule(&w, "tcp", 5432, 5432, "10.0.0.0/8");
+    let base = ["--cli", "ssh", "--gc_job", "", "--jenkins_master_region", MASTER_REGION, "--scm_host", "localhost"];
+
+    // No --required_ip_list: nothing on 22/443/80 (or anyone's port) goes.
+    let out = w.run(&[&base[..], &["--loop_counter", "1"]].concat());
+    assert!(out.status.success());
+    let got = rules(&w);
+    for kept in
+        [rule("tcp", 22, 22, "1.2.3.0/24"), rule("tcp", 443, 443, "0.0.0.0/0"), rule("tcp", 80, 80, "0.0.0.0/0")]
+    {
+        assert!(got.contains(&kept), "{kept} survives an empty list: {got:?}");
+    }
+    assert!(got.contains(&rule("tcp", 5432, 5432, "10.0.0.0/8")));
+
+    // Repeated flags add up, and a host-bits CIDR matches EC2's normalised rule.
+    let out = w.run(
+        &[
+            &base[..],
+            &["--loop_counter", "1", "--required_ip_list", "22:1.2.3.4/24", "--required_ip_list", "80:0.0.0.0/0"],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(!log.contains("revoked tcp 22 1.2.3.0/24"), "{log}");
+    assert!(log.contains("host bits set; the rule kept is 1.2.3.0/24"), "{log}");
+    let got = rules(&w);
+    assert!(got.contains(&rule("tcp", 22, 22, "1.2.3.0/24")) && got.contains(&rule("tcp", 80, 80, "0.0.0.0/0")));
+    assert!(got.contains(&rule("tcp", 443, 443, "0.0.0.0/0")), "443 is not a listed port: left alone");
     assert_eq!(w.csv("properties_error.csv")["security_group_failed"], 0);
 }
 

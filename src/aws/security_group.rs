@@ -6,9 +6,12 @@ use aws_sdk_ec2::types::{IpPermission, IpRange};
 use aws_sdk_ec2::Client;
 
 use super::describe_error;
-use crate::plan::security_group::Rule;
+use crate::plan::security_group::{Held, Rule};
 
-pub async fn ipv4_rules(client: &Client, group_id: &str) -> Result<Vec<Rule>, String> {
+/// The description on every rule we add: how we tell our rules from others'.
+pub const OUR_DESCRIPTION: &str = "slave_manager";
+
+pub async fn ipv4_rules(client: &Client, group_id: &str) -> Result<Vec<Held>, String> {
     let out = client
         .describe_security_groups()
         .group_ids(group_id)
@@ -26,7 +29,10 @@ pub async fn ipv4_rules(client: &Client, group_id: &str) -> Result<Vec<Rule>, St
         };
         for range in perm.ip_ranges() {
             if let Some(cidr) = range.cidr_ip() {
-                rules.push(Rule { protocol: protocol.clone(), from_port, to_port, cidr: cidr.to_string() });
+                rules.push(Held {
+                    rule: Rule { protocol: protocol.clone(), from_port, to_port, cidr: cidr.to_string() },
+                    ours: range.description() == Some(OUR_DESCRIPTION),
+                });
             }
         }
     }
@@ -36,7 +42,7 @@ pub async fn ipv4_rules(client: &Client, group_id: &str) -> Result<Vec<Rule>, St
 fn permission(rule: &Rule) -> IpPermission {
     let mut perm = IpPermission::builder()
         .ip_protocol(&rule.protocol)
-        .ip_ranges(IpRange::builder().cidr_ip(&rule.cidr).description("slave_manager").build());
+        .ip_ranges(IpRange::builder().cidr_ip(&rule.cidr).description(OUR_DESCRIPTION).build());
     if rule.from_port != -1 || rule.to_port != -1 {
         perm = perm.from_port(rule.from_port).to_port(rule.to_port);
     }

@@ -42,12 +42,28 @@ impl fmt::Display for Rule {
     }
 }
 
+/// A rule the group holds, and whether we added it (our description on it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub rule: Rule,
+    pub ours: bool,
+}
+
+impl Held {
+    /// A rule somebody else added.
+    pub fn theirs(rule: Rule) -> Held {
+        Held { rule, ours: false }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SgPlan {
     pub add: Vec<Rule>,
     pub revoke: Vec<Rule>,
     /// Why nothing is revoked this round, when the view is partial.
     pub no_revoke_because: Option<String>,
+    /// Rules on ports the manager does not manage: left alone, whoever added them.
+    pub unmanaged: Vec<Rule>,
 }
 
 /// The public addresses of our running agents in every env whose name
@@ -73,12 +89,16 @@ pub fn prod_agent_ips(envs: &BTreeMap<String, EnvObservation>, slave_name: &str)
     }
 }
 
-/// The rules wanted, and the difference with `existing`.
+/// The rules wanted, and the difference with `existing`. Only rules on the
+/// ports the manager manages are ever revoked: the agents' port, the ports of
+/// `required`, and 443 where the rule is one we added for the SCM host. Every
+/// other rule (SSH for the operators, another team's ports, UDP, ranges) is
+/// theirs, and revoking it could lock people out.
 pub fn plan_security_group(
     required: &[(u16, String)],
     prod_ips: &Result<BTreeSet<String>, String>,
     scm_ips: &Result<Vec<Ipv4Addr>, String>,
-    existing: &[Rule],
+    existing: &[Held],
 ) -> SgPlan {
     let mut wanted: BTreeSet<Rule> = required.iter().map(|(port, cidr)| Rule::tcp(*port, cidr.clone())).collect();
     if let Ok(ips) = prod_ips {
@@ -90,8 +110,24 @@ pub fn plan_security_group(
             Rule::tcp(SCM_PORT, format!("{a}.{b}.{c}.0/24"))
         }));
     }
-    let existing_set: BTreeSet<&Rule> = existing.iter().collect();
+    let existing_set: BTreeSet<&Rule> = existing.iter().map(|h| &h.rule).collect();
     let add = wanted.iter().filter(|r| !existing_set.contains(r)).cloned().collect();
+
+    let required_ports: BTreeSet<u16> = required.iter().map(|(port, _)| *port).collect();
+    let managed = |h: &Held| {
+        let r = &h.rule;
+        let single_tcp_port =
+            (r.protocol == "tcp" && r.from_port == r.to_port).then(|| u16::try_from(r.from_port).ok()).flatten();
+        match single_tcp_port {
+            Some(AGENT_PORT) => true,
+            Some(port) if required_ports.contains(&port) => true,
+            Some(SCM_PORT) => h.ours,
+            _ => false,
+        }
+    };
+    let mut unmanaged: Vec<Rule> = existing.iter().filter(|h| !managed(h)).map(|h| h.rule.clone()).collect();
+    unmanaged.sort();
+    unmanaged.dedup();
 
     let mut partial = Vec::new();
     if let Err(e) = prod_ips {
@@ -101,14 +137,15 @@ pub fn plan_security_group(
         partial.push(format!("SCM host unknown ({e})"));
     }
     let (revoke, no_revoke_because) = if partial.is_empty() {
-        let mut revoke: Vec<Rule> = existing.iter().filter(|r| !wanted.contains(r)).cloned().collect();
+        let mut revoke: Vec<Rule> =
+            existing.iter().filter(|h| managed(h) && !wanted.contains(&h.rule)).map(|h| h.rule.clone()).collect();
         revoke.sort();
         revoke.dedup();
         (revoke, None)
     } else {
         (Vec::new(), Some(partial.join("; ")))
     };
-    SgPlan { add, revoke, no_revoke_because }
+    SgPlan { add, revoke, no_revoke_because, unmanaged }
 }
 
 #[cfg(test)]
@@ -140,36 +177,58 @@ mod tests {
         }
     }
 
+    fn held(rules: &[Rule]) -> Vec<Held> {
+        rules.iter().cloned().map(Held::theirs).collect()
+    }
+
     #[test]
-    fn adds_what_is_missing_and_revokes_exactly_what_is_unwanted() {
+    fn adds_what_is_missing_and_revokes_only_managed_ports() {
         let existing = vec![
             Rule::tcp(443, "0.0.0.0/0"),
             Rule::tcp(22, "9.9.9.9/32"),
             Rule { protocol: "udp".into(), from_port: 443, to_port: 443, cidr: "0.0.0.0/0".into() },
             Rule { protocol: "tcp".into(), from_port: 1000, to_port: 2000, cidr: "10.0.0.0/8".into() },
+            Rule::tcp(5432, "10.0.0.0/8"),
+            Rule::tcp(30001, "4.4.4.4/32"),
         ];
         let prod = Ok(BTreeSet::from(["3.3.3.3".to_string()]));
-        let plan = plan_security_group(&required(), &prod, &scm(), &existing);
+        let plan = plan_security_group(&required(), &prod, &scm(), &held(&existing));
         assert_eq!(
             plan.add,
             vec![Rule::tcp(22, "1.2.3.4/32"), Rule::tcp(443, "140.82.112.0/24"), Rule::tcp(30001, "3.3.3.3/32")]
         );
-        assert_eq!(plan.revoke, vec![existing[1].clone(), existing[3].clone(), existing[2].clone()]);
+        // 22 is a required port: its other rule goes; 30001 is the agents'.
+        assert_eq!(plan.revoke, vec![existing[1].clone(), existing[5].clone()]);
+        assert_eq!(plan.unmanaged, vec![existing[3].clone(), existing[4].clone(), existing[2].clone()]);
         assert_eq!(plan.no_revoke_because, None);
+    }
+
+    #[test]
+    fn with_no_required_list_nothing_on_22_443_80_is_revoked_but_our_old_scm_rules() {
+        let existing = vec![
+            Held::theirs(Rule::tcp(22, "1.2.3.4/32")),
+            Held::theirs(Rule::tcp(443, "0.0.0.0/0")),
+            Held::theirs(Rule::tcp(80, "0.0.0.0/0")),
+            // Added by us for an SCM address that moved.
+            Held { rule: Rule::tcp(443, "192.30.255.0/24"), ours: true },
+        ];
+        let plan = plan_security_group(&[], &Ok(BTreeSet::new()), &scm(), &existing);
+        assert_eq!(plan.revoke, vec![Rule::tcp(443, "192.30.255.0/24")]);
+        assert_eq!(plan.add, vec![Rule::tcp(443, "140.82.112.0/24")]);
     }
 
     #[test]
     fn nothing_changes_when_the_group_is_as_wanted() {
         let existing =
             vec![Rule::tcp(443, "0.0.0.0/0"), Rule::tcp(22, "1.2.3.4/32"), Rule::tcp(443, "140.82.112.0/24")];
-        let plan = plan_security_group(&required(), &Ok(BTreeSet::new()), &scm(), &existing);
+        let plan = plan_security_group(&required(), &Ok(BTreeSet::new()), &scm(), &held(&existing));
         assert_eq!(plan, SgPlan::default());
     }
 
     #[test]
     fn a_failed_scm_lookup_adds_but_never_revokes() {
         let existing = vec![Rule::tcp(443, "140.82.112.0/24"), Rule::tcp(22, "9.9.9.9/32")];
-        let plan = plan_security_group(&required(), &Ok(BTreeSet::new()), &Err("no DNS".into()), &existing);
+        let plan = plan_security_group(&required(), &Ok(BTreeSet::new()), &Err("no DNS".into()), &held(&existing));
         assert_eq!(plan.add, vec![Rule::tcp(22, "1.2.3.4/32"), Rule::tcp(443, "0.0.0.0/0")]);
         assert!(plan.revoke.is_empty());
         assert!(plan.no_revoke_because.unwrap().contains("SCM host unknown (no DNS)"));
@@ -179,7 +238,7 @@ mod tests {
     fn a_failed_prod_describe_adds_but_never_revokes() {
         let existing = vec![Rule::tcp(30001, "3.3.3.3/32")];
         let prod = Err("describe failed in prod".to_string());
-        let plan = plan_security_group(&required(), &prod, &scm(), &existing);
+        let plan = plan_security_group(&required(), &prod, &scm(), &held(&existing));
         assert!(plan.revoke.is_empty(), "the prod agent's rule must survive a failed describe");
         assert_eq!(plan.add.len(), 3, "two SCM addresses in one /24 make one rule");
         assert!(plan.no_revoke_because.unwrap().contains("prod"));

@@ -113,16 +113,26 @@ def util_slave_manager_shell_step_fetches_from_s3_and_calls_the_manager_with_its
         os.makedirs(ws)
         log = os.path.join(work, 'calls')
         # aws s3 cp s3://BUCKET/NAME . -> writes NAME; records the call.
+        # aws s3 cp s3://BUCKET/NAME DEST (a directory or a file) -> writes
+        # it and records the mode it was created with.
         write_exe(os.path.join(bin_dir, 'aws'), f'''#!/bin/sh
 printf 'aws %s\\n' "$*" >>{log}
 [ "$1 $2" = "s3 cp" ] || exit 2
-name="${{3##*/}}"
-printf 'from s3\\n' >"$4/$name"
+dest="$4"
+[ -d "$dest" ] && dest="$dest/${{3##*/}}"
+printf 'from s3\\n' >"$dest"
+stat -c "created %a $dest" "$dest" >>{log}
 ''')
-        # slave_manager: records argv one word per line, and the key's mode.
+        # slave_manager: records argv one word per line, the key's mode and
+        # directory, and what the workspace holds while it runs.
         write_exe(os.path.join(bin_dir, 'slave_manager'), f'''#!/bin/sh
 for a in "$@"; do printf 'arg %s\\n' "$a"; done >>{log}
-stat -c 'keymode %a' id_rsa >>{log}
+key=""
+while [ $# -gt 0 ]; do [ "$1" = "--id_rsa" ] && key="$2"; shift; done
+stat -c 'keymode %a' "$key" >>{log}
+stat -c 'keydirmode %a' "$(dirname "$key")" >>{log}
+printf 'keypath %s\\n' "$(cd "$(dirname "$key")" && pwd)/$(basename "$key")" >>{log}
+ls -A "$PWD" | sed 's/^/workspace /' >>{log}
 ''')
         script = os.path.join(work, 'step.sh')
         write_exe(script, shell_command())
@@ -133,21 +143,28 @@ stat -c 'keymode %a' id_rsa >>{log}
         with open(log) as f:
             calls = f.read().splitlines()
         aws = [c for c in calls if c.startswith('aws ')]
-        assert len(aws) == 2 and aws[0].endswith('/environment.json .') and aws[1].endswith('/id_rsa .'), aws
+        assert len(aws) == 2 and aws[0].endswith('/environment.json .') and '/id_rsa ' in aws[1], aws
         assert all(c.startswith('aws s3 cp s3://') for c in aws), aws
         argv = [c[4:] for c in calls if c.startswith('arg ')]
         flags = [a for a in argv if a.startswith('--')]
         assert sorted(flags) == sorted(ORIGINAL_FLAGS + NEW_FLAGS), flags
         value = lambda flag: argv[argv.index(flag) + 1]
         assert value('--url') == 'https://jenkins.example.com/'
-        assert value('--id_rsa') == 'id_rsa'
+        key = [c[len('keypath '):] for c in calls if c.startswith('keypath ')][0]
+        assert not key.startswith(os.path.realpath(ws) + os.sep), f'the key is outside the workspace: {key}'
+        assert value('--id_rsa').endswith('/id_rsa') and os.path.realpath(value('--id_rsa')) == key
+        assert 'keydirmode 700' in calls, calls
+        created = [c for c in calls if c.startswith('created ') and c.endswith('/id_rsa')]
+        assert created and created[0].startswith('created 600 '), f'unreadable from the first byte: {created}'
+        assert 'workspace id_rsa' not in calls, 'never in the workspace, not even for a moment'
+        assert not os.path.exists(os.path.dirname(key)), 'the key directory is gone after the build'
         assert re.fullmatch(r'my-test-env:ami-[0-9a-f]+', value('--ami_ids'))
         assert value('--jenkins_user')
         ips = argv[argv.index('--required_ip_list') + 1:]
         assert ips and all(re.fullmatch(r'\d+:\d+\.\d+\.\d+\.\d+/\d+', w) for w in ips), ips
         assert 'keymode 600' in calls
         assert os.path.exists(os.path.join(ws, 'environment.json'))
-        assert not os.path.exists(os.path.join(ws, 'id_rsa')), 'the key stays in the workspace'
+        assert not os.path.exists(os.path.join(ws, 'id_rsa'))
     finally:
         shutil.rmtree(work)
 
