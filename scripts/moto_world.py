@@ -221,7 +221,8 @@ def launch_agent(aws, env, spec, number, jenkins_url, slave_name, owner):
     slave_data = json.dumps({"num_of_executors": spec.get("executors", executors),
                              "environment": "infra", "slave_labels": labels,
                              "description": "Created by Swarm",
-                             "jenkins_url": jenkins_url})
+                             # Another master's agent, when the spec says so.
+                             "jenkins_url": spec.get("jenkins_url", jenkins_url)})
     name = spec.get("name", slave_name)
     tags = {"Name": name, "slave_data": slave_data, "owner": owner,
             "environment": "infra", "role": slave_name,

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::aws::ec2::{self, LaunchSpec};
 use crate::config::EnvConfig;
 use crate::markers;
-use crate::model::Label;
+use crate::model::{Label, MASTER_TAG};
 use crate::plan::Action;
 use crate::record::ActionRecord;
 use crate::stats::Stats;
@@ -127,6 +127,10 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> anyho
             ec2::set_delete_on_termination(client(env)?, instance_id, devices).await?;
             Ok(Done::Acted(None, None))
         }
+        Action::TagMaster { env, instance_id, master } => {
+            ec2::tag(client(env)?, instance_id, MASTER_TAG, master).await?;
+            Ok(Done::Acted(None, None))
+        }
         Action::RemoveWorkingMarker { job_key, .. } => {
             markers::remove(dir, &markers::working_file(job_key))?;
             Ok(Done::Acted(None, None))
@@ -161,6 +165,8 @@ fn launch_spec(world: &World, env: &EnvConfig, label: &Label, client_token: &str
         ("role", config.slave_name.clone()),
         ("is_spot", label.pricing.is_spot().to_string()),
         ("is_asg", "false".to_string()),
+        // Whose agent this is: the only instances this manager acts on.
+        (MASTER_TAG, env.jenkins_url.clone()),
         // The original's value, which the accounts' JumpCloud agents read.
         ("jumpcloud_tags", "admin,superadmin".to_string()),
     ];

@@ -26,7 +26,8 @@ impl Row {
             Action::Start { instance_id, .. }
             | Action::Terminate { instance_id, .. }
             | Action::Stop { instance_id, .. }
-            | Action::SetDeleteOnTermination { instance_id, .. } => instance_id.clone(),
+            | Action::SetDeleteOnTermination { instance_id, .. }
+            | Action::TagMaster { instance_id, .. } => instance_id.clone(),
             Action::Create { label, .. } => format!("label {}", label.raw),
             Action::RemoveWorkingMarker { job_key, .. } => job_key.clone(),
             Action::RemoveStartMarker { file_name } => file_name.clone(),

@@ -150,6 +150,19 @@ pub struct Instance {
     /// Last launch or start time.
     pub launched: Option<SystemTime>,
     pub volumes: Vec<Volume>,
+    /// The `jenkins_master` tag: the master whose agent this is.
+    pub master_tag: Option<String>,
+    /// `jenkins_url` of the `slave_data` tag (the Python era's only mark).
+    pub slave_data_master: Option<String>,
+}
+
+/// The ownership tag every agent is launched with: the URL of the master
+/// (the env's `jenkins_url`) whose manager may act on it.
+pub const MASTER_TAG: &str = "jenkins_master";
+
+/// Two Jenkins URLs name the same master (a trailing `/` aside).
+pub fn same_master(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 impl Instance {

@@ -39,6 +39,7 @@ pub fn plan_config(c: &Config) -> PlanConfig {
         zombie_after: c.zombie_after,
         spot_fallback: c.spot_fallback,
         instance_types: c.instance_types.clone(),
+        masters: c.envs.iter().map(|(n, e)| (n.clone(), e.jenkins_url.clone())).collect(),
     }
 }
 

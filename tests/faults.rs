@@ -384,3 +384,31 @@ fn an_instance_without_our_name_tag_is_never_touched() {
     let ours: Vec<Value> = live(&w, "dev").into_iter().filter(|r| r["name"] == "jslave-in-house").collect();
     assert_eq!(ours.len(), 1, "the item got an agent of its own");
 }
+
+#[test]
+fn another_masters_agents_with_our_name_are_never_touched_and_ours_are_adopted() {
+    // A second master in the same account uses the same --slave_name.
+    let other = "https://other-jenkins.example.com/";
+    let w = World::new(json!([
+        {"env": "dev", "state": "running", "labels": "dev", "jenkins_url": other},
+        {"env": "dev", "state": "stopped", "labels": "dev", "jenkins_url": other},
+        {"env": "dev", "state": "stopped", "labels": "dev", "jenkins_url": other, "ami": "old"},
+        // One of ours from the Python era: Name and slave_data, no ownership tag.
+        {"env": "prod", "state": "stopped", "labels": "prod_c5.large"},
+    ]));
+    w.jenkins.set_state(&json!({
+        "queue": [item("job-000", "dev", "UNKNOWN", "NONE")],
+        "nodes": [w.node(0, true, true, 0)],
+    }));
+    let out = run_with(&w, &["--loop_counter", "2", "--zombie_minutes", "1", "--max_num_of_slaves_in_env", "1"]);
+    assert!(out.status.success());
+    assert_eq!(state_of(&w, 0), "running", "not stopped for our Jenkins' idle node");
+    assert_eq!(state_of(&w, 1), "stopped", "not started for our item");
+    assert_eq!(state_of(&w, 2), "stopped", "not retired by the inventory, not taken to make room");
+    let new: Vec<Value> =
+        live(&w, "dev").into_iter().filter(|r| r["tags"]["jenkins_master"] == w.jenkins.url()).collect();
+    assert_eq!(new.len(), 1, "the item got an agent of its own, tagged for this master, within our cap of 1");
+    let adopted = w.instance(&common::s(&w.agent(3)["instance_id"]));
+    assert_eq!(adopted["tags"]["jenkins_master"], w.jenkins.url(), "the Python-era agent is adopted");
+    assert!(w.instance(&common::s(&w.agent(0)["instance_id"]))["tags"].get("jenkins_master").is_none());
+}

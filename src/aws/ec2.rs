@@ -18,7 +18,7 @@ use aws_sdk_ec2::types::{
 use aws_sdk_ec2::Client;
 
 use super::describe_error;
-use crate::model::{Instance, InstanceState, Volume};
+use crate::model::{Instance, InstanceState, Volume, MASTER_TAG};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{operation}: {message}")]
@@ -136,10 +136,11 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
         _ => InstanceState::Terminated,
     };
     let tag = |key: &str| i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(str::to_string);
-    let slave_labels = tag("slave_data").and_then(|data| {
-        let v: serde_json::Value = serde_json::from_str(&data).ok()?;
-        Some(v.get("slave_labels")?.as_str()?.split_whitespace().map(str::to_string).collect())
-    });
+    let slave_data: Option<serde_json::Value> = tag("slave_data").and_then(|data| serde_json::from_str(&data).ok());
+    let slave_labels = slave_data
+        .as_ref()
+        .and_then(|v| Some(v.get("slave_labels")?.as_str()?.split_whitespace().map(str::to_string).collect()));
+    let slave_data_master = slave_data.as_ref().and_then(|v| v.get("jenkins_url")?.as_str().map(str::to_string));
     let volumes = i
         .block_device_mappings()
         .iter()
@@ -164,7 +165,21 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
         spot: i.instance_lifecycle().is_some_and(|l| l.as_str() == "spot"),
         launched: i.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
         volumes,
+        master_tag: tag(MASTER_TAG),
+        slave_data_master,
     })
+}
+
+/// Sets one tag on one instance.
+pub async fn tag(client: &Client, instance_id: &str, key: &str, value: &str) -> Result<(), Ec2Error> {
+    client
+        .create_tags()
+        .resources(instance_id)
+        .tags(Tag::builder().key(key).value(value).build())
+        .send()
+        .await
+        .map_err(|e| Ec2Error::new("CreateTags", e))?;
+    Ok(())
 }
 
 /// Launches one agent, tagged at launch; returns its instance id.

@@ -37,12 +37,16 @@ pub fn plan_inventory(
                 continue;
             }
         };
-        for inst in instances.iter().filter(|i| cfg.is_ours(i) && i.state.is_active()) {
+        for inst in instances.iter().filter(|i| cfg.is_ours(env, i) && i.state.is_active()) {
             if terminated.contains(&inst.id) {
                 plan.debug(None, format!("inventory: {env}: {} is terminated this pass already", inst.id));
                 continue;
             }
             *instance_count.entry(count_key(env, inst)).or_default() += 1;
+            if inst.master_tag.is_none() {
+                let master = cfg.masters.get(env).cloned().unwrap_or_default();
+                plan.act(Action::TagMaster { env: env.clone(), instance_id: inst.id.clone(), master });
+            }
 
             let node = dump.and_then(|d| node_of(&d.nodes, inst));
             if inst.state == InstanceState::Stopped && cfg.on_replaced_ami(env, inst) {
@@ -102,6 +106,27 @@ mod tests {
         let s = snap(envs);
         let dump = nodes.map(|nodes| JenkinsDump { nodes, ..JenkinsDump::default() });
         plan_inventory(&cfg(), &s.envs, dump.as_ref(), now(), &BTreeSet::new())
+    }
+
+    #[test]
+    fn agents_of_this_master_from_before_the_tag_are_adopted_others_left_alone() {
+        let python_era = agent("i-1", Stopped, "dev").with(|i| i.master_tag = None);
+        let other_master = agent("i-2", Stopped, "dev").ami("ami-old").with(|i| {
+            i.master_tag = None;
+            i.slave_data_master = Some("https://other-jenkins.example.com/".into());
+        });
+        // The tag decides over slave_data: launched by the other master with
+        // a copied slave_data.
+        let tagged_other = agent("i-3", Stopped, "dev").ami("ami-old").with(|i| {
+            i.master_tag = Some("https://other-jenkins.example.com".into());
+        });
+        let inv = inventory(vec![("dev", vec![python_era, other_master, tagged_other])], Some(vec![]));
+        assert_eq!(brief(&inv.actions), ["tag i-1"]);
+        assert_eq!(
+            inv.actions[0].to_string(),
+            "dev: tag i-1 jenkins_master=https://jenkins.example.com/ (an agent of this master from before the tag)"
+        );
+        assert_eq!(inv.instance_count.values().sum::<u64>(), 1, "only this master's agents are counted");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::label::InstanceTypes;
-use crate::model::{EnvObservation, Instance, JenkinsDump, Label, Markers, Node, Pricing};
+use crate::model::{same_master, EnvObservation, Instance, JenkinsDump, Label, Markers, Node, Pricing, MASTER_TAG};
 
 pub use inventory::plan_inventory;
 
@@ -44,6 +44,9 @@ pub struct PlanConfig {
     pub slave_name: String,
     /// Per-env cap on non-spot agents in active states.
     pub max_on_demand: u32,
+    /// Every env → the URL of its master (`jenkins_url` of environment.json):
+    /// what an agent's ownership tag must name.
+    pub masters: BTreeMap<String, String>,
     /// Instance types a label may ask for; others get no agent.
     pub instance_types: InstanceTypes,
     /// Per-env cap on spot agents in active states.
@@ -67,8 +70,18 @@ impl PlanConfig {
         self.amis.keys().cloned().collect()
     }
 
-    fn is_ours(&self, inst: &Instance) -> bool {
+    /// An agent of this manager in `env`: our `Name` tag, and this master
+    /// named by its `jenkins_master` tag, or — for an agent from before the
+    /// tag — by its `slave_data` (the inventory then adds the tag). A `Name`
+    /// tag alone is anybody's to set: a second master using the same
+    /// `--slave_name`, a "launch more like this", a stray `CreateTags`.
+    fn is_ours(&self, env: &str, inst: &Instance) -> bool {
+        let Some(master) = self.masters.get(env) else { return false };
         inst.name.as_deref() == Some(self.slave_name.as_str())
+            && match &inst.master_tag {
+                Some(tag) => same_master(tag, master),
+                None => inst.slave_data_master.as_deref().is_some_and(|url| same_master(url, master)),
+            }
     }
 
     /// `inst` runs another AMI than its env's current one. The Groovy script
@@ -151,6 +164,13 @@ pub enum Action {
         instance_id: String,
         devices: Vec<String>,
     },
+    /// Adopts an agent of this master from before the ownership tag (the
+    /// Python era's: its `slave_data` names this master).
+    TagMaster {
+        env: String,
+        instance_id: String,
+        master: String,
+    },
     RemoveWorkingMarker {
         job_key: String,
         expired: bool,
@@ -168,7 +188,8 @@ impl Action {
             | Action::Create { env, .. }
             | Action::Terminate { env, .. }
             | Action::Stop { env, .. }
-            | Action::SetDeleteOnTermination { env, .. } => Some(env),
+            | Action::SetDeleteOnTermination { env, .. }
+            | Action::TagMaster { env, .. } => Some(env),
             Action::RemoveWorkingMarker { .. } | Action::RemoveStartMarker { .. } => None,
         }
     }
@@ -179,7 +200,8 @@ impl Action {
             Action::Start { instance_id, .. }
             | Action::Terminate { instance_id, .. }
             | Action::Stop { instance_id, .. }
-            | Action::SetDeleteOnTermination { instance_id, .. } => Some(instance_id),
+            | Action::SetDeleteOnTermination { instance_id, .. }
+            | Action::TagMaster { instance_id, .. } => Some(instance_id),
             Action::Create { .. } | Action::RemoveWorkingMarker { .. } | Action::RemoveStartMarker { .. } => None,
         }
     }
@@ -191,6 +213,7 @@ impl Action {
             Action::Terminate { .. } => "terminate",
             Action::Stop { .. } => "stop",
             Action::SetDeleteOnTermination { .. } => "set-delete-on-termination",
+            Action::TagMaster { .. } => "tag",
             Action::RemoveWorkingMarker { .. } | Action::RemoveStartMarker { .. } => "remove-marker",
         }
     }
@@ -246,6 +269,12 @@ impl fmt::Display for Action {
             Action::Stop { env, instance_id, node } => write!(f, "{env}: stop {instance_id} (node {node} is idle)"),
             Action::SetDeleteOnTermination { env, instance_id, devices } => {
                 write!(f, "{env}: set delete-on-termination on {instance_id} {}", devices.join(", "))
+            }
+            Action::TagMaster { env, instance_id, master } => {
+                write!(
+                    f,
+                    "{env}: tag {instance_id} {MASTER_TAG}={master} (an agent of this master from before the tag)"
+                )
             }
             Action::RemoveWorkingMarker { job_key, expired: true } => {
                 write!(f, "remove working marker of {job_key} (expired, job still queued: retrying)")
@@ -401,6 +430,7 @@ pub(crate) mod fixtures {
     use crate::model::{InstanceState, QueueItem, StartMarker, Volume};
 
     pub const NAME: &str = "jslave-in-house";
+    pub const MASTER: &str = "https://jenkins.example.com/";
 
     pub fn now() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000)
@@ -422,6 +452,7 @@ pub(crate) mod fixtures {
             zombie_after: None,
             spot_fallback: false,
             instance_types: InstanceTypes::default(),
+            masters: ["dev", "prod", "qa"].iter().map(|e| (e.to_string(), MASTER.to_string())).collect(),
         }
     }
 
@@ -443,6 +474,8 @@ pub(crate) mod fixtures {
             spot: label.contains("_spot"),
             launched: Some(now() - Duration::from_secs(7200)),
             volumes: vec![],
+            master_tag: Some(MASTER.into()),
+            slave_data_master: Some(MASTER.into()),
         }
     }
 
@@ -580,6 +613,7 @@ pub(crate) mod fixtures {
                 Action::SetDeleteOnTermination { instance_id, devices, .. } => {
                     format!("dot {instance_id} {}", devices.join(","))
                 }
+                Action::TagMaster { instance_id, .. } => format!("tag {instance_id}"),
                 Action::RemoveWorkingMarker { job_key, expired: true } => format!("rm-working {job_key} expired"),
                 Action::RemoveWorkingMarker { job_key, expired: false } => format!("rm-working {job_key} gone"),
                 Action::RemoveStartMarker { file_name } => format!("rm-start {file_name}"),

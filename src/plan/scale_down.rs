@@ -65,10 +65,14 @@ fn retire(
         plan.debug(None, format!("node {name}: {id} is already {}", inst.state.as_str()));
         return;
     }
-    if !cfg.is_ours(inst) {
+    if !cfg.is_ours(&env, inst) {
         plan.info(
             None,
-            format!("node {name}: {env} instance {id} is not named {}; it is never touched", cfg.slave_name),
+            format!(
+                "node {name}: {env} instance {id} is not an agent of this master (named {}, tagged for {}); it is never touched",
+                cfg.slave_name,
+                cfg.masters.get(&env).map_or("?", String::as_str)
+            ),
         );
         return;
     }
@@ -146,10 +150,9 @@ pub(super) fn plan_zombies(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTre
     }
     let ours: Vec<&Instance> = snap
         .envs
-        .values()
-        .filter_map(|o| o.as_ref().ok())
-        .flatten()
-        .filter(|i| cfg.is_ours(i) && i.state.is_active())
+        .iter()
+        .filter_map(|(env, o)| o.as_ref().ok().map(|list| (env, list)))
+        .flat_map(|(env, list)| list.iter().filter(move |i| cfg.is_ours(env, i) && i.state.is_active()))
         .collect();
     // A build runs on a Swarm node we cannot tie to any agent of ours: it may
     // be on one of the candidates under a name we do not understand. A zombie
@@ -168,7 +171,7 @@ pub(super) fn plan_zombies(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTre
     for (env, obs) in &snap.envs {
         let Ok(instances) = obs else { continue };
         for inst in instances {
-            if inst.state != InstanceState::Running || !cfg.is_ours(inst) || claimed.contains(&inst.id) {
+            if inst.state != InstanceState::Running || !cfg.is_ours(env, inst) || claimed.contains(&inst.id) {
                 continue;
             }
             let Some(launched) = inst.launched else { continue };
@@ -345,7 +348,7 @@ mod tests {
                 assert_eq!(plan.actions, []);
                 assert_eq!(
                     info_notes(&plan.notes),
-                    ["node dev-10.0.0.1: dev instance i-1 is not named jslave-in-house; it is never touched"]
+                    ["node dev-10.0.0.1: dev instance i-1 is not an agent of this master (named jslave-in-house, tagged for https://jenkins.example.com/); it is never touched"]
                 );
             }
         }

@@ -322,7 +322,7 @@ impl ScaleUp<'_> {
         let cfg = self.cfg;
         *self.usage.entry(env.to_string()).or_insert_with(|| {
             let mut usage = Usage::default();
-            for inst in instances.iter().filter(|i| cfg.is_ours(i) && i.state.is_active()) {
+            for inst in instances.iter().filter(|i| cfg.is_ours(env, i) && i.state.is_active()) {
                 if inst.spot {
                     usage.spot += 1;
                 } else {
@@ -336,7 +336,7 @@ impl ScaleUp<'_> {
     /// Ours, in an active state, and serving the label: by its tag, or by a
     /// fresh start marker (tags may lag behind a launch).
     fn serves(&self, inst: &Instance, label: &Label) -> bool {
-        self.cfg.is_ours(inst)
+        self.cfg.is_ours(&label.env, inst)
             && inst.state.is_active()
             && (inst.has_label(&label.raw)
                 || self.snap.markers.started.iter().any(|m| {
@@ -472,7 +472,7 @@ impl ScaleUp<'_> {
         let candidates: Vec<&Instance> = instances
             .iter()
             .filter(|i| {
-                self.cfg.is_ours(i)
+                self.cfg.is_ours(env, i)
                     && i.state == InstanceState::Stopped
                     && !i.spot
                     && !self.claimed.contains(&i.id)
@@ -988,6 +988,18 @@ mod tests {
         )])
         .queue(vec![item("job", "dev")]);
         assert_eq!(acts(&s), ["dot i-2 /dev/xvda", "terminate i-2 make-room", "create dev dev replacing i-2"]);
+    }
+
+    #[test]
+    fn another_masters_agents_are_neither_started_nor_counted_nor_retired() {
+        let theirs = |id: &str, state| {
+            agent(id, state, "dev").with(|i| i.master_tag = Some("https://other-jenkins.example.com/".into()))
+        };
+        // Three of theirs, stopped and running, with our Name and label.
+        let s = snap(vec![("dev", vec![theirs("i-1", Stopped), theirs("i-2", Running), theirs("i-3", Stopped)])])
+            .queue(vec![item("a", "dev"), item("b", "dev")]);
+        // Nothing of theirs is started, made room with, or counted against our cap.
+        assert_eq!(acts(&s), ["create dev dev", "create dev dev"]);
     }
 
     #[test]

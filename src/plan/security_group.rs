@@ -174,6 +174,8 @@ mod tests {
             spot: false,
             launched: None,
             volumes: vec![],
+            master_tag: None,
+            slave_data_master: None,
         }
     }
 
