@@ -17,8 +17,7 @@ use crate::record::ActionRecord;
 use crate::stats::Stats;
 use crate::world::World;
 
-/// Key pair every agent is launched with (as the original).
-pub const KEY_NAME: &str = "jenkins.cloud";
+pub use crate::model::KEY_NAME;
 pub const ROOT_VOLUME_GB: i32 = 25;
 
 /// What carrying out a plan did.

@@ -96,8 +96,8 @@ pub struct Args {
     pub owner_email: String,
 
     /// Instance types a queue label may ask for: a comma list of globs
-    /// (`m5*.*,c6i.large`), any size [default: t2, t3, t3a, m4, m5*, m6*,
-    /// m7*, c4, c5*, c6*, c7* up to 4xlarge]. A label naming another type
+    /// (`m5*.*,c6i.large`), any size [default: t2, t3, t3a, m3, m4, m5*, m6*,
+    /// m7*, c3, c4, c5*, c6*, c7* up to 4xlarge]. A label naming another type
     /// gets no agent.
     #[arg(long = "instance_types", value_name = "GLOB,…")]
     pub instance_types: Option<String>,

@@ -112,7 +112,7 @@ impl Default for InstanceTypes {
     /// The original's families (t2, m3/m4, c3/c4) and their current
     /// successors, up to `4xlarge`: what a build agent reasonably needs.
     fn default() -> Self {
-        let families = ["t2", "t3", "t3a", "m4", "m5*", "m6*", "m7*", "c4", "c5*", "c6*", "c7*"];
+        let families = ["t2", "t3", "t3a", "m3", "m4", "m5*", "m6*", "m7*", "c3", "c4", "c5*", "c6*", "c7*"];
         InstanceTypes { globs: families.iter().map(|f| format!("{f}.*")).collect(), largest: Some(4) }
     }
 }
@@ -159,7 +159,17 @@ mod tests {
     #[test]
     fn the_default_admits_the_usual_families_up_to_4xlarge() {
         let d = InstanceTypes::default();
-        for yes in ["t2.small", "t3a.medium", "m5.large", "m5d.4xlarge", "m7g.xlarge", "c6i.2xlarge", "c4.xlarge"] {
+        for yes in [
+            "t2.small",
+            "t3a.medium",
+            "m3.large",
+            "c3.2xlarge",
+            "m5.large",
+            "m5d.4xlarge",
+            "m7g.xlarge",
+            "c6i.2xlarge",
+            "c4.xlarge",
+        ] {
             assert!(d.allows(yes), "{yes}");
         }
         for no in ["x2iedn.32xlarge", "m5.8xlarge", "c7g.metal", "p4d.24xlarge", "g5.xlarge", "m5.metal-48xl"] {

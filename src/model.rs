@@ -154,7 +154,12 @@ pub struct Instance {
     pub master_tag: Option<String>,
     /// `jenkins_url` of the `slave_data` tag (the Python era's only mark).
     pub slave_data_master: Option<String>,
+    /// The key pair it was launched with; unlike a tag, fixed at launch.
+    pub key_name: Option<String>,
 }
+
+/// Key pair every agent is launched with (as the original).
+pub const KEY_NAME: &str = "jenkins.cloud";
 
 /// The ownership tag every agent is launched with: the URL of the master
 /// (the env's `jenkins_url`) whose manager may act on it.

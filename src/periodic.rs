@@ -63,7 +63,8 @@ pub async fn security_group(world: &World, envs: &BTreeMap<String, EnvObservatio
 pub async fn security_group_plan(world: &World, envs: &BTreeMap<String, EnvObservation>) -> Result<SgPlan, String> {
     let c = &world.config;
     let existing = sg::ipv4_rules(&world.master_ec2, &c.master.sg_id).await?;
-    let prod_ips = prod_agent_ips(envs, &c.slave_name);
+    let plan_config = crate::reconciler::plan_config(c);
+    let prod_ips = prod_agent_ips(envs, |env, i| plan_config.is_ours(env, i));
     let scm_ips = resolve_ipv4(&c.scm_host).await;
     let required: Vec<(u16, String)> = c.required_ip_list.iter().map(|r| (r.port, r.cidr.clone())).collect();
     Ok(plan_security_group(&required, &prod_ips, &scm_ips, &existing))

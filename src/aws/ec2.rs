@@ -167,6 +167,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
         volumes,
         master_tag: tag(MASTER_TAG),
         slave_data_master,
+        key_name: i.key_name().map(str::to_string),
     })
 }
 

@@ -16,7 +16,9 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::label::InstanceTypes;
-use crate::model::{same_master, EnvObservation, Instance, JenkinsDump, Label, Markers, Node, Pricing, MASTER_TAG};
+use crate::model::{
+    same_master, EnvObservation, Instance, JenkinsDump, Label, Markers, Node, Pricing, KEY_NAME, MASTER_TAG,
+};
 
 pub use inventory::plan_inventory;
 
@@ -75,9 +77,12 @@ impl PlanConfig {
     /// tag — by its `slave_data` (the inventory then adds the tag). A `Name`
     /// tag alone is anybody's to set: a second master using the same
     /// `--slave_name`, a "launch more like this", a stray `CreateTags`.
-    fn is_ours(&self, env: &str, inst: &Instance) -> bool {
+    pub fn is_ours(&self, env: &str, inst: &Instance) -> bool {
         let Some(master) = self.masters.get(env) else { return false };
         inst.name.as_deref() == Some(self.slave_name.as_str())
+            // Fixed at launch, unlike tags: a stray CreateTags of our Name
+            // and master tags on somebody's instance does not make it ours.
+            && inst.key_name.as_deref() == Some(KEY_NAME)
             && match &inst.master_tag {
                 Some(tag) => same_master(tag, master),
                 None => inst.slave_data_master.as_deref().is_some_and(|url| same_master(url, master)),
@@ -476,6 +481,7 @@ pub(crate) mod fixtures {
             volumes: vec![],
             master_tag: Some(MASTER.into()),
             slave_data_master: Some(MASTER.into()),
+            key_name: Some(KEY_NAME.into()),
         }
     }
 

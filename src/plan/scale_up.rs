@@ -188,7 +188,8 @@ impl ScaleUp<'_> {
             }
         };
         if !self.cfg.instance_types.allows(&label.instance_type) {
-            self.plan.count(counts::INSTANCE_TYPE_REFUSED);
+            let item_id = item.queue_id.map_or_else(|| "-".to_string(), |id| id.to_string());
+            self.plan.count_once(counts::INSTANCE_TYPE_REFUSED, format!("{key} {item_id}"));
             self.plan.info(
                 Some(key),
                 format!(
@@ -1000,6 +1001,11 @@ mod tests {
             .queue(vec![item("a", "dev"), item("b", "dev")]);
         // Nothing of theirs is started, made room with, or counted against our cap.
         assert_eq!(acts(&s), ["create dev dev", "create dev dev"]);
+        // Tags are anybody's to set: our Name and master tags on an instance
+        // launched with another key pair do not make it ours.
+        let retagged = |id: &str| agent(id, Stopped, "dev").with(|i| i.key_name = Some("team-x".into()));
+        let s = snap(vec![("dev", vec![retagged("i-1"), retagged("i-2")])]).queue(vec![item("a", "dev")]);
+        assert_eq!(acts(&s), ["create dev dev"]);
     }
 
     #[test]
@@ -1102,7 +1108,7 @@ mod tests {
         .queue(vec![item("big", "dev_x2iedn.32xlarge"), item("spot", "dev_spot_p4d.24xlarge")]);
         let plan = run(&s);
         assert_eq!(plan.actions, []);
-        assert_eq!(count(&plan.counts, counts::INSTANCE_TYPE_REFUSED), 2);
+        assert_eq!(plan.once.iter().filter(|(k, _)| *k == counts::INSTANCE_TYPE_REFUSED).count(), 2, "once per item");
         assert!(info_notes(&plan.notes)[0].contains("x2iedn.32xlarge, which --instance_types does not admit"));
     }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use crate::model::{EnvObservation, InstanceState};
+use crate::model::{EnvObservation, Instance, InstanceState};
 
 /// Agents reach the master's Swarm/JNLP port here.
 pub const AGENT_PORT: u16 = 30001;
@@ -66,9 +66,13 @@ pub struct SgPlan {
     pub unmanaged: Vec<Rule>,
 }
 
-/// The public addresses of our running agents in every env whose name
-/// contains `prod`; `Err` names the prod envs that could not be described.
-pub fn prod_agent_ips(envs: &BTreeMap<String, EnvObservation>, slave_name: &str) -> Result<BTreeSet<String>, String> {
+/// The public addresses of our running agents (`is_ours(env, instance)`) in
+/// every env whose name contains `prod`; `Err` names the prod envs that could
+/// not be described. Another master's agents get no way in.
+pub fn prod_agent_ips(
+    envs: &BTreeMap<String, EnvObservation>,
+    is_ours: impl Fn(&str, &Instance) -> bool,
+) -> Result<BTreeSet<String>, String> {
     let mut ips = BTreeSet::new();
     let mut failed = Vec::new();
     for (env, obs) in envs.iter().filter(|(env, _)| env.contains("prod")) {
@@ -76,7 +80,7 @@ pub fn prod_agent_ips(envs: &BTreeMap<String, EnvObservation>, slave_name: &str)
             Ok(instances) => ips.extend(
                 instances
                     .iter()
-                    .filter(|i| i.state == InstanceState::Running && i.name.as_deref() == Some(slave_name))
+                    .filter(|i| i.state == InstanceState::Running && is_ours(env, i))
                     .filter_map(|i| i.public_ip.clone()),
             ),
             Err(_) => failed.push(env.as_str()),
@@ -118,11 +122,18 @@ pub fn plan_security_group(
         let r = &h.rule;
         let single_tcp_port =
             (r.protocol == "tcp" && r.from_port == r.to_port).then(|| u16::try_from(r.from_port).ok()).flatten();
+        // A rule we added stays ours on any port: one whose port left
+        // `--required_ip_list` must close, not linger open forever. But an
+        // empty list is likelier a forgotten flag than a wish to close SSH
+        // and HTTPS: then only the SCM /24s we added go on 22/80/443.
         match single_tcp_port {
             Some(AGENT_PORT) => true,
             Some(port) if required_ports.contains(&port) => true,
-            Some(SCM_PORT) => h.ours,
-            _ => false,
+            Some(port @ (22 | 80 | 443)) if required_ports.is_empty() => {
+                h.ours && port == SCM_PORT && r.cidr.ends_with("/24")
+            }
+            Some(_) => h.ours,
+            None => false,
         }
     };
     let mut unmanaged: Vec<Rule> = existing.iter().filter(|h| !managed(h)).map(|h| h.rule.clone()).collect();
@@ -151,7 +162,6 @@ pub fn plan_security_group(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Instance;
 
     fn required() -> Vec<(u16, String)> {
         vec![(443, "0.0.0.0/0".into()), (22, "1.2.3.4/32".into())]
@@ -176,6 +186,7 @@ mod tests {
             volumes: vec![],
             master_tag: None,
             slave_data_master: None,
+            key_name: None,
         }
     }
 
@@ -213,10 +224,21 @@ mod tests {
             Held::theirs(Rule::tcp(80, "0.0.0.0/0")),
             // Added by us for an SCM address that moved.
             Held { rule: Rule::tcp(443, "192.30.255.0/24"), ours: true },
+            // Added by us from an earlier list: an empty list is no order to close SSH.
+            Held { rule: Rule::tcp(22, "9.9.9.9/32"), ours: true },
         ];
         let plan = plan_security_group(&[], &Ok(BTreeSet::new()), &scm(), &existing);
         assert_eq!(plan.revoke, vec![Rule::tcp(443, "192.30.255.0/24")]);
         assert_eq!(plan.add, vec![Rule::tcp(443, "140.82.112.0/24")]);
+    }
+
+    #[test]
+    fn a_rule_we_added_is_revoked_once_its_port_leaves_the_list() {
+        let existing =
+            vec![Held { rule: Rule::tcp(22, "1.2.3.4/32"), ours: true }, Held::theirs(Rule::tcp(22, "5.6.7.8/32"))];
+        let plan = plan_security_group(&[(443, "0.0.0.0/0".into())], &Ok(BTreeSet::new()), &Ok(vec![]), &existing);
+        assert_eq!(plan.revoke, vec![Rule::tcp(22, "1.2.3.4/32")]);
+        assert_eq!(plan.unmanaged, vec![Rule::tcp(22, "5.6.7.8/32")]);
     }
 
     #[test]
@@ -261,12 +283,13 @@ mod tests {
             ("eu-prod-2".to_string(), Ok(vec![agent("i-5", InstanceState::Running, "jslave", Some("6.6.6.6"))])),
             ("dev".to_string(), Ok(vec![agent("i-6", InstanceState::Running, "jslave", Some("7.7.7.7"))])),
         ]);
-        let ips = prod_agent_ips(&envs, "jslave").unwrap();
+        let jslave = |_: &str, i: &Instance| i.name.as_deref() == Some("jslave");
+        let ips = prod_agent_ips(&envs, jslave).unwrap();
         assert_eq!(ips, BTreeSet::from(["3.3.3.3".to_string(), "6.6.6.6".to_string()]));
         let mut broken = envs.clone();
         broken.insert("prod-b".into(), Err("boom".into()));
         broken.insert("dev-b".into(), Err("boom".into()));
-        assert_eq!(prod_agent_ips(&broken, "jslave"), Err("describe failed in prod-b".into()));
+        assert_eq!(prod_agent_ips(&broken, jslave), Err("describe failed in prod-b".into()));
     }
 
     #[test]
