@@ -173,6 +173,10 @@ impl Config {
                 )));
             }
         }
+        let gc_job = args.gc_job.trim();
+        if gc_job.starts_with('-') || gc_job.starts_with('@') {
+            return Err(bad(format!("--gc_job {gc_job:?}: a job name cannot start with - or @")));
+        }
         if args.scm_host.trim().is_empty() && !args.skip_security_group {
             return Err(bad("--scm_host must not be empty (or give --skip_security_group)"));
         }

@@ -81,6 +81,11 @@ pub fn command_words(body: &str, allowed: &[String]) -> Result<Vec<String>, Refu
         }
         Some(_) => return Err(Refusal::BadParameter("list: not an object".into())),
     }
+    // The checks above already keep `@` out of every first character; this
+    // holds whatever they become.
+    if words.iter().any(|w| w.starts_with('@')) {
+        return Err(Refusal::BadParameter("a word would start with @".into()));
+    }
     Ok(words)
 }
 
@@ -105,10 +110,13 @@ fn check_job_name(name: &str) -> Result<(), Refusal> {
 }
 
 fn check_parameter(key: &str, value: &str) -> Result<(), Refusal> {
+    // A leading `@` would make the word `@key=value`, which args4j on an
+    // unpatched master reads as a file to expand (CVE-2024-23897).
     if key.is_empty()
         || key.len() > 200
         || key.contains('=')
         || key.starts_with('-')
+        || key.starts_with('@')
         || key.chars().any(char::is_control)
     {
         return Err(Refusal::BadParameter(format!("name {key:?} is not valid")));
@@ -192,6 +200,19 @@ mod tests {
             assert!(matches!(words(&body), Err(Refusal::BadParameter(_))), "{params} accepted");
         }
         assert!(matches!(words(r#"{"name": "foo", "parameters": ["A=B"]}"#), Err(Refusal::BadParameter(_))));
+    }
+
+    #[test]
+    fn no_word_starts_with_an_at_sign() {
+        // args4j, which parses CLI arguments on the master, reads `@file` as
+        // the lines of that file on old Jenkins (CVE-2024-23897).
+        for params in [r#"{"@/etc/passwd": "x"}"#, r#"{"@": "x"}"#, r#"{"@x=y": "z"}"#] {
+            let body = format!(r#"{{"name": "foo", "parameters": {params}}}"#);
+            assert!(matches!(words(&body), Err(Refusal::BadParameter(_))), "{params} accepted");
+        }
+        assert!(matches!(words(r#"{"name": "@/etc/passwd"}"#), Err(Refusal::BadName(_))));
+        // A value may start with `@`: its word starts with the key.
+        assert_eq!(words(r#"{"name": "foo", "parameters": {"A": "@x"}}"#).unwrap(), ["build", "foo", "-p", "A=@x"]);
     }
 
     #[test]

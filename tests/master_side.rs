@@ -161,6 +161,7 @@ fn sqs_messages() -> Vec<String> {
         json!({"name": "job-a\nsafe-restart"}),
         json!({"name": "-p"}),
         json!({"name": "job-a", "parameters": {"A": "line\nbreak"}}),
+        json!({"name": "job-a", "parameters": {"@/etc/passwd": "x"}}),
         json!({"action": "build"}),
     ] {
         bodies.push(refused.to_string());

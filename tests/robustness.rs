@@ -82,6 +82,8 @@ proptest! {
                     prop_assert_eq!(words[0].as_str(), "build");
                     prop_assert!(!words[1].starts_with('-'));
                     prop_assert!(words.iter().all(|w| !w.chars().any(char::is_control)));
+                    // args4j would read `@file` as a file's lines (CVE-2024-23897).
+                    prop_assert!(words.iter().all(|w| !w.starts_with('@')));
                     // Words after the name come in `-p K=V` pairs.
                     for pair in words[2..].chunks(2) {
                         prop_assert_eq!(pair[0].as_str(), "-p");

@@ -55,6 +55,10 @@ pub enum CliError {
     },
     #[error("`{command}` timed out after {seconds} s")]
     Timeout { command: String, seconds: u64 },
+    /// args4j, which parses CLI arguments on the master, replaces a word
+    /// `@FILE` with the lines of FILE on Jenkins before 2.442 / LTS 2.426.3.
+    #[error("`{command}`: the word {word:?} starts with @, which an unpatched Jenkins reads as a file to expand (CVE-2024-23897); not sent")]
+    AtFile { command: String, word: String },
     #[error("`{command}` exited with status {status}: {stderr}")]
     Failed { command: String, status: i32, stderr: String },
 }
@@ -117,6 +121,12 @@ impl JenkinsCli {
     /// Runs one CLI command (`words`), `stdin` written to it and closed.
     /// A non-zero exit is an error carrying the command's stderr.
     pub fn run(&self, words: &[String], stdin: &[u8]) -> Result<CliOutput, CliError> {
+        if let Some(word) = words.iter().find(|w| w.starts_with('@')) {
+            return Err(CliError::AtFile {
+                command: words.first().cloned().unwrap_or_default(),
+                word: word.chars().take(200).collect(),
+            });
+        }
         let out = match &self.transport {
             Transport::Jar { java, jar, state } => {
                 let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -369,5 +379,20 @@ mod tests {
         assert_eq!(url_host("https://jenkins.example.com/").as_deref(), Some("jenkins.example.com"));
         assert_eq!(url_host("http://127.0.0.1:8080/jenkins").as_deref(), Some("127.0.0.1"));
         assert_eq!(url_host("http://u:p@host:1/").as_deref(), Some("host"));
+    }
+
+    #[test]
+    fn no_word_starting_with_an_at_sign_is_sent() {
+        // Nothing listens on port 9: a word that got through would end in a
+        // discovery error instead.
+        for kind in [CliTransport::Ssh, CliTransport::Jar] {
+            let dir = tempfile::tempdir().unwrap();
+            let cli =
+                JenkinsCli::new(kind, "http://127.0.0.1:9/", "u", Path::new("k"), dir.path(), Duration::from_secs(1));
+            let words = ["build".to_string(), "job".to_string(), "-p".to_string(), "@/etc/passwd".to_string()];
+            let err = cli.run(&words, b"").unwrap_err();
+            let err = err.to_string();
+            assert!(err.contains("\"@/etc/passwd\"") && err.contains("CVE-2024-23897"), "{err}");
+        }
     }
 }
