@@ -230,3 +230,55 @@ fn sqs_requests_run_exactly_the_allowed_commands() {
     let log = String::from_utf8_lossy(&out.stdout);
     assert_eq!(log.matches("sqs message ").count(), bodies.len(), "each logged once with its id");
 }
+
+#[test]
+fn sqs_log_lines_name_parameters_mask_values_and_are_bounded() {
+    let w = World::with_args(json!([]), &["--sqs-region", MASTER_REGION]);
+    w.jenkins.set_state(&json!({"jobs": {"job-a": {"output": "ok"}}}));
+    let sqs = aws_sdk_sqs::Client::new(&w.sdk(MASTER_REGION));
+    let url = s(&w.world["sqs"]["queue_url"]);
+    let long = "x".repeat(100_000);
+    let bodies = [
+        json!({"name": "job-a", "parameters": {"PASSWORD": "hunter2-secret", "TOKEN": "t0k3n-secret"}}).to_string(),
+        json!({"name": "no-such-job", "parameters": {"KEY": "s3cr3t-value"}}).to_string(),
+        json!({"name": long}).to_string(),
+        json!({"name": "job-a", "action": format!("delete-{long}")}).to_string(),
+        json!({"name": "job-a", "action": {"x": long}}).to_string(),
+        json!({"name": "job-a", "parameters": {long.clone(): "v"}}).to_string(),
+        json!({"name": "job-a", "parameters": {"A": format!("{long}\n")}}).to_string(),
+        format!("build job-a {long}"),
+    ];
+    for body in &bodies {
+        block_on(sqs.send_message().queue_url(&url).message_body(body).send()).unwrap();
+    }
+    let account = s(&w.world["master_account"]);
+    let out = w.run(&[
+        "--cli",
+        "ssh",
+        "--skip_security_group",
+        "--gc_job",
+        "",
+        "--loop_counter",
+        "1",
+        "--aws_sqs_account_id",
+        &account,
+        "--aws_sqs_region",
+        MASTER_REGION,
+    ]);
+    assert!(out.status.success());
+    let counts = w.csv("properties_sqs.csv");
+    assert_eq!((counts["sqs_handled"], counts["sqs_dropped"]), (1, bodies.len() as u64 - 1));
+    let log = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("sqs message ")).collect();
+    assert_eq!(lines.len(), bodies.len(), "{log}");
+    for line in &lines {
+        assert!(line.chars().count() <= 600, "a line of {} chars: {:.300}…", line.chars().count(), line);
+        for secret in ["hunter2", "t0k3n", "s3cr3t"] {
+            assert!(!line.contains(secret), "a parameter value in the log: {line}");
+        }
+    }
+    let ran = lines.iter().find(|l| l.contains(": ran ")).expect("the build is logged");
+    assert!(ran.contains("PASSWORD") && ran.contains("TOKEN"), "parameter names are logged: {ran}");
+    let failed = lines.iter().find(|l| l.contains("no-such-job")).expect("the failed build is logged");
+    assert!(failed.contains("KEY"), "{failed}");
+}
