@@ -154,6 +154,19 @@ pub struct Args {
     #[arg(long = "sqs_actions", default_value = "build", value_name = "CMD,…")]
     pub sqs_actions: String,
 
+    /// Comma list of globs (`*`, `?`) of the jobs an SQS message may build,
+    /// matched against the full name (`team/app-*`) ignoring case, as
+    /// Jenkins looks names up [default: any].
+    #[arg(long = "sqs_jobs", value_name = "GLOB,…")]
+    pub sqs_jobs: Option<String>,
+
+    /// Comma list of who may send SQS requests: `SenderId`s as SQS reports
+    /// them (an IAM user's unique id `AIDA…`, a role's `AROA…` for any of its
+    /// sessions or `AROA…:SESSION` for one) or 12-digit account ids (what
+    /// the account's root user sends) [default: anyone the queue admits].
+    #[arg(long = "sqs_senders", value_name = "ID,…")]
+    pub sqs_senders: Option<String>,
+
     /// environment.json: the envs, their accounts, subnets and groups.
     #[arg(long, default_value = "environment.json", value_name = "FILE")]
     pub environment: PathBuf,

@@ -99,8 +99,9 @@ pub struct Config {
     pub sqs_account_id: Option<String>,
     pub sqs_region: Option<String>,
     pub sqs_queue: String,
-    /// Actions SQS messages may run (never one on the deny-list).
-    pub sqs_actions: Vec<String>,
+    /// What SQS messages may run and who may send them (never an action on
+    /// the deny-list).
+    pub sqs_policy: crate::requests::Policy,
     pub master_region: String,
     pub scm_host: String,
     pub manage_security_group: bool,
@@ -224,7 +225,16 @@ impl Config {
             sqs_account_id: args.aws_sqs_account_id.clone(),
             sqs_region: args.aws_sqs_region.clone(),
             sqs_queue: args.sqs_queue.clone(),
-            sqs_actions,
+            sqs_policy: crate::requests::Policy {
+                actions: sqs_actions,
+                jobs: args.sqs_jobs.as_deref().map(crate::requests::Policy::parse_jobs).transpose().map_err(bad)?,
+                senders: args
+                    .sqs_senders
+                    .as_deref()
+                    .map(crate::requests::Policy::parse_senders)
+                    .transpose()
+                    .map_err(bad)?,
+            },
             scm_host: args.scm_host.trim().to_string(),
             manage_security_group: !args.skip_security_group,
             gc_job: Some(args.gc_job.trim().to_string()).filter(|j| !j.is_empty()),

@@ -1,12 +1,14 @@
 //! Build requests from the `jenkins-requests` SQS queue (SPEC A10, part B).
 //!
 //! A message comes from outside and is treated as hostile: it becomes a
-//! Jenkins CLI command only if its action is on the allow-list and not on the
-//! original's deny-list, and its job name and parameters pass validation.
+//! Jenkins CLI command only if its sender is on `--sqs_senders`, its action
+//! is on the allow-list and not on the original's deny-list, its job is on
+//! `--sqs_jobs`, and its job name and parameters pass validation.
 //! The result is a list of words, each handed to Jenkins as one argument —
 //! never through a shell.
 
 use serde_json::Value;
+use wildmatch::WildMatch;
 
 /// The original refused any action containing one of these, in any case; we
 /// still do, whatever the allow-list says.
@@ -102,6 +104,101 @@ pub enum Refusal {
     NotAllowed(Echo, String),
     #[error("parameter {0}")]
     BadParameter(String),
+    #[error("job {0} is not on --sqs_jobs")]
+    JobNotAllowed(Echo),
+    #[error("sender {0} is not on --sqs_senders")]
+    SenderNotAllowed(Echo),
+    #[error("no SenderId in the message, and --sqs_senders is set")]
+    NoSender,
+}
+
+/// What an SQS message may ask for and who may ask: `--sqs_actions`,
+/// `--sqs_jobs`, `--sqs_senders`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// CLI commands a message may run.
+    pub actions: Vec<String>,
+    /// Globs over a job's full name (`team/app-*`); `None`: any job.
+    pub jobs: Option<Vec<String>>,
+    /// `SenderId`s (an IAM user's id, a role's id with or without
+    /// `:session`) or 12-digit account ids; `None`: anyone the queue admits.
+    pub senders: Option<Vec<String>>,
+}
+
+impl Policy {
+    /// Any job, any sender: what the original allowed.
+    pub fn allowing(actions: &[&str]) -> Policy {
+        Policy { actions: actions.iter().map(|a| a.to_string()).collect(), jobs: None, senders: None }
+    }
+
+    /// `--sqs_jobs`: a comma list of globs (`*`, `?`).
+    pub fn parse_jobs(list: &str) -> Result<Vec<String>, String> {
+        let globs = comma_list(list);
+        if globs.is_empty() {
+            return Err(
+                "--sqs_jobs: expected a comma list of job-name globs (e.g. deploy-*,team/app; * for any)".into()
+            );
+        }
+        Ok(globs)
+    }
+
+    /// `--sqs_senders`: a comma list of SenderIds or account ids.
+    pub fn parse_senders(list: &str) -> Result<Vec<String>, String> {
+        let senders = comma_list(list);
+        if senders.is_empty() {
+            return Err("--sqs_senders: expected a comma list of SenderIds or 12-digit account ids".into());
+        }
+        for sender in &senders {
+            if !is_sender_id(sender) {
+                return Err(format!(
+                    "--sqs_senders: {sender:?} is neither a 12-digit account id nor a SenderId (an IAM user's or \
+                     role's unique id such as AIDA… or AROA…, optionally :SESSION)"
+                ));
+            }
+        }
+        Ok(senders)
+    }
+
+    /// Is a message from `sender` (its `SenderId` attribute) admitted? An
+    /// entry admits the same SenderId; a role id without `:session` admits
+    /// every session of that role. SQS gives an account id as the SenderId
+    /// of what the account's root user sent.
+    pub fn admits_sender(&self, sender: Option<&str>) -> Result<(), Refusal> {
+        let Some(allowed) = &self.senders else { return Ok(()) };
+        let sender = sender.ok_or(Refusal::NoSender)?;
+        let principal = sender.split_once(':').map_or(sender, |(id, _)| id);
+        if allowed.iter().any(|a| a == sender || (!a.contains(':') && a == principal)) {
+            Ok(())
+        } else {
+            Err(Refusal::SenderNotAllowed(Echo::of(sender)))
+        }
+    }
+
+    /// Jenkins looks item names up ignoring case (`items` is a map ordered
+    /// by `String.CASE_INSENSITIVE_ORDER`), so globs match ignoring case:
+    /// otherwise `JOB-A` would pass a glob meant to refuse `job-a`.
+    fn admits_job(&self, name: &str) -> bool {
+        self.jobs.as_ref().is_none_or(|globs| globs.iter().any(|g| WildMatch::new_case_insensitive(g).matches(name)))
+    }
+}
+
+fn comma_list(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|w| !w.is_empty()).map(str::to_string).collect()
+}
+
+/// A 12-digit account id, or an IAM unique id (upper-case letters and
+/// digits) optionally followed by `:` and a role session name.
+fn is_sender_id(s: &str) -> bool {
+    let (id, session) = match s.split_once(':') {
+        Some((id, session)) => (id, Some(session)),
+        None => (s, None),
+    };
+    let account = id.len() == 12 && id.chars().all(|c| c.is_ascii_digit()) && session.is_none();
+    let unique = (16..=128).contains(&id.len()) && id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    let session_ok = session.is_none_or(|s| {
+        (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+    });
+    account || (unique && session_ok)
 }
 
 /// The words as the log shows them: parameter names, never their values
@@ -128,7 +225,8 @@ pub fn is_denied(action: &str) -> bool {
 
 /// Turns a message body into the words of one CLI command:
 /// `<action> <name> [-p K=V]…`.
-pub fn command_words(body: &str, allowed: &[String]) -> Result<Vec<String>, Refusal> {
+pub fn command_words(body: &str, policy: &Policy) -> Result<Vec<String>, Refusal> {
+    let allowed = &policy.actions;
     let msg: Value = serde_json::from_str(body).map_err(|e| Refusal::NotJson(e.to_string()))?;
     let msg = msg.as_object().ok_or_else(|| Refusal::NotJson("not an object".into()))?;
 
@@ -151,6 +249,9 @@ pub fn command_words(body: &str, allowed: &[String]) -> Result<Vec<String>, Refu
         Some(other) => return Err(Refusal::BadName(Echo::of(&other.to_string()))),
     };
     check_job_name(name)?;
+    if !policy.admits_job(name) {
+        return Err(Refusal::JobNotAllowed(Echo::of(name)));
+    }
 
     let mut words = vec![action.to_string(), name.to_string()];
     match msg.get("parameters") {
@@ -228,12 +329,8 @@ fn check_parameter(key: &str, value: &str) -> Result<(), Refusal> {
 mod tests {
     use super::*;
 
-    fn allowed() -> Vec<String> {
-        vec!["build".to_string()]
-    }
-
     fn words(body: &str) -> Result<Vec<String>, Refusal> {
-        command_words(body, &allowed())
+        command_words(body, &Policy::allowing(&["build"]))
     }
 
     #[test]
@@ -268,7 +365,7 @@ mod tests {
         }
         assert!(matches!(words(r#"{"name":"foo","action":"GROOVY"}"#), Err(Refusal::Denied(_))));
         // The deny-list holds even if an operator allows such an action.
-        let lax = vec!["build".to_string(), "delete-job".to_string()];
+        let lax = Policy::allowing(&["build", "delete-job"]);
         assert!(matches!(command_words(r#"{"name":"foo","action":"delete-job"}"#, &lax), Err(Refusal::Denied(_))));
     }
 
@@ -337,6 +434,55 @@ mod tests {
             (0..1000).map(|i| (format!("P{i}"), serde_json::json!("v"))).collect();
         let w = words(&serde_json::json!({"name": "foo", "parameters": many}).to_string()).unwrap();
         assert!(masked(&w).chars().count() < 3 * ECHO_CHARS);
+    }
+
+    #[test]
+    fn jobs_are_bounded_by_globs_ignoring_case() {
+        let policy =
+            Policy { jobs: Some(Policy::parse_jobs("deploy-*, team/app").unwrap()), ..Policy::allowing(&["build"]) };
+        let name = |n: &str| command_words(&serde_json::json!({"name": n}).to_string(), &policy);
+        for yes in ["deploy-web", "Deploy-Web", "deploy-", "team/app", "TEAM/App"] {
+            assert!(name(yes).is_ok(), "{yes}");
+        }
+        for no in ["deploy", "prod/deploy-web", "team/app2", "team/app/x", "admin"] {
+            assert_eq!(name(no), Err(Refusal::JobNotAllowed(Echo::of(no))), "{no}");
+        }
+        assert_eq!(name("admin").unwrap_err().to_string(), r#"job "admin" is not on --sqs_jobs"#);
+        // A glob's `*` crosses folders.
+        let folders = Policy { jobs: Some(vec!["team/*".into()]), ..Policy::allowing(&["build"]) };
+        assert!(command_words(r#"{"name": "team/a/b"}"#, &folders).is_ok());
+        assert!(Policy::parse_jobs(" , ").is_err());
+    }
+
+    #[test]
+    fn senders_are_user_ids_role_ids_or_accounts() {
+        let list = "AIDAEXAMPLEUSERID0001,AROAEXAMPLEROLEID0001,AROAEXAMPLEROLEID0002:ci-bot,123456789012";
+        let policy = Policy { senders: Some(Policy::parse_senders(list).unwrap()), ..Policy::allowing(&["build"]) };
+        for yes in [
+            "AIDAEXAMPLEUSERID0001",
+            "AROAEXAMPLEROLEID0001:i-0123456789abcdef0",
+            "AROAEXAMPLEROLEID0001:awslambda_39_20161007224708400",
+            "AROAEXAMPLEROLEID0002:ci-bot",
+            "123456789012",
+        ] {
+            assert_eq!(policy.admits_sender(Some(yes)), Ok(()), "{yes}");
+        }
+        for no in [
+            "AIDAEXAMPLEUSERID0002",
+            "AROAEXAMPLEROLEID0002",
+            "AROAEXAMPLEROLEID0002:other",
+            "AROAEXAMPLEROLEID000",
+            "210987654321",
+            "",
+        ] {
+            assert!(matches!(policy.admits_sender(Some(no)), Err(Refusal::SenderNotAllowed(_))), "{no}");
+        }
+        assert_eq!(policy.admits_sender(None), Err(Refusal::NoSender));
+        // No --sqs_senders: anyone the queue's policy lets in.
+        assert_eq!(Policy::allowing(&["build"]).admits_sender(None), Ok(()));
+        for bad in ["", "arn:aws:iam::123456789012:user/ci", "aida-lower", "12345678901", "AIDAEXAMPLEUSERID0001:"] {
+            assert!(Policy::parse_senders(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

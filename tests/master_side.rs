@@ -282,3 +282,51 @@ fn sqs_log_lines_name_parameters_mask_values_and_are_bounded() {
     let failed = lines.iter().find(|l| l.contains("no-such-job")).expect("the failed build is logged");
     assert!(failed.contains("KEY"), "{failed}");
 }
+
+#[test]
+fn sqs_requests_are_bounded_by_job_globs_and_senders() {
+    let w = World::with_args(json!([]), &["--sqs-region", MASTER_REGION]);
+    w.jenkins.set_state(&json!({"jobs": {"job-a": {"output": "ok"}, "team/job b": {"output": "ok"}}}));
+    let sqs = aws_sdk_sqs::Client::new(&w.sdk(MASTER_REGION));
+    let url = s(&w.world["sqs"]["queue_url"]);
+    let send = |bodies: &[Value]| {
+        for body in bodies {
+            block_on(sqs.send_message().queue_url(&url).message_body(body.to_string()).send()).unwrap();
+        }
+    };
+    let account = s(&w.world["master_account"]);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--cli", "ssh", "--skip_security_group", "--gc_job", "", "--loop_counter", "1"];
+        args.extend(["--aws_sqs_account_id", &account, "--aws_sqs_region", MASTER_REGION]);
+        args.extend(extra);
+        let out = w.run(&args);
+        assert!(out.status.success());
+        let counts = w.csv("properties_sqs.csv");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), counts["sqs_handled"], counts["sqs_dropped"])
+    };
+    let builds =
+        || w.jenkins.commands().into_iter().filter(|c| c[0] == "build").map(|c| c[1].clone()).collect::<Vec<_>>();
+
+    // Job globs: matched against the full name, ignoring case as Jenkins
+    // looks names up.
+    send(&[json!({"name": "job-a"}), json!({"name": "team/job b"})]);
+    let (log, handled, dropped) = run(&["--sqs_jobs", "JOB-*,other"]);
+    assert_eq!((handled, dropped), (1, 1), "{log}");
+    assert_eq!(builds(), ["job-a"]);
+    assert!(log.contains(r#"job "team/job b" is not on --sqs_jobs"#), "{log}");
+
+    // Senders: moto says every message comes from the IAM user AIDAIT2UOQQY3AUEKVGXU.
+    send(&[json!({"name": "job-a"}), json!({"name": "team/job b"})]);
+    let (log, handled, dropped) = run(&["--sqs_senders", "123456789012,AROAEXAMPLEROLEID0001"]);
+    assert_eq!((handled, dropped), (0, 2), "{log}");
+    assert_eq!(builds().len(), 1, "nothing more was built");
+    assert!(log.contains(r#"sender "AIDAIT2UOQQY3AUEKVGXU" is not on --sqs_senders"#), "{log}");
+
+    send(&[json!({"name": "team/job b"})]);
+    let (log, handled, dropped) = run(&["--sqs_senders", "111111111111, AIDAIT2UOQQY3AUEKVGXU"]);
+    assert_eq!((handled, dropped), (1, 0), "{log}");
+    assert_eq!(builds(), ["job-a", "team/job b"]);
+    assert!(log.contains("from AIDAIT2UOQQY3AUEKVGXU: ran"), "the sender is logged: {log}");
+    let left = block_on(sqs.receive_message().queue_url(&url).max_number_of_messages(10).send()).unwrap();
+    assert!(left.messages().is_empty(), "refused messages are deleted too");
+}
