@@ -195,6 +195,12 @@ pub struct Args {
     #[arg(long = "jenkins_timeout", default_value_t = 60, value_name = "SECONDS")]
     pub jenkins_timeout: u64,
 
+    /// Upper bound on what one Jenkins CLI command may print, in MiB (on
+    /// stdout, and on stderr); beyond it the command is stopped and counted
+    /// as failed (for the dump: `jar_file_error`).
+    #[arg(long = "max_cli_output_mb", default_value_t = 64, value_name = "MIB")]
+    pub max_cli_output_mb: u64,
+
     /// Observe and decide once, print the plan as a table, change nothing
     /// (no AWS change, no Jenkins build or node marked, no marker written).
     #[arg(long = "dry_run")]

@@ -111,6 +111,8 @@ pub struct Config {
     pub dry_run: bool,
     pub aws_timeout: Duration,
     pub jenkins_timeout: Duration,
+    /// Bytes one CLI command may print (`--max_cli_output_mb`).
+    pub cli_output_limit: u64,
 }
 
 impl Config {
@@ -146,6 +148,9 @@ impl Config {
         }
         if args.aws_timeout < 3 || args.jenkins_timeout == 0 {
             return Err(bad("--aws_timeout must be at least 3 seconds and --jenkins_timeout at least 1"));
+        }
+        if !(1..=4096).contains(&args.max_cli_output_mb) {
+            return Err(bad("--max_cli_output_mb must be between 1 and 4096 (MiB)"));
         }
         if args.idle_minutes == 0 {
             return Err(bad("--idle_minutes must be at least 1"));
@@ -243,6 +248,7 @@ impl Config {
             dry_run: args.dry_run,
             aws_timeout: Duration::from_secs(args.aws_timeout),
             jenkins_timeout: Duration::from_secs(args.jenkins_timeout),
+            cli_output_limit: args.max_cli_output_mb << 20,
         })
     }
 

@@ -254,6 +254,35 @@ fn jenkins_faults_skip_scaling_and_are_counted() {
 }
 
 #[test]
+fn an_oversized_dump_fails_cleanly_and_is_counted() {
+    // Huge queued parameters make a dump of 3 MiB; the cap is 1 MiB.
+    let w = World::new(json!([{"env": "dev", "state": "stopped", "labels": "dev"}]));
+    let big = format!("\nBIG={}", "x".repeat(3 << 20));
+    w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", &big)]}));
+    for cli in ["ssh", "jar"] {
+        let started = Instant::now();
+        let out = run_with(
+            &w,
+            &["--cli", cli, "--loop_counter", "1", "--max_cli_output_mb", "1", "--jenkins_timeout", "120"],
+        );
+        let took = started.elapsed();
+        assert!(out.status.success(), "{cli}");
+        // Stopped at the cap, not waited out: the client is killed, never
+        // left blocked on a full pipe.
+        assert!(took < Duration::from_secs(60), "{cli}: took {took:?}");
+        assert_eq!(w.csv("properties_error.csv")["jar_file_error"], 1, "{cli}");
+        let log = String::from_utf8_lossy(&out.stdout);
+        assert!(log.contains("`groovy` printed more than 1 MiB (--max_cli_output_mb)"), "{cli}: {log}");
+        assert_eq!(state_of(&w, 0), "stopped", "{cli}: nothing scaled on a refused dump");
+    }
+    // Under a higher cap the same dump is read and served.
+    let out = run_with(&w, &["--loop_counter", "1", "--max_cli_output_mb", "8"]);
+    assert!(out.status.success());
+    assert_eq!(w.csv("properties_error.csv")["jar_file_error"], 0);
+    assert_eq!(state_of(&w, 0), "running");
+}
+
+#[test]
 fn a_hanging_jenkins_cannot_stretch_a_run_past_max_minutes() {
     let w = World::new(json!([{"env": "dev", "state": "stopped", "labels": "dev"}]));
     w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", "NONE")]}));
