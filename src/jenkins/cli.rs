@@ -430,9 +430,9 @@ fn download_jar(url: &str, dest: &Path, timeout: Duration, check: CertCheck) -> 
         return Err(err(format!("HTTP {}", resp.status())));
     }
     let bytes = resp.body_mut().with_config().limit(64 * 1024 * 1024).read_to_vec().map_err(|e| err(e.to_string()))?;
-    // Written beside and renamed, so a concurrent reader never sees half a jar.
-    let tmp = dest.with_extension("jar.part");
-    std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, dest)).map_err(|e| err(e.to_string()))
+    // Written beside and renamed, so a concurrent reader never sees half a
+    // jar and a link planted in the workspace is replaced, not written through.
+    crate::files::replace(dest, &bytes).map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]
