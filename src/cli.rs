@@ -156,6 +156,19 @@ pub struct Args {
     #[arg(long = "sqs_actions", default_value = "build", value_name = "CMD,…")]
     pub sqs_actions: String,
 
+    /// Comma list of globs (`*`, `?`) of the jobs an SQS message may build,
+    /// matched against the full name (`team/app-*`) ignoring case, as
+    /// Jenkins looks names up [default: any].
+    #[arg(long = "sqs_jobs", value_name = "GLOB,…")]
+    pub sqs_jobs: Option<String>,
+
+    /// Comma list of who may send SQS requests: `SenderId`s as SQS reports
+    /// them (an IAM user's unique id `AIDA…`, a role's `AROA…` for any of its
+    /// sessions or `AROA…:SESSION` for one) or 12-digit account ids (what
+    /// the account's root user sends) [default: anyone the queue admits].
+    #[arg(long = "sqs_senders", value_name = "ID,…")]
+    pub sqs_senders: Option<String>,
+
     /// environment.json: the envs, their accounts, subnets and groups.
     #[arg(long, default_value = "environment.json", value_name = "FILE")]
     pub environment: PathBuf,
@@ -183,6 +196,12 @@ pub struct Args {
     /// Upper bound on one Jenkins CLI command (the dump, a build).
     #[arg(long = "jenkins_timeout", default_value_t = 60, value_name = "SECONDS")]
     pub jenkins_timeout: u64,
+
+    /// Upper bound on what one Jenkins CLI command may print, in MiB (on
+    /// stdout, and on stderr); beyond it the command is stopped and counted
+    /// as failed (for the dump: `jar_file_error`).
+    #[arg(long = "max_cli_output_mb", default_value_t = 64, value_name = "MIB")]
+    pub max_cli_output_mb: u64,
 
     /// Observe and decide once, print the plan as a table, change nothing
     /// (no AWS change, no Jenkins build or node marked, no marker written).

@@ -102,8 +102,9 @@ pub struct Config {
     pub sqs_account_id: Option<String>,
     pub sqs_region: Option<String>,
     pub sqs_queue: String,
-    /// Actions SQS messages may run (never one on the deny-list).
-    pub sqs_actions: Vec<String>,
+    /// What SQS messages may run and who may send them (never an action on
+    /// the deny-list).
+    pub sqs_policy: crate::requests::Policy,
     pub master_region: String,
     pub scm_host: String,
     pub manage_security_group: bool,
@@ -113,6 +114,8 @@ pub struct Config {
     pub dry_run: bool,
     pub aws_timeout: Duration,
     pub jenkins_timeout: Duration,
+    /// Bytes one CLI command may print (`--max_cli_output_mb`).
+    pub cli_output_limit: u64,
 }
 
 impl Config {
@@ -149,6 +152,9 @@ impl Config {
         if args.aws_timeout < 3 || args.jenkins_timeout == 0 {
             return Err(bad("--aws_timeout must be at least 3 seconds and --jenkins_timeout at least 1"));
         }
+        if !(1..=4096).contains(&args.max_cli_output_mb) {
+            return Err(bad("--max_cli_output_mb must be between 1 and 4096 (MiB)"));
+        }
         if args.idle_minutes == 0 {
             return Err(bad("--idle_minutes must be at least 1"));
         }
@@ -175,6 +181,10 @@ impl Config {
                     "--sqs_actions: {action:?} is on the deny-list (delete, groovy, install, node)"
                 )));
             }
+        }
+        let gc_job = args.gc_job.trim();
+        if gc_job.starts_with('-') || gc_job.starts_with('@') {
+            return Err(bad(format!("--gc_job {gc_job:?}: a job name cannot start with - or @")));
         }
         if args.scm_host.trim().is_empty() && !args.skip_security_group {
             return Err(bad("--scm_host must not be empty (or give --skip_security_group)"));
@@ -223,7 +233,16 @@ impl Config {
             sqs_account_id: args.aws_sqs_account_id.clone(),
             sqs_region: args.aws_sqs_region.clone(),
             sqs_queue: args.sqs_queue.clone(),
-            sqs_actions,
+            sqs_policy: crate::requests::Policy {
+                actions: sqs_actions,
+                jobs: args.sqs_jobs.as_deref().map(crate::requests::Policy::parse_jobs).transpose().map_err(bad)?,
+                senders: args
+                    .sqs_senders
+                    .as_deref()
+                    .map(crate::requests::Policy::parse_senders)
+                    .transpose()
+                    .map_err(bad)?,
+            },
             scm_host: args.scm_host.trim().to_string(),
             manage_security_group: !args.skip_security_group,
             gc_job: Some(args.gc_job.trim().to_string()).filter(|j| !j.is_empty()),
@@ -232,6 +251,7 @@ impl Config {
             dry_run: args.dry_run,
             aws_timeout: Duration::from_secs(args.aws_timeout),
             jenkins_timeout: Duration::from_secs(args.jenkins_timeout),
+            cli_output_limit: args.max_cli_output_mb << 20,
         })
     }
 

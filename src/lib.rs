@@ -14,7 +14,8 @@
 //! - [`reconciler`]: the bounded loop; [`periodic`]: the jobs it runs every
 //!   few passes — the master's security group, the GC build, SQS build
 //!   requests ([`requests`] validates them);
-//! - [`tls`]: whom the binary and `java` trust for an https Jenkins URL.
+//! - [`tls`]: whom the binary and `java` trust for an https Jenkins URL;
+//! - [`files`]: writes in the workspace that never follow a planted link.
 
 pub mod act;
 pub mod aws;
@@ -22,6 +23,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod dry_run;
+pub mod files;
 pub mod jenkins;
 pub mod job_key;
 pub mod label;

@@ -99,7 +99,7 @@ fn main() -> ExitCode {
         reconciler.run(shutdown_signal()).await;
         let title = format!("slave_manager run of {}", world.config.url);
         let html = report::render(&reconciler.run, &reconciler.stats, &problems.snapshot(), &title);
-        if let Err(e) = std::fs::write(world.workdir.join(report::FILE), html) {
+        if let Err(e) = slave_manager::files::replace(&world.workdir.join(report::FILE), html.as_bytes()) {
             tracing::error!("cannot write {}: {e}", report::FILE);
         }
         match reconciler.stats.write_csvs(&world.workdir) {
@@ -172,12 +172,8 @@ const LOCK_FILE: &str = "slave_manager.lock";
 
 fn lock_workdir(dir: &std::path::Path) -> Result<std::fs::File, String> {
     let path = dir.join(LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // Not through a link planted at its name.
+    let file = slave_manager::files::open_lock(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(format!(

@@ -14,6 +14,8 @@ use crate::model::{Markers, StartMarker};
 const WORKING_PREFIX: &str = "working_on_";
 const WORKING_SUFFIX: &str = ".working";
 const START_SUFFIX: &str = ".start_instance";
+/// A `.start_instance` marker holds two short lines; more is not read.
+const MAX_MARKER_BYTES: u64 = 64 * 1024;
 
 pub fn working_file(key: &str) -> String {
     format!("{WORKING_PREFIX}{key}{WORKING_SUFFIX}")
@@ -39,7 +41,10 @@ pub fn read_markers(dir: &Path, now: SystemTime) -> io::Result<Markers> {
                 markers.working.insert(key.to_string(), age);
             }
         } else if let Some((env, id)) = name.strip_suffix(START_SUFFIX).and_then(|n| n.split_once("__")) {
-            let (Some(age), Ok(text)) = (age(), std::fs::read_to_string(entry.path())) else { continue };
+            // Not through a link, not from a FIFO, not more than a marker holds.
+            let text = crate::files::read_regular(&entry.path(), MAX_MARKER_BYTES)
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            let (Some(age), Ok(text)) = (age(), text) else { continue };
             let value = |key: &str| text.lines().find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()));
             markers.started.push(StartMarker {
                 file_name: name.clone(),
@@ -54,12 +59,15 @@ pub fn read_markers(dir: &Path, now: SystemTime) -> io::Result<Markers> {
     Ok(markers)
 }
 
+/// Markers are written new and renamed into place: a link planted at a
+/// marker's name is replaced, never written through (see [`crate::files`]).
 pub fn write_working(dir: &Path, key: &str) -> io::Result<()> {
-    std::fs::write(dir.join(working_file(key)), b"")
+    crate::files::replace(&dir.join(working_file(key)), b"")
 }
 
 pub fn write_start(dir: &Path, env: &str, instance_id: &str, labels: &str) -> io::Result<()> {
-    std::fs::write(dir.join(start_file(env, instance_id)), format!("labels={labels}\ninstance_id={instance_id}\n"))
+    let text = format!("labels={labels}\ninstance_id={instance_id}\n");
+    crate::files::replace(&dir.join(start_file(env, instance_id)), text.as_bytes())
 }
 
 /// Removes a marker; one already gone is fine.
@@ -94,5 +102,23 @@ mod tests {
         remove(dir.path(), &working_file("job-000___0229e1082c8dd9a2f7f2d7f51901a614")).unwrap();
         remove(dir.path(), "absent.working").unwrap();
         assert!(read_markers(dir.path(), SystemTime::now()).unwrap().working.is_empty());
+    }
+
+    #[test]
+    fn links_at_marker_names_are_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("precious");
+        std::fs::write(&target, "labels=prod\ninstance_id=i-victim\n").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(start_file("dev", "i-1"))).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(working_file("job___x"))).unwrap();
+        // A linked start marker is not read.
+        assert!(read_markers(dir.path(), SystemTime::now()).unwrap().started.is_empty());
+        write_start(dir.path(), "dev", "i-1", "dev").unwrap();
+        write_working(dir.path(), "job___x").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "labels=prod\ninstance_id=i-victim\n");
+        let m = read_markers(dir.path(), SystemTime::now()).unwrap();
+        assert_eq!((m.started.len(), m.started[0].instance_id.as_str()), (1, "i-1"));
+        assert!(m.working.contains_key("job___x"));
     }
 }

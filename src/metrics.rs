@@ -107,11 +107,10 @@ fn labels(pairs: &[(&str, &str)]) -> String {
     format!("{{{}}}", inner.join(","))
 }
 
-/// Writes beside and renames, so the collector never reads half a file.
+/// Writes beside and renames, so the collector never reads half a file and
+/// a planted link is replaced, not written through (see [`crate::files`]).
 pub fn write(dir: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{FILE}.tmp"));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, dir.join(FILE))
+    crate::files::replace(&dir.join(FILE), text.as_bytes())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::aws::{security_group as sg, sqs};
 use crate::model::EnvObservation;
 use crate::plan::security_group::{plan_security_group, prod_agent_ips, SgPlan};
-use crate::requests::command_words;
+use crate::requests::{clip, command_words, masked, ECHO_CHARS};
 use crate::stats::Stats;
 use crate::world::World;
 
@@ -135,7 +135,9 @@ pub async fn sqs_requests(world: &World, stats: &mut Stats) {
         }
     };
     for msg in messages {
-        let words = command_words(&msg.body, &world.config.sqs_actions);
+        let policy = &world.config.sqs_policy;
+        let words = policy.admits_sender(msg.sender.as_deref()).and_then(|()| command_words(&msg.body, policy));
+        let from = msg.sender.as_deref().map_or_else(|| "an unknown sender".to_string(), |s| clip(s, ECHO_CHARS));
         if let Err(e) = sqs::delete(client, &url, &msg.receipt).await {
             tracing::error!("sqs message {}: not handled, it stays queued: {e}", msg.id);
             stats.add("sqs_failed", 1);
@@ -144,19 +146,25 @@ pub async fn sqs_requests(world: &World, stats: &mut Stats) {
         let words = match words {
             Ok(words) => words,
             Err(refusal) => {
-                tracing::warn!("sqs message {}: dropped: {refusal}", msg.id);
+                // Bounded twice: each echoed piece, then the whole line.
+                tracing::warn!(
+                    "sqs message {} from {from}: dropped: {}",
+                    msg.id,
+                    clip(&refusal.to_string(), 2 * ECHO_CHARS)
+                );
                 stats.add("sqs_dropped", 1);
                 continue;
             }
         };
-        let shown = crate::jenkins::quote::command_line(&words);
+        // Parameter names only: a value can be a secret.
+        let shown = masked(&words);
         match run_cli(world, words).await {
             Ok(_) => {
-                tracing::info!("sqs message {}: ran {shown}", msg.id);
+                tracing::info!("sqs message {} from {from}: ran {shown}", msg.id);
                 stats.add("sqs_handled", 1);
             }
             Err(e) => {
-                tracing::warn!("sqs message {}: dropped: {shown}: {e}", msg.id);
+                tracing::warn!("sqs message {} from {from}: dropped: {shown}: {}", msg.id, clip(&e, ECHO_CHARS));
                 stats.add("sqs_dropped", 1);
             }
         }

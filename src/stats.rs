@@ -83,11 +83,13 @@ impl Stats {
     }
 }
 
+/// Written new and renamed into place (see [`crate::files`]).
 fn write_csv(path: &Path, row: &BTreeMap<String, u64>) -> io::Result<()> {
-    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_path(path)?;
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
     w.write_record(row.keys())?;
     w.write_record(row.values().map(u64::to_string))?;
-    w.flush()
+    let bytes = w.into_inner().map_err(|e| io::Error::other(e.to_string()))?;
+    crate::files::replace(path, &bytes)
 }
 
 #[cfg(test)]
@@ -115,6 +117,22 @@ mod tests {
         assert_eq!(s.errors(), 1);
         let count = std::fs::read_to_string(dir.path().join("properties_instance_count.csv")).unwrap();
         assert_eq!(count, "dev_None,dev_spot\r\n1,3\r\n");
+    }
+
+    #[test]
+    fn a_link_planted_at_a_csv_is_replaced_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("authorized_keys");
+        std::fs::write(&target, "precious").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("properties_run.csv")).unwrap();
+        let mut s = Stats::default();
+        s.add("instances_created", 1);
+        s.write_csvs(dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+        let run = dir.path().join("properties_run.csv");
+        assert!(std::fs::symlink_metadata(&run).unwrap().file_type().is_file());
+        assert!(std::fs::read_to_string(&run).unwrap().ends_with("\r\n1,0,0,0\r\n"));
     }
 
     #[test]

@@ -205,10 +205,9 @@ pub fn java_trust_options(url: &str, dir: &Path) -> Result<Vec<String>, String> 
         return Err(format!("{} holds no certificate{unreadable}", roots.source));
     }
     let store = dir.join(TRUST_STORE);
-    let part = dir.join(format!("{TRUST_STORE}.part"));
-    // Written beside and renamed, so a java started meanwhile never reads half a store.
-    std::fs::write(&part, jks(&roots.certs, STORE_PASSWORD, SystemTime::now()))
-        .and_then(|_| std::fs::rename(&part, &store))
+    // Written beside and renamed, so a java started meanwhile never reads
+    // half a store and a link planted at its name is not written through.
+    crate::files::replace(&store, &jks(&roots.certs, STORE_PASSWORD, SystemTime::now()))
         .map_err(|e| format!("{}: {e}", store.display()))?;
     tracing::info!(
         "java trusts the certificates of {} ({}; trust store {})",

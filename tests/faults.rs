@@ -254,6 +254,85 @@ fn jenkins_faults_skip_scaling_and_are_counted() {
 }
 
 #[test]
+fn an_oversized_dump_fails_cleanly_and_is_counted() {
+    // Huge queued parameters make a dump of 3 MiB; the cap is 1 MiB.
+    let w = World::new(json!([{"env": "dev", "state": "stopped", "labels": "dev"}]));
+    let big = format!("\nBIG={}", "x".repeat(3 << 20));
+    w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", &big)]}));
+    for cli in ["ssh", "jar"] {
+        let started = Instant::now();
+        let out = run_with(
+            &w,
+            &["--cli", cli, "--loop_counter", "1", "--max_cli_output_mb", "1", "--jenkins_timeout", "120"],
+        );
+        let took = started.elapsed();
+        assert!(out.status.success(), "{cli}");
+        // Stopped at the cap, not waited out: the client is killed, never
+        // left blocked on a full pipe.
+        assert!(took < Duration::from_secs(60), "{cli}: took {took:?}");
+        assert_eq!(w.csv("properties_error.csv")["jar_file_error"], 1, "{cli}");
+        let log = String::from_utf8_lossy(&out.stdout);
+        assert!(log.contains("`groovy` printed more than 1 MiB (--max_cli_output_mb)"), "{cli}: {log}");
+        assert_eq!(state_of(&w, 0), "stopped", "{cli}: nothing scaled on a refused dump");
+    }
+    // Under a higher cap the same dump is read and served.
+    let out = run_with(&w, &["--loop_counter", "1", "--max_cli_output_mb", "8"]);
+    assert!(out.status.success());
+    assert_eq!(w.csv("properties_error.csv")["jar_file_error"], 0);
+    assert_eq!(state_of(&w, 0), "running");
+}
+
+#[test]
+fn symlinks_planted_in_the_workspace_are_replaced_not_written_through() {
+    // Anyone who can write the job's workspace could point a file the
+    // manager writes at a file elsewhere that the Jenkins user may write.
+    let w = World::new(json!([]));
+    w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", "NONE")]}));
+    let outside = tempfile::tempdir().unwrap();
+    let marker = slave_manager::markers::working_file(&slave_manager::job_key::job_key("job-000", None));
+    // What the manager writes, and the scratch names it used to write them by.
+    let written = [
+        "properties_run.csv",
+        "properties_sqs.csv",
+        "properties_error.csv",
+        "properties_instance_count.csv",
+        "metrics.prom",
+        "report.html",
+        "jenkins-cli.jar",
+        marker.as_str(),
+    ];
+    let scratch = [".metrics.prom.tmp", "jenkins-cli.jar.part"];
+    for (i, name) in written.iter().chain(&scratch).enumerate() {
+        let target = outside.path().join(format!("precious-{i}"));
+        std::fs::write(&target, "precious").unwrap();
+        std::os::unix::fs::symlink(&target, w.path().join(name)).unwrap();
+    }
+    // The marker's link is old, as an expired marker: the item is retried
+    // and its marker written anew.
+    let aged =
+        std::process::Command::new("touch").args(["-h", "-d", "1 hour ago"]).arg(w.path().join(&marker)).status();
+    assert!(aged.unwrap().success());
+    let mut args: Vec<&str> = QUIET.to_vec();
+    args.extend(["--cli", "jar", "--loop_counter", "1"]);
+    let out = w.run(&args);
+    assert!(out.status.success());
+    assert_eq!(live(&w, "dev").len(), 1, "the pass worked: one agent for the item");
+
+    let names: Vec<&str> = written.iter().chain(&scratch).copied().collect();
+    let through: Vec<&str> = (0..names.len())
+        .filter(|i| std::fs::read_to_string(outside.path().join(format!("precious-{i}"))).unwrap() != "precious")
+        .map(|i| names[i])
+        .collect();
+    assert!(through.is_empty(), "written through the links at {through:?}");
+    for name in written {
+        let meta = std::fs::symlink_metadata(w.path().join(name)).unwrap();
+        assert!(meta.file_type().is_file(), "{name}: the link was replaced by a file");
+    }
+    assert_eq!(w.csv("properties_run.csv")["instances_created"], 1);
+    assert!(std::fs::read_to_string(w.path().join("metrics.prom")).unwrap().contains("slave_manager_passes_total 1"));
+}
+
+#[test]
 fn a_hanging_jenkins_cannot_stretch_a_run_past_max_minutes() {
     let w = World::new(json!([{"env": "dev", "state": "stopped", "labels": "dev"}]));
     w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", "NONE")]}));

@@ -145,3 +145,24 @@ fn the_endpoint_comes_from_the_login_page_of_a_secured_jenkins() {
         assert_eq!(ep, format!("127.0.0.1:{}", jenkins.ssh));
     }
 }
+
+/// What a command prints is read up to the cap; beyond it the command is
+/// stopped (the client killed, the connection closed) and fails.
+#[test]
+fn output_beyond_the_cap_fails_on_both_transports() {
+    let dir = keyed_dir();
+    let jenkins = Emulator::start(dir.path());
+    let big = "x".repeat(3 << 20);
+    jenkins.set_state(&json!({"jobs": {"big": {"output": big}, "small": {"output": "x".repeat((1 << 20) - 1)}}}));
+    for kind in [CliTransport::Ssh, CliTransport::Jar] {
+        let cli = cli(kind, &jenkins, dir.path(), Duration::from_secs(120)).output_limit(1 << 20);
+        let started = Instant::now();
+        let err = cli.run(&words(&["build", "big"]), b"").unwrap_err();
+        assert!(matches!(err, CliError::TooMuchOutput { .. }), "{kind:?}: {err}");
+        assert!(err.to_string().contains("`build` printed more than 1 MiB"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(30), "{kind:?}: {:?}", started.elapsed());
+        // Exactly the cap (the emulator adds the newline) is read whole.
+        let out = cli.run(&words(&["build", "small"]), b"").unwrap();
+        assert_eq!(out.stdout.len(), 1 << 20, "{kind:?}");
+    }
+}

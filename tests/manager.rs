@@ -238,6 +238,9 @@ fn bad_input_exits_before_touching_aws_or_jenkins() {
         (vec!["--ami_ids", &ami_ids, "--required_ip_list", "443:0.0.0.0/0", "22:1.2.3.4"], "22:1.2.3.4"),
         (vec!["--ami_ids", &ami_ids, "--id_rsa", "no-such-key"], "no-such-key"),
         (vec!["--ami_ids", &ami_ids, "--max_spot_price", "cheap"], "--max_spot_price"),
+        (vec!["--ami_ids", &ami_ids, "--gc_job", "@/etc/passwd"], "--gc_job"),
+        (vec!["--ami_ids", &ami_ids, "--sqs_jobs", " , "], "--sqs_jobs"),
+        (vec!["--ami_ids", &ami_ids, "--sqs_senders", "arn:aws:iam::123456789012:user/ci"], "--sqs_senders"),
     ];
     for (args, expect) in cases {
         let mut cmd = w.command();

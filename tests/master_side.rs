@@ -203,6 +203,7 @@ fn sqs_messages() -> Vec<String> {
         json!({"name": "job-a\nsafe-restart"}),
         json!({"name": "-p"}),
         json!({"name": "job-a", "parameters": {"A": "line\nbreak"}}),
+        json!({"name": "job-a", "parameters": {"@/etc/passwd": "x"}}),
         json!({"action": "build"}),
     ] {
         bodies.push(refused.to_string());
@@ -270,4 +271,104 @@ fn sqs_requests_run_exactly_the_allowed_commands() {
     assert!(left.messages().is_empty(), "every message was deleted");
     let log = String::from_utf8_lossy(&out.stdout);
     assert_eq!(log.matches("sqs message ").count(), bodies.len(), "each logged once with its id");
+}
+
+#[test]
+fn sqs_log_lines_name_parameters_mask_values_and_are_bounded() {
+    let w = World::with_args(json!([]), &["--sqs-region", MASTER_REGION]);
+    w.jenkins.set_state(&json!({"jobs": {"job-a": {"output": "ok"}}}));
+    let sqs = aws_sdk_sqs::Client::new(&w.sdk(MASTER_REGION));
+    let url = s(&w.world["sqs"]["queue_url"]);
+    let long = "x".repeat(100_000);
+    let bodies = [
+        json!({"name": "job-a", "parameters": {"PASSWORD": "hunter2-secret", "TOKEN": "t0k3n-secret"}}).to_string(),
+        json!({"name": "no-such-job", "parameters": {"KEY": "s3cr3t-value"}}).to_string(),
+        json!({"name": long}).to_string(),
+        json!({"name": "job-a", "action": format!("delete-{long}")}).to_string(),
+        json!({"name": "job-a", "action": {"x": long}}).to_string(),
+        json!({"name": "job-a", "parameters": {long.clone(): "v"}}).to_string(),
+        json!({"name": "job-a", "parameters": {"A": format!("{long}\n")}}).to_string(),
+        format!("build job-a {long}"),
+    ];
+    for body in &bodies {
+        block_on(sqs.send_message().queue_url(&url).message_body(body).send()).unwrap();
+    }
+    let account = s(&w.world["master_account"]);
+    let out = w.run(&[
+        "--cli",
+        "ssh",
+        "--skip_security_group",
+        "--gc_job",
+        "",
+        "--loop_counter",
+        "1",
+        "--aws_sqs_account_id",
+        &account,
+        "--aws_sqs_region",
+        MASTER_REGION,
+    ]);
+    assert!(out.status.success());
+    let counts = w.csv("properties_sqs.csv");
+    assert_eq!((counts["sqs_handled"], counts["sqs_dropped"]), (1, bodies.len() as u64 - 1));
+    let log = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("sqs message ")).collect();
+    assert_eq!(lines.len(), bodies.len(), "{log}");
+    for line in &lines {
+        assert!(line.chars().count() <= 600, "a line of {} chars: {:.300}…", line.chars().count(), line);
+        for secret in ["hunter2", "t0k3n", "s3cr3t"] {
+            assert!(!line.contains(secret), "a parameter value in the log: {line}");
+        }
+    }
+    let ran = lines.iter().find(|l| l.contains(": ran ")).expect("the build is logged");
+    assert!(ran.contains("PASSWORD") && ran.contains("TOKEN"), "parameter names are logged: {ran}");
+    let failed = lines.iter().find(|l| l.contains("no-such-job")).expect("the failed build is logged");
+    assert!(failed.contains("KEY"), "{failed}");
+}
+
+#[test]
+fn sqs_requests_are_bounded_by_job_globs_and_senders() {
+    let w = World::with_args(json!([]), &["--sqs-region", MASTER_REGION]);
+    w.jenkins.set_state(&json!({"jobs": {"job-a": {"output": "ok"}, "team/job b": {"output": "ok"}}}));
+    let sqs = aws_sdk_sqs::Client::new(&w.sdk(MASTER_REGION));
+    let url = s(&w.world["sqs"]["queue_url"]);
+    let send = |bodies: &[Value]| {
+        for body in bodies {
+            block_on(sqs.send_message().queue_url(&url).message_body(body.to_string()).send()).unwrap();
+        }
+    };
+    let account = s(&w.world["master_account"]);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--cli", "ssh", "--skip_security_group", "--gc_job", "", "--loop_counter", "1"];
+        args.extend(["--aws_sqs_account_id", &account, "--aws_sqs_region", MASTER_REGION]);
+        args.extend(extra);
+        let out = w.run(&args);
+        assert!(out.status.success());
+        let counts = w.csv("properties_sqs.csv");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), counts["sqs_handled"], counts["sqs_dropped"])
+    };
+    let builds =
+        || w.jenkins.commands().into_iter().filter(|c| c[0] == "build").map(|c| c[1].clone()).collect::<Vec<_>>();
+
+    // Job globs: matched against the full name, ignoring case as Jenkins
+    // looks names up.
+    send(&[json!({"name": "job-a"}), json!({"name": "team/job b"})]);
+    let (log, handled, dropped) = run(&["--sqs_jobs", "JOB-*,other"]);
+    assert_eq!((handled, dropped), (1, 1), "{log}");
+    assert_eq!(builds(), ["job-a"]);
+    assert!(log.contains(r#"job "team/job b" is not on --sqs_jobs"#), "{log}");
+
+    // Senders: moto says every message comes from the IAM user AIDAIT2UOQQY3AUEKVGXU.
+    send(&[json!({"name": "job-a"}), json!({"name": "team/job b"})]);
+    let (log, handled, dropped) = run(&["--sqs_senders", "123456789012,AROAEXAMPLEROLEID0001"]);
+    assert_eq!((handled, dropped), (0, 2), "{log}");
+    assert_eq!(builds().len(), 1, "nothing more was built");
+    assert!(log.contains(r#"sender "AIDAIT2UOQQY3AUEKVGXU" is not on --sqs_senders"#), "{log}");
+
+    send(&[json!({"name": "team/job b"})]);
+    let (log, handled, dropped) = run(&["--sqs_senders", "111111111111, AIDAIT2UOQQY3AUEKVGXU"]);
+    assert_eq!((handled, dropped), (1, 0), "{log}");
+    assert_eq!(builds(), ["job-a", "team/job b"]);
+    assert!(log.contains("from AIDAIT2UOQQY3AUEKVGXU: ran"), "the sender is logged: {log}");
+    let left = block_on(sqs.receive_message().queue_url(&url).max_number_of_messages(10).send()).unwrap();
+    assert!(left.messages().is_empty(), "refused messages are deleted too");
 }

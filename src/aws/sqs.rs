@@ -1,6 +1,7 @@
 //! The `jenkins-requests` queue: receive a batch, delete each message once
 //! handled. Every failure is returned, never fatal.
 
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use aws_sdk_sqs::Client;
 
 use super::describe_error;
@@ -11,6 +12,9 @@ pub struct Message {
     pub id: String,
     pub receipt: String,
     pub body: String,
+    /// Who sent it, as SQS saw it: an IAM user's unique id (`AIDA…`), a
+    /// role's with its session (`AROA…:session`), or an account id.
+    pub sender: Option<String>,
 }
 
 pub async fn queue_url(client: &Client, name: &str, owner: &str) -> Result<String, String> {
@@ -24,11 +28,13 @@ pub async fn queue_url(client: &Client, name: &str, owner: &str) -> Result<Strin
     out.queue_url().map(str::to_string).ok_or_else(|| format!("GetQueueUrl {name}: no URL in the answer"))
 }
 
-/// Up to `max` messages (at most 10, SQS's own limit), without waiting.
+/// Up to `max` messages (at most 10, SQS's own limit), without waiting,
+/// each with its `SenderId` system attribute.
 pub async fn receive(client: &Client, url: &str, max: i32) -> Result<Vec<Message>, String> {
     let out = client
         .receive_message()
         .queue_url(url)
+        .message_system_attribute_names(MessageSystemAttributeName::SenderId)
         .max_number_of_messages(max.clamp(1, 10))
         .wait_time_seconds(0)
         .send()
@@ -42,6 +48,7 @@ pub async fn receive(client: &Client, url: &str, max: i32) -> Result<Vec<Message
                 id: m.message_id()?.to_string(),
                 receipt: m.receipt_handle()?.to_string(),
                 body: m.body().unwrap_or_default().to_string(),
+                sender: m.attributes().and_then(|a| a.get(&MessageSystemAttributeName::SenderId)).cloned(),
             })
         })
         .collect())

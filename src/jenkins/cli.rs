@@ -7,7 +7,8 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wait_timeout::ChildExt;
@@ -15,6 +16,14 @@ use wait_timeout::ChildExt;
 use super::quote::command_line;
 use crate::cli::CliTransport;
 use crate::tls::{self, CertCheck};
+
+/// The default cap on what one command may print, on stdout and on stderr
+/// each (`--max_cli_output_mb`): a dump of tens of MB means huge queued
+/// parameters, not a queue to plan from.
+pub const DEFAULT_OUTPUT_LIMIT: u64 = 64 << 20;
+
+/// While the jar runs, how often its output is checked against the cap.
+const OUTPUT_POLL: Duration = Duration::from_millis(50);
 
 /// What a CLI command printed and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +65,15 @@ pub enum CliError {
     },
     #[error("`{command}` timed out after {seconds} s")]
     Timeout { command: String, seconds: u64 },
+    /// args4j, which parses CLI arguments on the master, replaces a word
+    /// `@FILE` with the lines of FILE on Jenkins before 2.442 / LTS 2.426.3.
+    #[error("`{command}`: the word {word:?} starts with @, which an unpatched Jenkins reads as a file to expand (CVE-2024-23897); not sent")]
+    AtFile { command: String, word: String },
+    #[error(
+        "`{command}` printed more than {mib} MiB (--max_cli_output_mb); it was stopped and its output dropped",
+        mib = limit >> 20
+    )]
+    TooMuchOutput { command: String, limit: u64 },
     #[error("`{command}` exited with status {status}: {stderr}")]
     Failed { command: String, status: i32, stderr: String },
 }
@@ -67,6 +85,8 @@ pub struct JenkinsCli {
     key: PathBuf,
     timeout: Duration,
     cert_check: CertCheck,
+    /// Bytes of stdout (and of stderr) read per command at most.
+    output_limit: u64,
     transport: Transport,
 }
 
@@ -104,8 +124,16 @@ impl JenkinsCli {
             key: key.to_path_buf(),
             timeout,
             cert_check: CertCheck::Verify,
+            output_limit: DEFAULT_OUTPUT_LIMIT,
             transport,
         }
+    }
+
+    /// The most a command may print on stdout, and on stderr, in bytes;
+    /// beyond it the command is stopped and fails with `TooMuchOutput`.
+    pub fn output_limit(mut self, bytes: u64) -> JenkinsCli {
+        self.output_limit = bytes;
+        self
     }
 
     /// Whether the Jenkins URL's certificate is checked (by default it is).
@@ -118,6 +146,12 @@ impl JenkinsCli {
     /// Runs one CLI command (`words`), `stdin` written to it and closed.
     /// A non-zero exit is an error carrying the command's stderr.
     pub fn run(&self, words: &[String], stdin: &[u8]) -> Result<CliOutput, CliError> {
+        if let Some(word) = words.iter().find(|w| w.starts_with('@')) {
+            return Err(CliError::AtFile {
+                command: words.first().cloned().unwrap_or_default(),
+                word: word.chars().take(200).collect(),
+            });
+        }
         let out = match &self.transport {
             Transport::Jar { java, jar, state } => {
                 let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -204,28 +238,40 @@ impl JenkinsCli {
             .spawn()
             .map_err(|source| CliError::Spawn { program: java.display().to_string(), source })?;
         // Pipes are drained on their own threads so a chatty command cannot
-        // block on a full pipe while we wait for it.
+        // block on a full pipe while we wait for it; past the cap they keep
+        // draining (discarding) until the child is killed.
         let mut input = child.stdin.take().expect("stdin piped");
         let stdin = stdin.to_vec();
         let writer = std::thread::spawn(move || {
             let _ = input.write_all(&stdin);
         });
-        let stdout = drain(child.stdout.take().expect("stdout piped"));
-        let stderr = drain(child.stderr.take().expect("stderr piped"));
-        let status = match child.wait_timeout(self.timeout) {
-            Ok(Some(status)) => status,
-            Ok(None) | Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(self.timeout_error(words));
+        let overflow = Arc::new(AtomicBool::new(false));
+        let stdout = drain(child.stdout.take().expect("stdout piped"), self.output_limit, Arc::clone(&overflow));
+        let stderr = drain(child.stderr.take().expect("stderr piped"), self.output_limit, Arc::clone(&overflow));
+        let deadline = Instant::now() + self.timeout;
+        let status = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match child.wait_timeout(left.min(OUTPUT_POLL)) {
+                Ok(Some(status)) => break status,
+                Ok(None) if overflow.load(Ordering::Relaxed) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(self.too_much_output(words));
+                }
+                Ok(None) if !left.is_zero() => {}
+                Ok(None) | Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(self.timeout_error(words));
+                }
             }
         };
         let _ = writer.join();
-        Ok(CliOutput {
-            status: status.code().unwrap_or(-1),
-            stdout: stdout.join().unwrap_or_default(),
-            stderr: stderr.join().unwrap_or_default(),
-        })
+        let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+        if overflow.load(Ordering::Relaxed) {
+            return Err(self.too_much_output(words));
+        }
+        Ok(CliOutput { status: status.code().unwrap_or(-1), stdout, stderr })
     }
 
     fn run_ssh(&self, endpoint: &str, words: &[String], stdin: &[u8]) -> Result<CliOutput, CliError> {
@@ -237,6 +283,9 @@ impl JenkinsCli {
             .next()
             .ok_or_else(|| ssh_err("no address".into()))?;
         let tcp = TcpStream::connect_timeout(&addr, self.timeout).map_err(|e| ssh_err(e.to_string()))?;
+        // Kept to cut the connection when the output passes the cap, so no
+        // polite close waits on a server still sending.
+        let hang_up = tcp.try_clone().map_err(|e| ssh_err(e.to_string()))?;
         // SSH writes small packets back to back; without this each exchange
         // waits out a delayed ACK (~40 ms, three times per command).
         tcp.set_nodelay(true).map_err(|e| ssh_err(e.to_string()))?;
@@ -258,10 +307,21 @@ impl JenkinsCli {
         channel.exec(&command_line(words)).map_err(timed_out)?;
         channel.write_all(stdin).map_err(|e| ssh_err(format!("writing stdin: {e}")))?;
         channel.send_eof().map_err(timed_out)?;
+        let limit = self.output_limit;
         let mut stdout = Vec::new();
-        channel.read_to_end(&mut stdout).map_err(|e| io_timeout(e, self, words, &ssh_err))?;
+        (&mut channel).take(limit + 1).read_to_end(&mut stdout).map_err(|e| io_timeout(e, self, words, &ssh_err))?;
         let mut stderr = Vec::new();
-        channel.stderr().read_to_end(&mut stderr).map_err(|e| io_timeout(e, self, words, &ssh_err))?;
+        if stdout.len() as u64 <= limit {
+            channel
+                .stderr()
+                .take(limit + 1)
+                .read_to_end(&mut stderr)
+                .map_err(|e| io_timeout(e, self, words, &ssh_err))?;
+        }
+        if stdout.len() as u64 > limit || stderr.len() as u64 > limit {
+            let _ = hang_up.shutdown(std::net::Shutdown::Both);
+            return Err(self.too_much_output(words));
+        }
         channel.wait_close().map_err(timed_out)?;
         let status = channel.exit_status().map_err(timed_out)?;
         Ok(CliOutput {
@@ -269,6 +329,10 @@ impl JenkinsCli {
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
         })
+    }
+
+    fn too_much_output(&self, words: &[String]) -> CliError {
+        CliError::TooMuchOutput { command: words.first().cloned().unwrap_or_default(), limit: self.output_limit }
     }
 
     fn timeout_error(&self, words: &[String]) -> CliError {
@@ -284,10 +348,21 @@ fn io_timeout(e: std::io::Error, cli: &JenkinsCli, words: &[String], ssh_err: &d
     }
 }
 
-fn drain<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<String> {
+/// Reads `r` to its end on a thread, keeping at most `limit` bytes; more
+/// sets `overflow` and is read and dropped, so the writer never blocks.
+fn drain<R: Read + Send + 'static>(mut r: R, limit: u64, overflow: Arc<AtomicBool>) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
+        let _ = (&mut r).take(limit).read_to_end(&mut buf);
+        let mut sink = [0u8; 64 * 1024];
+        loop {
+            match r.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => overflow.store(true, Ordering::Relaxed),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
         String::from_utf8_lossy(&buf).into_owned()
     })
 }
@@ -356,9 +431,9 @@ fn download_jar(url: &str, dest: &Path, timeout: Duration, check: CertCheck) -> 
         return Err(err(format!("HTTP {}", resp.status())));
     }
     let bytes = resp.body_mut().with_config().limit(64 * 1024 * 1024).read_to_vec().map_err(|e| err(e.to_string()))?;
-    // Written beside and renamed, so a concurrent reader never sees half a jar.
-    let tmp = dest.with_extension("jar.part");
-    std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, dest)).map_err(|e| err(e.to_string()))
+    // Written beside and renamed, so a concurrent reader never sees half a
+    // jar and a link planted in the workspace is replaced, not written through.
+    crate::files::replace(dest, &bytes).map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]
@@ -370,5 +445,20 @@ mod tests {
         assert_eq!(url_host("https://jenkins.example.com/").as_deref(), Some("jenkins.example.com"));
         assert_eq!(url_host("http://127.0.0.1:8080/jenkins").as_deref(), Some("127.0.0.1"));
         assert_eq!(url_host("http://u:p@host:1/").as_deref(), Some("host"));
+    }
+
+    #[test]
+    fn no_word_starting_with_an_at_sign_is_sent() {
+        // Nothing listens on port 9: a word that got through would end in a
+        // discovery error instead.
+        for kind in [CliTransport::Ssh, CliTransport::Jar] {
+            let dir = tempfile::tempdir().unwrap();
+            let cli =
+                JenkinsCli::new(kind, "http://127.0.0.1:9/", "u", Path::new("k"), dir.path(), Duration::from_secs(1));
+            let words = ["build".to_string(), "job".to_string(), "-p".to_string(), "@/etc/passwd".to_string()];
+            let err = cli.run(&words, b"").unwrap_err();
+            let err = err.to_string();
+            assert!(err.contains("\"@/etc/passwd\"") && err.contains("CVE-2024-23897"), "{err}");
+        }
     }
 }
