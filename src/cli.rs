@@ -169,6 +169,12 @@ pub struct Args {
     #[arg(long = "no_certificate_check")]
     pub no_certificate_check: bool,
 
+    /// OpenSSH known_hosts file that lists Jenkins' SSH host key
+    /// (`[host]:port ssh-rsa …`): the key must be listed there, besides
+    /// matching the X-Instance-Identity header of URL/login.
+    #[arg(long = "known_hosts", value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+
     /// Colour in the log: auto = only on a terminal; NO_COLOR is honoured.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cli::{Args, CliTransport};
+use crate::jenkins::host_key::KnownHostsFile;
 use crate::label::InstanceTypes;
 use crate::tls::CertCheck;
 
@@ -77,6 +78,8 @@ pub struct Config {
     pub cli: CliTransport,
     /// Of the Jenkins URL's certificate (`--no_certificate_check`: `Skip`).
     pub certificate_check: CertCheck,
+    /// `--known_hosts`, read and checked at start.
+    pub known_hosts: Option<KnownHostsFile>,
     pub envs: BTreeMap<String, EnvConfig>,
     pub master: MasterConfig,
     pub max_on_demand: u32,
@@ -120,6 +123,12 @@ impl Config {
         if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {
             return Err(bad(format!("--url {:?}: must start with http:// or https://", args.url)));
         }
+        let known_hosts = match &args.known_hosts {
+            None => None,
+            Some(path) => {
+                Some(KnownHostsFile::read(path).map_err(|e| bad(format!("--known_hosts {}: {e}", path.display())))?)
+            }
+        };
         check_private_key(&args.id_rsa)?;
         let groovy = match &args.groovy {
             None => BUNDLED_GROOVY.to_string(),
@@ -201,6 +210,7 @@ impl Config {
             groovy,
             cli: args.cli,
             certificate_check: if args.no_certificate_check { CertCheck::Skip } else { CertCheck::Verify },
+            known_hosts,
             envs,
             master,
             max_on_demand: args.max_num_of_slaves_in_env,

@@ -162,6 +162,10 @@ pub fn startup_warnings(config: &Config) -> Vec<String> {
             "--no_certificate_check: the certificate of {} is not checked (anyone on the way can pose as Jenkins)",
             config.url
         );
+        if https && config.known_hosts.is_none() {
+            warning += "; nor is the X-Instance-Identity that Jenkins' SSH host key is checked against: give \
+                        --known_hosts FILE to pin it";
+        }
         if config.cli == CliTransport::Jar && https && !roots().from_env {
             warning += "; jenkins-cli.jar -ssh still checks it with Java's trust store when it reads the SSH \
                         endpoint from URL/login (it applies -noCertificateCheck only in its -http and -webSocket \

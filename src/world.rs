@@ -54,7 +54,8 @@ impl World {
             &workdir,
             config.jenkins_timeout,
         )
-        .certificate_check(config.certificate_check);
+        .certificate_check(config.certificate_check)
+        .known_hosts(config.known_hosts.clone());
         World { config, workdir, jenkins: Arc::new(jenkins), ec2, master_ec2, sqs, ec2_calls }
     }
 
