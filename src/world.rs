@@ -55,7 +55,8 @@ impl World {
             config.jenkins_timeout,
         )
         .certificate_check(config.certificate_check)
-        .known_hosts(config.known_hosts.clone());
+        .known_hosts(config.known_hosts.clone())
+        .cli_jar(config.cli_jar.clone());
         World { config, workdir, jenkins: Arc::new(jenkins), ec2, master_ec2, sqs, ec2_calls }
     }
 

@@ -1,5 +1,7 @@
 //! Whom the manager trusts on its way to Jenkins (issue 16): the SSH host
-//! key, pinned to Jenkins' instance identity or to a known_hosts file.
+//! key, pinned to Jenkins' instance identity or to a known_hosts file; plain
+//! http, refused to any host but this one; the CLI jar, taken from disk
+//! instead of downloaded.
 
 mod common;
 
@@ -120,4 +122,66 @@ fn check_names_an_impostor_host_key() {
     assert!(failed[0].contains("host key") && failed[0].contains("instance identity"), "{table}");
     assert!(!table.contains("register the public half"), "the key is not at fault: {table}");
     assert!(w.jenkins.commands().is_empty() && impostor_offers(&w).is_empty());
+}
+
+#[test]
+fn plain_http_to_another_host_is_refused_at_start() {
+    let w = world();
+    let ami_ids = w.ami_ids();
+    let flags = |url: &'static str| {
+        let mut cmd = w.command();
+        cmd.args(["--url", url, "--id_rsa", "id_rsa", "--jenkins_user", common::USER])
+            .args(["--owner_email", "ops@example.com", "--ami_ids", &ami_ids])
+            .args(ONE_PASS);
+        cmd
+    };
+    let cases: [(&[&str], &str); 3] = [
+        (&["--cli", "ssh"], "--allow_insecure_http"),
+        (&["--cli", "jar"], "--allow_insecure_http"),
+        // Allowed, but the jar would still come over plain http.
+        (&["--cli", "jar", "--allow_insecure_http"], "--cli_jar"),
+    ];
+    for (extra, named) in cases {
+        let mut cmd = flags("http://jenkins.example.com:8080/");
+        cmd.args(extra);
+        let out = common::output(cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line for {extra:?}: {stderr}");
+        assert!(stderr.contains("jenkins.example.com") && stderr.contains(named), "{extra:?}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    // `check` refuses it as well, on its first row.
+    let mut cmd = w.command();
+    cmd.arg("check")
+        .args(["--url", "http://jenkins.example.com/", "--id_rsa", "id_rsa", "--jenkins_user", common::USER])
+        .args(["--owner_email", "ops@example.com", "--ami_ids", &ami_ids]);
+    let out = common::output(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("✘ flags and environment.json") && table.contains("--allow_insecure_http"), "{table}");
+
+    assert!(w.fleet().iter().all(|i| s(&i["state"]) == "stopped"), "AWS was not changed");
+    assert!(!w.path().join("properties_run.csv").exists());
+    assert!(w.jenkins.requests().is_empty() && w.jenkins.commands().is_empty(), "Jenkins was not called");
+}
+
+#[test]
+fn cli_jar_is_used_instead_of_a_download() {
+    let w = world();
+    // The master's own jar (for the stand-in any file will do).
+    let lib = w.path().join("war/WEB-INF/lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::write(lib.join("cli-2.479.3.jar"), b"PK\x05\x06\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0").unwrap();
+    let (errors, started, log) = one_pass(&w, &["--cli", "jar", "--cli_jar", "war/WEB-INF/lib/cli-2.479.3.jar"]);
+    assert_eq!((errors, started), (0, 1), "{log}");
+    let requests = w.jenkins.requests();
+    assert!(!requests.iter().any(|r| r.contains("jnlpJars")), "no download: {requests:?}");
+    assert!(!w.path().join("jenkins-cli.jar").exists());
+
+    // A jar that is not there: one line, exit 2, before anything.
+    let out = w.run(&[&ONE_PASS[..], &["--cli", "jar", "--cli_jar", "no/such/cli.jar"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.trim().lines().count() == 1 && stderr.contains("no/such/cli.jar"), "{stderr}");
 }

@@ -82,8 +82,9 @@ pub struct JenkinsCli {
 
 enum Transport {
     /// The jar is fetched on first use, and again after a failed fetch, so a
-    /// master that was down when the run began does not end the run.
-    Jar { java: PathBuf, jar: PathBuf, workdir: PathBuf, state: Mutex<JarState> },
+    /// master that was down when the run began does not end the run — unless
+    /// it is on disk already (`--cli_jar`).
+    Jar { java: PathBuf, jar: PathBuf, download: bool, workdir: PathBuf, state: Mutex<JarState> },
     /// The endpoint and identity are discovered once and forgotten after a
     /// connection failure or a refused host key, so a master that moved its
     /// SSH port is found again.
@@ -129,6 +130,7 @@ impl JenkinsCli {
             CliTransport::Jar => Transport::Jar {
                 java: java_program(),
                 jar: workdir.join("jenkins-cli.jar"),
+                download: true,
                 workdir: workdir.to_path_buf(),
                 state: Mutex::new(JarState::default()),
             },
@@ -151,6 +153,15 @@ impl JenkinsCli {
         self
     }
 
+    /// Runs this jar (`--cli_jar`) instead of downloading one; `--cli jar` only.
+    pub fn cli_jar(mut self, path: Option<PathBuf>) -> JenkinsCli {
+        if let (Transport::Jar { jar, download, .. }, Some(path)) = (&mut self.transport, path) {
+            *jar = path;
+            *download = false;
+        }
+        self
+    }
+
     /// Whether the Jenkins URL's certificate is checked (by default it is).
     /// `Skip` also passes `-noCertificateCheck` to the jar.
     pub fn certificate_check(mut self, check: CertCheck) -> JenkinsCli {
@@ -162,9 +173,9 @@ impl JenkinsCli {
     /// A non-zero exit is an error carrying the command's stderr.
     pub fn run(&self, words: &[String], stdin: &[u8]) -> Result<CliOutput, CliError> {
         let out = match &self.transport {
-            Transport::Jar { java, jar, workdir, state } => {
+            Transport::Jar { java, jar, download, workdir, state } => {
                 let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-                if !state.fetched {
+                if *download && !state.fetched {
                     download_jar(&self.url, jar, self.timeout, self.cert_check)?;
                     state.fetched = true;
                 }
