@@ -1,11 +1,13 @@
-//! Whom the manager trusts on its way to Jenkins (issue 16): the SSH host
-//! key, pinned to Jenkins' instance identity or to a known_hosts file; plain
-//! http, refused to any host but this one; the CLI jar, taken from disk
-//! instead of downloaded.
+//! Whom the manager trusts on its way to Jenkins (issue 16, points 2–4):
+//! the SSH host key, pinned to Jenkins' instance identity or to a
+//! known_hosts file; plain http, refused to any host but this one; the CLI
+//! jar, taken from disk instead of downloaded; and `check`'s private
+//! temporary directory.
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Output;
 
 use common::{item, s, World};
@@ -184,4 +186,51 @@ fn cli_jar_is_used_instead_of_a_download() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.trim().lines().count() == 1 && stderr.contains("no/such/cli.jar"), "{stderr}");
+}
+
+/// `check` works in a temporary directory (the jar, java's known_hosts): a
+/// private one with a random name, not `/tmp/slave_manager-check-<pid>`,
+/// which another local user could create first. A `java` wrapper records
+/// the directory the jar was put in.
+#[test]
+fn check_works_in_a_private_randomly_named_directory() {
+    let w = world();
+    let bin = w.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let record = w.path().join("java-saw");
+    let wrapper = format!(
+        "#!/bin/sh\nprev=\nfor a in \"$@\"; do\n  if [ \"$prev\" = -jar ]; then d=$(dirname \"$a\"); \
+         echo \"$d $(stat -c %a \"$d\")\" >> '{}'; fi\n  prev=$a\ndone\nexec '{}' \"$@\"\n",
+        record.display(),
+        common::repo().join("tests/support/bin/java").display()
+    );
+    std::fs::write(bin.join("java"), wrapper).unwrap();
+    std::fs::set_permissions(bin.join("java"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tmp = w.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+
+    let mut cmd = w.command();
+    let path = std::env::join_paths(
+        std::iter::once(bin.clone()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .unwrap();
+    cmd.env("PATH", path).env("TMPDIR", &tmp).arg("check");
+    cmd.args(["--url", &w.jenkins.url(), "--id_rsa", "id_rsa", "--jenkins_user", common::USER])
+        .args(["--owner_email", "ops@example.com", "--ami_ids", &w.ami_ids(), "--skip_security_group"])
+        .args(["--cli", "jar"]);
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+
+    let saw = std::fs::read_to_string(&record).unwrap();
+    let (dir, mode) = saw.lines().next().unwrap().rsplit_once(' ').unwrap();
+    let dir = Path::new(dir);
+    assert_eq!(dir.parent(), Some(tmp.as_path()), "under TMPDIR: {saw}");
+    let name = dir.file_name().unwrap().to_string_lossy();
+    assert_ne!(name, format!("slave_manager-check-{pid}"), "a name nobody can guess");
+    assert!(name.starts_with("slave_manager-check-") && name.len() >= "slave_manager-check-".len() + 6, "{name}");
+    assert_eq!(mode, "700", "private to the user: {saw}");
+    assert!(!dir.exists(), "removed after the check");
 }
