@@ -136,8 +136,12 @@ fn the_endpoint_comes_from_the_login_page_of_a_secured_jenkins() {
     let root = ureq::get(&jenkins.url()).config().http_status_as_error(false).build().call().unwrap();
     assert_eq!(root.status(), 403);
     assert!(root.headers().get("X-SSH-Endpoint").is_none() && root.headers().get("X-Jenkins").is_some());
+    assert!(root.headers().get("X-Instance-Identity").is_none(), "the 403 page has no page decorator headers");
     let login = ureq::get(&format!("{}login", jenkins.url())).call().unwrap();
     assert_eq!(login.headers().get("X-SSH-Endpoint").unwrap(), &format!("127.0.0.1:{}", jenkins.ssh));
+    let identity = login.headers().get("X-Instance-Identity").expect("the instance-identity module's header");
+    let key = slave_manager::jenkins::host_key::HostKey::from_identity(identity.to_str().unwrap()).unwrap();
+    assert_eq!(key.algorithm(), "ssh-rsa", "Jenkins' identity is an RSA key");
 
     for url in [jenkins.url(), jenkins.url().trim_end_matches('/').to_string()] {
         let ep =
