@@ -5,12 +5,16 @@ No real Jenkins runs in tests or demos, so this serves the two faces of
 Jenkins that the manager uses (SPEC A5.1, A11):
 
 * HTTP, as a secured Jenkins answers anonymous users (see `HttpHandler`):
-  `/login` names the SSH endpoint in `X-SSH-Endpoint`, the root and other
-  pages answer 403 without it (`--anonymous-read` grants Overall/Read to
-  anonymous, as an open Jenkins does), `/jnlpJars/jenkins-cli.jar` serves a
-  placeholder jar. `--tls-cert`/`--tls-key` serve it over HTTPS. Tests
-  drive the emulator through `/emulator/...`.
-* SSH: the CLI. Public-key auth for one user (its name matched ignoring
+  `/login` names the SSH endpoint in `X-SSH-Endpoint` and the instance
+  identity in `X-Instance-Identity`, the root and other pages answer 403
+  without them (`--anonymous-read` grants Overall/Read to anonymous, as an
+  open Jenkins does), `/jnlpJars/jenkins-cli.jar` serves a placeholder jar.
+  `--tls-cert`/`--tls-key` serve it over HTTPS. Tests drive the emulator
+  through `/emulator/...`; every other request is logged (`/emulator/requests`).
+* SSH: the CLI. Its host key is the instance identity, an RSA key, as
+  Jenkins' sshd module serves it; a test can make it serve another key (an
+  impostor on the path, `POST /emulator/host-key`). Public-key auth for one
+  user (its name matched ignoring
   case, as Jenkins' default user-id strategy does); each exec'd command line is
   split with a port of Jenkins' `hudson.util.QuotedStringTokenizer`, so a test
   can prove that the manager's quoting round-trips, and answered from the
@@ -50,6 +54,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import paramiko
+from cryptography.hazmat.primitives import serialization
 
 HOST = "127.0.0.1"
 JENKINS_VERSION = "2.479.3"
@@ -182,7 +187,13 @@ class Jenkins:
         self.authorized_keys = authorized_keys
         self.warning_line = warning_line
         self.stop = stop
-        self.host_key = paramiko.ECDSAKey.generate()
+        # Jenkins' instance identity: a 2048-bit RSA key pair (the
+        # instance-identity module's InstanceIdentity), which the sshd module
+        # serves as the SSH host key and /login publishes.
+        self.identity = paramiko.RSAKey.generate(2048)
+        self._impostor = None
+        self._serve_impostor = False
+        self._requests = []
         self.ssh_port = None
         self._lock = threading.Lock()
         self._log_path = log_path
@@ -207,6 +218,8 @@ class Jenkins:
             state["dumps_served"] = self._dumps_served
             state["simulate"] = self.simulation is not None
             state["fault"] = {"groovy": self._fault, "count": self._fault_left}
+            state["host_key"] = ("impostor" if self._serve_impostor
+                                 else "identity")
             return state
 
     def set_fault(self, request):
@@ -283,6 +296,48 @@ class Jenkins:
         """Forget the in-memory log (the file keeps its history)."""
         with self._lock:
             self._log.clear()
+
+    def encoded_identity(self):
+        """`X-Instance-Identity`: the base64 of the identity's public key in
+        X.509 SubjectPublicKeyInfo DER (`RSAPublicKey.getEncoded()`), on one
+        line, as `InstanceIdentity.getEncodedPublicKey` writes it."""
+        der = self.identity.key.public_key().public_bytes(
+            serialization.Encoding.DER,
+            serialization.PublicFormat.SubjectPublicKeyInfo)
+        return base64.b64encode(der).decode()
+
+    def host_key(self):
+        """Which key the SSH side presents now, and the key: the identity,
+        or an impostor's (another RSA key, made once) while a test asks."""
+        with self._lock:
+            if not self._serve_impostor:
+                return "identity", self.identity
+            if self._impostor is None:
+                self._impostor = paramiko.RSAKey.generate(2048)
+            return "impostor", self._impostor
+
+    def set_host_key(self, request):
+        """`{"serve": "identity"|"impostor"}`: which key new SSH connections
+        see. The HTTP side keeps publishing the identity: the impostor sits
+        on the SSH path only, as a man in the middle would."""
+        serve = request.get("serve") if isinstance(request, dict) else None
+        if serve not in ("identity", "impostor"):
+            raise ScenarioError('a host key request is {"serve": '
+                                '"identity"|"impostor"}')
+        with self._lock:
+            self._serve_impostor = serve == "impostor"
+
+    def note_request(self, entry):
+        """Remember one HTTP request or SSH authentication attempt."""
+        entry["time"] = time.time()
+        with self._lock:
+            self._requests.append(entry)
+
+    def requests(self):
+        """HTTP requests (not to /emulator/) and SSH authentication attempts,
+        oldest first."""
+        with self._lock:
+            return list(self._requests)
 
 
 # ------------------------------------------------------------- simulation
@@ -915,8 +970,9 @@ class SshSession(paramiko.ServerInterface):
     connection's thread through `command`/`exec_requested`.
     """
 
-    def __init__(self, jenkins):
+    def __init__(self, jenkins, host_key="identity"):
         self.jenkins = jenkins
+        self.host_key = host_key
         self.username = None
         self.command = None
         self.exec_requested = threading.Event()
@@ -925,6 +981,9 @@ class SshSession(paramiko.ServerInterface):
         return "publickey"
 
     def check_auth_publickey(self, username, key):
+        # A client that checked our host key and refused it never gets here.
+        self.jenkins.note_request({"kind": "ssh-auth", "user": username,
+                                   "host_key": self.host_key})
         blobs = load_authorized_keys(self.jenkins.authorized_keys)
         # Jenkins' default IdStrategy ignores case: `Slave-Manager` logs in
         # as the user `slave-manager`, and who-am-i prints the latter.
@@ -1091,8 +1150,9 @@ def serve_ssh_connection(jenkins, sock, connected):
     """Run one client connection: handshake, auth, one exec, then goodbye."""
     transport = paramiko.Transport(sock)
     try:
-        transport.add_server_key(jenkins.host_key)
-        session = SshSession(jenkins)
+        served, key = jenkins.host_key()
+        transport.add_server_key(key)
+        session = SshSession(jenkins, served)
         transport.start_server(server=session)
         channel = transport.accept(timeout=30)
         if channel is None or not session.exec_requested.wait(timeout=30):
@@ -1127,9 +1187,13 @@ class HttpHandler(BaseHTTPRequestHandler):
     endpoints for tests.
 
     GET    /login                     the login page, with X-SSH-Endpoint
+                                      and X-Instance-Identity
     GET    /jnlpJars/jenkins-cli.jar  the placeholder jar
     GET    /emulator/log              the command log (JSON list)
     DELETE /emulator/log              forget the log
+    GET    /emulator/requests         HTTP requests (but these) and SSH
+                                      authentication attempts (JSON list)
+    POST   /emulator/host-key         {"serve": "identity"|"impostor"}
     GET    /emulator/state            the scenario being served
     PUT    /emulator/state            replace it (same shape as --scenario)
     POST   /emulator/fault            {"groovy": MODE|null, "count": N}
@@ -1138,8 +1202,10 @@ class HttpHandler(BaseHTTPRequestHandler):
                                       --anonymous-read)
 
     As in Jenkins: the sshd plugin's `PortAdvertiser` (a PageDecorator) adds
-    X-SSH-Endpoint through its httpHeaders fragment, which only pages drawn
-    with the layout include, and login.jelly ("needed for cli"). Anonymous
+    X-SSH-Endpoint through its httpHeaders fragment, and the
+    instance-identity module's `PageDecoratorImpl` X-Instance-Identity
+    through its own; only pages drawn with the layout include those
+    fragments, and login.jelly ("needed for cli"). Anonymous
     users usually lack Overall/Read, so any other page is refused by
     `HudsonAuthenticationEntryPoint`: 403 with `Functions.advertiseHeaders`
     (X-Hudson, X-Jenkins, X-Jenkins-Session) and the diagnosis headers, but
@@ -1165,7 +1231,14 @@ class HttpHandler(BaseHTTPRequestHandler):
     def page_headers(self):
         """The headers of a page drawn with the layout, or of /login."""
         return self.advertised_headers() + [
-            ("X-SSH-Endpoint", f"{HOST}:{self.jenkins.ssh_port}")]
+            ("X-SSH-Endpoint", f"{HOST}:{self.jenkins.ssh_port}"),
+            ("X-Instance-Identity", self.jenkins.encoded_identity())]
+
+    def note(self):
+        """Log a request that is not one of the test's control requests."""
+        if not self.path.startswith("/emulator/"):
+            self.jenkins.note_request({"kind": "http", "method": self.command,
+                                       "path": self.path})
 
     def send_body(self, status, body, content_type, headers=()):
         """Send a complete answer (headers only for HEAD)."""
@@ -1215,6 +1288,7 @@ class HttpHandler(BaseHTTPRequestHandler):
             raise ScenarioError(f"body is not JSON: {err}") from err
 
     def do_GET(self):
+        self.note()
         path = self.path.split("?", 1)[0]
         if path == "/jnlpJars/jenkins-cli.jar":
             self.send_body(HTTPStatus.OK, CLI_JAR, "application/java-archive")
@@ -1222,6 +1296,8 @@ class HttpHandler(BaseHTTPRequestHandler):
             self.send_json(self.jenkins.log())
         elif path == "/emulator/state":
             self.send_json(self.jenkins.state())
+        elif path == "/emulator/requests":
+            self.send_json(self.jenkins.requests())
         elif path == "/emulator/sim":
             if self.jenkins.simulation is None:
                 self.send_json({"error": "not simulating (start with "
@@ -1240,18 +1316,23 @@ class HttpHandler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def do_PUT(self):
+        self.note()
         if self.path != "/emulator/state":
             self.send_json({"error": "no such endpoint"}, HTTPStatus.NOT_FOUND)
             return
         self.apply(self.jenkins.replace_scenario)
 
     def do_POST(self):
-        if self.path != "/emulator/fault":
+        self.note()
+        if self.path == "/emulator/host-key":
+            self.apply(self.jenkins.set_host_key)
+        elif self.path == "/emulator/fault":
+            self.apply(self.jenkins.set_fault)
+        else:
             self.send_json({"error": "no such endpoint"}, HTTPStatus.NOT_FOUND)
-            return
-        self.apply(self.jenkins.set_fault)
 
     def do_DELETE(self):
+        self.note()
         if self.path != "/emulator/log":
             self.send_json({"error": "no such endpoint"}, HTTPStatus.NOT_FOUND)
             return

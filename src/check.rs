@@ -216,6 +216,21 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
         }
     }
 
+    // Before the key is offered: is the SSH server Jenkins?
+    let cli = Arc::clone(&world.jenkins);
+    match tokio::task::spawn_blocking(move || cli.check_host_key()).await {
+        Ok(Ok(vouched)) => checks.push(pass("Jenkins SSH host key", vouched)),
+        Ok(Err(e)) => {
+            // The error says who was refused and why.
+            checks.push(fail("Jenkins SSH host key", e.to_string()));
+            return checks;
+        }
+        Err(e) => {
+            checks.push(fail("Jenkins SSH host key", e.to_string()));
+            return checks;
+        }
+    }
+
     let cli = Arc::clone(&world.jenkins);
     let who = tokio::task::spawn_blocking(move || cli.run(&["who-am-i".to_string()], b"")).await;
     let user = &c.jenkins_user;
@@ -233,7 +248,7 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
             ));
             return checks;
         }
-        Ok(Err(e @ (CliError::Certificate { .. } | CliError::JarTls { .. }))) => {
+        Ok(Err(e @ (CliError::Certificate { .. } | CliError::JarTls { .. } | CliError::HostKey { .. }))) => {
             // The key was never offered; the error names the fix.
             checks.push(fail("Jenkins accepts the key", e.to_string()));
             return checks;

@@ -184,6 +184,23 @@ pub struct Args {
     #[arg(long = "no_certificate_check")]
     pub no_certificate_check: bool,
 
+    /// OpenSSH known_hosts file that lists Jenkins' SSH host key
+    /// (`[host]:port ssh-rsa …`): the key must be listed there, besides
+    /// matching the X-Instance-Identity header of URL/login.
+    #[arg(long = "known_hosts", value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+
+    /// Accept an http:// --url to a host other than this machine (anyone on
+    /// the way can read and change what Jenkins says; by default refused).
+    #[arg(long = "allow_insecure_http")]
+    pub allow_insecure_http: bool,
+
+    /// A jenkins-cli.jar already on disk (the master's own, e.g.
+    /// /var/cache/jenkins/war/WEB-INF/lib/cli-VERSION.jar), run instead of
+    /// downloading URL/jnlpJars/jenkins-cli.jar (--cli jar).
+    #[arg(long = "cli_jar", value_name = "PATH")]
+    pub cli_jar: Option<PathBuf>,
+
     /// Colour in the log: auto = only on a terminal; NO_COLOR is honoured.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cli::{Args, CliTransport};
+use crate::jenkins::cli::{is_loopback, url_host};
+use crate::jenkins::host_key::KnownHostsFile;
 use crate::label::InstanceTypes;
 use crate::tls::CertCheck;
 
@@ -80,6 +82,10 @@ pub struct Config {
     pub cli: CliTransport,
     /// Of the Jenkins URL's certificate (`--no_certificate_check`: `Skip`).
     pub certificate_check: CertCheck,
+    /// `--known_hosts`, read and checked at start.
+    pub known_hosts: Option<KnownHostsFile>,
+    /// `--cli_jar`, absolute: no jar is downloaded.
+    pub cli_jar: Option<PathBuf>,
     pub envs: BTreeMap<String, EnvConfig>,
     pub master: MasterConfig,
     pub max_on_demand: u32,
@@ -126,6 +132,42 @@ impl Config {
         if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {
             return Err(bad(format!("--url {:?}: must start with http:// or https://", args.url)));
         }
+        let host = url_host(&args.url).ok_or_else(|| bad(format!("--url {:?}: no host", args.url)))?;
+        if args.url.starts_with("http://") && !is_loopback(&args.url) {
+            if !args.allow_insecure_http {
+                return Err(bad(format!(
+                    "--url {}: plain http to {host}, which is not this machine: anyone on the way could read and \
+                     change what Jenkins says (use https, or pass --allow_insecure_http to accept that)",
+                    args.url
+                )));
+            }
+            if args.cli == CliTransport::Jar && args.cli_jar.is_none() {
+                return Err(bad(format!(
+                    "--cli jar would download jenkins-cli.jar over plain http from {host}, where anyone on the way \
+                     could replace it: give --cli_jar PATH (the master's own, e.g. \
+                     /var/cache/jenkins/war/WEB-INF/lib/cli-VERSION.jar), or use https or --cli ssh"
+                )));
+            }
+        }
+        let known_hosts = match &args.known_hosts {
+            None => None,
+            Some(path) => {
+                Some(KnownHostsFile::read(path).map_err(|e| bad(format!("--known_hosts {}: {e}", path.display())))?)
+            }
+        };
+        let cli_jar = match &args.cli_jar {
+            None => None,
+            Some(path) => {
+                let found = std::fs::metadata(path).and_then(|m| {
+                    if m.is_file() {
+                        std::fs::canonicalize(path)
+                    } else {
+                        Err(std::io::Error::other("not a file"))
+                    }
+                });
+                Some(found.map_err(|e| bad(format!("--cli_jar {}: {e}", path.display())))?)
+            }
+        };
         check_private_key(&args.id_rsa)?;
         let groovy = match &args.groovy {
             None => BUNDLED_GROOVY.to_string(),
@@ -214,6 +256,8 @@ impl Config {
             groovy,
             cli: args.cli,
             certificate_check: if args.no_certificate_check { CertCheck::Skip } else { CertCheck::Verify },
+            known_hosts,
+            cli_jar,
             envs,
             master,
             max_on_demand: args.max_num_of_slaves_in_env,

@@ -124,11 +124,24 @@ fn preflight(args: &Args) -> ExitCode {
         print!("{}", check::table(&[first]));
         return ExitCode::FAILURE;
     };
-    let workdir = std::env::temp_dir().join(format!("slave_manager-check-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir_all(&workdir) {
-        eprintln!("slave_manager: cannot create {}: {e}", workdir.display());
-        return ExitCode::FAILURE;
+    // A fresh directory only this user may enter (0700; tempfile's default
+    // follows the umask), named at random: a predictable name under /tmp
+    // could be made first by another user.
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("slave_manager-check-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
     }
+    let tmp = match builder.tempdir() {
+        Ok(tmp) => tmp,
+        Err(e) => {
+            eprintln!("slave_manager: cannot create a temporary directory in {}: {e}", std::env::temp_dir().display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let workdir = tmp.path().to_path_buf();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -142,7 +155,7 @@ fn preflight(args: &Args) -> ExitCode {
         checks.extend(check::run(&world).await);
         checks
     });
-    let _ = std::fs::remove_dir_all(&workdir);
+    drop(tmp);
     print!("{}", check::table(&checks));
     if checks.iter().all(|c| c.ok) {
         ExitCode::SUCCESS

@@ -165,16 +165,35 @@ pub fn certificate_fix() -> String {
     )
 }
 
-/// What the run's log says once at the start about certificates.
+/// What the run's log says once at the start about certificates and the
+/// channel to Jenkins.
 pub fn startup_warnings(config: &Config) -> Vec<String> {
     let https = config.url.to_ascii_lowercase().starts_with("https://");
     let mut warnings = Vec::new();
+    if !https && !crate::jenkins::cli::is_loopback(&config.url) {
+        let mut warning = format!(
+            "--allow_insecure_http: {} is plain http to another host: anyone on the way can read and change what \
+             Jenkins answers",
+            config.url
+        );
+        warning += &match &config.known_hosts {
+            Some(file) => format!("; Jenkins' SSH host key is pinned by {} only", file.path().display()),
+            None => "; the X-Instance-Identity that Jenkins' SSH host key is checked against comes the same way: \
+                     give --known_hosts FILE to pin it"
+                .to_string(),
+        };
+        warnings.push(warning);
+    }
     if config.certificate_check == CertCheck::Skip {
         let mut warning = format!(
             "--no_certificate_check: the certificate of {} is not checked (anyone on the way can pose as Jenkins, \
              and serve the CLI jar that this run then executes)",
             config.url
         );
+        if https && config.known_hosts.is_none() {
+            warning += "; nor is the X-Instance-Identity that Jenkins' SSH host key is checked against: give \
+                        --known_hosts FILE to pin it";
+        }
         if config.cli == CliTransport::Jar && https && !roots().from_env {
             warning += "; jenkins-cli.jar -ssh still checks it with Java's trust store when it reads the SSH \
                         endpoint from URL/login (it applies -noCertificateCheck only in its -http and -webSocket \

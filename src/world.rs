@@ -55,7 +55,9 @@ impl World {
             config.jenkins_timeout,
         )
         .certificate_check(config.certificate_check)
-        .output_limit(config.cli_output_limit);
+        .output_limit(config.cli_output_limit)
+        .known_hosts(config.known_hosts.clone())
+        .cli_jar(config.cli_jar.clone());
         World { config, workdir, jenkins: Arc::new(jenkins), ec2, master_ec2, sqs, ec2_calls }
     }
 

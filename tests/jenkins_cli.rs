@@ -136,8 +136,12 @@ fn the_endpoint_comes_from_the_login_page_of_a_secured_jenkins() {
     let root = ureq::get(&jenkins.url()).config().http_status_as_error(false).build().call().unwrap();
     assert_eq!(root.status(), 403);
     assert!(root.headers().get("X-SSH-Endpoint").is_none() && root.headers().get("X-Jenkins").is_some());
+    assert!(root.headers().get("X-Instance-Identity").is_none(), "the 403 page has no page decorator headers");
     let login = ureq::get(&format!("{}login", jenkins.url())).call().unwrap();
     assert_eq!(login.headers().get("X-SSH-Endpoint").unwrap(), &format!("127.0.0.1:{}", jenkins.ssh));
+    let identity = login.headers().get("X-Instance-Identity").expect("the instance-identity module's header");
+    let key = slave_manager::jenkins::host_key::HostKey::from_identity(identity.to_str().unwrap()).unwrap();
+    assert_eq!(key.algorithm(), "ssh-rsa", "Jenkins' identity is an RSA key");
 
     for url in [jenkins.url(), jenkins.url().trim_end_matches('/').to_string()] {
         let ep =
@@ -165,4 +169,37 @@ fn output_beyond_the_cap_fails_on_both_transports() {
         let out = cli.run(&words(&["build", "small"]), b"").unwrap();
         assert_eq!(out.stdout.len(), 1 << 20, "{kind:?}");
     }
+}
+
+/// Jenkins' SSH host key is its instance identity, which /login publishes in
+/// X-Instance-Identity. A server on the SSH path with another key (the
+/// emulator's impostor) is refused before the user's key is offered to it and
+/// before any command; Jenkins' own key is accepted again afterwards.
+fn an_impostor_host_key_is_refused(kind: CliTransport) {
+    let dir = keyed_dir();
+    let jenkins = Emulator::start(dir.path());
+    let cli = cli(kind, &jenkins, dir.path(), Duration::from_secs(20));
+    cli.run(&words(&["who-am-i"]), b"").unwrap();
+
+    jenkins.serve_host_key("impostor");
+    let err = cli.run(&words(&["groovy", "=", "ami-0123456789abcdef0"]), b"println 1").unwrap_err();
+    let said = err.to_string();
+    assert!(said.contains("host key") && said.contains("instance identity"), "{said}");
+    assert_eq!(jenkins.commands(), vec![words(&["who-am-i"])], "nothing ran");
+    let offered: Vec<String> = jenkins.requests().into_iter().filter(|r| r.starts_with("ssh-auth")).collect();
+    assert!(offered.iter().all(|r| r.ends_with(" identity")), "the key was offered to the impostor: {offered:?}");
+
+    jenkins.serve_host_key("identity");
+    cli.run(&words(&["who-am-i"]), b"").unwrap();
+    assert_eq!(jenkins.commands().len(), 2);
+}
+
+#[test]
+fn ssh_transport_refuses_an_impostor_host_key() {
+    an_impostor_host_key_is_refused(CliTransport::Ssh);
+}
+
+#[test]
+fn jar_transport_refuses_an_impostor_host_key() {
+    an_impostor_host_key_is_refused(CliTransport::Jar);
 }

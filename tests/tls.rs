@@ -191,7 +191,9 @@ fn the_java_stand_in_trusts_what_a_real_jvm_trusts() {
         real.args(&options).arg("-cp").arg(&classes).args(["SshEndpointProbe", &url]);
         let real = with_env(real);
         let mut stand_in = Command::new(common::repo().join("tests/support/bin/java"));
-        stand_in.args(&options).args(["-jar", "jenkins-cli.jar", "-s", &url, "-ssh", "-user", common::USER]);
+        // As the jar, it adds an unknown host key to ${user.home}/.ssh/known_hosts: not the tester's.
+        stand_in.arg(format!("-Duser.home={}", dir.path().display())).args(&options);
+        stand_in.args(["-jar", "jenkins-cli.jar", "-s", &url, "-ssh", "-user", common::USER]);
         stand_in.args(["-i", "id_rsa", "who-am-i"]);
         let stand_in = with_env(stand_in);
         let said = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).trim().to_string();

@@ -1,7 +1,10 @@
 //! The Jenkins CLI over SSH (SPEC A11), in two transports: the official jar
 //! run by `java`, or the same protocol spoken natively through libssh2.
 //! Every call is bounded by a timeout; words are passed as argv to `java` and
-//! quoted for Jenkins' tokenizer over SSH, never through a shell.
+//! quoted for Jenkins' tokenizer over SSH, never through a shell. Jenkins' SSH
+//! host key is checked before anything is sent (see `host_key`): natively
+//! after the handshake, and by the jar itself (`-strictHostKey`) against a
+//! known_hosts file the manager writes for it.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -13,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use wait_timeout::ChildExt;
 
+use super::host_key::{self, HostKey, Identity, KnownHostsFile, Pins};
 use super::quote::command_line;
 use crate::cli::CliTransport;
 use crate::tls::{self, CertCheck};
@@ -57,6 +61,10 @@ pub enum CliError {
     JarDownload { url: String, reason: String },
     #[error("ssh {endpoint}: {reason}")]
     Ssh { endpoint: String, reason: String },
+    /// The SSH server is not the Jenkins the manager holds it to be: its host
+    /// key is not the pinned one, or nothing pins it.
+    #[error("ssh {endpoint}: refused: {reason}")]
+    HostKey { endpoint: String, reason: String },
     #[error("cannot run {program}: {source}")]
     Spawn {
         program: String,
@@ -87,16 +95,21 @@ pub struct JenkinsCli {
     cert_check: CertCheck,
     /// Bytes of stdout (and of stderr) read per command at most.
     output_limit: u64,
+    /// `--known_hosts`: what Jenkins' SSH host key must be, besides (or
+    /// instead of) its X-Instance-Identity.
+    known_hosts: Option<KnownHostsFile>,
     transport: Transport,
 }
 
 enum Transport {
     /// The jar is fetched on first use, and again after a failed fetch, so a
-    /// master that was down when the run began does not end the run.
-    Jar { java: PathBuf, jar: PathBuf, state: Mutex<JarState> },
-    /// The endpoint is discovered once and forgotten after a connection
-    /// failure, so a master that moved its SSH port is found again.
-    Ssh { endpoint: Mutex<Option<String>> },
+    /// master that was down when the run began does not end the run — unless
+    /// it is on disk already (`--cli_jar`).
+    Jar { java: PathBuf, jar: PathBuf, download: bool, workdir: PathBuf, state: Mutex<JarState> },
+    /// The endpoint and identity are discovered once and forgotten after a
+    /// connection failure or a refused host key, so a master that moved its
+    /// SSH port is found again.
+    Ssh { found: Mutex<Option<Discovery>> },
 }
 
 #[derive(Default)]
@@ -104,17 +117,42 @@ struct JarState {
     fetched: bool,
     /// `-Djavax.net.ssl.*` options for `java`, decided once per run.
     java_options: Option<Vec<String>>,
+    /// The `user.home` given to java, whose `.ssh/known_hosts` pins Jenkins'
+    /// host key, with the endpoint and what pins it; made again after a
+    /// refusal.
+    pinned: Option<JavaPin>,
 }
+
+#[derive(Clone)]
+struct JavaPin {
+    home: PathBuf,
+    endpoint: String,
+    source: String,
+}
+
+/// What `URL/login` tells about Jenkins' SSH server.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// `host:port`.
+    pub endpoint: String,
+    /// From `X-Instance-Identity`, or why there is none.
+    pub identity: Result<Identity, String>,
+}
+
+/// Where java's `user.home` is made, in the working directory.
+pub const JAVA_HOME_DIR: &str = "jenkins-cli-home";
 
 impl JenkinsCli {
     /// Prepares the transport. For `jar`, `URL/jnlpJars/jenkins-cli.jar` will
     /// be fetched into `workdir` by the first command of the run.
     pub fn new(kind: CliTransport, url: &str, user: &str, key: &Path, workdir: &Path, timeout: Duration) -> JenkinsCli {
         let transport = match kind {
-            CliTransport::Ssh => Transport::Ssh { endpoint: Mutex::new(None) },
+            CliTransport::Ssh => Transport::Ssh { found: Mutex::new(None) },
             CliTransport::Jar => Transport::Jar {
                 java: java_program(),
                 jar: workdir.join("jenkins-cli.jar"),
+                download: true,
+                workdir: workdir.to_path_buf(),
                 state: Mutex::new(JarState::default()),
             },
         };
@@ -125,6 +163,7 @@ impl JenkinsCli {
             timeout,
             cert_check: CertCheck::Verify,
             output_limit: DEFAULT_OUTPUT_LIMIT,
+            known_hosts: None,
             transport,
         }
     }
@@ -133,6 +172,22 @@ impl JenkinsCli {
     /// beyond it the command is stopped and fails with `TooMuchOutput`.
     pub fn output_limit(mut self, bytes: u64) -> JenkinsCli {
         self.output_limit = bytes;
+        self
+    }
+
+    /// Holds Jenkins' SSH host key to this file as well as to its
+    /// X-Instance-Identity (or instead of it, when Jenkins sends none).
+    pub fn known_hosts(mut self, file: Option<KnownHostsFile>) -> JenkinsCli {
+        self.known_hosts = file;
+        self
+    }
+
+    /// Runs this jar (`--cli_jar`) instead of downloading one; `--cli jar` only.
+    pub fn cli_jar(mut self, path: Option<PathBuf>) -> JenkinsCli {
+        if let (Transport::Jar { jar, download, .. }, Some(path)) = (&mut self.transport, path) {
+            *jar = path;
+            *download = false;
+        }
         self
     }
 
@@ -153,24 +208,47 @@ impl JenkinsCli {
             });
         }
         let out = match &self.transport {
-            Transport::Jar { java, jar, state } => {
+            Transport::Jar { java, jar, download, workdir, state } => {
                 let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-                if !state.fetched {
+                if *download && !state.fetched {
                     download_jar(&self.url, jar, self.timeout, self.cert_check)?;
                     state.fetched = true;
                 }
-                let dir = jar.parent().unwrap_or(Path::new("."));
                 let options = state
                     .java_options
                     .get_or_insert_with(|| {
-                        tls::java_trust_options(&self.url, dir).unwrap_or_else(|e| {
+                        tls::java_trust_options(&self.url, workdir).unwrap_or_else(|e| {
                             tracing::warn!("no trust store for java ({e}): it trusts its own cacerts");
                             Vec::new()
                         })
                     })
                     .clone();
+                let pin = match &state.pinned {
+                    Some(pin) => pin.clone(),
+                    None => {
+                        let pin = self.pin_for_java(workdir)?;
+                        state.pinned = Some(pin.clone());
+                        pin
+                    }
+                };
                 drop(state);
-                let out = self.run_jar(java, &options, jar, words, stdin)?;
+                let out = self.run_jar(java, &options, &pin.home, jar, words, stdin)?;
+                if out.status == 255 && refused_host_key(&out.stderr) {
+                    // Discovered and written again next time: Jenkins may have
+                    // moved its SSH port.
+                    if let Transport::Jar { state, .. } = &self.transport {
+                        state.lock().unwrap_or_else(|p| p.into_inner()).pinned = None;
+                    }
+                    let said = out.stderr.lines().rev().find(|l| l.contains("WARNING")).unwrap_or("").trim();
+                    return Err(CliError::HostKey {
+                        endpoint: pin.endpoint,
+                        reason: format!(
+                            "jenkins-cli.jar -strictHostKey refused the host key, which is not {}: someone on the \
+                             way may be posing as Jenkins; nothing was sent (java said: {said})",
+                            pin.source
+                        ),
+                    });
+                }
                 // CLI.main's answer to a NotTalkingToJenkinsException.
                 if out.status == 3
                     && out.stderr.contains("There's no Jenkins running at")
@@ -183,21 +261,21 @@ impl JenkinsCli {
                 }
                 out
             }
-            Transport::Ssh { endpoint } => {
-                let ep = {
-                    let mut cached = endpoint.lock().unwrap_or_else(|p| p.into_inner());
+            Transport::Ssh { found } => {
+                let discovery = {
+                    let mut cached = found.lock().unwrap_or_else(|p| p.into_inner());
                     match cached.as_ref() {
-                        Some(ep) => ep.clone(),
+                        Some(d) => d.clone(),
                         None => {
-                            let ep = discover_endpoint(&self.url, self.timeout, self.cert_check)?;
-                            *cached = Some(ep.clone());
-                            ep
+                            let d = discover(&self.url, self.timeout, self.cert_check)?;
+                            *cached = Some(d.clone());
+                            d
                         }
                     }
                 };
-                let result = self.run_ssh(&ep, words, stdin);
-                if matches!(result, Err(CliError::Ssh { .. })) {
-                    *endpoint.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                let result = self.run_ssh(&discovery, words, stdin);
+                if matches!(result, Err(CliError::Ssh { .. } | CliError::HostKey { .. })) {
+                    *found.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 }
                 result?
             }
@@ -212,10 +290,26 @@ impl JenkinsCli {
         Ok(out)
     }
 
+    /// What pins Jenkins' host key for the jar: `URL/login` read, and the
+    /// pinned key written to `<workdir>/jenkins-cli-home/.ssh/known_hosts`
+    /// (the jar reads `${user.home}/.ssh/known_hosts`, nothing else).
+    fn pin_for_java(&self, workdir: &Path) -> Result<JavaPin, CliError> {
+        let discovery = discover(&self.url, self.timeout, self.cert_check)?;
+        let refused = |reason: String| CliError::HostKey { endpoint: discovery.endpoint.clone(), reason };
+        let name = host_key::endpoint_name(&discovery.endpoint)
+            .ok_or_else(|| refused(format!("X-SSH-Endpoint {:?} is not host:port", discovery.endpoint)))?;
+        let pins = Pins { identity: &discovery.identity, known_hosts: self.known_hosts.as_ref() };
+        let text = pins.for_java(&name).map_err(refused)?;
+        let home = workdir.join(JAVA_HOME_DIR);
+        write_private(&home, &text).map_err(|e| refused(format!("cannot write java's known_hosts: {e}")))?;
+        Ok(JavaPin { home, endpoint: discovery.endpoint.clone(), source: pins.source() })
+    }
+
     fn run_jar(
         &self,
         java: &Path,
         options: &[String],
+        home: &Path,
         jar: &Path,
         words: &[String],
         stdin: &[u8],
@@ -225,10 +319,13 @@ impl JenkinsCli {
         let no_check: &[&str] = if self.cert_check == CertCheck::Skip { &["-noCertificateCheck"] } else { &[] };
         let mut child = Command::new(java)
             .args(options)
+            .arg(format!("-Duser.home={}", home.display()))
             .arg("-jar")
             .arg(jar)
             .args(["-s", &self.url])
             .args(no_check)
+            // Refuse a host key that the known_hosts in `home` does not list.
+            .arg("-strictHostKey")
             .args(["-ssh", "-user", &self.user, "-i"])
             .arg(&self.key)
             .args(words)
@@ -274,9 +371,12 @@ impl JenkinsCli {
         Ok(CliOutput { status: status.code().unwrap_or(-1), stdout, stderr })
     }
 
-    fn run_ssh(&self, endpoint: &str, words: &[String], stdin: &[u8]) -> Result<CliOutput, CliError> {
+    /// An SSH session with Jenkins whose host key passed the pins, not yet
+    /// authenticated; what vouched for the key; and a handle on the socket to
+    /// cut it when the output passes the cap.
+    fn connect(&self, discovery: &Discovery) -> Result<(ssh2::Session, String, TcpStream), CliError> {
+        let endpoint = &discovery.endpoint;
         let ssh_err = |reason: String| CliError::Ssh { endpoint: endpoint.to_string(), reason };
-        let deadline = Instant::now() + self.timeout;
         let addr = endpoint
             .to_socket_addrs()
             .map_err(|e| ssh_err(e.to_string()))?
@@ -293,6 +393,36 @@ impl JenkinsCli {
         session.set_tcp_stream(tcp);
         session.set_timeout(self.timeout.as_millis().min(u32::MAX as u128) as u32);
         session.handshake().map_err(|e| ssh_err(format!("handshake: {e}")))?;
+        let refused = |reason: String| CliError::HostKey { endpoint: endpoint.to_string(), reason };
+        let presented = session.host_key().map(|(blob, _)| HostKey::from_blob(blob));
+        let presented = presented.ok_or_else(|| refused("the server showed no host key".into()))?;
+        let name = host_key::endpoint_name(endpoint)
+            .ok_or_else(|| refused(format!("X-SSH-Endpoint {endpoint:?} is not host:port")))?;
+        let pins = Pins { identity: &discovery.identity, known_hosts: self.known_hosts.as_ref() };
+        let vouched = pins.verify(&name, &presented).map_err(refused)?;
+        Ok((session, vouched, hang_up))
+    }
+
+    /// Connects to Jenkins' SSH server and checks its host key, sending
+    /// nothing (`check`): what vouched for the key.
+    pub fn check_host_key(&self) -> Result<String, CliError> {
+        let discovery = discover(&self.url, self.timeout, self.cert_check)?;
+        let (_, vouched, _) = self.connect(&discovery)?;
+        let caveat = match &discovery.identity {
+            Ok(identity) if !identity.authenticated && self.known_hosts.is_none() => {
+                " — but read over a channel anyone on the way can change (plain http to another host, or https \
+                 without the certificate check): give --known_hosts to pin it"
+            }
+            _ => "",
+        };
+        Ok(format!("{vouched}{caveat}"))
+    }
+
+    fn run_ssh(&self, discovery: &Discovery, words: &[String], stdin: &[u8]) -> Result<CliOutput, CliError> {
+        let endpoint = &discovery.endpoint;
+        let ssh_err = |reason: String| CliError::Ssh { endpoint: endpoint.to_string(), reason };
+        let deadline = Instant::now() + self.timeout;
+        let (session, _, hang_up) = self.connect(discovery)?;
         session
             .userauth_pubkey_file(&self.user, None, &self.key, None)
             .map_err(|e| ssh_err(format!("authentication as {} failed: {e}", self.user)))?;
@@ -381,6 +511,13 @@ fn java_program() -> PathBuf {
 /// the root answers 403 without it; the login page is always readable, which
 /// is why the official client (`hudson.cli.SSHCLI`) asks `URL/login`.
 pub fn discover_endpoint(url: &str, timeout: Duration, check: CertCheck) -> Result<String, CliError> {
+    discover(url, timeout, check).map(|d| d.endpoint)
+}
+
+/// `URL/login`'s `X-SSH-Endpoint` and `X-Instance-Identity` (the
+/// instance-identity module's page decorator adds the latter to the same
+/// pages as the former).
+pub fn discover(url: &str, timeout: Duration, check: CertCheck) -> Result<Discovery, CliError> {
     let login = format!("{}/login", url.trim_end_matches('/'));
     let err = |reason: String| CliError::Discovery { url: login.clone(), reason };
     let resp = tls::agent(timeout, check).get(&login).call().map_err(|e| no_answer(&login, e, err))?;
@@ -389,20 +526,43 @@ pub fn discover_endpoint(url: &str, timeout: Duration, check: CertCheck) -> Resu
     })?;
     let endpoint = header.to_str().map_err(|e| err(e.to_string()))?.trim().to_string();
     // A master behind a wildcard bind may answer with an empty host.
-    match endpoint.rsplit_once(':') {
+    let endpoint = match endpoint.rsplit_once(':') {
         Some((host, port)) if port.parse::<u16>().is_ok() => {
             if host.is_empty() {
                 let url_host = url_host(url).ok_or_else(|| err("cannot tell the host".into()))?;
-                Ok(format!("{url_host}:{port}"))
+                format!("{url_host}:{port}")
             } else {
-                Ok(endpoint)
+                endpoint
             }
         }
-        _ => Err(err(format!("X-SSH-Endpoint {endpoint:?} is not host:port"))),
-    }
+        _ => return Err(err(format!("X-SSH-Endpoint {endpoint:?} is not host:port"))),
+    };
+    let identity = match resp.headers().get("X-Instance-Identity").map(|h| h.to_str()) {
+        None => Err(format!("{login} has no X-Instance-Identity header")),
+        Some(Err(e)) => Err(format!("X-Instance-Identity of {login}: {e}")),
+        Some(Ok(text)) => HostKey::from_identity(text)
+            .map(|key| Identity { key, from: login.clone(), authenticated: is_authenticated(url, check) })
+            .map_err(|e| format!("X-Instance-Identity of {login} is {e}")),
+    };
+    Ok(Discovery { endpoint, identity })
 }
 
-fn url_host(url: &str) -> Option<String> {
+/// Whether what `url` answers can be believed: https with the certificate
+/// checked, or any scheme to this machine.
+pub fn is_authenticated(url: &str, check: CertCheck) -> bool {
+    (url.to_ascii_lowercase().starts_with("https://") && check == CertCheck::Verify) || is_loopback(url)
+}
+
+/// Whether `url` names this machine: `localhost`, 127.0.0.0/8 or `[::1]`.
+/// Other names are not resolved: a name is only as good as the resolver.
+pub fn is_loopback(url: &str) -> bool {
+    let Some(host) = url_host(url) else { return false };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host of a URL, without port or user.
+pub fn url_host(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split('/').next()?;
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
@@ -421,6 +581,59 @@ fn no_answer(url: &str, e: ureq::Error, other: impl FnOnce(String) -> CliError) 
     } else {
         other(e.to_string())
     }
+}
+
+/// What jenkins-cli.jar prints when its host key verifier refuses the
+/// server: SSHCLI's "Unknown host key for …", mina-sshd's "mismatched keys
+/// presented by …", then the SshException of `checkKeys` (status 255).
+fn refused_host_key(stderr: &str) -> bool {
+    ["Server key did not validate", "Unknown host key for", "mismatched keys presented"]
+        .iter()
+        .any(|sign| stderr.contains(sign))
+}
+
+/// Writes `text` as `home/.ssh/known_hosts`, the directories 0700 and the
+/// file 0600, written beside and renamed (a java started meanwhile never
+/// reads half a file). A symlink in their place is replaced, not followed.
+fn write_private(home: &Path, text: &str) -> std::io::Result<()> {
+    let ssh = home.join(".ssh");
+    for dir in [home, ssh.as_path()] {
+        match std::fs::symlink_metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                std::fs::remove_file(dir)?;
+                private_dir(dir)?;
+            }
+            Err(_) => private_dir(dir)?,
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    let file = ssh.join("known_hosts");
+    let part = ssh.join("known_hosts.part");
+    let _ = std::fs::remove_file(&part);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(&part)?.write_all(text.as_bytes())?;
+    std::fs::rename(&part, &file)
+}
+
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 fn download_jar(url: &str, dest: &Path, timeout: Duration, check: CertCheck) -> Result<(), CliError> {
@@ -460,5 +673,37 @@ mod tests {
             let err = err.to_string();
             assert!(err.contains("\"@/etc/passwd\"") && err.contains("CVE-2024-23897"), "{err}");
         }
+    }
+
+    #[test]
+    fn only_this_machine_is_loopback() {
+        for url in [
+            "http://127.0.0.1:8080/",
+            "http://localhost/",
+            "http://LOCALHOST:80",
+            "http://127.1.2.3/",
+            "http://[::1]:8080/",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "http://jenkins.example.com/",
+            "http://10.0.0.1/",
+            "http://localhost.example.com/",
+            "http://[::2]/",
+            "http://",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
+        assert!(is_authenticated("https://jenkins.example.com/", CertCheck::Verify));
+        assert!(!is_authenticated("https://jenkins.example.com/", CertCheck::Skip));
+        assert!(!is_authenticated("http://jenkins.example.com/", CertCheck::Verify));
+        assert!(is_authenticated("http://127.0.0.1:8080/", CertCheck::Skip));
+    }
+
+    #[test]
+    fn the_jars_refusal_of_a_host_key_is_recognised() {
+        assert!(refused_host_key("WARNING: Unknown host key for /127.0.0.1:2222\norg.apache.sshd.common.SshException: Server key did not validate"));
+        assert!(!refused_host_key("ERROR: No such command foo"));
     }
 }

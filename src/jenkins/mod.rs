@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod dump;
+pub mod host_key;
 pub mod quote;
 
 pub use cli::{CliError, CliOutput, JenkinsCli};

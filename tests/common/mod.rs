@@ -235,6 +235,54 @@ impl Emulator {
             .expect("POST /emulator/fault");
     }
 
+    /// Which key the SSH side presents from now on: `"identity"` (Jenkins'
+    /// own, published in X-Instance-Identity) or `"impostor"` (another key,
+    /// as a man in the middle on the SSH path would present).
+    pub fn serve_host_key(&self, which: &str) {
+        self.control
+            .post(&format!("{}emulator/host-key", self.url()))
+            .content_type("application/json")
+            .send(json!({ "serve": which }).to_string())
+            .expect("POST /emulator/host-key");
+    }
+
+    /// HTTP requests (other than the control ones) as `METHOD PATH`, and SSH
+    /// authentication attempts as `ssh-auth USER HOST_KEY`, oldest first.
+    pub fn requests(&self) -> Vec<String> {
+        let text = self
+            .control
+            .get(&format!("{}emulator/requests", self.url()))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let log: Value = serde_json::from_str(&text).unwrap();
+        log.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| match e["kind"].as_str() {
+                Some("http") => format!("{} {}", s(&e["method"]), s(&e["path"])),
+                _ => format!("ssh-auth {} {}", s(&e["user"]), s(&e["host_key"])),
+            })
+            .collect()
+    }
+
+    /// The known_hosts line of Jenkins' SSH endpoint made from its
+    /// X-Instance-Identity, the way README tells operators to make it
+    /// (openssl and ssh-keygen): `[127.0.0.1]:PORT ssh-rsa AAAA…`.
+    pub fn known_hosts_line(&self) -> String {
+        let login = self.control.get(&format!("{}login", self.url())).call().unwrap();
+        let identity = login.headers().get("X-Instance-Identity").expect("X-Instance-Identity").to_str().unwrap();
+        let script = "echo \"$1\" | base64 -d | openssl pkey -pubin -inform DER > \"$2/identity.pem\" \
+                      && ssh-keygen -i -m PKCS8 -f \"$2/identity.pem\"";
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("sh").args(["-c", script, "sh", identity]).arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let key = String::from_utf8(out.stdout).unwrap();
+        format!("[127.0.0.1]:{} {}", self.ssh, key.trim())
+    }
+
     /// The commands received so far, as argv lists.
     pub fn commands(&self) -> Vec<Vec<String>> {
         let text = self
