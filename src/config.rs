@@ -155,6 +155,31 @@ impl Config {
                 Some(KnownHostsFile::read(path).map_err(|e| bad(format!("--known_hosts {}: {e}", path.display())))?)
             }
         };
+        // Over a channel nobody checks, X-Instance-Identity vouches for
+        // nothing: whoever forges the page forges the header with it, then
+        // serves the dump. Only a known_hosts file can pin the key then; and
+        // a jar fetched that way would run with the admin key.
+        let unchecked = if args.url.starts_with("https://") {
+            args.no_certificate_check.then_some("--no_certificate_check")
+        } else {
+            (!is_loopback(&args.url)).then_some("--allow_insecure_http")
+        };
+        if let Some(flag) = unchecked {
+            if known_hosts.is_none() {
+                return Err(bad(format!(
+                    "{flag} needs --known_hosts FILE: over an unchecked channel Jenkins' X-Instance-Identity \
+                     proves nothing, so its SSH host key must be pinned by a known_hosts line (see the README's \
+                     \"Jenkins' SSH host key\")"
+                )));
+            }
+            if args.cli == CliTransport::Jar && args.cli_jar.is_none() {
+                return Err(bad(format!(
+                    "--cli jar with {flag} would run a jenkins-cli.jar fetched over an unchecked channel: give \
+                     --cli_jar PATH (the master's own, e.g. /var/cache/jenkins/war/WEB-INF/lib/cli-VERSION.jar), \
+                     or use --cli ssh"
+                )));
+            }
+        }
         let cli_jar = match &args.cli_jar {
             None => None,
             Some(path) => {

@@ -53,13 +53,36 @@ pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 }
 
 /// Opens (creating it if need be) the file at `path` for writing without
-/// truncating it, refusing a link there (`O_NOFOLLOW`): for a lock file.
+/// truncating it, refusing a link there (`O_NOFOLLOW`) and anything but a
+/// regular file: for a lock file. `O_NONBLOCK`, or a FIFO planted there
+/// would hang the run in `open` before any timeout runs.
 pub fn open_lock(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).truncate(false).write(true).custom_flags(libc::O_NOFOLLOW).open(path)
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a regular file", path.display())));
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_fifo_planted_at_the_lock_file_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slave_manager.lock");
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Without O_NONBLOCK this open would wait for a reader forever.
+        assert!(super::open_lock(&path).is_err());
+        let regular = dir.path().join("ok.lock");
+        assert!(super::open_lock(&regular).is_ok());
+    }
+
     use super::*;
     use std::os::unix::fs::symlink;
 

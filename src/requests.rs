@@ -166,8 +166,11 @@ impl Policy {
     pub fn admits_sender(&self, sender: Option<&str>) -> Result<(), Refusal> {
         let Some(allowed) = &self.senders else { return Ok(()) };
         let sender = sender.ok_or(Refusal::NoSender)?;
-        let principal = sender.split_once(':').map_or(sender, |(id, _)| id);
-        if allowed.iter().any(|a| a == sender || (!a.contains(':') && a == principal)) {
+        // A role id admits its sessions (`AROA…:session`); an account id only
+        // itself (the root user): `ACCOUNT:name` is a federated user of that
+        // account, not its root.
+        let role = sender.split_once(':').map(|(id, _)| id).filter(|id| id.starts_with("AROA"));
+        if allowed.iter().any(|a| a == sender || role == Some(a.as_str())) {
             Ok(())
         } else {
             Err(Refusal::SenderNotAllowed(Echo::of(sender)))
@@ -473,6 +476,8 @@ mod tests {
             "AROAEXAMPLEROLEID0002:other",
             "AROAEXAMPLEROLEID000",
             "210987654321",
+            // A federated user of the account, not its root.
+            "123456789012:someone",
             "",
         ] {
             assert!(matches!(policy.admits_sender(Some(no)), Err(Refusal::SenderNotAllowed(_))), "{no}");

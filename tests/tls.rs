@@ -41,6 +41,14 @@ fn check(w: &World, extra: &[&str], ssl_cert_file: Option<&Path>) -> (Option<i32
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A known_hosts file pinning the emulator's SSH host key: what an unchecked
+/// channel needs (its X-Instance-Identity would prove nothing).
+fn known_hosts(w: &World) -> String {
+    let path = w.path().join("known_hosts");
+    std::fs::write(&path, w.jenkins.known_hosts_line() + "\n").unwrap();
+    path.display().to_string()
+}
+
 fn row<'a>(table: &'a str, what: &str) -> &'a str {
     table.lines().find(|l| l.contains(what)).unwrap_or_else(|| panic!("no row {what:?}: {table}"))
 }
@@ -83,9 +91,16 @@ fn over_ssh_a_private_ca_is_refused_until_trusted_or_unchecked() {
     let (errors, created, _) = one_pass(&w, &ssh, Some(&ca(&w)));
     assert_eq!((errors, created), (0, 1));
 
-    // --no_certificate_check: not checked, said once at the start. (The
-    // agent launched above absorbs the queued job: the dump read is proof.)
-    let unchecked = [&ssh[..], &["--no_certificate_check"]].concat();
+    // --no_certificate_check: refused without a pinned host key (the
+    // identity header would come over the same unchecked channel).
+    let out = common::output(w.manager(&[&ONE_PASS[..], &ssh[..], &["--no_certificate_check"]].concat()));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no_certificate_check needs --known_hosts"));
+
+    // With --known_hosts: not checked, said once at the start. (The agent
+    // launched above absorbs the queued job: the dump read is proof.)
+    let kh = known_hosts(&w);
+    let unchecked = [&ssh[..], &["--no_certificate_check", "--known_hosts", &kh]].concat();
     let (_, table) = check(&w, &unchecked, None);
     let endpoint = row(&table, "Jenkins SSH endpoint");
     assert!(endpoint.starts_with('✔') && endpoint.contains("certificate not checked"), "{table}");
@@ -107,21 +122,6 @@ fn the_jar_is_given_a_trust_store_of_ssl_cert_file_and_ignores_no_certificate_ch
     assert_eq!((errors, created), (1, 0));
     assert!(log.contains("jnlpJars/jenkins-cli.jar") && log.contains("certificate is not trusted"), "{log}");
 
-    // --no_certificate_check lets the manager fetch the jar and passes
-    // -noCertificateCheck, but the jar's -ssh mode still reads URL/login
-    // with Java's trust store and refuses: the log and check say so.
-    let unchecked = [&jar[..], &["--no_certificate_check"]].concat();
-    let (errors, created, log) = one_pass(&w, &unchecked, None);
-    assert_eq!((errors, created), (1, 0));
-    assert!(w.path().join("jenkins-cli.jar").exists());
-    assert!(log.contains("jenkins-cli.jar -ssh still checks it"), "the start-up warning: {log}");
-    assert!(log.contains("There's no Jenkins running at") && log.contains("java could not read the SSH endpoint"));
-    let (status, table) = check(&w, &unchecked, None);
-    assert_eq!(status, Some(1));
-    let key = row(&table, "Jenkins accepts the key");
-    assert!(key.starts_with('✘') && key.contains("SSL_CERT_FILE") && key.contains("--cli ssh"), "{table}");
-    assert!(!key.contains("register the public half"), "the key was never offered: {key}");
-
     // SSL_CERT_FILE: the manager trusts the CA and hands java a trust store
     // made of it.
     let (errors, created, log) = one_pass(&w, &jar, Some(&ca(&w)));
@@ -132,6 +132,30 @@ fn the_jar_is_given_a_trust_store_of_ssl_cert_file_and_ignores_no_certificate_ch
     for what in ["Jenkins SSH endpoint", "Jenkins accepts the key", "dump script runs"] {
         assert!(row(&table, what).starts_with('✔'), "{what}: {table}");
     }
+
+    // --no_certificate_check never fetches the jar it would run: refused at
+    // start without --cli_jar.
+    let kh = known_hosts(&w);
+    let out = common::output(
+        w.manager(&[&ONE_PASS[..], &jar[..], &["--no_certificate_check", "--known_hosts", &kh]].concat()),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --cli_jar PATH"));
+
+    // With the jar on disk, -noCertificateCheck is passed, but the jar's -ssh
+    // mode still reads URL/login with Java's trust store and refuses: the log
+    // and check say so.
+    let on_disk = w.path().join("jenkins-cli.jar").display().to_string();
+    let unchecked = [&jar[..], &["--no_certificate_check", "--known_hosts", &kh, "--cli_jar", &on_disk]].concat();
+    let (errors, created, log) = one_pass(&w, &unchecked, None);
+    assert_eq!((errors, created), (1, 0));
+    assert!(log.contains("jenkins-cli.jar -ssh still checks it"), "the start-up warning: {log}");
+    assert!(log.contains("There's no Jenkins running at") && log.contains("java could not read the SSH endpoint"));
+    let (status, table) = check(&w, &unchecked, None);
+    assert_eq!(status, Some(1));
+    let key = row(&table, "Jenkins accepts the key");
+    assert!(key.starts_with('✘') && key.contains("SSL_CERT_FILE") && key.contains("--cli ssh"), "{table}");
+    assert!(!key.contains("register the public half"), "the key was never offered: {key}");
 }
 
 /// The `java` stand-in must trust and refuse what a real JVM trusts and

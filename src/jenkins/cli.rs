@@ -438,15 +438,35 @@ impl JenkinsCli {
         channel.write_all(stdin).map_err(|e| ssh_err(format!("writing stdin: {e}")))?;
         channel.send_eof().map_err(timed_out)?;
         let limit = self.output_limit;
+        // libssh2's timeout bounds each wait, not the command: a server that
+        // trickles output would reset it forever. The deadline bounds it.
+        let read_until = |stream: &mut dyn Read, out: &mut Vec<u8>| -> Result<(), CliError> {
+            let mut buf = [0u8; 64 * 1024];
+            while out.len() as u64 <= limit {
+                if Instant::now() >= deadline {
+                    return Err(self.timeout_error(words));
+                }
+                match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) => return Err(io_timeout(e, self, words, &ssh_err)),
+                }
+            }
+            Ok(())
+        };
         let mut stdout = Vec::new();
-        (&mut channel).take(limit + 1).read_to_end(&mut stdout).map_err(|e| io_timeout(e, self, words, &ssh_err))?;
+        let read = read_until(&mut channel, &mut stdout);
+        if read.is_err() {
+            let _ = hang_up.shutdown(std::net::Shutdown::Both);
+        }
+        read?;
         let mut stderr = Vec::new();
         if stdout.len() as u64 <= limit {
-            channel
-                .stderr()
-                .take(limit + 1)
-                .read_to_end(&mut stderr)
-                .map_err(|e| io_timeout(e, self, words, &ssh_err))?;
+            let read = read_until(&mut channel.stderr(), &mut stderr);
+            if read.is_err() {
+                let _ = hang_up.shutdown(std::net::Shutdown::Both);
+            }
+            read?;
         }
         if stdout.len() as u64 > limit || stderr.len() as u64 > limit {
             let _ = hang_up.shutdown(std::net::Shutdown::Both);
