@@ -249,16 +249,8 @@ impl Emulator {
     /// HTTP requests (other than the control ones) as `METHOD PATH`, and SSH
     /// authentication attempts as `ssh-auth USER HOST_KEY`, oldest first.
     pub fn requests(&self) -> Vec<String> {
-        let text = self
-            .control
-            .get(&format!("{}emulator/requests", self.url()))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        let log: Value = serde_json::from_str(&text).unwrap();
-        log.as_array()
+        self.control_json("emulator/requests")
+            .as_array()
             .unwrap()
             .iter()
             .map(|e| match e["kind"].as_str() {
@@ -266,6 +258,13 @@ impl Emulator {
                 _ => format!("ssh-auth {} {}", s(&e["user"]), s(&e["host_key"])),
             })
             .collect()
+    }
+
+    /// A JSON answer of the emulator's control side (`emulator/…`).
+    fn control_json(&self, path: &str) -> Value {
+        let text =
+            self.control.get(&format!("{}{path}", self.url())).call().unwrap().body_mut().read_to_string().unwrap();
+        serde_json::from_str(&text).unwrap()
     }
 
     /// The known_hosts line of Jenkins' SSH endpoint made from its
@@ -285,16 +284,8 @@ impl Emulator {
 
     /// The commands received so far, as argv lists.
     pub fn commands(&self) -> Vec<Vec<String>> {
-        let text = self
-            .control
-            .get(&format!("{}emulator/log", self.url()))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        let log: Value = serde_json::from_str(&text).unwrap();
-        log.as_array()
+        self.control_json("emulator/log")
+            .as_array()
             .unwrap()
             .iter()
             .map(|e| e["argv"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_string()).collect())
