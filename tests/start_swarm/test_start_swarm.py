@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""scripts/start_swarm.sh against moto's server and a loopback metadata service.
+"""jenkins/agent/start_swarm.sh against moto's server and a loopback metadata service.
 
 World: moto's server on a free loopback port holds the SSM parameter
 `jenkins_slave` and an EC2 instance with a `slave_data` tag, in eu-west-3; a
@@ -26,7 +26,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, '..', '..'))
-SCRIPT = os.path.join(REPO, 'scripts', 'start_swarm.sh')
+SCRIPT = os.path.join(REPO, 'jenkins', 'agent', 'start_swarm.sh')
 REGION = 'eu-west-3'
 PASSWORD = 's3cret pass'
 JENKINS_URL = 'https://jenkins.example.com/'
