@@ -16,7 +16,6 @@ import sys
 import tempfile
 import threading
 import time
-
 import urllib.request
 from datetime import datetime
 

@@ -113,7 +113,7 @@ def analyse(stats, run, caps, scale):
     make_room = stops = spot_or_old = 0
     absorbed = {}        # pass -> [(unix time, job name)]
     at_cap = {}          # job name -> passes in which an item of it waited at a cap
-    for when, level, message in run.actions:
+    for when, _level, message in run.actions:
         match = AT_CAP.match(message)
         if match:
             at_cap.setdefault(match.group(1), []).append(pass_of(when))

@@ -1,24 +1,35 @@
 #!/usr/bin/env bash
-# Installs the Python packages that the test tools need (the Jenkins emulator
-# needs paramiko; the tests start moto's server), and only those missing:
-# machines are handed over fresh, so every run must be able to bring them in,
-# yet a run on a ready machine should cost nothing and print nothing.
+# Installs the Python packages pinned in requirements-dev.txt (the test
+# doubles import paramiko, boto3 and cryptography; the tests start moto's
+# server; scripts/test.sh runs ruff) when one is missing or at another
+# version: machines are handed over fresh, so every run must be able to bring
+# them in, yet a run on a ready machine should cost nothing and print nothing.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 python="${PYTHON:-python3}"
-missing=()
+requirements="requirements-dev.txt"
 
-# need MODULE PACKAGE: queue PACKAGE when MODULE does not import.
-need() {
-    if ! "$python" -c "import $1" >/dev/null 2>&1; then
-        missing+=("$2")
-    fi
+# Exit status 0 when every pin is met (and moto's server extra imports).
+pins_met() {
+    "$python" - "$requirements" <<'PY' >/dev/null 2>&1
+import re, sys
+from importlib.metadata import version, PackageNotFoundError
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        continue
+    name, pinned = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?==(\S+)", line).groups()
+    try:
+        if version(name) != pinned:
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+import moto.server  # noqa: F401  (the [server] extra's dependencies)
+PY
 }
 
-need paramiko paramiko
-need moto.server 'moto[server]'
-
-if ((${#missing[@]})); then
-    echo "ensure-python-deps: installing ${missing[*]}" >&2
-    "$python" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${missing[@]}"
+if ! pins_met; then
+    echo "ensure-python-deps: installing $requirements" >&2
+    "$python" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r "$requirements"
 fi

@@ -405,7 +405,7 @@ class Handler(BaseHTTPRequestHandler):
                 if self.connection.recv(1, socket.MSG_PEEK) == b"":
                     return True
                 time.sleep(min(left, 0.5))    # pipelined bytes: keep waiting
-            except socket.timeout:
+            except TimeoutError:
                 pass
             except OSError:
                 return True

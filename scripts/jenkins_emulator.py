@@ -615,7 +615,7 @@ class Simulation:
     def _client(self, env):
         """An EC2 client in the env's account, by the manager's role."""
         if env not in self._clients:
-            import boto3                      # only --simulate needs boto3
+            import boto3  # only --simulate needs boto3
             from botocore.config import Config
             account, region = self.envs[env]
             config = Config(connect_timeout=5, read_timeout=60,

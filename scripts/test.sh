@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Runs every test: the Jenkins side (Groovy under Debian's groovy, job
-# definitions, start_swarm.sh, shellcheck), then cargo's unit tests and the
-# integration tests that drive the built binary against moto's server and the
-# project's Jenkins emulator (started by the tests on loopback ports), the
-# run report rendered in headless Chromium.
+# Runs every check and test: rustfmt, ruff over the Python tools, the Jenkins
+# side (Groovy under Debian's groovy, job definitions, start_swarm.sh, and
+# every shell script through shellcheck), the fault proxy's self-test, clippy
+# (warnings are errors), then cargo's unit tests and the integration tests
+# that drive the built binary against moto's server and the project's Jenkins
+# emulator (started by the tests on loopback ports), the run report rendered
+# in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-python-deps.sh
 scripts/ensure-groovy.sh
 scripts/ensure-browser.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/slave-manager-target}"
+cargo fmt --check
+"${PYTHON:-python3}" -m ruff check --quiet --no-cache .   # ruff.toml; the version pinned in requirements-dev.txt
 tests/groovy/run.sh   # the Jenkins side: Groovy scripts, job definitions, start_swarm.sh, shellcheck
+"${PYTHON:-python3}" tests/fault_proxy_selftest.py   # the AWS fault proxy the fault tests stand on
+cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets "$@"

@@ -4,7 +4,7 @@
 #     Jenkins API stubs in tests/groovy/stubs (tests/groovy/fixtures.groovy);
 #   - the job definitions in jenkins/jobs (tests/groovy/test_jobs.py);
 #   - shellcheck on every shell script of the repo;
-#   - scripts/start_swarm.sh against moto's server and a loopback metadata
+#   - jenkins/agent/start_swarm.sh against moto's server and a loopback metadata
 #     service (tests/start_swarm/test_start_swarm.py).
 # Closes with "N passed, N failed"; exits non-zero on any failure.
 #

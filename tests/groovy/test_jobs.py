@@ -86,10 +86,11 @@ def gc_job_runs_run_gc_groovy_as_a_sandboxed_system_groovy_step():
 @test
 def script_approvals_are_signatures():
     with open(os.path.join(JOBS, 'script-approvals.txt')) as f:
-        lines = [l.strip() for l in f if l.strip() and not l.startswith('#')]
+        lines = [raw.strip() for raw in f if raw.strip() and not raw.startswith('#')]
     assert lines, 'no signatures'
     for line in lines:
-        assert re.fullmatch(r'(method|staticMethod) [\w.$]+ \w+( [\w.$\[\]]+)*|(new|field|staticField) [\w.$]+( [\w.$\[\]]+)*', line), line
+        assert re.fullmatch(r'(method|staticMethod) [\w.$]+ \w+( [\w.$\[\]]+)*'
+                            r'|(new|field|staticField) [\w.$]+( [\w.$\[\]]+)*', line), line
 
 
 @test
@@ -148,7 +149,10 @@ ls -A "$PWD" | sed 's/^/workspace /' >>{log}
         argv = [c[4:] for c in calls if c.startswith('arg ')]
         flags = [a for a in argv if a.startswith('--')]
         assert sorted(flags) == sorted(ORIGINAL_FLAGS + NEW_FLAGS), flags
-        value = lambda flag: argv[argv.index(flag) + 1]
+
+        def value(flag):
+            return argv[argv.index(flag) + 1]
+
         assert value('--url') == 'https://jenkins.example.com/'
         key = [c[len('keypath '):] for c in calls if c.startswith('keypath ')][0]
         assert not key.startswith(os.path.realpath(ws) + os.sep), f'the key is outside the workspace: {key}'
@@ -185,7 +189,7 @@ def main():
         except Exception:
             failed += 1
             print(f'FAIL jobs: {name}')
-            print(''.join('    ' + l + '\n' for l in traceback.format_exc().rstrip().splitlines()))
+            print(''.join('    ' + row + '\n' for row in traceback.format_exc().rstrip().splitlines()))
     sys.exit(1 if failed else 0)
 
 

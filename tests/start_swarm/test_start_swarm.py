@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""scripts/start_swarm.sh against moto's server and a loopback metadata service.
+"""jenkins/agent/start_swarm.sh against moto's server and a loopback metadata service.
 
 World: moto's server on a free loopback port holds the SSM parameter
 `jenkins_slave` and an EC2 instance with a `slave_data` tag, in eu-west-3; a
@@ -26,7 +26,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, '..', '..'))
-SCRIPT = os.path.join(REPO, 'scripts', 'start_swarm.sh')
+SCRIPT = os.path.join(REPO, 'jenkins', 'agent', 'start_swarm.sh')
 REGION = 'eu-west-3'
 PASSWORD = 's3cret pass'
 JENKINS_URL = 'https://jenkins.example.com/'
@@ -50,10 +50,11 @@ class Moto:
             try:
                 urllib.request.urlopen(self.url + '/moto-api/', timeout=1)
                 break
-            except Exception:
+            except Exception as err:
                 if self.proc.poll() is not None or time.time() > deadline:
                     self.log.seek(0)
-                    raise RuntimeError('moto server did not start: ' + self.log.read().decode(errors='replace'))
+                    log = self.log.read().decode(errors='replace')
+                    raise RuntimeError('moto server did not start: ' + log) from err
                 time.sleep(0.1)
 
     def reset(self):
@@ -134,7 +135,8 @@ class Case:
         moto.reset()
         imds.give_tokens = True
         imds.requests.clear()
-        kw = dict(region_name=REGION, endpoint_url=moto.url, aws_access_key_id='testing', aws_secret_access_key='testing')
+        kw = dict(region_name=REGION, endpoint_url=moto.url,
+                  aws_access_key_id='testing', aws_secret_access_key='testing')
         ec2 = boto3.client('ec2', **kw)
         ami = ec2.describe_images(Owners=['amazon'])['Images'][0]['ImageId']
         inst = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType='t3.small')['Instances'][0]
@@ -197,7 +199,7 @@ class Case:
     def aws_calls(self):
         if not os.path.exists(self.aws_log):
             return []
-        return [json.loads(l)['argv'] for l in open(self.aws_log)]
+        return [json.loads(line)['argv'] for line in open(self.aws_log)]
 
     def close(self):
         # Stop every java stand-in this case started (each recorded <pid>.args).
@@ -380,7 +382,7 @@ def main():
             except Exception:
                 failed += 1
                 print(f'FAIL start_swarm: {name}', flush=True)
-                print(''.join('    ' + l + '\n' for l in traceback.format_exc().rstrip().splitlines()), flush=True)
+                print(''.join('    ' + row + '\n' for row in traceback.format_exc().rstrip().splitlines()), flush=True)
     finally:
         imds.stop()
         moto.stop()
