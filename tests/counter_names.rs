@@ -4,6 +4,7 @@
 //! and dashboards key on these names; a renamed, dropped or reordered
 //! counter, or one counted under another's name, silently breaks a graph.
 
+use slave_manager::counter::Counter;
 use slave_manager::metrics::{self, AgentStates};
 use slave_manager::record::RunRecord;
 use slave_manager::report;
@@ -13,31 +14,33 @@ use slave_manager::stats::Stats;
 /// another's name shows.
 fn counted() -> Stats {
     let mut s = Stats::default();
-    for (key, n) in [
-        ("instances_created", 1),
-        ("instances_started", 2),
-        ("instances_stopped", 3),
-        ("instances_terminated", 4),
-        ("sqs_dropped", 5),
-        ("sqs_handled", 6),
-        ("error_stopping_instance", 7),
-        ("instance_not_slave", 8),
-        ("instance_stopped_state", 9),
-        ("jar_file_error", 10),
-        ("job_on_queue", 11),
-        ("jobs_waited_too_long", 12),
-        ("zombie_instance", 13),
-        ("action_failed", 14),
-        ("describe_failed", 15),
-        ("inventory_failed", 16),
-        ("unknown_label", 17),
-        ("instance_type_refused", 18),
-        ("gc_failed", 19),
-        ("security_group_failed", 20),
-        ("sqs_failed", 21),
+    for (counter, n) in [
+        (Counter::InstancesCreated, 1),
+        (Counter::InstancesStarted, 2),
+        (Counter::InstancesStopped, 3),
+        (Counter::InstancesTerminated, 4),
+        (Counter::SqsDropped, 5),
+        (Counter::SqsHandled, 6),
+        (Counter::ErrorStoppingInstance, 7),
+        (Counter::InstanceNotSlave, 8),
+        (Counter::InstanceStoppedState, 9),
+        (Counter::JarFileError, 10),
+        (Counter::JobOnQueue, 11),
+        (Counter::JobsWaitedTooLong, 12),
+        (Counter::ZombieInstance, 13),
+        (Counter::ActionFailed, 14),
+        (Counter::DescribeFailed, 15),
+        (Counter::InventoryFailed, 16),
+        (Counter::UnknownLabel, 17),
+        (Counter::InstanceTypeRefused, 18),
+        (Counter::GcFailed, 19),
+        (Counter::SecurityGroupFailed, 20),
+        (Counter::SqsFailed, 21),
     ] {
-        s.add(key, n);
+        s.add(counter, n);
     }
+    // A new counter is a new column: pin it here too.
+    assert_eq!(Counter::ALL.len(), 21);
     s
 }
 
