@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::aws::ec2::{self, LaunchSpec};
 use crate::config::EnvConfig;
+use crate::counter::Counter;
 use crate::markers;
 use crate::model::{Label, MASTER_TAG};
 use crate::plan::Action;
@@ -50,7 +51,7 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
             }
             Err(e) => {
                 tracing::error!("failed: {action}: {e}");
-                acted.stats.add("action_failed", 1);
+                acted.stats.add(Counter::ActionFailed, 1);
                 if let Some(id) = action.instance_id() {
                     failed.insert(id.to_string());
                 }
@@ -73,7 +74,7 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
 
 enum Done {
     /// Done; the counter it moves, and the instance it made.
-    Acted(Option<&'static str>, Option<String>),
+    Acted(Option<Counter>, Option<String>),
     Skipped(&'static str),
 }
 
@@ -85,7 +86,7 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> anyho
             ec2::start(client(env)?, instance_id).await?;
             markers::write_start(dir, env, instance_id, label)?;
             markers::write_working(dir, job_key)?;
-            Ok(Done::Acted(Some("instances_started"), None))
+            Ok(Done::Acted(Some(Counter::InstancesStarted), None))
         }
         Action::Create { env, label, job_key, client_token, replaces, on_demand_fallback } => {
             if replaces.as_ref().is_some_and(|id| failed.contains(id)) {
@@ -107,7 +108,7 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> anyho
             };
             markers::write_start(dir, env, &id, &label.raw)?;
             markers::write_working(dir, job_key)?;
-            Ok(Done::Acted(Some("instances_created"), Some(id)))
+            Ok(Done::Acted(Some(Counter::InstancesCreated), Some(id)))
         }
         Action::Terminate { env, instance_id, .. } => {
             // The planner sets volumes to go first; a failure there would
@@ -116,11 +117,11 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> anyho
                 return Ok(Done::Skipped("its volumes could not be set to delete on termination"));
             }
             ec2::terminate(client(env)?, instance_id).await?;
-            Ok(Done::Acted(Some("instances_terminated"), None))
+            Ok(Done::Acted(Some(Counter::InstancesTerminated), None))
         }
         Action::Stop { env, instance_id, .. } => {
             ec2::stop(client(env)?, instance_id).await?;
-            Ok(Done::Acted(Some("instances_stopped"), None))
+            Ok(Done::Acted(Some(Counter::InstancesStopped), None))
         }
         Action::SetDeleteOnTermination { env, instance_id, devices } => {
             ec2::set_delete_on_termination(client(env)?, instance_id, devices).await?;

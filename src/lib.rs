@@ -8,9 +8,9 @@
 //! - [`plan`]: a pure function from the snapshot to a list of actions
 //!   (scale up, scale down, inventory), with the [`label`] and [`job_key`] rules;
 //! - [`act`]: carries the actions out through the thin clients of [`world`];
-//! - record: [`markers`], [`stats`] (the CSVs), the log lines of [`logging`],
-//!   and what the run did ([`record`]) for [`metrics`] (each pass) and the
-//!   [`report`] (at the end);
+//! - record: [`markers`], [`stats`] (the CSVs) of the [`counter`]s every
+//!   stage counts, the log lines of [`logging`], and what the run did
+//!   ([`record`]) for [`metrics`] (each pass) and the [`report`] (at the end);
 //! - [`reconciler`]: the bounded loop; [`periodic`]: the jobs it runs every
 //!   few passes — the master's security group, the GC build, SQS build
 //!   requests ([`requests`] validates them);
@@ -22,6 +22,7 @@ pub mod aws;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod counter;
 pub mod dry_run;
 pub mod files;
 pub mod jenkins;

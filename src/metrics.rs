@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::counter::{Counter, CsvFile};
 use crate::record::RunRecord;
-use crate::stats::{Stats, ERROR_KEYS, RUN_KEYS, SQS_KEYS};
+use crate::stats::Stats;
 
 pub const FILE: &str = "metrics.prom";
 
@@ -49,13 +50,16 @@ pub fn render(stats: &Stats, run: &RunRecord, agents: &AgentStates) -> String {
         "events_total",
         "counter",
         "The counters of properties_run.csv and properties_sqs.csv.",
-        RUN_KEYS.iter().chain(SQS_KEYS).map(|k| (labels(&[("event", k)]), stats.get(k).to_string())).collect(),
+        Counter::of(CsvFile::Run)
+            .chain(Counter::of(CsvFile::Sqs))
+            .map(|c| (labels(&[("event", c.name())]), stats.get(c).to_string()))
+            .collect(),
     );
     metric(
         "errors_total",
         "counter",
         "The counters of properties_error.csv, by kind.",
-        ERROR_KEYS.iter().map(|k| (labels(&[("kind", k)]), stats.get(k).to_string())).collect(),
+        Counter::of(CsvFile::Error).map(|c| (labels(&[("kind", c.name())]), stats.get(c).to_string())).collect(),
     );
     metric(
         "agents",
@@ -122,8 +126,8 @@ mod tests {
     #[test]
     fn renders_the_text_format() {
         let mut stats = Stats::default();
-        stats.add("instances_created", 2);
-        stats.add("jar_file_error", 1);
+        stats.add(Counter::InstancesCreated, 2);
+        stats.add(Counter::JarFileError, 1);
         let pass = |d: u64| PassRecord {
             number: 1,
             started: SystemTime::UNIX_EPOCH + Duration::from_secs(100),
@@ -146,12 +150,15 @@ mod tests {
         };
         let agents = AgentStates::from([("dev".to_string(), BTreeMap::from([("running", 2), ("stopped", 1)]))]);
         let text = render(&stats, &run, &agents);
+        // The names themselves are pinned by tests/counter_names.rs.
+        let events = format!(r#"slave_manager_events_total{{event="{}"}} 2"#, Counter::InstancesCreated);
+        let errors = format!(r#"slave_manager_errors_total{{kind="{}"}} 1"#, Counter::JarFileError);
         for line in [
             "slave_manager_passes_total 2",
             r#"slave_manager_actions_total{kind="create",outcome="ok"} 2"#,
             r#"slave_manager_actions_total{kind="stop",outcome="failed"} 1"#,
-            r#"slave_manager_events_total{event="instances_created"} 2"#,
-            r#"slave_manager_errors_total{kind="jar_file_error"} 1"#,
+            &events,
+            &errors,
             r#"slave_manager_agents{env="dev",state="stopped"} 1"#,
             "slave_manager_queue_length 3",
             r#"slave_manager_pass_duration_seconds_bucket{le="0.25"} 1"#,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aws::{security_group as sg, sqs};
+use crate::counter::Counter;
 use crate::model::EnvObservation;
 use crate::plan::security_group::{plan_security_group, prod_agent_ips, SgPlan};
 use crate::requests::{clip, command_words, masked, ECHO_CHARS};
@@ -31,7 +32,7 @@ pub async fn security_group(world: &World, envs: &BTreeMap<String, EnvObservatio
         Ok(plan) => plan,
         Err(e) => {
             tracing::error!("security group: {e}");
-            stats.add("security_group_failed", 1);
+            stats.add(Counter::SecurityGroupFailed, 1);
             return;
         }
     };
@@ -43,7 +44,7 @@ pub async fn security_group(world: &World, envs: &BTreeMap<String, EnvObservatio
             Ok(()) => tracing::info!("security group {group}: added {rule}"),
             Err(e) => {
                 tracing::error!("security group {group}: {e}");
-                stats.add("security_group_failed", 1);
+                stats.add(Counter::SecurityGroupFailed, 1);
             }
         }
     }
@@ -52,7 +53,7 @@ pub async fn security_group(world: &World, envs: &BTreeMap<String, EnvObservatio
             Ok(()) => tracing::info!("security group {group}: revoked {rule}"),
             Err(e) => {
                 tracing::error!("security group {group}: {e}");
-                stats.add("security_group_failed", 1);
+                stats.add(Counter::SecurityGroupFailed, 1);
             }
         }
     }
@@ -107,7 +108,7 @@ pub async fn garbage_collect(world: &World, job: &str, stats: &mut Stats) {
         }
         Err(e) => {
             tracing::error!("gc: {e}");
-            stats.add("gc_failed", 1);
+            stats.add(Counter::GcFailed, 1);
         }
     }
 }
@@ -122,7 +123,7 @@ pub async fn sqs_requests(world: &World, stats: &mut Stats) {
         Ok(url) => url,
         Err(e) => {
             tracing::error!("sqs: {e}");
-            stats.add("sqs_failed", 1);
+            stats.add(Counter::SqsFailed, 1);
             return;
         }
     };
@@ -130,7 +131,7 @@ pub async fn sqs_requests(world: &World, stats: &mut Stats) {
         Ok(m) => m,
         Err(e) => {
             tracing::error!("sqs: {e}");
-            stats.add("sqs_failed", 1);
+            stats.add(Counter::SqsFailed, 1);
             return;
         }
     };
@@ -140,7 +141,7 @@ pub async fn sqs_requests(world: &World, stats: &mut Stats) {
         let from = msg.sender.as_deref().map_or_else(|| "an unknown sender".to_string(), |s| clip(s, ECHO_CHARS));
         if let Err(e) = sqs::delete(client, &url, &msg.receipt).await {
             tracing::error!("sqs message {}: not handled, it stays queued: {e}", msg.id);
-            stats.add("sqs_failed", 1);
+            stats.add(Counter::SqsFailed, 1);
             continue;
         }
         let words = match words {
@@ -152,7 +153,7 @@ pub async fn sqs_requests(world: &World, stats: &mut Stats) {
                     msg.id,
                     clip(&refusal.to_string(), 2 * ECHO_CHARS)
                 );
-                stats.add("sqs_dropped", 1);
+                stats.add(Counter::SqsDropped, 1);
                 continue;
             }
         };
@@ -161,11 +162,11 @@ pub async fn sqs_requests(world: &World, stats: &mut Stats) {
         match run_cli(world, words).await {
             Ok(_) => {
                 tracing::info!("sqs message {} from {from}: ran {shown}", msg.id);
-                stats.add("sqs_handled", 1);
+                stats.add(Counter::SqsHandled, 1);
             }
             Err(e) => {
                 tracing::warn!("sqs message {} from {from}: dropped: {shown}: {}", msg.id, clip(&e, ECHO_CHARS));
-                stats.add("sqs_dropped", 1);
+                stats.add(Counter::SqsDropped, 1);
             }
         }
     }

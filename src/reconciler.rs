@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::act::act;
 use crate::config::Config;
+use crate::counter::Counter;
 use crate::metrics::{self, AgentStates};
 use crate::model::{EnvObservation, InstanceState};
 use crate::observe::{observe, Observation};
@@ -56,7 +57,7 @@ pub struct Reconciler<'w> {
     agent_states: AgentStates,
     /// Lasting conditions already counted this run (a node whose instance
     /// is gone counts `error_stopping_instance` once, not every pass).
-    counted_once: BTreeSet<(&'static str, String)>,
+    counted_once: BTreeSet<(Counter, String)>,
     /// When the run began (`--max_minutes` counts from here).
     began: Instant,
 }
@@ -118,18 +119,18 @@ impl<'w> Reconciler<'w> {
         for (env, result) in &obs.envs {
             if let Err(e) = result {
                 tracing::error!("{env}: cannot describe instances: {e}");
-                self.stats.add("describe_failed", 1);
+                self.stats.add(Counter::DescribeFailed, 1);
             }
         }
         let mut queue_len = None;
         match (&mut obs.dump, &mut obs.markers) {
             (Err(e), _) => {
                 tracing::error!("Jenkins dump failed, nothing scaled this pass: {e}");
-                self.stats.add("jar_file_error", 1);
+                self.stats.add(Counter::JarFileError, 1);
             }
             (Ok(_), Err(e)) => {
                 tracing::error!("{e}; nothing scaled this pass");
-                self.stats.add("action_failed", 1);
+                self.stats.add(Counter::ActionFailed, 1);
             }
             (Ok(dump), Ok(markers)) => {
                 queue_len = Some(dump.queue.len());
@@ -146,8 +147,8 @@ impl<'w> Reconciler<'w> {
                 let plan = plan_pass(&self.plan_config, &snapshot, fastrand::u64(..));
                 (*dump, obs.envs, *markers) = (snapshot.dump, snapshot.envs, snapshot.markers);
                 self.tell(&plan.notes);
-                for (k, n) in &plan.counts {
-                    self.stats.add(k, *n);
+                for (&c, &n) in &plan.counts {
+                    self.stats.add(c, n);
                 }
                 for once in &plan.once {
                     if self.counted_once.insert(once.clone()) {
@@ -156,7 +157,7 @@ impl<'w> Reconciler<'w> {
                 }
                 terminated = plan.terminated();
                 let acted = act(self.world, &plan.actions, pass + 1).await;
-                self.merge(&acted.stats);
+                self.stats.merge(&acted.stats);
                 self.run.actions.extend(acted.records);
             }
         }
@@ -199,7 +200,7 @@ impl<'w> Reconciler<'w> {
             tracing::warn!("cannot write {}: {e}", metrics::FILE);
         }
 
-        let delta = |k: &str| self.stats.get(k) - before.get(k);
+        let delta = |c: Counter| self.stats.get(c) - before.get(c);
         tracing::info!(
             "pass {}/{}{}: queue {}, agents {}, started {}, created {}, stopped {}, terminated {}, errors {} ({} ms)",
             pass + 1,
@@ -207,10 +208,10 @@ impl<'w> Reconciler<'w> {
             self.time_left(pass + 1),
             queue_len.map_or("?".to_string(), |n| n.to_string()),
             agents_line(&obs.envs),
-            delta("instances_started"),
-            delta("instances_created"),
-            delta("instances_stopped"),
-            delta("instances_terminated"),
+            delta(Counter::InstancesStarted),
+            delta(Counter::InstancesCreated),
+            delta(Counter::InstancesStopped),
+            delta(Counter::InstancesTerminated),
             self.stats.errors() - before.errors(),
             duration.as_millis(),
         );
@@ -239,18 +240,18 @@ impl<'w> Reconciler<'w> {
     async fn inventory(&mut self, obs: &Observation, pass: u32, terminated: &BTreeSet<String>) {
         let inv = plan_inventory(&self.plan_config, &obs.envs, obs.dump.as_ref().ok(), obs.now, terminated);
         self.tell(&inv.notes);
-        for (k, n) in &inv.counts {
-            self.stats.add(k, *n);
+        for (&c, &n) in &inv.counts {
+            self.stats.add(c, n);
         }
         if obs.envs.values().all(Result::is_ok) {
             self.stats.instance_count = inv.instance_count.clone();
         }
         let mut acted = act(self.world, &inv.actions, pass + 1).await;
         // Counted as inventory failures, not as failed scaling actions.
-        let failures = acted.stats.take("action_failed");
-        self.merge(&acted.stats);
+        let failures = acted.stats.take(Counter::ActionFailed);
+        self.stats.merge(&acted.stats);
         self.run.actions.extend(acted.records);
-        self.stats.add("inventory_failed", failures);
+        self.stats.add(Counter::InventoryFailed, failures);
         if let Ok(dump) = &obs.dump {
             let offline = dump.nodes.iter().filter(|n| n.offline).count();
             let busy: u32 = dump.nodes.iter().filter_map(|n| n.busy_executors).sum();
@@ -262,12 +263,6 @@ impl<'w> Reconciler<'w> {
         }
         let counts: Vec<String> = inv.instance_count.iter().map(|(k, v)| format!("{k}={v}")).collect();
         tracing::info!("inventory: {}", if counts.is_empty() { "no agents".to_string() } else { counts.join(", ") });
-    }
-
-    fn merge(&mut self, other: &Stats) {
-        for key in crate::stats::RUN_KEYS.iter().chain(crate::stats::ERROR_KEYS) {
-            self.stats.add(key, other.get(key));
-        }
     }
 
     fn tell(&mut self, notes: &[Note]) {

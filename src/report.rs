@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use crate::counter::{Counter, CsvFile};
 use crate::record::{Problem, RunRecord};
-use crate::stats::{Stats, ERROR_KEYS, RUN_KEYS, SQS_KEYS};
+use crate::stats::Stats;
 
 pub const FILE: &str = "report.html";
 
@@ -41,8 +42,8 @@ svg text {{ font-size: 11px; fill: #444; }}
         let _ = writeln!(h, r#"<div class="card"><b>{value}</b>{}</div>"#, esc(label));
     };
     card(&mut h, "passes", run.passes.len() as u64);
-    for key in RUN_KEYS.iter().chain(SQS_KEYS) {
-        card(&mut h, &key.replace('_', " "), stats.get(key));
+    for c in Counter::of(CsvFile::Run).chain(Counter::of(CsvFile::Sqs)) {
+        card(&mut h, &c.name().replace('_', " "), stats.get(c));
     }
     card(&mut h, "errors", stats.errors());
     let _ = writeln!(h, "</div>");
@@ -95,8 +96,8 @@ svg text {{ font-size: 11px; fill: #444; }}
     }
 
     let _ = writeln!(h, "<h2>Counters</h2><table id=\"counters\"><tr><th>counter</th><th>value</th></tr>");
-    for key in RUN_KEYS.iter().chain(SQS_KEYS).chain(ERROR_KEYS) {
-        let _ = writeln!(h, "<tr><td>{key}</td><td>{}</td></tr>", stats.get(key));
+    for &c in Counter::ALL {
+        let _ = writeln!(h, "<tr><td>{c}</td><td>{}</td></tr>", stats.get(c));
     }
     let _ = writeln!(h, "</table>\n</body></html>");
     h

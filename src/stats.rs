@@ -6,75 +6,48 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
-/// Keys of `properties_run.csv`.
-pub const RUN_KEYS: &[&str] = &["instances_created", "instances_started", "instances_stopped", "instances_terminated"];
-/// Keys of `properties_sqs.csv`.
-pub const SQS_KEYS: &[&str] = &["sqs_dropped", "sqs_handled"];
-/// Keys of `properties_error.csv`: the original's six, then ours.
-pub const ERROR_KEYS: &[&str] = &[
-    "error_stopping_instance",
-    "instance_not_slave",
-    "instance_stopped_state",
-    "jar_file_error",
-    "job_on_queue",
-    "jobs_waited_too_long",
-    "zombie_instance",
-    "action_failed",
-    "describe_failed",
-    "inventory_failed",
-    "unknown_label",
-    "instance_type_refused",
-    "gc_failed",
-    "security_group_failed",
-    "sqs_failed",
-];
-
-/// The error keys that mean something failed (the rest count events an
-/// operator may want to graph, such as items waiting on a marker).
-pub const FAILURE_KEYS: &[&str] = &[
-    "error_stopping_instance",
-    "jar_file_error",
-    "action_failed",
-    "describe_failed",
-    "inventory_failed",
-    "gc_failed",
-    "security_group_failed",
-    "sqs_failed",
-];
+use crate::counter::{Counter, CsvFile};
 
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
-    counters: BTreeMap<String, u64>,
+    counters: BTreeMap<Counter, u64>,
     /// Agents per label set from the last inventory (labels joined by `_`, `ENV_None`).
     pub instance_count: BTreeMap<String, u64>,
 }
 
 impl Stats {
-    pub fn add(&mut self, key: &str, n: u64) {
+    pub fn add(&mut self, counter: Counter, n: u64) {
         if n > 0 {
-            *self.counters.entry(key.to_string()).or_default() += n;
+            *self.counters.entry(counter).or_default() += n;
         }
     }
 
     /// Removes a counter, returning its value.
-    pub fn take(&mut self, key: &str) -> u64 {
-        self.counters.remove(key).unwrap_or(0)
+    pub fn take(&mut self, counter: Counter) -> u64 {
+        self.counters.remove(&counter).unwrap_or(0)
     }
 
-    pub fn get(&self, key: &str) -> u64 {
-        self.counters.get(key).copied().unwrap_or(0)
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.counters.get(&counter).copied().unwrap_or(0)
+    }
+
+    /// Adds every counter of `other`.
+    pub fn merge(&mut self, other: &Stats) {
+        for (&counter, &n) in &other.counters {
+            self.add(counter, n);
+        }
     }
 
     /// Sum of the failure counters (the pass line's `errors N`).
     pub fn errors(&self) -> u64 {
-        FAILURE_KEYS.iter().map(|k| self.get(k)).sum()
+        Counter::ALL.iter().filter(|c| c.is_failure()).map(|&c| self.get(c)).sum()
     }
 
     pub fn write_csvs(&self, dir: &Path) -> io::Result<()> {
-        let pick = |keys: &[&str]| keys.iter().map(|k| (k.to_string(), self.get(k))).collect::<BTreeMap<_, _>>();
-        write_csv(&dir.join("properties_run.csv"), &pick(RUN_KEYS))?;
-        write_csv(&dir.join("properties_sqs.csv"), &pick(SQS_KEYS))?;
-        write_csv(&dir.join("properties_error.csv"), &pick(ERROR_KEYS))?;
+        for file in CsvFile::ALL {
+            let row = Counter::of(file).map(|c| (c.name().to_string(), self.get(c))).collect();
+            write_csv(&dir.join(file.file_name()), &row)?;
+        }
         // The Python csv module wrote two empty rows for no agents, which
         // the Plot plugin cannot read; one `none` column of 0 keeps the graph.
         let none = BTreeMap::from([("none".to_string(), 0)]);
@@ -100,9 +73,9 @@ mod tests {
     fn csvs_have_sorted_keys_and_one_row() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Stats::default();
-        s.add("instances_started", 2);
-        s.add("jar_file_error", 1);
-        s.add("job_on_queue", 4);
+        s.add(Counter::InstancesStarted, 2);
+        s.add(Counter::JarFileError, 1);
+        s.add(Counter::JobOnQueue, 4);
         s.instance_count.insert("dev_spot".into(), 3);
         s.instance_count.insert("dev_None".into(), 1);
         s.write_csvs(dir.path()).unwrap();
@@ -127,7 +100,7 @@ mod tests {
         std::fs::write(&target, "precious").unwrap();
         std::os::unix::fs::symlink(&target, dir.path().join("properties_run.csv")).unwrap();
         let mut s = Stats::default();
-        s.add("instances_created", 1);
+        s.add(Counter::InstancesCreated, 1);
         s.write_csvs(dir.path()).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
         let run = dir.path().join("properties_run.csv");

@@ -8,9 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use crate::model::{EnvObservation, Instance, InstanceState, JenkinsDump};
 
+use crate::counter::Counter;
+
 use super::{
-    age, counts, devices_lacking_delete_on_termination, is_busy, node_of, terminate, Action, Inventory, Plan,
-    PlanConfig, TerminateReason,
+    age, devices_lacking_delete_on_termination, is_busy, node_of, terminate, Action, Inventory, Plan, PlanConfig,
+    TerminateReason,
 };
 
 /// A running agent that is still no node after this long never will be.
@@ -66,7 +68,7 @@ pub fn plan_inventory(
             let running_long =
                 inst.state == InstanceState::Running && inst.launched.is_some_and(|t| age(now, t) > NOT_A_SLAVE_AFTER);
             if running_long && dump.is_some() && node.is_none() {
-                plan.count(counts::INSTANCE_NOT_SLAVE);
+                plan.count(Counter::InstanceNotSlave);
                 plan.info(None, format!("{env}: {} has been running for over an hour but is no Jenkins node", inst.id));
             }
         }
@@ -271,7 +273,7 @@ mod tests {
             )],
             Some(vec![Node { instance_id: None, ..online("dev-10.0.0.3", "x", "dev", 1) }]),
         );
-        assert_eq!(count(&inv.counts, counts::INSTANCE_NOT_SLAVE), 1);
+        assert_eq!(count(&inv.counts, Counter::InstanceNotSlave), 1);
         assert_eq!(info_notes(&inv.notes), ["dev: i-1 has been running for over an hour but is no Jenkins node"]);
         assert_eq!(inv.actions, []);
     }

@@ -15,30 +15,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::counter::Counter;
 use crate::label::InstanceTypes;
 use crate::model::{
     same_master, EnvObservation, Instance, JenkinsDump, Label, Markers, Node, Pricing, KEY_NAME, MASTER_TAG,
 };
 
 pub use inventory::plan_inventory;
-
-/// Counter names; they are the CSV columns of the original (`properties_error.csv`).
-pub mod counts {
-    /// A queue item skipped because its fresh working marker says it is handled.
-    pub const JOB_ON_QUEUE: &str = "job_on_queue";
-    /// A working marker outlived its TTL while its job is still queued.
-    pub const JOBS_WAITED_TOO_LONG: &str = "jobs_waited_too_long";
-    pub const ERROR_STOPPING_INSTANCE: &str = "error_stopping_instance";
-    /// A `terminate_me` node whose instance is already stopped or stopping.
-    pub const INSTANCE_STOPPED_STATE: &str = "instance_stopped_state";
-    pub const UNKNOWN_LABEL: &str = "unknown_label";
-    /// A label asks for an instance type `--instance_types` does not admit.
-    pub const INSTANCE_TYPE_REFUSED: &str = "instance_type_refused";
-    /// A running agent older than an hour that is no Jenkins node (inventory).
-    pub const INSTANCE_NOT_SLAVE: &str = "instance_not_slave";
-    /// A running agent that never became a node within `--zombie_minutes`.
-    pub const ZOMBIE_INSTANCE: &str = "zombie_instance";
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanConfig {
@@ -301,18 +284,18 @@ pub struct Plan {
     /// before the start or create that writes it again.
     pub actions: Vec<Action>,
     pub notes: Vec<Note>,
-    pub counts: BTreeMap<&'static str, u64>,
+    pub counts: BTreeMap<Counter, u64>,
     /// Counters for a lasting condition of one subject (a node whose instance
     /// is gone): the caller counts each (counter, subject) once per run, not
     /// every pass it is seen again.
-    pub once: BTreeSet<(&'static str, String)>,
+    pub once: BTreeSet<(Counter, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Inventory {
     pub actions: Vec<Action>,
     pub notes: Vec<Note>,
-    pub counts: BTreeMap<&'static str, u64>,
+    pub counts: BTreeMap<Counter, u64>,
     /// Our active agents per label set joined by `_` (`<env>_None`: no readable tag).
     pub instance_count: BTreeMap<String, u64>,
 }
@@ -345,12 +328,12 @@ impl Plan {
         self.note(NoteLevel::Debug, job_key, text);
     }
 
-    fn count(&mut self, key: &'static str) {
-        *self.counts.entry(key).or_default() += 1;
+    fn count(&mut self, counter: Counter) {
+        *self.counts.entry(counter).or_default() += 1;
     }
 
-    fn count_once(&mut self, key: &'static str, subject: impl Into<String>) {
-        self.once.insert((key, subject.into()));
+    fn count_once(&mut self, counter: Counter, subject: impl Into<String>) {
+        self.once.insert((counter, subject.into()));
     }
 }
 
@@ -631,8 +614,8 @@ pub(crate) mod fixtures {
         notes.iter().filter(|n| n.level == NoteLevel::Info).map(|n| n.text.as_str()).collect()
     }
 
-    pub fn count(counts: &BTreeMap<&'static str, u64>, key: &str) -> u64 {
-        counts.get(key).copied().unwrap_or(0)
+    pub fn count(counts: &BTreeMap<Counter, u64>, counter: Counter) -> u64 {
+        counts.get(&counter).copied().unwrap_or(0)
     }
 }
 

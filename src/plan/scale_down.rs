@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use crate::label::parse_label;
 use crate::model::{Instance, InstanceState, Node};
 
-use super::{age, counts, is_busy, observed, terminate, Action, Plan, PlanConfig, Snapshot, TerminateReason};
+use crate::counter::Counter;
+
+use super::{age, is_busy, observed, terminate, Action, Plan, PlanConfig, Snapshot, TerminateReason};
 
 pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
     let known_envs = cfg.known_envs();
@@ -37,12 +39,12 @@ fn retire(
 ) {
     let name = &node.name;
     let Some(id) = node.instance_id.as_deref() else {
-        plan.count_once(counts::ERROR_STOPPING_INSTANCE, name.as_str());
+        plan.count_once(Counter::ErrorStoppingInstance, name.as_str());
         plan.info(None, format!("node {name}: no InstanceID= in its description; cannot stop it"));
         return;
     };
     let Some(env) = node_env(node, known_envs) else {
-        plan.count_once(counts::ERROR_STOPPING_INSTANCE, format!("{name} {id}"));
+        plan.count_once(Counter::ErrorStoppingInstance, format!("{name} {id}"));
         plan.info(None, format!("node {name}: no label names a known env; cannot stop {id}"));
         return;
     };
@@ -57,7 +59,7 @@ fn retire(
     let Some(inst) = instances.iter().find(|i| i.id == id) else {
         // Typically terminated over an hour ago while Jenkins still lists
         // the node: a lasting condition, counted once, not every pass.
-        plan.count_once(counts::ERROR_STOPPING_INSTANCE, format!("{name} {id}"));
+        plan.count_once(Counter::ErrorStoppingInstance, format!("{name} {id}"));
         plan.info(None, format!("node {name}: instance {id} is not in {env}"));
         return;
     };
@@ -95,7 +97,7 @@ fn retire(
     // can register a Swarm node that names another instance. The node's name
     // must name the instance too, as every agent's does (`ENV-<private ip>`).
     if !names(&node.name, inst) {
-        plan.count_once(counts::ERROR_STOPPING_INSTANCE, format!("{name} {id}"));
+        plan.count_once(Counter::ErrorStoppingInstance, format!("{name} {id}"));
         plan.info(
             None,
             format!("node {name}: its description names {id}, its name does not; not trusted, {id} is left alone"),
@@ -125,7 +127,7 @@ fn retire(
         match inst.state {
             InstanceState::Running => plan.act(Action::Stop { env, instance_id, node: name.clone() }),
             InstanceState::Stopped | InstanceState::Stopping => {
-                plan.count(counts::INSTANCE_STOPPED_STATE);
+                plan.count(Counter::InstanceStoppedState);
                 return;
             }
             _ => {
@@ -179,7 +181,7 @@ pub(super) fn plan_zombies(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTre
             if running < limit || nodes.iter().any(|n| mentions(n, inst)) {
                 continue;
             }
-            plan.count(counts::ZOMBIE_INSTANCE);
+            plan.count(Counter::ZombieInstance);
             terminate(plan, env, inst, TerminateReason::NeverRegistered { minutes: running.as_secs() / 60 });
             claimed.insert(inst.id.clone());
         }
@@ -243,7 +245,7 @@ mod tests {
 
     /// The subjects counted once as error_stopping_instance.
     fn errors_once(plan: &Plan) -> Vec<&str> {
-        plan.once.iter().filter(|(k, _)| *k == counts::ERROR_STOPPING_INSTANCE).map(|(_, s)| s.as_str()).collect()
+        plan.once.iter().filter(|(k, _)| *k == Counter::ErrorStoppingInstance).map(|(_, s)| s.as_str()).collect()
     }
 
     fn one(inst: Instance, node: Node) -> Snapshot {
@@ -359,7 +361,7 @@ mod tests {
         for state in [Stopped, Stopping] {
             let plan = down(&one(agent("i-1", state, "dev"), doomed("dev-10.0.0.1", "i-1", "dev")));
             assert_eq!(plan.actions, []);
-            assert_eq!(count(&plan.counts, counts::INSTANCE_STOPPED_STATE), 1);
+            assert_eq!(count(&plan.counts, Counter::InstanceStoppedState), 1);
         }
     }
 
@@ -520,7 +522,7 @@ mod tests {
         .nodes(vec![online("dev-10.0.0.9", "i-node", "dev", 1)]);
         let plan = zombies(&c, &s);
         assert_eq!(brief(&plan.actions), ["terminate i-old zombie"]);
-        assert_eq!(count(&plan.counts, counts::ZOMBIE_INSTANCE), 1);
+        assert_eq!(count(&plan.counts, Counter::ZombieInstance), 1);
         assert_eq!(
             plan.actions[0].to_string(),
             "dev: terminate i-old (running 60 min without becoming a Jenkins node)"

@@ -9,8 +9,10 @@ use crate::job_key::{client_token, job_key};
 use crate::label::parse_label;
 use crate::model::{Instance, InstanceState, Label, QueueItem};
 
+use crate::counter::Counter;
+
 use super::{
-    age, counts, is_busy, node_name_tail, node_of, observed, terminate, unix_secs, Action, Plan, PlanConfig, Snapshot,
+    age, is_busy, node_name_tail, node_of, observed, terminate, unix_secs, Action, Plan, PlanConfig, Snapshot,
     TerminateReason,
 };
 
@@ -117,7 +119,7 @@ impl ScaleUp<'_> {
                 Some(marker_age) => {
                     // Retry in this very pass rather than waiting for the next.
                     if expired.insert(key.as_str()) {
-                        self.plan.count(counts::JOBS_WAITED_TOO_LONG);
+                        self.plan.count(Counter::JobsWaitedTooLong);
                         self.plan.act(Action::RemoveWorkingMarker { job_key: key.clone(), expired: true });
                     }
                     self.plan.debug(
@@ -182,14 +184,14 @@ impl ScaleUp<'_> {
                 return;
             }
             Err(e) => {
-                self.plan.count(counts::UNKNOWN_LABEL);
+                self.plan.count(Counter::UnknownLabel);
                 self.plan.info(Some(key), format!("{job}: {e}; no agent is made for it"));
                 return;
             }
         };
         if !self.cfg.instance_types.allows(&label.instance_type) {
             let item_id = item.queue_id.map_or_else(|| "-".to_string(), |id| id.to_string());
-            self.plan.count_once(counts::INSTANCE_TYPE_REFUSED, format!("{key} {item_id}"));
+            self.plan.count_once(Counter::InstanceTypeRefused, format!("{key} {item_id}"));
             self.plan.info(
                 Some(key),
                 format!(
@@ -213,7 +215,7 @@ impl ScaleUp<'_> {
                 // not assigned it yet, or throttling holds it back). Once per
                 // item, as the original's marker made it.
                 let item_id = item.queue_id.map_or_else(|| "-".to_string(), |id| id.to_string());
-                self.plan.count_once(counts::JOB_ON_QUEUE, format!("{key} {item_id}"));
+                self.plan.count_once(Counter::JobOnQueue, format!("{key} {item_id}"));
             }
             self.plan.debug(Some(key), format!("{job}: absorbed by {provider}"));
             return;
@@ -688,7 +690,7 @@ mod tests {
         // Two items wait while an online agent has free executors for them:
         // the original's job_on_queue, counted once per item by the caller.
         let once: Vec<&str> =
-            plan.once.iter().filter(|(k, _)| *k == counts::JOB_ON_QUEUE).map(|(_, s)| s.as_str()).collect();
+            plan.once.iter().filter(|(k, _)| *k == Counter::JobOnQueue).map(|(_, s)| s.as_str()).collect();
         assert_eq!(once, [format!("{} -", key("job-0")), format!("{} -", key("job-1"))]);
     }
 
@@ -698,7 +700,7 @@ mod tests {
             .queue((0..3).map(|n| item(&format!("job-{n}"), "dev_shared")).collect());
         let plan = run(&s);
         assert_eq!(plan.actions, []);
-        assert_eq!(count(&plan.counts, counts::JOB_ON_QUEUE), 0);
+        assert_eq!(count(&plan.counts, Counter::JobOnQueue), 0);
     }
 
     #[test]
@@ -1089,13 +1091,13 @@ mod tests {
         s.dump.nodes = vec![windows];
         let plan = run(&s);
         assert_eq!(plan.actions, []);
-        assert_eq!(count(&plan.counts, counts::UNKNOWN_LABEL), 0);
+        assert_eq!(count(&plan.counts, Counter::UnknownLabel), 0);
         assert_eq!(info_notes(&plan.notes), Vec::<&str>::new());
         // A label carried only by one of our agents is no excuse.
         let s = snap(vec![("dev", vec![])])
             .queue(vec![item("x", "linux")])
             .nodes(vec![Node { labels: vec!["linux".into()], ..online("dev-1", "i-1", "dev", 1) }]);
-        assert_eq!(count(&run(&s).counts, counts::UNKNOWN_LABEL), 1);
+        assert_eq!(count(&run(&s).counts, Counter::UnknownLabel), 1);
     }
 
     #[test]
@@ -1108,7 +1110,7 @@ mod tests {
         .queue(vec![item("big", "dev_x2iedn.32xlarge"), item("spot", "dev_spot_p4d.24xlarge")]);
         let plan = run(&s);
         assert_eq!(plan.actions, []);
-        assert_eq!(plan.once.iter().filter(|(k, _)| *k == counts::INSTANCE_TYPE_REFUSED).count(), 2, "once per item");
+        assert_eq!(plan.once.iter().filter(|(k, _)| *k == Counter::InstanceTypeRefused).count(), 2, "once per item");
         assert!(info_notes(&plan.notes)[0].contains("x2iedn.32xlarge, which --instance_types does not admit"));
     }
 
@@ -1117,7 +1119,7 @@ mod tests {
         let s = snap(vec![("dev", vec![])]).queue(vec![item("job", "dev && linux")]);
         let plan = run(&s);
         assert_eq!(plan.actions, []);
-        assert_eq!(count(&plan.counts, counts::UNKNOWN_LABEL), 1);
+        assert_eq!(count(&plan.counts, Counter::UnknownLabel), 1);
         assert_eq!(
             plan.notes,
             [Note {
@@ -1134,7 +1136,7 @@ mod tests {
             snap(vec![("dev", vec![])]).queue(vec![item("a", "linux"), item("b", "dev_linux"), item("c", "dev_prod")]);
         let plan = run(&s);
         assert_eq!(plan.actions, []);
-        assert_eq!(count(&plan.counts, counts::UNKNOWN_LABEL), 3);
+        assert_eq!(count(&plan.counts, Counter::UnknownLabel), 3);
         let keys: Vec<_> = plan.notes.iter().map(|n| n.job_key.clone().unwrap()).collect();
         assert_eq!(keys, [key("a"), key("b"), key("c")]);
     }
@@ -1183,7 +1185,7 @@ mod tests {
         let plan = run(&s);
         assert_eq!(plan.actions, []);
         // Waiting behind its own marker is not the original's job_on_queue.
-        assert_eq!(count(&plan.counts, counts::JOB_ON_QUEUE), 0);
+        assert_eq!(count(&plan.counts, Counter::JobOnQueue), 0);
     }
 
     #[test]
@@ -1192,8 +1194,8 @@ mod tests {
             snap(vec![("dev", vec![agent("i-1", Stopped, "dev")])]).queue(vec![item("job", "dev")]).working("job", 300);
         let plan = run(&s);
         assert_eq!(brief(&plan.actions), [format!("rm-working {} expired", key("job")), "start i-1 dev".into()]);
-        assert_eq!(count(&plan.counts, counts::JOBS_WAITED_TOO_LONG), 1);
-        assert_eq!(count(&plan.counts, counts::JOB_ON_QUEUE), 0);
+        assert_eq!(count(&plan.counts, Counter::JobsWaitedTooLong), 1);
+        assert_eq!(count(&plan.counts, Counter::JobOnQueue), 0);
     }
 
     #[test]
@@ -1204,7 +1206,7 @@ mod tests {
             brief(&plan.actions),
             [format!("rm-working {} expired", key("job")), "create dev dev".into(), "create dev dev".into()]
         );
-        assert_eq!(count(&plan.counts, counts::JOBS_WAITED_TOO_LONG), 1);
+        assert_eq!(count(&plan.counts, Counter::JobsWaitedTooLong), 1);
     }
 
     #[test]
