@@ -3,12 +3,12 @@
 # the project's Jenkins emulator (issue 6). Figures only, never asserted:
 #
 #   a. pass cost for queue length Q, agents I, envs E, for --cli ssh and jar
-#      (scripts/bench_pass.py: latency, AWS requests, CPU, peak RSS);
+#      (bench/bench_pass.py: latency, AWS requests, CPU, peak RSS);
 #   b. a simulated 30-minute trace of 300 jobs, closed loop through the
-#      emulator's --simulate (scripts/bench_trace.py: queue wait, billed
+#      emulator's --simulate (bench/bench_trace.py: queue wait, billed
 #      instance-minutes, launches, caps);
 #   c. the original Python script's measured scenario, and the ratio
-#      (scripts/bench_reference.py).
+#      (bench/bench_reference.py).
 #
 #   scripts/bench.sh [--parts a,b,c] [--grid subset|full|smoke] [--cli ssh,jar]
 #                    [--profile release|debug | --binary PATH] [--out FILE] [--keep]
@@ -98,7 +98,7 @@ trap 'exit 143' TERM
 run_part() {
     local limit="$1" script="$2"
     shift 2
-    timeout -k 30 "$limit" "$python" "scripts/$script" "$@" >"$work/part.md" &
+    timeout -k 30 "$limit" "$python" "bench/$script" "$@" >"$work/part.md" &
     driver=$!
     local status=0
     wait "$driver" || status=$?

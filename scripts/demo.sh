@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shows slave_manager at work, with no AWS account and no Jenkins: moto's
-# server plays EC2/STS/IAM, scripts/jenkins_emulator.py plays the Jenkins
+# server plays EC2/STS/IAM, tests/support/jenkins_emulator.py plays the Jenkins
 # master (its queue, its nodes, its SSH CLI). The manager runs 3 passes
 # against them; the demo prints the fleet before and after, the manager's
 # own log, its CSV statistics and the Jenkins commands it sent.
@@ -101,7 +101,7 @@ moto_up() {
 wait_for 60 "moto's server" moto_up
 echo "moto:    $aws"
 
-"$python" "$repo/scripts/jenkins_emulator.py" --user slave-manager \
+"$python" "$repo/tests/support/jenkins_emulator.py" --user slave-manager \
     --authorized-keys authorized_keys --log commands.jsonl \
     --http-port 0 --ssh-port 0 >emulator.out 2>emulator.log &
 emulator_pid=$!
@@ -116,9 +116,9 @@ jenkins="http://127.0.0.1:${http#http=}/"
 echo "jenkins: $jenkins (CLI over SSH on port ${ssh#ssh=})"
 
 # The AWS side: envs, networks, the master's SG, and the agents that exist
-# before the manager runs (scripts/demo_scenario.py says which and why).
-"$python" "$repo/scripts/demo_scenario.py" agents >agents.json
-"$python" "$repo/scripts/moto_world.py" --endpoint "$aws" --envs "$envs" \
+# before the manager runs (tests/support/demo_scenario.py says which and why).
+"$python" "$repo/tests/support/demo_scenario.py" agents >agents.json
+"$python" "$repo/tests/support/moto_world.py" --endpoint "$aws" --envs "$envs" \
     --jenkins-url "$jenkins" --master-region "$master_region" \
     --agents agents.json --world-json world.json \
     --environment-json environment.json >/dev/null
@@ -128,15 +128,15 @@ echo "AMIs:    $ami_ids (the current ones)"
 
 # The Jenkins side: its build queue and its nodes, which name the instances
 # just launched, so the scenario is computed from the world.
-"$python" "$repo/scripts/demo_scenario.py" scenario world.json >scenario.json
+"$python" "$repo/tests/support/demo_scenario.py" scenario world.json >scenario.json
 curl -sf -o /dev/null -X PUT --data @scenario.json "${jenkins}emulator/state"
 
 heading "Jenkins"
-"$python" "$repo/scripts/demo_scenario.py" describe scenario.json
+"$python" "$repo/tests/support/demo_scenario.py" describe scenario.json
 
 heading "before"
-"$python" "$repo/scripts/moto_world.py" fleet --endpoint "$aws" --environment environment.json
-"$python" "$repo/scripts/moto_world.py" fleet --json --endpoint "$aws" --environment environment.json >before.json
+"$python" "$repo/tests/support/moto_world.py" fleet --endpoint "$aws" --environment environment.json
+"$python" "$repo/tests/support/moto_world.py" fleet --json --endpoint "$aws" --environment environment.json >before.json
 
 # --- The manager -------------------------------------------------------------
 
@@ -166,11 +166,11 @@ PATH="$repo/tests/support/bin:$PATH" \
 echo "(exit status $status, $((SECONDS - started)) s)"
 
 heading "after"
-"$python" "$repo/scripts/moto_world.py" fleet --endpoint "$aws" --environment environment.json
-"$python" "$repo/scripts/moto_world.py" fleet --json --endpoint "$aws" --environment environment.json >after.json
+"$python" "$repo/tests/support/moto_world.py" fleet --endpoint "$aws" --environment environment.json
+"$python" "$repo/tests/support/moto_world.py" fleet --json --endpoint "$aws" --environment environment.json >after.json
 
 heading "what changed"
-"$python" "$repo/scripts/demo_scenario.py" changes world.json before.json after.json
+"$python" "$repo/tests/support/demo_scenario.py" changes world.json before.json after.json
 
 heading "statistics (CSV files for the Jenkins Plot plugin)"
 shopt -s nullglob
@@ -186,7 +186,7 @@ fi
 
 heading "Jenkins CLI commands received"
 if [[ -s commands.jsonl ]]; then
-    "$python" "$repo/scripts/demo_scenario.py" commands commands.jsonl
+    "$python" "$repo/tests/support/demo_scenario.py" commands commands.jsonl
 else
     echo "  none"
 fi

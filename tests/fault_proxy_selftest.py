@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Self-test of scripts/fault_proxy.py: moto's server and the proxy on free
+"""Self-test of tests/support/fault_proxy.py: moto's server and the proxy on free
 loopback ports, driven with boto3 and raw HTTP.
 
 It proves what fault tests of slave_manager rely on: normal traffic passes
@@ -29,7 +29,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROXY = os.path.join(REPO, "scripts", "fault_proxy.py")
+PROXY = os.path.join(REPO, "tests", "support", "fault_proxy.py")
 REGION = "us-east-2"
 NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 

@@ -1,6 +1,6 @@
 //! A local world for integration tests: moto's server as AWS and the
 //! project's Jenkins emulator, each on a free loopback port, both killed when
-//! the test ends; the AWS side built by `scripts/moto_world.py`.
+//! the test ends; the AWS side built by `tests/support/moto_world.py`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -68,7 +68,7 @@ impl Moto {
     }
 }
 
-/// The fault-injecting proxy (scripts/fault_proxy.py) in front of moto.
+/// The fault-injecting proxy (tests/support/fault_proxy.py) in front of moto.
 pub struct Proxy {
     _child: Guard,
     pub port: u16,
@@ -77,12 +77,12 @@ pub struct Proxy {
 impl Proxy {
     pub fn start(target: &str) -> Proxy {
         let mut child = Command::new("python3")
-            .arg(repo().join("scripts/fault_proxy.py"))
+            .arg(repo().join("tests/support/fault_proxy.py"))
             .args(["--target", target, "--port", "0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("python3 scripts/fault_proxy.py");
+            .expect("python3 tests/support/fault_proxy.py");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let port = line.trim().strip_prefix("READY port=").and_then(|p| p.parse().ok());
@@ -183,7 +183,7 @@ impl Emulator {
     pub fn start_with(dir: &Path, tls: Option<&Tls>) -> Emulator {
         std::fs::copy(dir.join("id_rsa.pub"), dir.join("authorized_keys")).unwrap();
         let mut cmd = Command::new("python3");
-        cmd.arg(repo().join("scripts/jenkins_emulator.py"))
+        cmd.arg(repo().join("tests/support/jenkins_emulator.py"))
             .args(["--user", USER, "--authorized-keys"])
             .arg(dir.join("authorized_keys"))
             .args(["--http-port", "0", "--ssh-port", "0", "--log"])
@@ -196,8 +196,11 @@ impl Emulator {
             let roots = ureq::tls::RootCerts::new_with_certs(&[ca]);
             control = control.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
         }
-        let mut child =
-            cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("python3 scripts/jenkins_emulator.py");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 tests/support/jenkins_emulator.py");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let port = |key: &str| -> u16 {
@@ -339,7 +342,7 @@ impl World {
         let jenkins = Emulator::start_with(dir.path(), tls.as_ref());
         std::fs::write(dir.path().join("agents.json"), agents.to_string()).unwrap();
         let out = Command::new("python3")
-            .arg(repo().join("scripts/moto_world.py"))
+            .arg(repo().join("tests/support/moto_world.py"))
             .args(["--endpoint", &moto.endpoint(), "--envs", ENVS, "--jenkins-url", &jenkins.url()])
             .arg("--agents")
             .arg(dir.path().join("agents.json"))
@@ -455,7 +458,7 @@ impl World {
     /// Every instance of every env, and of the master's account (`(master)`).
     pub fn fleet(&self) -> Vec<Value> {
         let out = Command::new("python3")
-            .arg(repo().join("scripts/moto_world.py"))
+            .arg(repo().join("tests/support/moto_world.py"))
             .args(["fleet", "--json", "--endpoint", &self.moto.endpoint(), "--environment"])
             .arg(self.path().join("environment.json"))
             .output()
@@ -467,7 +470,7 @@ impl World {
     /// Every EBS volume of every env: `{env, volume, state, instances}`.
     pub fn volumes(&self) -> Vec<Value> {
         let out = Command::new("python3")
-            .arg(repo().join("scripts/moto_world.py"))
+            .arg(repo().join("tests/support/moto_world.py"))
             .args(["volumes", "--endpoint", &self.moto.endpoint(), "--environment"])
             .arg(self.path().join("environment.json"))
             .output()

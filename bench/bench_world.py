@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A large slave_manager world in moto, for the pass-cost benchmark.
 
-scripts/moto_world.py builds the small worlds of the tests and the demo (one
+tests/support/moto_world.py builds the small worlds of the tests and the demo (one
 agent per call, /24 subnets); this builds E envs holding I agents between
 them quickly: /20 subnets (moto refuses launches once a subnet is full) and
 RunInstances in batches, tagged at launch as the manager tags its own. A
@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 
+import bench_common  # noqa: F401  (puts tests/support, where moto_world lives, on sys.path)
 import moto_world
 from moto_world import Aws
 

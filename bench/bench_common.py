@@ -19,12 +19,18 @@ import time
 import urllib.request
 from datetime import datetime
 
-# The emulator already computes percentiles for its simulation stats (the
-# bench scripts run from scripts/, so it is importable).
-from jenkins_emulator import percentile
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+# The test doubles (emulator, moto world builder), which the bench also runs
+# and imports. The one place that puts them on sys.path: every bench script
+# imports this module first.
+SUPPORT = os.path.join(REPO, "tests", "support")
+if SUPPORT not in sys.path:
+    sys.path.insert(0, SUPPORT)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = os.path.join(REPO, "scripts")
+# The emulator already computes percentiles for its simulation stats.
+from jenkins_emulator import percentile  # noqa: E402
+
 PYTHON = sys.executable
 USER = "slave-manager"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -154,7 +160,7 @@ class Services:
 
     def proxy(self, target, timeout=30):
         """Starts the counting proxy in front of `target`; returns its URL."""
-        proc = self._spawn("proxy", [PYTHON, os.path.join(SCRIPTS, "bench_proxy.py"),
+        proc = self._spawn("proxy", [PYTHON, os.path.join(BENCH, "bench_proxy.py"),
                                      "--target", target], stdout=subprocess.PIPE)
         ready = self._ready_line("proxy", proc, timeout)
         return f"http://127.0.0.1:{ready['port']}"
@@ -162,7 +168,7 @@ class Services:
     def emulator(self, name, args, timeout=60):
         """Starts the Jenkins emulator with `args`; returns (http URL, proc)."""
         keys = os.path.join(self.workdir, "authorized_keys")
-        proc = self._spawn(name, [PYTHON, os.path.join(SCRIPTS, "jenkins_emulator.py"),
+        proc = self._spawn(name, [PYTHON, os.path.join(SUPPORT, "jenkins_emulator.py"),
                                   "--user", USER, "--authorized-keys", keys,
                                   "--log", os.path.join(self.workdir, f"{name}.commands.jsonl"),
                                   *args], stdout=subprocess.PIPE)
@@ -198,7 +204,7 @@ def keygen(workdir):
 
 
 JAVA_WRAPPER = """#!/usr/bin/env bash
-# Written by scripts/bench_common.py: times each `java` call (the jar CLI) for
+# Written by bench/bench_common.py: times each `java` call (the jar CLI) for
 # the benchmark, then runs the test stand-in. No forks: bash's own clock.
 start=$EPOCHREALTIME
 "{standin}" "$@"

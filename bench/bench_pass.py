@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark (a): what one pass costs, for queue length Q, agents I, envs E.
 
-For each (I, E) a world is built in moto (scripts/bench_world.py: I running
+For each (I, E) a world is built in moto (bench/bench_world.py: I running
 agents spread over E envs, a quarter spot); for each Q the emulator serves a
 static dump of Q queue items (labels `ENV` and `ENV_spot`, round-robin over
 the envs) and one busy node per agent. The caps are set to what each env
@@ -9,7 +9,7 @@ holds, so every item is planned in full every pass (no free executor, no
 stopped agent, at the cap) and no pass launches anything: a steady pass is
 observation plus planning. The manager runs `--passes` passes back to back
 (`--pass_interval 0 --debug --skip_security_group --gc_job ''`) through the
-counting proxy (scripts/bench_proxy.py) for each `--cli`.
+counting proxy (bench/bench_proxy.py) for each `--cli`.
 
 Figures per run, over the steady passes (all but the first, which also
 assumes the roles, fetches the jar and runs the inventory):

@@ -13,7 +13,7 @@ Control: GET /__bench_proxy__/log[?since=N] answers the records from the
 N-th on (JSON list); DELETE /__bench_proxy__/log forgets them. Once listening
 it prints `READY port=<port>` on stdout; SIGTERM or SIGINT stops it.
 
-Run: python3 scripts/bench_proxy.py --target http://127.0.0.1:PORT [--port N]
+Run: python3 bench/bench_proxy.py --target http://127.0.0.1:PORT [--port N]
 """
 
 import argparse

@@ -357,7 +357,7 @@ def run(args):
         # --url is used to reach Jenkins.
         env_json = os.path.join(args.workdir, "environment-trace.json")
         world_json = os.path.join(args.workdir, "world-trace.json")
-        subprocess.run([bc.PYTHON, os.path.join(bc.SCRIPTS, "moto_world.py"), "--endpoint", moto,
+        subprocess.run([bc.PYTHON, os.path.join(bc.SUPPORT, "moto_world.py"), "--endpoint", moto,
                         "--envs", ENVS, "--jenkins-url", "http://jenkins.invalid/",
                         "--master-region", "us-west-2", "--agents", agents_path,
                         "--environment-json", env_json, "--world-json", world_json],

@@ -6,7 +6,7 @@ moto, fake `java`): 2 envs, N queue items alternating `dev`/`dev_spot`,
 on-demand cap 2, `--loop_counter 3`. With N = 50 its first pass (creating 27
 instances: 2 on-demand at the cap, 25 spot) took 85.6 s of work, each steady
 pass 34 s with 46 `aws` CLI calls, the whole run 181.1 s. Here the same
-world (scripts/moto_world.py: dev and prod in two accounts, no agent yet) and
+world (tests/support/moto_world.py: dev and prod in two accounts, no agent yet) and
 the same static queue (no node registers: the original was measured against
 a fixed dump too) are served to our binary, 5 s between passes as the
 original slept, through the counting proxy, once per `--cli`.
@@ -37,7 +37,7 @@ def scenario(items):
 
 
 def build_world(moto, jenkins, workdir):
-    subprocess.run([bc.PYTHON, os.path.join(bc.SCRIPTS, "moto_world.py"), "--endpoint", moto,
+    subprocess.run([bc.PYTHON, os.path.join(bc.SUPPORT, "moto_world.py"), "--endpoint", moto,
                     "--envs", ENVS, "--jenkins-url", jenkins, "--master-region", "us-west-2",
                     "--reset", "--environment-json", os.path.join(workdir, "environment-ref.json"),
                     "--world-json", os.path.join(workdir, "world-ref.json")],

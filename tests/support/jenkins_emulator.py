@@ -29,7 +29,7 @@ the agents in moto's EC2, registers their nodes after a boot delay, runs the
 jobs of a trace on them and applies the idle policy (SPEC A6); the dump is
 then made from that model, and `GET /emulator/sim` reports what happened.
 
-Run: python3 scripts/jenkins_emulator.py --user USER --authorized-keys FILE
+Run: python3 tests/support/jenkins_emulator.py --user USER --authorized-keys FILE
          [--scenario FILE] [--log FILE] [--http-port N] [--ssh-port N]
          [--warning-line] [--anonymous-read] [--tls-cert FILE --tls-key FILE]
          [--simulate --moto-endpoint URL --environment FILE [--trace FILE]
