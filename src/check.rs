@@ -70,8 +70,7 @@ pub async fn run(world: &World) -> Vec<Check> {
             Ok(rules) => {
                 // Which rules the manager would never revoke: other ports,
                 // other protocols, 443 rules it did not add.
-                let required: Vec<(u16, String)> =
-                    world.config.required_ip_list.iter().map(|r| (r.port, r.cidr.clone())).collect();
+                let required = world.config.required_rules();
                 let none = Ok(Default::default());
                 let unmanaged =
                     crate::plan::security_group::plan_security_group(&required, &none, &Ok(vec![]), &rules).unmanaged;

@@ -324,6 +324,11 @@ impl Config {
         })
     }
 
+    /// `--required_ip_list` as (port, normalised CIDR) pairs.
+    pub fn required_rules(&self) -> Vec<(u16, String)> {
+        self.required_ip_list.iter().map(|r| (r.port, r.cidr.clone())).collect()
+    }
+
     pub fn env_names(&self) -> BTreeSet<String> {
         self.envs.keys().cloned().collect()
     }

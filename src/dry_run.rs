@@ -67,7 +67,7 @@ pub async fn plan(world: &World, plan_config: &PlanConfig) -> (Vec<Row>, Vec<Str
     let inv = plan_inventory(plan_config, &obs.envs, obs.dump.as_ref().ok(), obs.now, &terminated);
     rows.extend(inv.actions.iter().map(|a| Row::of(a, "inventory: ")));
     if world.config.manage_security_group {
-        match periodic::security_group_plan(world, &obs.envs).await {
+        match periodic::security_group_plan(world, plan_config, &obs.envs).await {
             Ok(sg) => {
                 let group = &world.config.master.sg_id;
                 for (action, rules) in [("authorize", &sg.add), ("revoke", &sg.revoke)] {

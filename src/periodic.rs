@@ -11,6 +11,7 @@ use crate::aws::{security_group as sg, sqs};
 use crate::counter::Counter;
 use crate::model::EnvObservation;
 use crate::plan::security_group::{plan_security_group, prod_agent_ips, SgPlan};
+use crate::plan::PlanConfig;
 use crate::requests::{clip, command_words, masked, ECHO_CHARS};
 use crate::stats::Stats;
 use crate::world::World;
@@ -26,9 +27,14 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Brings the master's security group to the wanted rules (SPEC A7), adding
 /// before revoking, and revoking nothing on a partial view.
-pub async fn security_group(world: &World, envs: &BTreeMap<String, EnvObservation>, stats: &mut Stats) {
+pub async fn security_group(
+    world: &World,
+    plan_config: &PlanConfig,
+    envs: &BTreeMap<String, EnvObservation>,
+    stats: &mut Stats,
+) {
     let group = &world.config.master.sg_id;
-    let plan = match security_group_plan(world, envs).await {
+    let plan = match security_group_plan(world, plan_config, envs).await {
         Ok(plan) => plan,
         Err(e) => {
             tracing::error!("security group: {e}");
@@ -61,13 +67,16 @@ pub async fn security_group(world: &World, envs: &BTreeMap<String, EnvObservatio
 }
 
 /// Reads the group and works out what to add and revoke (no change made).
-pub async fn security_group_plan(world: &World, envs: &BTreeMap<String, EnvObservation>) -> Result<SgPlan, String> {
+pub async fn security_group_plan(
+    world: &World,
+    plan_config: &PlanConfig,
+    envs: &BTreeMap<String, EnvObservation>,
+) -> Result<SgPlan, String> {
     let c = &world.config;
     let existing = sg::ipv4_rules(&world.master_ec2, &c.master.sg_id).await?;
-    let plan_config = crate::reconciler::plan_config(c);
     let prod_ips = prod_agent_ips(envs, |env, i| plan_config.is_ours(env, i));
     let scm_ips = resolve_ipv4(&c.scm_host).await;
-    let required: Vec<(u16, String)> = c.required_ip_list.iter().map(|r| (r.port, r.cidr.clone())).collect();
+    let required = c.required_rules();
     Ok(plan_security_group(&required, &prod_ips, &scm_ips, &existing))
 }
 

@@ -167,7 +167,7 @@ impl<'w> Reconciler<'w> {
             self.inventory(&obs, pass, &terminated).await;
         }
         if pass.is_multiple_of(periodic::SECURITY_GROUP_EVERY) && config.manage_security_group {
-            periodic::security_group(self.world, &obs.envs, &mut self.stats).await;
+            periodic::security_group(self.world, &self.plan_config, &obs.envs, &mut self.stats).await;
         }
         if pass.is_multiple_of(periodic::GC_EVERY) {
             if let Some(job) = &config.gc_job {

@@ -454,23 +454,20 @@ impl JenkinsCli {
             }
             Ok(())
         };
-        let mut stdout = Vec::new();
-        let read = read_until(&mut channel, &mut stdout);
-        if read.is_err() {
+        // A failed or oversized read leaves the connection cut, so no polite
+        // close waits on a server still sending.
+        let cut = |e: CliError| {
             let _ = hang_up.shutdown(std::net::Shutdown::Both);
-        }
-        read?;
+            e
+        };
+        let mut stdout = Vec::new();
+        read_until(&mut channel, &mut stdout).map_err(cut)?;
         let mut stderr = Vec::new();
         if stdout.len() as u64 <= limit {
-            let read = read_until(&mut channel.stderr(), &mut stderr);
-            if read.is_err() {
-                let _ = hang_up.shutdown(std::net::Shutdown::Both);
-            }
-            read?;
+            read_until(&mut channel.stderr(), &mut stderr).map_err(cut)?;
         }
         if stdout.len() as u64 > limit || stderr.len() as u64 > limit {
-            let _ = hang_up.shutdown(std::net::Shutdown::Both);
-            return Err(self.too_much_output(words));
+            return Err(cut(self.too_much_output(words)));
         }
         channel.wait_close().map_err(timed_out)?;
         let status = channel.exit_status().map_err(timed_out)?;

@@ -190,8 +190,7 @@ impl ScaleUp<'_> {
             }
         };
         if !self.cfg.instance_types.allows(&label.instance_type) {
-            let item_id = item.queue_id.map_or_else(|| "-".to_string(), |id| id.to_string());
-            self.plan.count_once(Counter::InstanceTypeRefused, format!("{key} {item_id}"));
+            self.plan.count_once(Counter::InstanceTypeRefused, item_subject(key, item));
             self.plan.info(
                 Some(key),
                 format!(
@@ -214,8 +213,7 @@ impl ScaleUp<'_> {
                 // online agent of its label has a free executor (Jenkins has
                 // not assigned it yet, or throttling holds it back). Once per
                 // item, as the original's marker made it.
-                let item_id = item.queue_id.map_or_else(|| "-".to_string(), |id| id.to_string());
-                self.plan.count_once(Counter::JobOnQueue, format!("{key} {item_id}"));
+                self.plan.count_once(Counter::JobOnQueue, item_subject(key, item));
             }
             self.plan.debug(Some(key), format!("{job}: absorbed by {provider}"));
             return;
@@ -489,6 +487,11 @@ impl ScaleUp<'_> {
         }
         Some(pick_from[self.rng.usize(..pick_from.len())])
     }
+}
+
+/// One queue item, as the subject of a counter counted once per item.
+fn item_subject(key: &str, item: &QueueItem) -> String {
+    format!("{key} {}", item.queue_id.map_or_else(|| "-".to_string(), |id| id.to_string()))
 }
 
 #[cfg(test)]
