@@ -28,9 +28,6 @@ SUPPORT = os.path.join(REPO, "tests", "support")
 if SUPPORT not in sys.path:
     sys.path.insert(0, SUPPORT)
 
-# The emulator already computes percentiles for its simulation stats.
-from jenkins_emulator import percentile  # noqa: E402
-
 PYTHON = sys.executable
 USER = "slave-manager"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -64,6 +61,15 @@ def free_port():
 
 def log(message):
     print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values, fraction):
+    """Nearest-rank percentile of `values` (None when there are none)."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, -(-len(ordered) * fraction // 1))
+    return ordered[int(rank) - 1]
 
 
 def median(values):
@@ -165,10 +171,13 @@ class Services:
         ready = self._ready_line("proxy", proc, timeout)
         return f"http://127.0.0.1:{ready['port']}"
 
-    def emulator(self, name, args, timeout=60):
-        """Starts the Jenkins emulator with `args`; returns (http URL, proc)."""
+    def emulator(self, name, args, timeout=60, script=None):
+        """Starts the Jenkins emulator (or `script`, which takes the same
+        flags and more: bench/sim_jenkins.py) with `args`; returns
+        (http URL, proc)."""
         keys = os.path.join(self.workdir, "authorized_keys")
-        proc = self._spawn(name, [PYTHON, os.path.join(SUPPORT, "jenkins_emulator.py"),
+        script = script or os.path.join(SUPPORT, "jenkins_emulator.py")
+        proc = self._spawn(name, [PYTHON, script,
                                   "--user", USER, "--authorized-keys", keys,
                                   "--log", os.path.join(self.workdir, f"{name}.commands.jsonl"),
                                   *args], stdout=subprocess.PIPE)
