@@ -34,7 +34,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -42,7 +41,6 @@ import time
 import bench_common as bc
 import simulation
 
-ENVS = "dev:111111111111:us-east-2,prod:222222222222:us-west-2"
 # label: (share of jobs, median duration s, job names)
 LABELS = {
     "dev": (0.30, 90, ["app/build", "app/unit-tests", "lib/build", "docs/publish"]),
@@ -322,40 +320,29 @@ def run(args):
     with open(agents_path, "w") as out:
         json.dump(PREEXISTING, out)
     services = bc.Services(args.workdir)
-    run_dir = bc.workdir("run-trace-", args.workdir)
+    run_dir = None
     try:
         bc.keygen(args.workdir)
-        shutil.copy(os.path.join(args.workdir, "id_rsa"), run_dir)
+        run_dir = bc.workdir("run-trace-", args.workdir)
         moto = services.moto()
         # The world first (the emulator needs its environment.json), with a
         # placeholder Jenkins URL in the agents' tags: only the manager's
         # --url is used to reach Jenkins.
-        env_json = os.path.join(args.workdir, "environment-trace.json")
-        world_json = os.path.join(args.workdir, "world-trace.json")
-        subprocess.run([bc.PYTHON, os.path.join(bc.SUPPORT, "moto_world.py"), "--endpoint", moto,
-                        "--envs", ENVS, "--jenkins-url", "http://jenkins.invalid/",
-                        "--master-region", "us-west-2", "--agents", agents_path,
-                        "--environment-json", env_json, "--world-json", world_json],
-                       check=True, stdout=subprocess.DEVNULL, timeout=300)
-        with open(world_json) as source:
-            world = json.load(source)
+        world = bc.two_env_world(moto, "trace", args.workdir, "http://jenkins.invalid/",
+                                 "--agents", agents_path)
         sim_out = os.path.join(args.workdir, "sim-stats.json")
         jenkins, emulator = services.emulator("emulator-sim", [
-            "--moto-endpoint", moto, "--environment", env_json,
+            "--moto-endpoint", moto, "--environment", world["environment_json"],
             "--trace", trace_path, "--time-scale", str(args.time_scale),
             "--boot-delay", str(args.boot_delay), "--idle-minutes", str(args.idle_minutes),
             "--sim-out", sim_out, "--http-port", "0", "--ssh-port", "0"],
             script=os.path.join(bc.BENCH, "sim_jenkins.py"))
-        manager_args = [
-            "--url", jenkins, "--id_rsa", "id_rsa", "--jenkins_user", bc.USER,
-            "--owner_email", "ops@example.com", "--ami_ids", world["ami_ids"],
-            "--environment", env_json, "--cli", args.cli,
+        manager_args = bc.manager_args(
+            jenkins, world, args.cli,
             "--loop_counter", "1000000", "--pass_interval", f"{5 / args.time_scale:.3f}",
-            "--debug", "--skip_security_group", "--gc_job", "",
             "--idle_minutes", str(args.idle_minutes),
             "--max_num_of_slaves_in_env", str(args.on_demand_cap),
-            "--max_num_of_spot_slaves_in_env", str(args.spot_cap),
-            "--jenkins_master_region", "us-west-2"]
+            "--max_num_of_spot_slaves_in_env", str(args.spot_cap))
         last_check = {"at": 0.0, "stop": False}
         limit_sim = (args.minutes + args.idle_minutes + 60) * 60
 
@@ -389,7 +376,8 @@ def run(args):
         result = analyse(stats, manager, caps, args.time_scale)
     finally:
         services.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if run_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(result, out, indent=1)
@@ -429,8 +417,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except bc.BenchError as err:
-        print(f"bench_trace: {err}", file=sys.stderr)
-        sys.exit(1)
+    bc.run_main(main, "bench_trace")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test: rustfmt, ruff over the Python tools, the Jenkins
 # side (Groovy under Debian's groovy, job definitions, start_swarm.sh, and
-# every shell script through shellcheck), the fault proxy's self-test, clippy
+# every shell script through shellcheck), the Python tools' own tests
+# (tests/tools: the AWS proxy, the emulator's tokenizer, the simulation), clippy
 # (warnings are errors), then cargo's unit tests and the integration tests
 # that drive the built binary against moto's server and the project's Jenkins
 # emulator (started by the tests on loopback ports), the run report rendered
@@ -15,7 +16,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/slave-manager-target}"
 cargo fmt --check
 "${PYTHON:-python3}" -m ruff check --quiet --no-cache .   # ruff.toml; the version pinned in requirements-dev.txt
 tests/groovy/run.sh   # the Jenkins side: Groovy scripts, job definitions, start_swarm.sh, shellcheck
-"${PYTHON:-python3}" tests/fault_proxy_selftest.py   # the AWS fault proxy the fault tests stand on
-"${PYTHON:-python3}" tests/tools/run.py   # the Python tools' own tests (tests/support, bench)
+"${PYTHON:-python3}" tests/tools/run.py   # the Python tools' own tests: the AWS proxy, the emulator's tokenizer, the bench's simulation
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets "$@"

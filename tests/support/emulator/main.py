@@ -32,10 +32,9 @@ def build_parser(description):
                         help="JSON: queue, nodes, jobs, messages or dumps")
     parser.add_argument("--log", metavar="FILE",
                         help="also append each command as a JSON line here")
-    parser.add_argument("--http-port", type=int, default=0,
-                        help="0 (default) picks a free port")
-    parser.add_argument("--ssh-port", type=int, default=0,
-                        help="0 (default) picks a free port")
+    for side in ("http", "ssh"):
+        parser.add_argument(f"--{side}-port", type=int, default=0,
+                            help="0 (default) picks a free port")
     parser.add_argument("--warning-line", action="store_true",
                         help="print the jar's HTTPS warning line before the dump")
     parser.add_argument("--anonymous-read", action="store_true",
@@ -44,8 +43,7 @@ def build_parser(description):
                              "/login does, as on a secured Jenkins)")
     parser.add_argument("--tls-cert", metavar="FILE",
                         help="serve HTTPS with this PEM certificate (chain)")
-    parser.add_argument("--tls-key", metavar="FILE",
-                        help="the private key of --tls-cert")
+    parser.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert")
     parser.add_argument("--tcp-nodelay", action="store_true",
                         help="set TCP_NODELAY on SSH connections (off by "
                              "default: small writes then wait for the "
