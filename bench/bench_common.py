@@ -1,5 +1,6 @@
 """Shared pieces of the benchmark (scripts/bench.sh): the helper servers,
-the manager run with its per-pass figures, and small statistics.
+the frame of a bench part, the manager run with its per-pass figures, and
+small statistics.
 
 Everything listens on 127.0.0.1 on free ports; every process started here is
 stopped at exit (`Services.close`, also on SIGTERM/SIGINT through
@@ -9,8 +10,8 @@ stopped at exit (`Services.close`, also on SIGTERM/SIGINT through
 import json
 import os
 import re
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,18 +22,19 @@ from datetime import datetime
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
-# The test doubles (emulator, moto world builder), which the bench also runs
-# and imports. The one place that puts them on sys.path: every bench script
-# imports this module first.
+# The test doubles (emulator, fault proxy, moto world builder), which the
+# bench also runs and imports. The one place that puts them on sys.path:
+# every bench script imports this module first.
 SUPPORT = os.path.join(REPO, "tests", "support")
 if SUPPORT not in sys.path:
     sys.path.insert(0, SUPPORT)
 
-# The emulator already computes percentiles for its simulation stats.
-from jenkins_emulator import percentile  # noqa: E402
+from moto_server import MotoServer  # noqa: E402
 
 PYTHON = sys.executable
 USER = "slave-manager"
+# The two-env world of parts (b) and (c), as the original was measured.
+TWO_ENVS = "dev:111111111111:us-east-2,prod:222222222222:us-west-2"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -56,14 +58,17 @@ def install_signal_exit():
     signal.signal(signal.SIGINT, leave)
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def log(message):
     print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values, fraction):
+    """Nearest-rank percentile of `values` (None when there are none)."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, -(-len(ordered) * fraction // 1))
+    return ordered[int(rank) - 1]
 
 
 def median(values):
@@ -96,6 +101,26 @@ def http_json(url, method="GET", body=None, timeout=60):
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout) as answer:
         return json.load(answer)
+
+
+def reset_aws(proxy):
+    """Empties moto through the proxy, so that the proxy also forgets the
+    ClientTokens of the launches that are gone: the manager's tokens repeat
+    from run to run, and a remembered one would be answered with instances
+    moto no longer has."""
+    urllib.request.urlopen(urllib.request.Request(f"{proxy}/moto-api/reset", method="POST"),
+                           timeout=60).close()
+
+
+def proxy_mark(proxy):
+    """How many calls the proxy has logged: where a run's calls will start."""
+    return len(http_json(f"{proxy}/_proxy/calls"))
+
+
+def proxy_calls(proxy, mark):
+    """The calls the proxy logged from `mark` on: {"time" (arrival), "end",
+    "service", "region", "action", "status", "bytes", ...}."""
+    return http_json(f"{proxy}/_proxy/calls?since={mark}")
 
 
 class Services:
@@ -143,32 +168,30 @@ class Services:
 
     def moto(self, timeout=60):
         """Starts moto's server; returns its URL."""
-        port = free_port()
-        proc = self._spawn("moto", [PYTHON, "-m", "moto.server", "-H", "127.0.0.1",
-                                    "-p", str(port)], stdout=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise BenchError(f"moto's server exited:\n{self._log_tail('moto')}")
+        with open(os.path.join(self.workdir, "moto.log"), "ab") as out:
             try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
-                return url
-            except OSError:
-                time.sleep(0.1)
-        raise BenchError(f"moto's server did not answer within {timeout} s")
+                server = MotoServer(log=out, timeout=timeout)
+            except RuntimeError as err:
+                raise BenchError(f"{err}:\n{self._log_tail('moto')}") from err
+        self.procs.append(server.proc)
+        return server.url
 
-    def proxy(self, target, timeout=30):
-        """Starts the counting proxy in front of `target`; returns its URL."""
-        proc = self._spawn("proxy", [PYTHON, os.path.join(BENCH, "bench_proxy.py"),
-                                     "--target", target], stdout=subprocess.PIPE)
+    def proxy(self, target, flags=(), timeout=30):
+        """Starts the AWS proxy (tests/support/fault_proxy.py: it logs every
+        call; `flags` may add its latency model) in front of `target`;
+        returns its URL."""
+        proc = self._spawn("proxy", [PYTHON, os.path.join(SUPPORT, "fault_proxy.py"),
+                                     "--target", target, *flags], stdout=subprocess.PIPE)
         ready = self._ready_line("proxy", proc, timeout)
         return f"http://127.0.0.1:{ready['port']}"
 
-    def emulator(self, name, args, timeout=60):
-        """Starts the Jenkins emulator with `args`; returns (http URL, proc)."""
+    def emulator(self, name, args, timeout=60, script=None):
+        """Starts the Jenkins emulator (or `script`, which takes the same
+        flags and more: bench/sim_jenkins.py) with `args`; returns
+        (http URL, proc)."""
         keys = os.path.join(self.workdir, "authorized_keys")
-        proc = self._spawn(name, [PYTHON, os.path.join(SUPPORT, "jenkins_emulator.py"),
+        script = script or os.path.join(SUPPORT, "jenkins_emulator.py")
+        proc = self._spawn(name, [PYTHON, script,
                                   "--user", USER, "--authorized-keys", keys,
                                   "--log", os.path.join(self.workdir, f"{name}.commands.jsonl"),
                                   *args], stdout=subprocess.PIPE)
@@ -407,6 +430,11 @@ class ManagerRun:
         start = p.end - p.ms / 1000 - 0.05
         return (max([start] + earlier[-1:]), p.end)
 
+    def calls_in(self, p, calls):
+        """The proxy's calls that arrived during pass `p`."""
+        lo, hi = self.window(p)
+        return [c for c in calls if lo <= c["time"] <= hi]
+
     def steady(self):
         """Every pass but the first (its set-up work: role assumption, the
         inventory, the jar download; see `first`)."""
@@ -441,7 +469,70 @@ class ManagerRun:
 
 
 def workdir(prefix, parent):
-    """A fresh directory for one manager run (its markers, CSVs, jar),
-    inside the benchmark's own directory so an interrupted run leaves
-    nothing behind once bench.sh removes that."""
-    return tempfile.mkdtemp(prefix=prefix, dir=parent)
+    """A fresh directory for one manager run (its markers, CSVs, jar), with
+    the manager's key (`keygen`) copied from `parent`; inside the
+    benchmark's own directory so an interrupted run leaves nothing behind
+    once bench.sh removes that."""
+    directory = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    shutil.copy(os.path.join(parent, "id_rsa"), directory)
+    return directory
+
+
+def two_env_world(moto, name, parent, jenkins_url, *flags):
+    """Builds TWO_ENVS in moto (tests/support/moto_world.py, more `flags`
+    passed on; the master's security group in us-west-2); returns the world
+    JSON, which names the environment.json written in `parent`."""
+    world_json = os.path.join(parent, f"world-{name}.json")
+    subprocess.run([PYTHON, os.path.join(SUPPORT, "moto_world.py"), "--endpoint", moto,
+                    "--envs", TWO_ENVS, "--jenkins-url", jenkins_url,
+                    "--master-region", "us-west-2",
+                    "--environment-json", os.path.join(parent, f"environment-{name}.json"),
+                    "--world-json", world_json, *flags],
+                   check=True, stdout=subprocess.DEVNULL, timeout=300)
+    with open(world_json) as source:
+        return json.load(source)
+
+
+def manager_args(jenkins, world, cli, *more):
+    """The manager's flags in every bench run (the emulator's user, the key
+    that `workdir` copied, the world's AMIs and environment.json, --debug
+    for the per-pass figures, no security-group or GC job), then `more`."""
+    return ["--url", jenkins, "--id_rsa", "id_rsa", "--jenkins_user", USER,
+            "--owner_email", "ops@example.com", "--ami_ids", world["ami_ids"],
+            "--environment", world["environment_json"], "--cli", cli, "--debug",
+            "--skip_security_group", "--gc_job", "",
+            "--jenkins_master_region", "us-west-2", *more]
+
+
+def measure(args, emulator_name, emulator_flags, each):
+    """The frame of a bench part: the manager's key, moto, the AWS proxy and
+    the Jenkins emulator started; `each(moto, proxy, jenkins)` yields the
+    results one by one. Every process is stopped at the end and the results
+    so far are written to `args.json`, even when a step failed."""
+    install_signal_exit()
+    services = Services(args.workdir)
+    results = []
+    try:
+        keygen(args.workdir)
+        moto = services.moto()
+        proxy = services.proxy(moto)
+        jenkins, _ = services.emulator(emulator_name, ["--http-port", "0", "--ssh-port", "0",
+                                                       *emulator_flags])
+        for result in each(moto, proxy, jenkins):
+            results.append(result)
+    finally:
+        services.close()
+        if args.json:
+            with open(args.json, "w") as out:
+                json.dump(results, out, indent=1)
+    return results
+
+
+def run_main(main, name):
+    """Runs a bench script's `main(argv)` and exits with its status; a
+    BenchError is one line on stderr and status 1."""
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BenchError as err:
+        print(f"{name}: {err}", file=sys.stderr)
+        sys.exit(1)

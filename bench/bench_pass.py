@@ -9,7 +9,7 @@ holds, so every item is planned in full every pass (no free executor, no
 stopped agent, at the cap) and no pass launches anything: a steady pass is
 observation plus planning. The manager runs `--passes` passes back to back
 (`--pass_interval 0 --debug --skip_security_group --gc_job ''`) through the
-counting proxy (bench/bench_proxy.py) for each `--cli`.
+AWS proxy (tests/support/fault_proxy.py), counting, for each `--cli`.
 
 Figures per run, over the steady passes (all but the first, which also
 assumes the roles, fetches the jar and runs the inventory):
@@ -26,10 +26,8 @@ Prints a Markdown table and writes every figure as JSON (--json).
 """
 
 import argparse
-import json
 import os
 import shutil
-import sys
 
 import bench_common as bc
 import bench_world
@@ -88,8 +86,8 @@ def observations(run, proxy_log, commands, java):
     rows = []
     for p in run.steady():
         lo, hi = run.window(p)
-        inside = [r for r in proxy_log if lo <= r["start"] <= hi]
-        describes = [(r["end"] - r["start"]) * 1000 for r in inside
+        inside = run.calls_in(p, proxy_log)
+        describes = [(r["end"] - r["time"]) * 1000 for r in inside
                      if r["action"] == "DescribeInstances"]
         dumps = [(c["finished"] - c["connected"]) * 1000 for c in commands
                  if c["argv"][:1] == ["groovy"] and c.get("connected")
@@ -111,21 +109,15 @@ def observations(run, proxy_log, commands, java):
     return rows
 
 
-def run_one(args, services, binary, world, jenkins, proxy, q, cli, passes):
+def run_one(args, binary, world, jenkins, proxy, q, cli, passes):
     on_demand_cap, spot_cap = caps(world)
     run_dir = bc.workdir(f"run-pass-{q}-", args.workdir)
-    shutil.copy(os.path.join(args.workdir, "id_rsa"), run_dir)
-    proxy_mark = len(bc.http_json(f"{proxy}/__bench_proxy__/log"))
+    proxy_mark = bc.proxy_mark(proxy)
     bc.http_json(f"{jenkins}emulator/log", method="DELETE")
-    manager_args = [
-        "--url", jenkins, "--id_rsa", "id_rsa", "--jenkins_user", bc.USER,
-        "--owner_email", "ops@example.com", "--ami_ids", world["ami_ids"],
-        "--environment", world["environment_json"], "--cli", cli,
-        "--loop_counter", str(passes), "--pass_interval", "0", "--debug",
-        "--skip_security_group", "--gc_job", "",
+    manager_args = bc.manager_args(
+        jenkins, world, cli, "--loop_counter", str(passes), "--pass_interval", "0",
         "--max_num_of_slaves_in_env", str(on_demand_cap),
-        "--max_num_of_spot_slaves_in_env", str(spot_cap),
-        "--jenkins_master_region", "us-west-2"]
+        "--max_num_of_spot_slaves_in_env", str(spot_cap))
     log_path = os.path.join(args.workdir, f"manager-q{q}-i{len(world['agents'])}"
                             f"-e{len(world['envs'])}-{cli}.log")
     java_log = os.path.join(run_dir, "java.log")
@@ -134,7 +126,7 @@ def run_one(args, services, binary, world, jenkins, proxy, q, cli, passes):
     run.run(timeout=args.run_timeout)
     java = bc.java_spans(java_log)
     shutil.rmtree(run_dir, ignore_errors=True)
-    proxy_log = bc.http_json(f"{proxy}/__bench_proxy__/log?since={proxy_mark}")
+    proxy_log = bc.proxy_calls(proxy, proxy_mark)
     commands = bc.http_json(f"{jenkins}emulator/log")
     if run.status != 0 or len(run.ordered()) != passes:
         raise bc.BenchError(f"the manager exited {run.status} after "
@@ -206,20 +198,12 @@ def main(argv):
                         help="the emulator sets TCP_NODELAY on SSH connections")
     parser.add_argument("--json", help="write every figure here")
     args = parser.parse_args(argv)
-    bc.install_signal_exit()
     grid = {"subset": SUBSET, "full": FULL, "smoke": [(10, 10, 1), (100, 10, 3)],
             "largest": [(1000, 1000, 1)]}[args.grid]
     clis = [c for c in args.cli.split(",") if c]
-    services = bc.Services(args.workdir)
-    results = []
-    try:
-        bc.keygen(args.workdir)
-        moto = services.moto()
-        proxy = services.proxy(moto)
-        jenkins, _ = services.emulator("emulator-pass", ["--http-port", "0", "--ssh-port", "0"]
-                                       + (["--tcp-nodelay"] if args.server_nodelay else []))
-        worlds = sorted({(i, e) for _, i, e in grid})
-        for i, e in worlds:
+
+    def each(moto, proxy, jenkins):
+        for i, e in sorted({(i, e) for _, i, e in grid}):
             bc.log(f"pass cost: building a world of {i} agents in {e} envs")
             world = bench_world.build(moto, e, i, jenkins,
                                       os.path.join(args.workdir, f"environment-{i}-{e}.json"))
@@ -228,24 +212,15 @@ def main(argv):
                 for cli in clis:
                     passes = args.passes_large if i >= 1000 else args.passes
                     bc.log(f"pass cost: Q={q} I={i} E={e} --cli {cli}, {passes} passes")
-                    result = run_one(args, services, args.binary, world, jenkins, proxy,
-                                     q, cli, passes)
+                    result = run_one(args, args.binary, world, jenkins, proxy, q, cli, passes)
                     bc.log(f"  pass {bc.fmt(result['pass_ms_median'])} ms median, "
                            f"{bc.fmt(result['ec2_requests_median'])} EC2 requests, "
                            f"CPU {bc.fmt(result['cpu_ms_per_pass'], 1)} ms/pass")
-                    results.append(result)
-    finally:
-        services.close()
-        if args.json:
-            with open(args.json, "w") as out:
-                json.dump(results, out, indent=1)
-    print(markdown(results))
+                    yield result
+    nodelay = ["--tcp-nodelay"] if args.server_nodelay else []
+    print(markdown(bc.measure(args, "emulator-pass", nodelay, each)))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except bc.BenchError as err:
-        print(f"bench_pass: {err}", file=sys.stderr)
-        sys.exit(1)
+    bc.run_main(main, "bench_pass")

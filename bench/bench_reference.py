@@ -9,23 +9,19 @@ pass 34 s with 46 `aws` CLI calls, the whole run 181.1 s. Here the same
 world (tests/support/moto_world.py: dev and prod in two accounts, no agent yet) and
 the same static queue (no node registers: the original was measured against
 a fixed dump too) are served to our binary, 5 s between passes as the
-original slept, through the counting proxy, once per `--cli`.
+original slept, through the AWS proxy (counting), once per `--cli`.
 
 Prints our figures next to the original's, and the ratios.
 """
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
-import sys
 
 import bench_common as bc
 
 ORIGINAL = {"items": 50, "first_pass_s": 85.6, "steady_pass_s": 34.0,
             "steady_calls": 46, "whole_run_s": 181.1, "created": 27}
-ENVS = "dev:111111111111:us-east-2,prod:222222222222:us-west-2"
 
 
 def scenario(items):
@@ -36,53 +32,36 @@ def scenario(items):
     return {"queue": queue, "nodes": []}
 
 
-def build_world(moto, jenkins, workdir):
-    subprocess.run([bc.PYTHON, os.path.join(bc.SUPPORT, "moto_world.py"), "--endpoint", moto,
-                    "--envs", ENVS, "--jenkins-url", jenkins, "--master-region", "us-west-2",
-                    "--reset", "--environment-json", os.path.join(workdir, "environment-ref.json"),
-                    "--world-json", os.path.join(workdir, "world-ref.json")],
-                   check=True, stdout=subprocess.DEVNULL, timeout=300)
-    with open(os.path.join(workdir, "world-ref.json")) as source:
-        return json.load(source)
-
-
 def run_cli(args, moto, proxy, jenkins, cli):
-    world = build_world(moto, jenkins, args.workdir)
+    bc.reset_aws(proxy)
+    world = bc.two_env_world(moto, "ref", args.workdir, jenkins)
     bc.http_json(f"{jenkins}emulator/state", method="PUT", body=scenario(ORIGINAL["items"]))
     run_dir = bc.workdir("run-ref-", args.workdir)
-    shutil.copy(os.path.join(args.workdir, "id_rsa"), run_dir)
-    mark = len(bc.http_json(f"{proxy}/__bench_proxy__/log"))
-    manager_args = [
-        "--url", jenkins, "--id_rsa", "id_rsa", "--jenkins_user", bc.USER,
-        "--owner_email", "ops@example.com", "--ami_ids", world["ami_ids"],
-        "--environment", world["environment_json"], "--cli", cli,
-        "--loop_counter", "3", "--pass_interval", "5", "--debug",
-        "--skip_security_group", "--gc_job", "",
-        "--max_num_of_slaves_in_env", "2", "--jenkins_master_region", "us-west-2"]
+    mark = bc.proxy_mark(proxy)
+    manager_args = bc.manager_args(jenkins, world, cli, "--loop_counter", "3",
+                                   "--pass_interval", "5", "--max_num_of_slaves_in_env", "2")
     log_path = os.path.join(args.workdir, f"manager-reference-{cli}.log")
     run = bc.ManagerRun(args.binary, manager_args, bc.manager_env(proxy), run_dir, log_path)
     run.run(timeout=args.run_timeout)
     shutil.rmtree(run_dir, ignore_errors=True)
-    requests = bc.http_json(f"{proxy}/__bench_proxy__/log?since={mark}")
+    requests = bc.proxy_calls(proxy, mark)
     passes = run.ordered()
     if run.status != 0 or len(passes) != 3:
         raise bc.BenchError(f"the manager exited {run.status} after {len(passes)} "
                             f"of 3 passes; see {log_path}")
 
-    def in_pass(p):
-        lo, hi = run.window(p)
-        return [r for r in requests if lo <= r["start"] <= hi]
     first, steady = passes[0], passes[1:]
+    first_calls = run.calls_in(first, requests)
     return {
         "cli": cli, "whole_run_s": run.wall,
         "first_pass_ms": first.ms, "first_pass_created": first.created,
         "first_pass_started": first.started,
         "later_passes_created": sum(p.created + p.started for p in steady),
-        "first_pass_requests": len(in_pass(first)),
-        "first_pass_actions": {a: sum(r["action"] == a for r in in_pass(first))
-                               for a in sorted({r["action"] for r in in_pass(first)})},
+        "first_pass_requests": len(first_calls),
+        "first_pass_actions": {str(a): sum(r["action"] == a for r in first_calls)
+                               for a in sorted({r["action"] for r in first_calls}, key=str)},
         "steady_pass_ms": [p.ms for p in steady],
-        "steady_requests": [len(in_pass(p)) for p in steady],
+        "steady_requests": [len(run.calls_in(p, requests)) for p in steady],
         "steady_ec2_requests": [p.ec2_requests for p in steady],
         "cpu_s": run.total_cpu(), "log": log_path,
     }
@@ -125,22 +104,12 @@ def main(argv):
     parser.add_argument("--run-timeout", type=float, default=600)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
-    bc.install_signal_exit()
-    services = bc.Services(args.workdir)
-    results = []
-    try:
-        bc.keygen(args.workdir)
-        moto = services.moto()
-        proxy = services.proxy(moto)
-        jenkins, _ = services.emulator("emulator-ref", ["--http-port", "0", "--ssh-port", "0"])
+
+    def each(moto, proxy, jenkins):
         for cli in [c for c in args.cli.split(",") if c]:
             bc.log(f"reference: 50 items, 2 envs, on-demand cap 2, 3 passes, --cli {cli}")
-            results.append(run_cli(args, moto, proxy, jenkins, cli))
-    finally:
-        services.close()
-        if args.json:
-            with open(args.json, "w") as out:
-                json.dump(results, out, indent=1)
+            yield run_cli(args, moto, proxy, jenkins, cli)
+    results = bc.measure(args, "emulator-ref", [], each)
     print(markdown(results))
     for r in results:
         print(f"\n--cli {r['cli']}: pass 1 requests by action: "
@@ -150,8 +119,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except bc.BenchError as err:
-        print(f"bench_reference: {err}", file=sys.stderr)
-        sys.exit(1)
+    bc.run_main(main, "bench_reference")

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Benchmark (b): a simulated 30-minute day of builds, closed loop.
 
-The Jenkins emulator runs with `--simulate`: it follows moto's EC2, registers
-the nodes of our agents after a boot delay, runs a trace's jobs on them and
-applies the idle policy. The manager runs against it, its passes 5 simulated
-seconds apart (`--pass_interval 5/scale` real seconds), until every job has
-run and the idle agents have been retired (idle limit + 3 simulated min),
-then gets SIGTERM as an aborted Jenkins build would.
+The Jenkins emulator runs with the closed-loop simulation (bench/sim_jenkins.py,
+bench/simulation.py): it follows moto's EC2, registers the nodes of our agents
+after a boot delay, runs a trace's jobs on them and applies the idle policy.
+The manager runs against it, its passes 5 simulated seconds apart
+(`--pass_interval 5/scale` real seconds), until every job has run and the
+idle agents have been retired (idle limit + 3 simulated min), then gets
+SIGTERM as an aborted Jenkins build would.
 
-The trace (`generate`, seeded): ~300 jobs over 30 minutes, 60 % of them in
+The trace (`generate`, seeded: simulation.generate_trace with LABELS' mix): ~300 jobs over 30 minutes, 60 % of them in
 bursts (a dozen jobs within a minute), the rest spread out; labels on two envs:
 on-demand (`dev`, `prod`), spot (`dev_spot`, `prod_spot_c5.large`) and shared
 (`dev_shared`, `prod_shared`: 5 executors). Pre-existing agents: dev has two
@@ -30,19 +31,16 @@ killed under a running job (must be 0).
 import argparse
 import hashlib
 import json
-import math
 import os
-import random
 import re
 import shutil
-import subprocess
 import sys
 import threading
 import time
 
 import bench_common as bc
+import simulation
 
-ENVS = "dev:111111111111:us-east-2,prod:222222222222:us-west-2"
 # label: (share of jobs, median duration s, job names)
 LABELS = {
     "dev": (0.30, 90, ["app/build", "app/unit-tests", "lib/build", "docs/publish"]),
@@ -64,31 +62,6 @@ TERMINATE = re.compile(r"^(\S+): terminate (\S+) \((.*)\)")
 STOP = re.compile(r"^(\S+): stop (\S+) ")
 ABSORBED = re.compile(r"^(.*): absorbed by ")
 AT_CAP = re.compile(r"^(.*): \S+ is at its (?:on-demand|spot) cap")
-
-
-def generate(jobs, minutes, seed):
-    """A seeded bursty trace: (at_seconds, job, label, duration, parameters)."""
-    rng = random.Random(seed)
-    span = minutes * 60
-    labels = list(LABELS)
-    weights = [LABELS[label][0] for label in labels]
-    times = []
-    burst_jobs = int(jobs * 0.6)
-    bursts = max(1, burst_jobs // 12)
-    for _ in range(bursts):
-        center = rng.uniform(0, span - 60)
-        times += [center + rng.uniform(0, 60) for _ in range(burst_jobs // bursts)]
-    times += [rng.uniform(0, span) for _ in range(jobs - len(times))]
-    trace = []
-    for number, at in enumerate(sorted(times)):
-        label = rng.choices(labels, weights)[0]
-        _, median_s, names = LABELS[label]
-        duration = min(median_s * 5, max(20, rng.lognormvariate(math.log(median_s), 0.5)))
-        trace.append({"at_seconds": round(at, 1), "job": rng.choice(names), "label": label,
-                      "duration_seconds": round(duration, 1),
-                      "parameters": {"BRANCH": rng.choice(["main", "main", "release", "feature-x"]),
-                                     "BUILD_NO": str(number)}})
-    return trace
 
 
 def job_key(name, parameters):
@@ -339,7 +312,7 @@ class MarkerClock:
 def run(args):
     bc.install_signal_exit()
     os.makedirs(args.workdir, exist_ok=True)
-    trace = generate(args.jobs, args.minutes, args.seed)
+    trace = simulation.generate_trace(args.jobs, args.minutes, args.seed, LABELS)
     trace_path = os.path.join(args.workdir, "trace.json")
     with open(trace_path, "w") as out:
         json.dump(trace, out, indent=0)
@@ -347,39 +320,29 @@ def run(args):
     with open(agents_path, "w") as out:
         json.dump(PREEXISTING, out)
     services = bc.Services(args.workdir)
-    run_dir = bc.workdir("run-trace-", args.workdir)
+    run_dir = None
     try:
         bc.keygen(args.workdir)
-        shutil.copy(os.path.join(args.workdir, "id_rsa"), run_dir)
+        run_dir = bc.workdir("run-trace-", args.workdir)
         moto = services.moto()
         # The world first (the emulator needs its environment.json), with a
         # placeholder Jenkins URL in the agents' tags: only the manager's
         # --url is used to reach Jenkins.
-        env_json = os.path.join(args.workdir, "environment-trace.json")
-        world_json = os.path.join(args.workdir, "world-trace.json")
-        subprocess.run([bc.PYTHON, os.path.join(bc.SUPPORT, "moto_world.py"), "--endpoint", moto,
-                        "--envs", ENVS, "--jenkins-url", "http://jenkins.invalid/",
-                        "--master-region", "us-west-2", "--agents", agents_path,
-                        "--environment-json", env_json, "--world-json", world_json],
-                       check=True, stdout=subprocess.DEVNULL, timeout=300)
-        with open(world_json) as source:
-            world = json.load(source)
+        world = bc.two_env_world(moto, "trace", args.workdir, "http://jenkins.invalid/",
+                                 "--agents", agents_path)
         sim_out = os.path.join(args.workdir, "sim-stats.json")
         jenkins, emulator = services.emulator("emulator-sim", [
-            "--simulate", "--moto-endpoint", moto, "--environment", env_json,
+            "--moto-endpoint", moto, "--environment", world["environment_json"],
             "--trace", trace_path, "--time-scale", str(args.time_scale),
             "--boot-delay", str(args.boot_delay), "--idle-minutes", str(args.idle_minutes),
-            "--sim-out", sim_out, "--http-port", "0", "--ssh-port", "0"])
-        manager_args = [
-            "--url", jenkins, "--id_rsa", "id_rsa", "--jenkins_user", bc.USER,
-            "--owner_email", "ops@example.com", "--ami_ids", world["ami_ids"],
-            "--environment", env_json, "--cli", args.cli,
+            "--sim-out", sim_out, "--http-port", "0", "--ssh-port", "0"],
+            script=os.path.join(bc.BENCH, "sim_jenkins.py"))
+        manager_args = bc.manager_args(
+            jenkins, world, args.cli,
             "--loop_counter", "1000000", "--pass_interval", f"{5 / args.time_scale:.3f}",
-            "--debug", "--skip_security_group", "--gc_job", "",
             "--idle_minutes", str(args.idle_minutes),
             "--max_num_of_slaves_in_env", str(args.on_demand_cap),
-            "--max_num_of_spot_slaves_in_env", str(args.spot_cap),
-            "--jenkins_master_region", "us-west-2"]
+            "--max_num_of_spot_slaves_in_env", str(args.spot_cap))
         last_check = {"at": 0.0, "stop": False}
         limit_sim = (args.minutes + args.idle_minutes + 60) * 60
 
@@ -413,7 +376,8 @@ def run(args):
         result = analyse(stats, manager, caps, args.time_scale)
     finally:
         services.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if run_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(result, out, indent=1)
@@ -428,7 +392,8 @@ def main(argv):
         parser.add_argument("--minutes", type=float, default=30)
         parser.add_argument("--seed", type=int, default=6)
         args = parser.parse_args(argv[1:])
-        json.dump(generate(args.jobs, args.minutes, args.seed), sys.stdout, indent=0)
+        json.dump(simulation.generate_trace(args.jobs, args.minutes, args.seed, LABELS),
+                  sys.stdout, indent=0)
         print()
         return 0
     if argv[:1] == ["run"]:
@@ -452,8 +417,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except bc.BenchError as err:
-        print(f"bench_trace: {err}", file=sys.stderr)
-        sys.exit(1)
+    bc.run_main(main, "bench_trace")

@@ -5,8 +5,8 @@
 #   a. pass cost for queue length Q, agents I, envs E, for --cli ssh and jar
 #      (bench/bench_pass.py: latency, AWS requests, CPU, peak RSS);
 #   b. a simulated 30-minute trace of 300 jobs, closed loop through the
-#      emulator's --simulate (bench/bench_trace.py: queue wait, billed
-#      instance-minutes, launches, caps);
+#      emulator with bench/simulation.py's model (bench/bench_trace.py: queue
+#      wait, billed instance-minutes, launches, caps);
 #   c. the original Python script's measured scenario, and the ratio
 #      (bench/bench_reference.py).
 #

@@ -102,7 +102,16 @@ impl Proxy {
             .expect("POST /_proxy/faults");
     }
 
-    /// The calls seen so far: (service, action, fault).
+    /// Replaces the latency model: `{"delays": [...], "buckets": [...],
+    /// "max_count": [...]}` (tests/support/fault_proxy.py documents them).
+    pub fn latency(&self, model: Value) {
+        ureq::post(&format!("{}/_proxy/latency", self.endpoint()))
+            .content_type("application/json")
+            .send(model.to_string())
+            .expect("POST /_proxy/latency");
+    }
+
+    /// The calls seen so far: (service, action, fault, throttled, time, end, …).
     pub fn calls(&self) -> Vec<Value> {
         let text = ureq::get(&format!("{}/_proxy/calls", self.endpoint()))
             .call()

@@ -15,58 +15,21 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import traceback
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, '..', '..'))
 SCRIPT = os.path.join(REPO, 'jenkins', 'agent', 'start_swarm.sh')
+sys.path.insert(0, os.path.join(REPO, 'tests', 'support'))
+from moto_server import MotoServer  # noqa: E402
+
 REGION = 'eu-west-3'
 PASSWORD = 's3cret pass'
 JENKINS_URL = 'https://jenkins.example.com/'
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-class Moto:
-    def __init__(self):
-        self.port = free_port()
-        self.url = f'http://127.0.0.1:{self.port}'
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, '-m', 'moto.server', '-H', '127.0.0.1', '-p', str(self.port)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(self.url + '/moto-api/', timeout=1)
-                break
-            except Exception as err:
-                if self.proc.poll() is not None or time.time() > deadline:
-                    self.log.seek(0)
-                    log = self.log.read().decode(errors='replace')
-                    raise RuntimeError('moto server did not start: ' + log) from err
-                time.sleep(0.1)
-
-    def reset(self):
-        urllib.request.urlopen(urllib.request.Request(self.url + '/moto-api/reset', method='POST'), timeout=5)
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class Imds:
@@ -370,7 +333,7 @@ def extra_swarm_options_are_passed_on(moto, imds):
 
 
 def main():
-    moto = Moto()
+    moto = MotoServer()
     imds = Imds()
     failed = 0
     try:

@@ -391,27 +391,19 @@ def cmd_fleet(args):
 
 def parse_args(argv):
     """`fleet …`, `volumes …` or (the default) `[build] …`."""
-    if argv[:1] == ["volumes"]:
-        parser = argparse.ArgumentParser(
-            prog="moto_world.py volumes",
-            description="Print every EBS volume of every env as JSON.")
+    readers = {"volumes": (cmd_volumes, "Print every EBS volume of every env as JSON."),
+               "fleet": (cmd_fleet, "Print every instance of every env as a table.")}
+    if argv[:1] and argv[0] in readers:
+        run, description = readers[argv[0]]
+        parser = argparse.ArgumentParser(prog=f"moto_world.py {argv[0]}", description=description)
         parser.add_argument("--endpoint", required=True, help="moto server URL")
         parser.add_argument("--environment", default="environment.json",
                             help="environment.json to read the envs from")
+        if run is cmd_fleet:
+            parser.add_argument("--json", action="store_true",
+                                help="print a JSON list of rows instead of a table")
         args = parser.parse_args(argv[1:])
-        args.run = cmd_volumes
-        return args
-    if argv[:1] == ["fleet"]:
-        parser = argparse.ArgumentParser(
-            prog="moto_world.py fleet",
-            description="Print every instance of every env as a table.")
-        parser.add_argument("--endpoint", required=True, help="moto server URL")
-        parser.add_argument("--environment", default="environment.json",
-                            help="environment.json to read the envs from")
-        parser.add_argument("--json", action="store_true",
-                            help="print a JSON list of rows instead of a table")
-        args = parser.parse_args(argv[1:])
-        args.run = cmd_fleet
+        args.run = run
         return args
     if argv[:1] == ["build"]:
         argv = argv[1:]

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""The Jenkins emulator with a closed-loop simulation making its dumps.
+
+tests/support/jenkins_emulator.py serves whatever dump a test scripts; here
+the dump comes from bench/simulation.py's model instead, kept in step with
+moto's EC2: a poller reads our agents (Name tag = slave name) in every env of
+environment.json through the role the manager assumes, and feeds them to the
+model; a ticker advances it. Simulated time runs `--time-scale` times faster
+than real time, from the first dump on. `GET /emulator/sim` reports what
+happened (the model's stats); `--sim-out` also writes them at exit. Every
+other flag, endpoint and the READY line are the emulator's.
+
+The poller reads moto directly, never through the fault proxy: faults
+injected on the manager's path do not blur what the simulation sees.
+
+Run: python3 bench/sim_jenkins.py --user USER --authorized-keys FILE
+         --moto-endpoint URL --environment FILE [--trace FILE]
+         [--slave-name NAME] [--boot-delay S] [--time-scale X]
+         [--idle-minutes M] [--poll-interval S] [--sim-out FILE]
+         [emulator flags: --http-port N --ssh-port N --log FILE ...]
+"""
+
+import json
+import sys
+import threading
+import time
+
+import bench_common  # noqa: F401  (puts tests/support, where the emulator lives, on sys.path)
+import simulation
+from emulator import main as emulator
+
+ROLE_SESSION = "jenkins-emulator-sim"
+TICK_SECONDS = 0.02
+
+
+class Ec2Follower:
+    """Our agents in moto's EC2, env by env, through the manager's role."""
+
+    def __init__(self, endpoint, environment_path, slave_name):
+        with open(environment_path, encoding="utf-8") as source:
+            environment = json.load(source)
+        try:
+            self.role = environment["jenkins-master"]["jenkins-master-sg-name"]
+            self.envs = {name: (env["account-id"], env["region"])
+                         for name, env in environment["environments"].items()}
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"{environment_path}: not an environment.json "
+                             f"(SPEC A3): missing {err}") from err
+        self.endpoint = endpoint
+        self.slave_name = slave_name
+        self._clients = {}
+
+    def _client(self, env):
+        """An EC2 client in the env's account, by the manager's role."""
+        if env not in self._clients:
+            import boto3  # imported late: only the simulation needs boto3
+            from botocore.config import Config
+            account, region = self.envs[env]
+            config = Config(connect_timeout=5, read_timeout=60,
+                            retries={"max_attempts": 2})
+            keys = {"aws_access_key_id": "testing",
+                    "aws_secret_access_key": "testing"}
+            sts = boto3.client("sts", region_name=region, config=config,
+                               endpoint_url=self.endpoint, **keys)
+            creds = sts.assume_role(
+                RoleArn=f"arn:aws:iam::{account}:role/{self.role}",
+                RoleSessionName=ROLE_SESSION)["Credentials"]
+            self._clients[env] = boto3.client(
+                "ec2", region_name=region, config=config,
+                endpoint_url=self.endpoint,
+                aws_access_key_id=creds["AccessKeyId"],
+                aws_secret_access_key=creds["SecretAccessKey"],
+                aws_session_token=creds["SessionToken"])
+        return self._clients[env]
+
+    def describe(self, env):
+        """Every instance of ours in the env, as DescribeInstances lists it."""
+        pages = self._client(env).get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "tag:Name", "Values": [self.slave_name]}])
+        return [instance for page in pages
+                for reservation in page["Reservations"]
+                for instance in reservation["Instances"]]
+
+
+class ClosedLoop:
+    """The model in real time: polls EC2 into it every `poll_interval` real
+    seconds and advances it every tick, in two background threads. What the
+    emulator asks of a simulation (`dump`, `stats`, `start`, `stop`)."""
+
+    def __init__(self, model, follower, poll_interval, sim_out=None):
+        self.model = model
+        self.follower = follower
+        self.poll_interval = poll_interval
+        self.sim_out = sim_out
+        self._stop = threading.Event()
+
+    def poll_once(self):
+        """Read every env once and fold what it holds into the model."""
+        started = time.monotonic()
+        errors = 0
+        for env in self.follower.envs:
+            try:
+                described = self.follower.describe(env)
+            except Exception as err:  # noqa: BLE001 - any failure: next poll
+                errors += 1
+                print(f"sim-jenkins: describe in {env} failed: {err!r}",
+                      file=sys.stderr)
+                continue
+            self.model.observe(env, described)
+        self.model.end_poll(time.monotonic() - started, errors)
+
+    def start(self):
+        """Poll once (what exists now is pre-existing), then keep polling and
+        ticking in the background."""
+        self.poll_once()
+        threading.Thread(target=self._poll_loop, daemon=True).start()
+        threading.Thread(target=self._tick_loop, daemon=True).start()
+
+    def stop(self):
+        self._stop.set()
+        if self.sim_out:
+            with open(self.sim_out, "w", encoding="utf-8") as out:
+                json.dump(self.stats(), out, indent=1)
+                out.write("\n")
+
+    def _poll_loop(self):
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.poll_once()
+            self._stop.wait(max(0.0, self.poll_interval
+                                - (time.monotonic() - started)))
+
+    def _tick_loop(self):
+        while not self._stop.wait(TICK_SECONDS):
+            self.model.advance()
+
+    def dump(self, words):
+        return self.model.dump(words)
+
+    def stats(self):
+        return self.model.stats()
+
+
+def parse_args(argv):
+    parser = emulator.build_parser(__doc__.split("\n\n")[0])
+    sim = parser.add_argument_group(
+        "closed-loop simulation",
+        "follow moto's EC2, register agents' nodes, run a trace's jobs on "
+        "them; the dump comes from that model")
+    sim.add_argument("--moto-endpoint", metavar="URL", required=True,
+                     help="moto's server")
+    sim.add_argument("--environment", metavar="FILE", required=True,
+                     help="environment.json naming the envs")
+    sim.add_argument("--slave-name", default="jslave-in-house",
+                     help="Name tag of our agents (default jslave-in-house)")
+    sim.add_argument("--trace", metavar="FILE",
+                     help="JSON list of {at_seconds, job, label, "
+                          "duration_seconds, parameters?}")
+    sim.add_argument("--boot-delay", type=float, default=60.0, metavar="SECONDS",
+                     help="simulated seconds from start to node (default 60)")
+    sim.add_argument("--time-scale", type=float, default=1.0, metavar="X",
+                     help="simulated seconds per real second (default 1)")
+    sim.add_argument("--idle-minutes", type=int, default=45, metavar="M",
+                     help="idle limit when the groovy command gives no "
+                          "idle_minutes= word (default 45)")
+    sim.add_argument("--poll-interval", type=float, default=0.2, metavar="SECONDS",
+                     help="real seconds between reads of moto (default 0.2)")
+    sim.add_argument("--sim-out", metavar="FILE",
+                     help="write the simulation's figures here at exit")
+    args = parser.parse_args(argv)
+    emulator.check_args(parser, args)
+    if args.time_scale <= 0 or args.boot_delay < 0 or args.poll_interval <= 0:
+        parser.error("--time-scale and --poll-interval must be positive, "
+                     "--boot-delay not negative")
+    return args
+
+
+def main(argv):
+    args = parse_args(argv)
+    try:
+        follower = Ec2Follower(args.moto_endpoint, args.environment, args.slave_name)
+        model = simulation.Simulation(
+            follower.envs, simulation.load_trace(args.trace),
+            simulation.ScaledClock(args.time_scale),
+            boot_delay=args.boot_delay, idle_minutes=args.idle_minutes)
+    except (OSError, ValueError) as err:
+        print(f"sim-jenkins: cannot simulate: {err}", file=sys.stderr)
+        return 2
+    return emulator.serve(args, ClosedLoop(model, follower, args.poll_interval,
+                                           args.sim_out))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

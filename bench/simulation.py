@@ -1,0 +1,615 @@
+"""A closed-loop model of a Jenkins master and its Swarm agents.
+
+The manager reads Jenkins' queue and nodes and acts on EC2; in the benchmark
+no real Jenkins reacts to what it does, so this model does: it is fed what
+EC2 holds (our agents, as DescribeInstances reports them), registers an
+agent's node `boot_delay` simulated seconds after its instance became active
+(as the Swarm client would), drops the node of a stopped or terminated
+instance (killing a build on it), lets a trace's jobs arrive at their time,
+gives each a free executor of an online node that carries its label (exact
+match; the node the job last ran on first, else Jenkins-like consistent
+hashing), runs it for its duration, and makes the dump that
+get_queue_jobs.groovy would print, applying its idle policy (SPEC A6) with
+the command's arguments. It records what a benchmark needs: per job its
+enqueue, first dump, start and node; per instance its active intervals
+(billed instance-minutes); peaks per env.
+
+The model does no I/O and reads time only from its clock, so it can be
+stepped by hand (ManualClock) or run in scaled real time (ScaledClock); the
+only randomness is the trace's, seeded (`generate_trace`). It is
+thread-safe. bench/sim_jenkins.py runs it behind the Jenkins emulator,
+following moto's EC2.
+
+    sim = Simulation(["dev", "prod"], check_trace(generate_trace(...)), clock)
+    sim.observe("dev", described)   # one env's DescribeInstances entries
+    sim.end_poll(seconds, errors)   # a round over every env is done; the
+                                    # first round is the baseline (what
+                                    # exists then is pre-existing, booted)
+    sim.advance()                   # arrivals, completions, registrations,
+                                    # scheduling, up to clock.now()
+    sim.dump(words)                 # the dump for `groovy = WORDS…`
+    sim.stats()                     # {"summary", "jobs", "instances"}
+"""
+
+import hashlib
+import heapq
+import json
+import math
+import random
+import threading
+import time
+
+from bench_common import percentile
+
+KILLED = "groovy_script_killed_me"
+OLD_AMI = "groovy_script_says_old_ami"
+CREATED_BY = "Created by Swarm"
+ACTIVE_STATES = ("pending", "running")
+# States in which an instance counts against the manager's caps.
+CAPPED_STATES = ("pending", "running", "stopping", "stopped")
+
+
+class TraceError(ValueError):
+    """A trace that does not have the documented shape."""
+
+
+# ------------------------------------------------------------------ clocks
+
+
+class ScaledClock:
+    """Simulated seconds since the simulation started, `scale` times faster
+    than real time. Frozen at 0 until `start()`: the simulation starts when
+    the manager first asks for the dump, so the harness's start-up lag is
+    not counted as queue wait."""
+
+    def __init__(self, scale):
+        self.scale = scale
+        self._origin = None
+        self.origin_epoch = None
+
+    def start(self):
+        if self._origin is None:
+            self._origin = time.monotonic()
+            self.origin_epoch = time.time()
+
+    def now(self):
+        if self._origin is None:
+            return 0.0
+        return (time.monotonic() - self._origin) * self.scale
+
+    def epoch_ms(self, sim_seconds):
+        """A simulated instant as Jenkins prints times (epoch milliseconds)."""
+        origin = self.origin_epoch if self.origin_epoch is not None else time.time()
+        return int((origin + sim_seconds) * 1000)
+
+
+class ManualClock:
+    """Simulated time that moves only when told (`set`, `advance`): for
+    tests, and for a driver that steps the simulation itself."""
+
+    scale = 1.0
+
+    def __init__(self, origin_epoch=1_700_000_000.0):
+        self.origin_epoch = origin_epoch
+        self._now = 0.0
+
+    def start(self):
+        """Nothing to do: manual time starts at 0."""
+
+    def now(self):
+        return self._now
+
+    def set(self, sim_seconds):
+        self._now = float(sim_seconds)
+
+    def advance(self, seconds):
+        self._now += seconds
+
+    def epoch_ms(self, sim_seconds):
+        return int((self.origin_epoch + sim_seconds) * 1000)
+
+
+# ------------------------------------------------------------------ traces
+
+
+def parameters_text(parameters):
+    """A trace job's parameters as the dump prints them: Jenkins'
+    Queue.Item.getParams(), a newline before each K=V; NONE when none."""
+    if parameters is None or parameters == {}:
+        return "NONE"
+    if isinstance(parameters, dict):
+        return "".join(f"\n{k}={v}" for k, v in parameters.items())
+    return str(parameters)
+
+
+def check_trace(trace):
+    """A trace (a list of {at_seconds, job, label, duration_seconds,
+    parameters?}) as the model takes it, sorted by arrival; TraceError on a
+    bad shape."""
+    if not isinstance(trace, list):
+        raise TraceError("a trace is a JSON list of jobs")
+    jobs = []
+    for number, entry in enumerate(trace):
+        if not isinstance(entry, dict):
+            raise TraceError(f"trace entry {number} is not an object")
+        try:
+            at = float(entry["at_seconds"])
+            duration = float(entry["duration_seconds"])
+            job, label = entry["job"], entry["label"]
+        except (KeyError, TypeError, ValueError) as err:
+            raise TraceError(
+                f"trace entry {number} needs at_seconds, job, label and "
+                f"duration_seconds: {err!r}") from err
+        params = entry.get("parameters")
+        if not (isinstance(job, str) and job and isinstance(label, str)
+                and at >= 0 and duration >= 0
+                and (params is None or isinstance(params, (dict, str)))):
+            raise TraceError(f"trace entry {number} has a bad value")
+        jobs.append({"at": at, "job": job, "label": label,
+                     "duration": duration,
+                     "parameters": parameters_text(params)})
+    jobs.sort(key=lambda j: j["at"])
+    return jobs
+
+
+def load_trace(path):
+    """The trace file's jobs (see check_trace); no file, no jobs."""
+    if path is None:
+        return []
+    with open(path, encoding="utf-8") as source:
+        return check_trace(json.load(source))
+
+
+def generate_trace(jobs, minutes, seed, mix):
+    """A seeded bursty trace of `jobs` jobs over `minutes`: 60 % of them in
+    bursts (a dozen jobs within a minute), the rest spread out. `mix` is
+    {label: (share of jobs, median duration s, [job names])}; durations are
+    log-normal around the median, 20 s to 5 medians."""
+    rng = random.Random(seed)
+    span = minutes * 60
+    labels = list(mix)
+    weights = [mix[label][0] for label in labels]
+    times = []
+    burst_jobs = int(jobs * 0.6)
+    bursts = max(1, burst_jobs // 12)
+    for _ in range(bursts):
+        center = rng.uniform(0, span - 60)
+        times += [center + rng.uniform(0, 60) for _ in range(burst_jobs // bursts)]
+    times += [rng.uniform(0, span) for _ in range(jobs - len(times))]
+    trace = []
+    for number, at in enumerate(sorted(times)):
+        label = rng.choices(labels, weights)[0]
+        _, median_s, names = mix[label]
+        duration = min(median_s * 5, max(20, rng.lognormvariate(math.log(median_s), 0.5)))
+        trace.append({"at_seconds": round(at, 1), "job": rng.choice(names), "label": label,
+                      "duration_seconds": round(duration, 1),
+                      "parameters": {"BRANCH": rng.choice(["main", "main", "release", "feature-x"]),
+                                     "BUILD_NO": str(number)}})
+    return trace
+
+
+# --------------------------------------------------------- the dump script
+
+
+def groovy_arguments(words, default_idle_minutes):
+    """The dump script's arguments, read as get_queue_jobs.groovy reads them:
+    (AMIs, idle minutes, hourly billing, messages). AMIs are a dict env →
+    AMI when `ami:ENV=ami-…` words are given (old = not its env's AMI), else
+    the list of bare ids (old = in none of them)."""
+    amis = []
+    per_env = {}
+    settings = {"idle_minutes": str(default_idle_minutes),
+                "hourly_billing": "false"}
+    messages = []
+    for word in words:
+        key, eq, value = word.partition("=")
+        if eq and key.startswith("ami:"):
+            per_env[key[len("ami:"):]] = value
+        elif eq and key:
+            if key in settings:
+                settings[key] = value
+            else:
+                messages.append(f"unknown setting {word}, ignored")
+        elif word.strip() and word.strip() not in amis:
+            amis.append(word.strip())
+    idle = settings["idle_minutes"]
+    if idle.isdigit() and int(idle) > 0:
+        idle_minutes = int(idle)
+    else:
+        messages.append(f"idle_minutes={idle} is not a positive number; using 45")
+        idle_minutes = 45
+    hourly = settings["hourly_billing"].lower() == "true"
+    return per_env or amis, idle_minutes, hourly, messages
+
+
+def is_old_ami(node, amis):
+    """The node runs another AMI than its env's current one (SPEC A6)."""
+    if isinstance(amis, dict):
+        # As the script: a label that is an env, else the one env its parts
+        # name; an env without a current AMI (`ami:ENV=`) never drains.
+        for label in node.labels:
+            named = [label] if label in amis else sorted({p for p in label.split("_") if p in amis})
+            if len(named) == 1:
+                current = amis[named[0]]
+                return bool(current) and node.ami != current
+        return False
+    return bool(amis) and node.ami not in amis
+
+
+# ------------------------------------------------------------------ the model
+
+
+class SimInstance:
+    """One agent instance as the simulation sees it in EC2."""
+
+    def __init__(self, instance_id, env, now, preexisting):
+        self.id = instance_id
+        self.env = env
+        self.state = None
+        self.spot = False
+        self.labels = []
+        self.executors = 1
+        self.ami = ""
+        self.ip = None
+        self.instance_type = ""
+        self.first_seen = now
+        self.preexisting = preexisting
+        self.running_since = None   # sim time it became active, while active
+        self.boot_at = None         # when its node registers, while active
+        self.intervals = []         # closed [start, end] active intervals
+        self.starts = 0             # times it went from stopped to active
+        self.stops = 0
+        self.terminated_at = None
+        self.node = None            # its node's name, once registered
+
+    def update(self, description):
+        """Tags and addresses from a DescribeInstances entry."""
+        tags = {t["Key"]: t["Value"] for t in description.get("Tags", [])}
+        try:
+            data = json.loads(tags.get("slave_data", "{}"))
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        self.labels = str(data.get("slave_labels", "")).split()
+        try:
+            self.executors = max(1, int(data.get("num_of_executors", 1)))
+        except (TypeError, ValueError):
+            self.executors = 1
+        self.ami = description.get("ImageId", "")
+        self.ip = description.get("PrivateIpAddress") or self.ip
+        self.instance_type = description.get("InstanceType", "")
+        self.spot = description.get("InstanceLifecycle") == "spot"
+
+    def spans(self, now):
+        """Its active spans in seconds, the current one up to `now`."""
+        spans = [end - start for start, end in self.intervals]
+        if self.running_since is not None:
+            spans.append(max(0.0, now - self.running_since))
+        return spans
+
+    def active_seconds(self, now):
+        return sum(self.spans(now))
+
+    def billed_seconds(self, now):
+        """EC2's per-second billing with its one-minute minimum per start."""
+        return sum(max(60.0, span) for span in self.spans(now))
+
+
+class SimNode:
+    """A Swarm agent's Jenkins node."""
+
+    def __init__(self, instance, now):
+        self.name = f"{instance.env}-{instance.ip}"
+        self.env = instance.env
+        self.instance_id = instance.id
+        self.labels = sorted(set(instance.labels) | {"swarm"})
+        self.executors = instance.executors
+        self.ami = instance.ami
+        self.description = (f"{CREATED_BY} InstanceID={instance.id} "
+                            f"AmiId={instance.ami}")
+        self.connected = now
+        self.idle_since = now
+        self.offline = None         # the offline cause, while offline
+        self.busy = []              # the jobs running here
+
+
+class Simulation:
+    """The model (see the module's documentation for its interface)."""
+
+    def __init__(self, envs, trace, clock, boot_delay=60.0, idle_minutes=45):
+        self.envs = list(envs)
+        self.trace = trace
+        self.clock = clock
+        self.boot_delay = boot_delay
+        self.idle_minutes = idle_minutes
+        self._lock = threading.Lock()
+        self._next_arrival = 0
+        self._queue_ids = 0
+        self.jobs = []              # every job that arrived, in order
+        self.queue = []             # jobs waiting for an executor
+        self._running = []          # heap of (end, seq, job)
+        self.instances = {}
+        self.nodes = {}
+        self.last_built_on = {}
+        self.peaks = {env: {"active": 0, "active_spot": 0,
+                            "on_demand_capped": 0, "spot_capped": 0}
+                      for env in self.envs}
+        self.dumps = 0
+        self.polls = 0
+        self.poll_errors = 0
+        self.poll_seconds = []
+        self._baseline_done = False
+
+    # -- what EC2 holds --------------------------------------------------------
+
+    def observe(self, env, described):
+        """Fold one env's DescribeInstances entries (our agents, all of
+        them: an instance no longer listed counts as terminated)."""
+        with self._lock:
+            now = self.clock.now()
+            seen = set()
+            for description in described:
+                instance_id = description["InstanceId"]
+                seen.add(instance_id)
+                instance = self.instances.get(instance_id)
+                if instance is None:
+                    instance = SimInstance(instance_id, env, now,
+                                           preexisting=not self._baseline_done)
+                    self.instances[instance_id] = instance
+                instance.update(description)
+                self._set_state(instance, description["State"]["Name"], now)
+            for instance in self.instances.values():
+                if instance.env == env and instance.id not in seen:
+                    self._set_state(instance, "terminated", now)
+            self._count_peaks(env)
+
+    def end_poll(self, seconds, errors=0):
+        """One round of observations over every env took `seconds` (real
+        time), `errors` of its describes failed."""
+        with self._lock:
+            self.polls += 1
+            self.poll_errors += errors
+            self.poll_seconds.append(seconds)
+            self._baseline_done = True
+
+    def _set_state(self, instance, state, now):
+        before = instance.state
+        if state == before:
+            return
+        instance.state = state
+        if state in ACTIVE_STATES:
+            if instance.running_since is None:
+                instance.running_since = now
+                # Running before the simulation: booted long ago.
+                preexisting = before is None and not self._baseline_done
+                instance.boot_at = now + (0 if preexisting else self.boot_delay)
+                if before in ("stopped", "stopping"):
+                    instance.starts += 1
+            return
+        if instance.running_since is not None:
+            instance.intervals.append([instance.running_since, now])
+            instance.running_since = None
+        if state in ("stopping", "stopped") and before in ACTIVE_STATES:
+            instance.stops += 1
+        if state in ("shutting-down", "terminated") and instance.terminated_at is None:
+            instance.terminated_at = now
+        if instance.node is not None:
+            self._remove_node(instance, now)
+
+    def _count_peaks(self, env):
+        counts = {"active": 0, "active_spot": 0, "on_demand_capped": 0,
+                  "spot_capped": 0}
+        for instance in self.instances.values():
+            if instance.env != env:
+                continue
+            if instance.state in ACTIVE_STATES:
+                counts["active"] += 1
+                counts["active_spot"] += instance.spot
+            if instance.state in CAPPED_STATES:
+                counts["spot_capped" if instance.spot else "on_demand_capped"] += 1
+        peaks = self.peaks[env]
+        for key, value in counts.items():
+            peaks[key] = max(peaks[key], value)
+
+    # -- the Jenkins side --------------------------------------------------------
+
+    def _remove_node(self, instance, now):
+        node = self.nodes.pop(instance.node, None)
+        instance.node = None
+        if node is None:
+            return
+        for job in node.busy:
+            job["killed"] = now
+
+    def _register(self, instance, at):
+        node = SimNode(instance, at)
+        stale = self.nodes.get(node.name)
+        if stale is not None:
+            self._remove_node(self.instances[stale.instance_id], at)
+        self.nodes[node.name] = node
+        instance.node = node.name
+
+    def advance(self):
+        """Arrivals, completions, registrations and scheduling up to now."""
+        with self._lock:
+            self._advance(self.clock.now())
+
+    def _advance(self, now):
+        while (self._next_arrival < len(self.trace)
+               and self.trace[self._next_arrival]["at"] <= now):
+            entry = self.trace[self._next_arrival]
+            self._next_arrival += 1
+            self._queue_ids += 1
+            job = dict(entry, queue_id=self._queue_ids, enqueued=entry["at"],
+                       first_dump=None, first_dump_index=None, started=None,
+                       finished=None, node=None, instance=None, killed=None)
+            self.jobs.append(job)
+            self.queue.append(job)
+        while self._running and self._running[0][0] <= now:
+            end, _, job = heapq.heappop(self._running)
+            if job["killed"] is not None:
+                continue
+            job["finished"] = end
+            node = self.nodes.get(job["node"])
+            if node is not None and job in node.busy:
+                node.busy.remove(job)
+                if not node.busy:
+                    node.idle_since = end
+        for instance in self.instances.values():
+            if (instance.state == "running" and instance.node is None
+                    and instance.running_since is not None and instance.ip
+                    and now >= instance.boot_at):
+                self._register(instance, instance.boot_at)
+        self._schedule(now)
+
+    def _schedule(self, now):
+        waiting = []
+        for job in self.queue:
+            free = [n for n in self.nodes.values()
+                    if n.offline is None and job["label"] in n.labels
+                    and len(n.busy) < n.executors]
+            if not free:
+                waiting.append(job)
+                continue
+            last = self.last_built_on.get(job["job"])
+            node = next((n for n in free if n.name == last), None) or min(
+                free, key=lambda n: hashlib.md5(
+                    f"{job['job']}|{n.name}".encode()).hexdigest())
+            node.busy.append(job)
+            job.update(started=now, node=node.name, instance=node.instance_id)
+            self.last_built_on[job["job"]] = node.name
+            heapq.heappush(self._running,
+                           (now + job["duration"], job["queue_id"], job))
+        self.queue = waiting
+
+    def dump(self, words):
+        """The dump for `groovy = WORDS…`, with the idle policy applied; the
+        first dump starts the clock."""
+        amis, idle_minutes, hourly, messages = groovy_arguments(
+            words, self.idle_minutes)
+        self.clock.start()
+        with self._lock:
+            now = self.clock.now()
+            self._advance(now)
+            self.dumps += 1
+            nodes = [self._node_entry(node, now, amis, idle_minutes, hourly,
+                                      messages)
+                     for node in sorted(self.nodes.values(),
+                                        key=lambda n: n.name)]
+            queue = []
+            for job in self.queue:
+                if job["first_dump"] is None:
+                    job["first_dump"] = now
+                    job["first_dump_index"] = self.dumps
+                queue.append({
+                    "jobName": job["job"], "labels": job["label"],
+                    "lastBuiltOn": self.last_built_on.get(job["job"], "UNKNOWN"),
+                    "throttleEnabled": "false",
+                    "parameters": job["parameters"],
+                    "queueId": str(job["queue_id"])})
+        return {"build_queue": queue, "slave_queue": nodes,
+                "messages": messages}
+
+    def _node_entry(self, node, now, amis, idle_minutes, hourly, messages):
+        busy = len(node.busy)
+        idle = max(0.0, now - node.idle_since) if busy == 0 else 0.0
+        connected = max(0.0, now - node.connected)
+        old_ami = is_old_ami(node, amis)
+        if node.offline is None and old_ami:
+            node.offline = OLD_AMI
+            messages.append(f"{node.name}: AMI {node.ami} is not current, "
+                            f"draining; marked offline ({OLD_AMI})")
+        elif node.offline is None and busy == 0:
+            if idle > idle_minutes * 60:
+                node.offline = KILLED
+                messages.append(f"{node.name}: idle {int(idle // 60)} min > "
+                                f"{idle_minutes}; marked offline ({KILLED})")
+            elif hourly and idle > 300 and connected > 3000:
+                node.offline = KILLED
+                messages.append(f"{node.name}: idle {int(idle // 60)} min near "
+                                f"the end of a billed hour; marked offline "
+                                f"({KILLED})")
+        terminate_me = node.offline is not None and busy == 0
+        return {
+            "slaveName": node.name,
+            "labels": "[" + ", ".join(node.labels) + "]",
+            "isOffLine": str(node.offline is not None).lower(),
+            "description": node.description,
+            "ami_id": node.ami or "UNKNOWN",
+            "ope_idle_count": str(node.executors - busy),
+            "busy_executors": str(busy),
+            "num_executors": str(node.executors),
+            "connectTime": str(self.clock.epoch_ms(node.connected)),
+            "idle_seconds": str(int(idle)),
+            "terminate_me": str(terminate_me).lower(),
+        }
+
+    # -- reporting -------------------------------------------------------------
+
+    def stats(self):
+        """What happened so far: a summary, every job and every instance."""
+        with self._lock:
+            now = self.clock.now()
+            self._advance(now)
+            jobs = [dict(job) for job in self.jobs]
+            instances = [{
+                "id": i.id, "env": i.env, "state": i.state, "spot": i.spot,
+                "labels": i.labels, "executors": i.executors,
+                "instance_type": i.instance_type, "ami": i.ami,
+                "preexisting": i.preexisting, "first_seen": i.first_seen,
+                "intervals": i.intervals + ([[i.running_since, now]]
+                                            if i.running_since is not None
+                                            else []),
+                "starts": i.starts, "stops": i.stops,
+                "terminated_at": i.terminated_at,
+                "active_seconds": i.active_seconds(now),
+                "billed_seconds": i.billed_seconds(now),
+            } for i in self.instances.values()]
+            nodes = len(self.nodes)
+            online = sum(n.offline is None for n in self.nodes.values())
+            peaks = {env: dict(p) for env, p in self.peaks.items()}
+            polls, poll_errors, dumps = self.polls, self.poll_errors, self.dumps
+            poll_seconds = list(self.poll_seconds)
+            arrived = self._next_arrival
+            queued = len(self.queue)
+        waits = [j["started"] - j["enqueued"] for j in jobs
+                 if j["started"] is not None]
+        summary = {
+            "sim_seconds": now,
+            "time_scale": self.clock.scale,
+            "origin_epoch": self.clock.origin_epoch,
+            "boot_delay": self.boot_delay,
+            "trace_jobs": len(self.trace),
+            "arrived": arrived,
+            "arrived_all": arrived == len(self.trace),
+            "queued": queued,
+            "running": sum(j["started"] is not None and j["finished"] is None
+                           and j["killed"] is None for j in jobs),
+            "started": len(waits),
+            "finished": sum(j["finished"] is not None for j in jobs),
+            "killed": sum(j["killed"] is not None for j in jobs),
+            "wait_median": percentile(waits, 0.5),
+            "wait_p95": percentile(waits, 0.95),
+            "wait_max": max(waits) if waits else None,
+            "instances_seen": len(instances),
+            "instances_preexisting": sum(i["preexisting"] for i in instances),
+            "instances_created": sum(not i["preexisting"] for i in instances),
+            "instance_starts": sum(i["starts"] for i in instances),
+            "instance_stops": sum(i["stops"] for i in instances),
+            "instances_terminated": sum(i["terminated_at"] is not None
+                                        for i in instances),
+            "instance_minutes": sum(i["active_seconds"] for i in instances) / 60,
+            "billed_instance_minutes": sum(i["billed_seconds"]
+                                           for i in instances) / 60,
+            "nodes": nodes,
+            "nodes_online": online,
+            "peaks": peaks,
+            "dumps": dumps,
+            "polls": polls,
+            "poll_errors": poll_errors,
+            "poll_seconds_median": percentile(poll_seconds, 0.5),
+        }
+        summary["done"] = (summary["arrived_all"] and queued == 0
+                           and summary["running"] == 0)
+        return {"summary": summary, "jobs": jobs, "instances": instances}

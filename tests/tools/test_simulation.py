@@ -1,0 +1,104 @@
+"""The benchmark's closed-loop model (bench/simulation.py), stepped by hand
+on a ManualClock: agents booting into nodes, jobs arriving and taking
+executors, the idle and old-AMI policy of the dump, builds killed with their
+instance, and the seeded trace."""
+
+import json
+
+import simulation
+from simulation import ManualClock, Simulation, check_trace
+
+JOBS = [{"at_seconds": 10, "job": "app/build", "label": "dev", "duration_seconds": 100},
+        {"at_seconds": 20, "job": "app/e2e", "label": "dev_spot", "duration_seconds": 50,
+         "parameters": {"BRANCH": "main"}}]
+
+
+def agent(instance_id, state, labels, ip, ami="ami-new", spot=False):
+    """A DescribeInstances entry of one of our agents."""
+    data = {"slave_labels": labels, "num_of_executors": 1}
+    entry = {"InstanceId": instance_id, "State": {"Name": state}, "ImageId": ami,
+             "PrivateIpAddress": ip, "InstanceType": "t2.small",
+             "Tags": [{"Key": "slave_data", "Value": json.dumps(data)}]}
+    if spot:
+        entry["InstanceLifecycle"] = "spot"
+    return entry
+
+
+def at(sim, clock, seconds, *described):
+    """Move to `seconds`; fold the dev env's agents in if given; advance."""
+    clock.set(seconds)
+    if described:
+        sim.observe("dev", list(described))
+    sim.advance()
+
+
+def nodes(dump):
+    return {n["slaveName"]: n for n in dump["slave_queue"]}
+
+
+def test_agents_boot_into_nodes_that_run_the_queue():
+    clock = ManualClock()
+    sim = Simulation(["dev"], check_trace(JOBS), clock, boot_delay=60, idle_minutes=45)
+    old = agent("i-1", "running", "dev", "10.0.0.1")
+    sim.observe("dev", [old])               # the baseline: booted long ago
+    sim.end_poll(0.01)
+    dump = sim.dump([])
+    assert list(nodes(dump)) == ["dev-10.0.0.1"] and dump["build_queue"] == []
+    at(sim, clock, 25)
+    dump = sim.dump([])
+    assert nodes(dump)["dev-10.0.0.1"]["busy_executors"] == "1"      # app/build runs
+    assert [(q["jobName"], q["parameters"]) for q in dump["build_queue"]] == [
+        ("app/e2e", "\nBRANCH=main")]                                # no dev_spot node yet
+    new = agent("i-2", "pending", "dev_spot", "10.0.0.2", spot=True)
+    at(sim, clock, 30, old, new)
+    at(sim, clock, 89, old, dict(new, State={"Name": "running"}))
+    assert "dev-10.0.0.2" not in nodes(sim.dump([]))                 # still booting
+    at(sim, clock, 95)
+    assert sim.dump([])["build_queue"] == []
+    # A job is placed when the model is advanced past its arrival.
+    jobs = {j["job"]: j for j in sim.stats()["jobs"]}
+    assert (jobs["app/build"]["enqueued"], jobs["app/build"]["started"]) == (10, 25)
+    assert jobs["app/build"]["node"] == "dev-10.0.0.1"
+    assert (jobs["app/e2e"]["started"], jobs["app/e2e"]["node"]) == (95, "dev-10.0.0.2")
+    assert jobs["app/e2e"]["first_dump"] == 25
+
+
+def test_idle_and_old_ami_nodes_are_marked_to_go():
+    clock = ManualClock()
+    sim = Simulation(["dev"], [], clock)
+    sim.observe("dev", [agent("i-1", "running", "dev", "10.0.0.1"),
+                        agent("i-2", "running", "dev", "10.0.0.2", ami="ami-old")])
+    sim.end_poll(0.01)
+    dump = sim.dump(["ami:dev=ami-new", "idle_minutes=1"])
+    assert {n: (e["isOffLine"], e["terminate_me"]) for n, e in nodes(dump).items()} == {
+        "dev-10.0.0.1": ("false", "false"), "dev-10.0.0.2": ("true", "true")}
+    clock.set(61)
+    dump = sim.dump(["ami:dev=ami-new", "idle_minutes=1"])
+    assert nodes(dump)["dev-10.0.0.1"]["terminate_me"] == "true"
+    assert any("idle 1 min > 1" in m for m in dump["messages"]), dump["messages"]
+
+
+def test_a_build_dies_with_its_instance_and_billing_counts_a_minute_minimum():
+    clock = ManualClock()
+    sim = Simulation(["dev"], check_trace(JOBS[:1]), clock)
+    running = agent("i-1", "running", "dev", "10.0.0.1")
+    sim.observe("dev", [running])
+    sim.end_poll(0.01)
+    at(sim, clock, 30)
+    at(sim, clock, 40, dict(running, State={"Name": "terminated"}))
+    stats = sim.stats()
+    assert [j["killed"] for j in stats["jobs"]] == [40]
+    assert stats["summary"]["killed"] == 1 and stats["summary"]["nodes"] == 0
+    (instance,) = stats["instances"]
+    assert instance["active_seconds"] == 40 and instance["billed_seconds"] == 60
+    assert stats["summary"]["instances_preexisting"] == 1
+
+
+def test_trace_is_seeded():
+    mix = {"dev": (0.7, 60, ["a", "b"]), "dev_spot": (0.3, 120, ["c"])}
+    first = simulation.generate_trace(40, 10, 7, mix)
+    assert first == simulation.generate_trace(40, 10, 7, mix)
+    assert first != simulation.generate_trace(40, 10, 8, mix)
+    jobs = check_trace(first)
+    assert len(jobs) == 40 and all(0 <= j["at"] <= 600 for j in jobs)
+    assert [j["at"] for j in jobs] == sorted(j["at"] for j in jobs)
