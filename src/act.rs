@@ -92,7 +92,7 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> anyho
             if replaces.as_ref().is_some_and(|id| failed.contains(id)) {
                 return Ok(Done::Skipped("the make-room termination failed, the cap would be exceeded"));
             }
-            let env_config = world.config.envs.get(env).ok_or_else(|| anyhow::anyhow!("unknown env {env}"))?;
+            let env_config = world.config.fleet.envs.get(env).ok_or_else(|| anyhow::anyhow!("unknown env {env}"))?;
             let mut spec = launch_spec(world, env_config, label, client_token)?;
             let id = match ec2::run_instance(client(env)?, &spec).await {
                 Err(e) if *on_demand_fallback && e.is_capacity_shortage() => {
@@ -144,7 +144,7 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> anyho
 
 /// The launch of one agent for `label` (SPEC A5 step 2, tagged at launch).
 fn launch_spec(world: &World, env: &EnvConfig, label: &Label, client_token: &str) -> anyhow::Result<LaunchSpec> {
-    let config = &world.config;
+    let config = &world.config.fleet;
     let ami = env.ami.clone().ok_or_else(|| anyhow::anyhow!("no AMI for env {} in --ami_ids", env.name))?;
     // Spread over the subnets, but the same for the same token: EC2 answers
     // a repeated token with other parameters by IdempotentParameterMismatch.

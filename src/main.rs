@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let world = World::connect(config, workdir).await;
         if world.config.dry_run {
-            let (rows, notes) = dry_run::plan(&world, &reconciler::plan_config(&world.config)).await;
+            let (rows, notes) = dry_run::plan(&world, &reconciler::plan_config(&world.config.fleet)).await;
             print!("{}", dry_run::table(&rows));
             for note in notes {
                 println!("note: {note}");
@@ -82,22 +82,15 @@ fn main() -> ExitCode {
         tracing::info!(
             "slave_manager {}: {} passes every {:?}, envs {}",
             env!("CARGO_PKG_VERSION"),
-            world.config.loop_counter,
-            world.config.pass_interval,
-            world.config.envs.keys().cloned().collect::<Vec<_>>().join(", ")
+            world.config.run.loop_counter,
+            world.config.run.pass_interval,
+            world.config.fleet.envs.keys().cloned().collect::<Vec<_>>().join(", ")
         );
-        for warning in tls::startup_warnings(&world.config) {
+        for warning in tls::startup_warnings(&world.config.jenkins).iter().chain(&world.config.warnings) {
             tracing::warn!("{warning}");
         }
-        for rule in world.config.required_ip_list.iter().filter(|r| r.host_bits) {
-            tracing::warn!(
-                "--required_ip_list: the address for port {} had host bits set; the rule kept is {} (as EC2 stores it)",
-                rule.port,
-                rule.cidr
-            );
-        }
         reconciler.run(shutdown_signal()).await;
-        let title = format!("slave_manager run of {}", world.config.url);
+        let title = format!("slave_manager run of {}", world.config.jenkins.url);
         let html = report::render(&reconciler.run, &reconciler.stats, &problems.snapshot(), &title);
         if let Err(e) = slave_manager::files::replace(&world.workdir.join(report::FILE), html.as_bytes()) {
             tracing::error!("cannot write {}: {e}", report::FILE);

@@ -30,7 +30,7 @@ pub async fn observe(world: &World) -> Observation {
     let cli = Arc::clone(&world.jenkins);
     let mut words = vec!["groovy".to_string(), "=".to_string()];
     words.extend(world.dump_args());
-    let script = world.config.groovy.clone();
+    let script = world.config.jenkins.groovy.clone();
     let dump = tokio::task::spawn_blocking(move || {
         let out = cli.run(&words, script.as_bytes()).map_err(|e| e.to_string())?;
         parse_dump(&out.stdout).map_err(|e| e.to_string())
@@ -38,7 +38,7 @@ pub async fn observe(world: &World) -> Observation {
 
     let mut describes = JoinSet::new();
     for (name, client) in &world.ec2 {
-        let (name, client, slave_name) = (name.clone(), client.clone(), world.config.slave_name.clone());
+        let (name, client, slave_name) = (name.clone(), client.clone(), world.config.fleet.slave_name.clone());
         describes.spawn(async move {
             let result = ec2::describe_agents(&client, &slave_name).await.map_err(|e| e.to_string());
             (name, result)

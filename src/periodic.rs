@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aws::{security_group as sg, sqs};
+use crate::config::{SecurityGroupConfig, SqsConfig};
 use crate::counter::Counter;
 use crate::model::EnvObservation;
 use crate::plan::security_group::{plan_security_group, prod_agent_ips, SgPlan};
@@ -29,12 +30,13 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 /// before revoking, and revoking nothing on a partial view.
 pub async fn security_group(
     world: &World,
+    config: &SecurityGroupConfig,
     plan_config: &PlanConfig,
     envs: &BTreeMap<String, EnvObservation>,
     stats: &mut Stats,
 ) {
-    let group = &world.config.master.sg_id;
-    let plan = match security_group_plan(world, plan_config, envs).await {
+    let group = &config.group_id;
+    let plan = match security_group_plan(world, config, plan_config, envs).await {
         Ok(plan) => plan,
         Err(e) => {
             tracing::error!("security group: {e}");
@@ -69,11 +71,11 @@ pub async fn security_group(
 /// Reads the group and works out what to add and revoke (no change made).
 pub async fn security_group_plan(
     world: &World,
+    c: &SecurityGroupConfig,
     plan_config: &PlanConfig,
     envs: &BTreeMap<String, EnvObservation>,
 ) -> Result<SgPlan, String> {
-    let c = &world.config;
-    let existing = sg::ipv4_rules(&world.master_ec2, &c.master.sg_id).await?;
+    let existing = sg::ipv4_rules(&world.master_ec2, &c.group_id).await?;
     let prod_ips = prod_agent_ips(envs, |env, i| plan_config.is_ours(env, i));
     let scm_ips = resolve_ipv4(&c.scm_host).await;
     let required = c.required_rules();
@@ -125,9 +127,9 @@ pub async fn garbage_collect(world: &World, job: &str, stats: &mut Stats) {
 /// Receives up to 10 build requests and handles each: validated, deleted,
 /// then run. Deleting before running means a message whose delete fails is
 /// left for the next poll instead of being built twice.
-pub async fn sqs_requests(world: &World, stats: &mut Stats) {
-    let (Some(client), Some(owner)) = (&world.sqs, &world.config.sqs_account_id) else { return };
-    let name = &world.config.sqs_queue;
+pub async fn sqs_requests(world: &World, config: &SqsConfig, stats: &mut Stats) {
+    let Some(client) = &world.sqs else { return };
+    let (name, owner) = (&config.queue, &config.account_id);
     let url = match sqs::queue_url(client, name, owner).await {
         Ok(url) => url,
         Err(e) => {
@@ -145,7 +147,7 @@ pub async fn sqs_requests(world: &World, stats: &mut Stats) {
         }
     };
     for msg in messages {
-        let policy = &world.config.sqs_policy;
+        let policy = &config.policy;
         let words = policy.admits_sender(msg.sender.as_deref()).and_then(|()| command_words(&msg.body, policy));
         let from = msg.sender.as_deref().map_or_else(|| "an unknown sender".to_string(), |s| clip(s, ECHO_CHARS));
         if let Err(e) = sqs::delete(client, &url, &msg.receipt).await {

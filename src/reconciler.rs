@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::act::act;
-use crate::config::Config;
+use crate::config::FleetConfig;
 use crate::counter::Counter;
 use crate::metrics::{self, AgentStates};
 use crate::model::{EnvObservation, InstanceState};
@@ -29,7 +29,7 @@ pub const BOOT_GRACE: Duration = Duration::from_secs(600);
 pub const INVENTORY_EVERY: u32 = 15;
 
 /// The planner's view of the configuration.
-pub fn plan_config(c: &Config) -> PlanConfig {
+pub fn plan_config(c: &FleetConfig) -> PlanConfig {
     PlanConfig {
         slave_name: c.slave_name.clone(),
         max_on_demand: c.max_on_demand,
@@ -66,7 +66,7 @@ impl<'w> Reconciler<'w> {
     pub fn new(world: &'w World) -> Reconciler<'w> {
         Reconciler {
             world,
-            plan_config: plan_config(&world.config),
+            plan_config: plan_config(&world.config.fleet),
             stats: Stats::default(),
             told: BTreeSet::new(),
             run: RunRecord::default(),
@@ -82,7 +82,7 @@ impl<'w> Reconciler<'w> {
         tokio::pin!(shutdown);
         let started = self.began;
         let config = &self.world.config;
-        let (total, max_run) = (config.loop_counter, config.max_run);
+        let (total, max_run) = (config.run.loop_counter, config.run.max_run);
         for pass in 0..total {
             if pass > 0 && started.elapsed() >= max_run {
                 tracing::warn!(
@@ -97,7 +97,7 @@ impl<'w> Reconciler<'w> {
             }
             if pass + 1 < total {
                 // Never sleep past the bound: the run ends on time.
-                let nap = self.world.config.pass_interval.min(max_run.saturating_sub(started.elapsed()));
+                let nap = self.world.config.run.pass_interval.min(max_run.saturating_sub(started.elapsed()));
                 tokio::select! {
                     _ = tokio::time::sleep(nap) => {}
                     _ = &mut shutdown => { tracing::warn!("interrupted after pass {}", pass + 1); return; }
@@ -166,8 +166,10 @@ impl<'w> Reconciler<'w> {
         if pass.is_multiple_of(INVENTORY_EVERY) {
             self.inventory(&obs, pass, &terminated).await;
         }
-        if pass.is_multiple_of(periodic::SECURITY_GROUP_EVERY) && config.manage_security_group {
-            periodic::security_group(self.world, &self.plan_config, &obs.envs, &mut self.stats).await;
+        if pass.is_multiple_of(periodic::SECURITY_GROUP_EVERY) {
+            if let Some(sg) = &config.security_group {
+                periodic::security_group(self.world, sg, &self.plan_config, &obs.envs, &mut self.stats).await;
+            }
         }
         if pass.is_multiple_of(periodic::GC_EVERY) {
             if let Some(job) = &config.gc_job {
@@ -175,7 +177,9 @@ impl<'w> Reconciler<'w> {
             }
         }
         if pass.is_multiple_of(periodic::SQS_EVERY) {
-            periodic::sqs_requests(self.world, &mut self.stats).await;
+            if let Some(sqs) = &config.sqs {
+                periodic::sqs_requests(self.world, sqs, &mut self.stats).await;
+            }
         }
 
         tracing::debug!(
@@ -194,7 +198,7 @@ impl<'w> Reconciler<'w> {
             agents: agents_per_env(&obs.envs),
             ec2_requests: self.world.ec2_calls.get() - calls_before,
         });
-        self.agent_states = agent_states(&obs.envs, &self.world.config.slave_name);
+        self.agent_states = agent_states(&obs.envs, &self.world.config.fleet.slave_name);
         let text = metrics::render(&self.stats, &self.run, &self.agent_states);
         if let Err(e) = metrics::write(&self.world.workdir, &text) {
             tracing::warn!("cannot write {}: {e}", metrics::FILE);
@@ -204,7 +208,7 @@ impl<'w> Reconciler<'w> {
         tracing::info!(
             "pass {}/{}{}: queue {}, agents {}, started {}, created {}, stopped {}, terminated {}, errors {} ({} ms)",
             pass + 1,
-            self.world.config.loop_counter,
+            self.world.config.run.loop_counter,
             self.time_left(pass + 1),
             queue_len.map_or("?".to_string(), |n| n.to_string()),
             agents_line(&obs.envs),
@@ -219,14 +223,14 @@ impl<'w> Reconciler<'w> {
 
     /// `, 12m30s left`: the passes to go at the mean pass time so far.
     fn time_left(&self, done: u32) -> String {
-        let remaining = self.world.config.loop_counter.saturating_sub(done);
+        let remaining = self.world.config.run.loop_counter.saturating_sub(done);
         if remaining == 0 || self.run.passes.is_empty() {
             return String::new();
         }
         let mean: Duration =
             self.run.passes.iter().map(|p| p.duration).sum::<Duration>() / self.run.passes.len() as u32;
-        let by_passes = (mean + self.world.config.pass_interval) * remaining;
-        let by_time = self.world.config.max_run.saturating_sub(self.began.elapsed());
+        let by_passes = (mean + self.world.config.run.pass_interval) * remaining;
+        let by_time = self.world.config.run.max_run.saturating_sub(self.began.elapsed());
         let secs = by_passes.min(by_time).as_secs();
         if secs >= 3600 {
             format!(", {}h{:02}m left", secs / 3600, secs / 60 % 60)

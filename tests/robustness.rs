@@ -68,7 +68,7 @@ proptest! {
     fn environment_parser_never_panics(v in json_value(), text in "\\PC{0,80}") {
         for input in [v.to_string(), text] {
             if let Err(e) = parse_environment(&input) {
-                prop_assert!(one_line(&e));
+                prop_assert!(one_line(&e.to_string()));
             }
         }
     }
