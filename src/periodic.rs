@@ -7,9 +7,11 @@ use std::net::{Ipv4Addr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::aws::{security_group as sg, sqs};
+use crate::aws::security_group::{self as sg, SecurityGroupError};
+use crate::aws::sqs;
 use crate::config::{SecurityGroupConfig, SqsConfig};
 use crate::counter::Counter;
+use crate::jenkins::CliError;
 use crate::model::EnvObservation;
 use crate::plan::security_group::{plan_security_group, prod_agent_ips, SgPlan};
 use crate::plan::PlanConfig;
@@ -74,7 +76,7 @@ pub async fn security_group_plan(
     c: &SecurityGroupConfig,
     plan_config: &PlanConfig,
     envs: &BTreeMap<String, EnvObservation>,
-) -> Result<SgPlan, String> {
+) -> Result<SgPlan, SecurityGroupError> {
     let existing = sg::ipv4_rules(&world.master_ec2, &c.group_id).await?;
     let prod_ips = prod_agent_ips(envs, |env, i| plan_config.is_ours(env, i));
     let scm_ips = resolve_ipv4(&c.scm_host).await;
@@ -176,16 +178,20 @@ pub async fn sqs_requests(world: &World, config: &SqsConfig, stats: &mut Stats) 
                 stats.add(Counter::SqsHandled, 1);
             }
             Err(e) => {
-                tracing::warn!("sqs message {} from {from}: dropped: {shown}: {}", msg.id, clip(&e, ECHO_CHARS));
+                tracing::warn!(
+                    "sqs message {} from {from}: dropped: {shown}: {}",
+                    msg.id,
+                    clip(&e.to_string(), ECHO_CHARS)
+                );
                 stats.add(Counter::SqsDropped, 1);
             }
         }
     }
 }
 
-async fn run_cli(world: &World, words: Vec<String>) -> Result<String, String> {
+async fn run_cli(world: &World, words: Vec<String>) -> Result<String, CliError> {
     let cli = Arc::clone(&world.jenkins);
-    tokio::task::spawn_blocking(move || cli.run(&words, b"").map(|o| o.stdout).map_err(|e| e.to_string()))
+    tokio::task::spawn_blocking(move || cli.run(&words, b"").map(|o| o.stdout))
         .await
-        .unwrap_or_else(|e| Err(format!("CLI task failed: {e}")))
+        .unwrap_or_else(|e| Err(CliError::Task(e.to_string())))
 }
