@@ -55,7 +55,7 @@ pub async fn run(world: &World) -> Vec<Check> {
     if let (Some(sqs), Some(config)) = (&world.sqs, &world.config.sqs) {
         let (name, owner) = (&config.queue, &config.account_id);
         let what = format!("SQS queue {name} of {owner}");
-        checks.push(match aws::sqs::queue_url(sqs, name, owner).await {
+        checks.push(match sqs.queue_url(name, owner).await {
             Ok(url) => pass(what, url),
             Err(e) => fail(
                 what,
@@ -66,7 +66,7 @@ pub async fn run(world: &World) -> Vec<Check> {
     if let Some(sg) = &world.config.security_group {
         let group = &sg.group_id;
         let what = format!("master's security group {group} ({})", world.config.aws.master_region);
-        checks.push(match aws::security_group::ipv4_rules(&world.master_ec2, group).await {
+        checks.push(match world.master_ec2.ipv4_rules(group).await {
             Ok(rules) => {
                 // Which rules the manager would never revoke: other ports,
                 // other protocols, 443 rules it did not add.
@@ -188,6 +188,8 @@ async fn env_checks(world: &World, base: &aws_config::SdkConfig, env: &EnvConfig
 
 async fn jenkins_checks(world: &World) -> Vec<Check> {
     let c = &world.config.jenkins;
+    // The transport itself, not the seam: the host key is checked apart.
+    let jenkins = Arc::new(crate::world::jenkins_cli(c, &world.workdir));
     let mut checks = Vec::new();
     let url = c.url.clone();
     let check = c.certificate_check;
@@ -216,7 +218,7 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
     }
 
     // Before the key is offered: is the SSH server Jenkins?
-    let cli = Arc::clone(&world.jenkins);
+    let cli = Arc::clone(&jenkins);
     match tokio::task::spawn_blocking(move || cli.check_host_key()).await {
         Ok(Ok(vouched)) => checks.push(pass("Jenkins SSH host key", vouched)),
         Ok(Err(e)) => {
@@ -230,7 +232,7 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
         }
     }
 
-    let cli = Arc::clone(&world.jenkins);
+    let cli = Arc::clone(&jenkins);
     let who = tokio::task::spawn_blocking(move || cli.run(&["who-am-i".to_string()], b"")).await;
     let user = &c.user;
     match who.map(|r| r.map(|out| authenticated_as(&out.stdout).map(str::to_string))) {
@@ -265,7 +267,7 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
         }
     }
 
-    let cli = Arc::clone(&world.jenkins);
+    let cli = Arc::clone(&jenkins);
     let mut words = vec!["groovy".to_string(), "=".to_string()];
     words.extend(world.dump_args());
     let script = c.groovy.clone();

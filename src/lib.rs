@@ -24,6 +24,8 @@ pub mod cli;
 pub mod config;
 pub mod counter;
 pub mod dry_run;
+#[cfg(test)]
+pub mod fake;
 pub mod files;
 pub mod jenkins;
 pub mod job_key;

@@ -7,7 +7,6 @@ use std::time::{Instant, SystemTime};
 
 use tokio::task::JoinSet;
 
-use crate::aws::ec2;
 use crate::jenkins::dump::{parse_dump, DumpError};
 use crate::jenkins::CliError;
 use crate::markers;
@@ -61,9 +60,9 @@ pub async fn observe(world: &World) -> Observation {
 
     let mut describes = JoinSet::new();
     for (name, client) in &world.ec2 {
-        let (name, client, slave_name) = (name.clone(), client.clone(), world.config.fleet.slave_name.clone());
+        let (name, client, slave_name) = (name.clone(), Arc::clone(client), world.config.fleet.slave_name.clone());
         describes.spawn(async move {
-            let result = ec2::describe_agents(&client, &slave_name).await.map_err(|e| e.to_string());
+            let result = client.describe_agents(&slave_name).await.map_err(|e| e.to_string());
             (name, result)
         });
     }
@@ -78,7 +77,7 @@ pub async fn observe(world: &World) -> Observation {
         envs.entry(name.clone()).or_insert_with(|| Err("describe task failed".to_string()));
     }
     let dump = dump.await.unwrap_or_else(|e| Err(DumpFailed::Task(e.to_string())));
-    let now = SystemTime::now();
+    let now = world.clock.now();
     let markers = markers::read_markers(&world.workdir, now)
         .map_err(|source| MarkersUnreadable { dir: world.workdir.clone(), source });
     Observation { dump, envs, markers, now, elapsed: started.elapsed() }

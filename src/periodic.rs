@@ -4,11 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::aws::security_group::{self as sg, SecurityGroupError};
-use crate::aws::sqs;
+use crate::aws::security_group::SecurityGroupError;
 use crate::config::{SecurityGroupConfig, SqsConfig};
 use crate::counter::Counter;
 use crate::jenkins::CliError;
@@ -50,7 +48,7 @@ pub async fn security_group(
         tracing::warn!("security group {group}: nothing revoked this round: {why}");
     }
     for rule in &plan.add {
-        match sg::authorize(&world.master_ec2, group, rule).await {
+        match world.master_ec2.authorize(group, rule).await {
             Ok(()) => tracing::info!("security group {group}: added {rule}"),
             Err(e) => {
                 tracing::error!("security group {group}: {e}");
@@ -59,7 +57,7 @@ pub async fn security_group(
         }
     }
     for rule in &plan.revoke {
-        match sg::revoke(&world.master_ec2, group, rule).await {
+        match world.master_ec2.revoke(group, rule).await {
             Ok(()) => tracing::info!("security group {group}: revoked {rule}"),
             Err(e) => {
                 tracing::error!("security group {group}: {e}");
@@ -77,7 +75,7 @@ pub async fn security_group_plan(
     plan_config: &PlanConfig,
     envs: &BTreeMap<String, EnvObservation>,
 ) -> Result<SgPlan, SecurityGroupError> {
-    let existing = sg::ipv4_rules(&world.master_ec2, &c.group_id).await?;
+    let existing = world.master_ec2.ipv4_rules(&c.group_id).await?;
     let prod_ips = prod_agent_ips(envs, |env, i| plan_config.is_ours(env, i));
     let scm_ips = resolve_ipv4(&c.scm_host).await;
     let required = c.required_rules();
@@ -132,7 +130,7 @@ pub async fn garbage_collect(world: &World, job: &str, stats: &mut Stats) {
 pub async fn sqs_requests(world: &World, config: &SqsConfig, stats: &mut Stats) {
     let Some(client) = &world.sqs else { return };
     let (name, owner) = (&config.queue, &config.account_id);
-    let url = match sqs::queue_url(client, name, owner).await {
+    let url = match client.queue_url(name, owner).await {
         Ok(url) => url,
         Err(e) => {
             tracing::error!("sqs: {e}");
@@ -140,7 +138,7 @@ pub async fn sqs_requests(world: &World, config: &SqsConfig, stats: &mut Stats) 
             return;
         }
     };
-    let messages = match sqs::receive(client, &url, 10).await {
+    let messages = match client.receive(&url, 10).await {
         Ok(m) => m,
         Err(e) => {
             tracing::error!("sqs: {e}");
@@ -152,7 +150,7 @@ pub async fn sqs_requests(world: &World, config: &SqsConfig, stats: &mut Stats) 
         let policy = &config.policy;
         let words = policy.admits_sender(msg.sender.as_deref()).and_then(|()| command_words(&msg.body, policy));
         let from = msg.sender.as_deref().map_or_else(|| "an unknown sender".to_string(), |s| clip(s, ECHO_CHARS));
-        if let Err(e) = sqs::delete(client, &url, &msg.receipt).await {
+        if let Err(e) = client.delete(&url, &msg.receipt).await {
             tracing::error!("sqs message {}: not handled, it stays queued: {e}", msg.id);
             stats.add(Counter::SqsFailed, 1);
             continue;
@@ -190,8 +188,130 @@ pub async fn sqs_requests(world: &World, config: &SqsConfig, stats: &mut Stats) 
 }
 
 async fn run_cli(world: &World, words: Vec<String>) -> Result<String, CliError> {
-    let cli = Arc::clone(&world.jenkins);
-    tokio::task::spawn_blocking(move || cli.run(&words, b"").map(|o| o.stdout))
-        .await
-        .unwrap_or_else(|e| Err(CliError::Task(e.to_string())))
+    crate::world::run_cli(&world.jenkins, words, Vec::new()).await.map(|o| o.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::aws::ec2::Ec2ErrorKind;
+    use crate::fake::{self, FakeCloud, FakeJenkins, Times};
+    use crate::jenkins::cli::CliErrorKind;
+    use crate::plan::security_group::{Held, Rule};
+
+    struct Setup {
+        cloud: FakeCloud,
+        jenkins: Arc<FakeJenkins>,
+        world: World,
+        _dir: tempfile::TempDir,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = FakeCloud::new();
+        let jenkins = Arc::new(FakeJenkins::default());
+        let mut config = fake::config(&["dev"]);
+        config.security_group = Some(fake::security_group(&[(22, "1.2.3.4/32")]));
+        config.sqs = Some(fake::sqs());
+        let world = fake::world(config, &cloud, &jenkins, dir.path());
+        Setup { cloud, jenkins, world, _dir: dir }
+    }
+
+    async fn security_group_job(s: &Setup, stats: &mut Stats) {
+        let config = s.world.config.security_group.as_ref().unwrap();
+        let plan_config = crate::reconciler::plan_config(&s.world.config.fleet);
+        let envs = BTreeMap::from([("dev".to_string(), Ok(vec![]))]);
+        security_group(&s.world, config, &plan_config, &envs, stats).await;
+    }
+
+    #[tokio::test]
+    async fn the_security_group_gets_the_wanted_rules_and_loses_ours_no_longer_wanted() {
+        let s = setup();
+        s.cloud.add_rule(Held { rule: Rule::tcp(30001, "9.9.9.9/32"), ours: true });
+        s.cloud.add_rule(Held::theirs(Rule::tcp(5432, "10.0.0.0/8")));
+        let mut stats = Stats::default();
+        security_group_job(&s, &mut stats).await;
+        let mut rules: Vec<String> = s.cloud.rules().iter().map(|h| h.rule.to_string()).collect();
+        rules.sort();
+        assert_eq!(rules, ["tcp 22 1.2.3.4/32", "tcp 443 127.0.0.0/24", "tcp 5432 10.0.0.0/8"]);
+        let ops: Vec<&str> = s.cloud.mutations().into_iter().map(|(op, _)| op).collect();
+        assert_eq!(
+            ops,
+            ["AuthorizeSecurityGroupIngress", "AuthorizeSecurityGroupIngress", "RevokeSecurityGroupIngress"],
+            "added before revoking"
+        );
+        assert_eq!(stats.errors(), 0);
+    }
+
+    #[tokio::test]
+    async fn security_group_failures_are_counted_and_the_other_rules_still_change() {
+        let s = setup();
+        s.cloud.fail(None, "AuthorizeSecurityGroupIngress", Times::Once, Ec2ErrorKind::Throttled);
+        let mut stats = Stats::default();
+        security_group_job(&s, &mut stats).await;
+        assert_eq!(stats.get(Counter::SecurityGroupFailed), 1);
+        assert_eq!(s.cloud.rules().len(), 1, "the second rule was added");
+
+        s.cloud.fail(None, "DescribeSecurityGroups", Times::Once, Ec2ErrorKind::Other);
+        security_group_job(&s, &mut stats).await;
+        assert_eq!(stats.get(Counter::SecurityGroupFailed), 2);
+        assert_eq!(s.cloud.count("AuthorizeSecurityGroupIngress"), 2, "nothing changed on an unread group");
+    }
+
+    #[tokio::test]
+    async fn the_gc_job_is_built_and_its_failure_counted() {
+        let s = setup();
+        let mut stats = Stats::default();
+        garbage_collect(&s.world, fake::GC_JOB, &mut stats).await;
+        assert_eq!(s.jenkins.commands(), [vec!["build", fake::GC_JOB, "-s", "-v"]]);
+        assert_eq!(stats.errors(), 0);
+        s.jenkins.fail("build", Times::Once, CliErrorKind::Failed);
+        garbage_collect(&s.world, fake::GC_JOB, &mut stats).await;
+        assert_eq!(stats.get(Counter::GcFailed), 1);
+    }
+
+    #[tokio::test]
+    async fn sqs_requests_are_validated_deleted_then_run() {
+        let s = setup();
+        s.cloud.send(r#"{"name": "deploy", "parameters": {"ENV": "qa"}}"#, Some("AIDAEXAMPLE"));
+        s.cloud.send(r#"{"name": "deploy", "action": "safe-restart"}"#, None);
+        s.cloud.send("not json", None);
+        let mut stats = Stats::default();
+        let sqs = s.world.config.sqs.clone().unwrap();
+        sqs_requests(&s.world, &sqs, &mut stats).await;
+        assert_eq!(s.jenkins.commands(), [vec!["build", "deploy", "-p", "ENV=qa"]]);
+        assert_eq!((stats.get(Counter::SqsHandled), stats.get(Counter::SqsDropped)), (1, 2));
+        assert_eq!(s.cloud.in_flight(), 0, "every message is deleted, refused ones too");
+        assert_eq!(s.cloud.count("DeleteMessage"), 3);
+    }
+
+    #[tokio::test]
+    async fn an_sqs_request_whose_delete_fails_is_not_run() {
+        let s = setup();
+        s.cloud.send(r#"{"name": "deploy"}"#, None);
+        s.cloud.fail(None, "DeleteMessage", Times::Once, Ec2ErrorKind::Other);
+        let mut stats = Stats::default();
+        let sqs = s.world.config.sqs.clone().unwrap();
+        sqs_requests(&s.world, &sqs, &mut stats).await;
+        assert!(s.jenkins.commands().is_empty(), "left for the next poll, not built twice");
+        assert_eq!(stats.get(Counter::SqsFailed), 1);
+        assert_eq!(s.cloud.in_flight(), 1);
+
+        s.cloud.fail(None, "ReceiveMessage", Times::Once, Ec2ErrorKind::Other);
+        sqs_requests(&s.world, &sqs, &mut stats).await;
+        assert_eq!(stats.get(Counter::SqsFailed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_build_request_jenkins_refuses_is_dropped() {
+        let s = setup();
+        s.cloud.send(r#"{"name": "deploy"}"#, None);
+        s.jenkins.fail("build", Times::Once, CliErrorKind::Failed);
+        let mut stats = Stats::default();
+        let sqs = s.world.config.sqs.clone().unwrap();
+        sqs_requests(&s.world, &sqs, &mut stats).await;
+        assert_eq!((stats.get(Counter::SqsHandled), stats.get(Counter::SqsDropped)), (0, 1));
+    }
 }

@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::act::act;
 use crate::config::FleetConfig;
@@ -58,7 +60,8 @@ pub struct Reconciler<'w> {
     /// Lasting conditions already counted this run (a node whose instance
     /// is gone counts `error_stopping_instance` once, not every pass).
     counted_once: BTreeSet<(Counter, String)>,
-    /// When the run began (`--max_minutes` counts from here).
+    /// When the run began (`--max_minutes` counts from here). Tokio's
+    /// clock, which is the system's outside tests.
     began: Instant,
 }
 
@@ -109,7 +112,7 @@ impl<'w> Reconciler<'w> {
     /// One pass: observe, decide, act, then the periodic jobs and the record.
     pub async fn pass(&mut self, pass: u32) {
         let started = Instant::now();
-        let started_at = SystemTime::now();
+        let started_at = self.world.clock.now();
         let before = self.stats.clone();
         let calls_before = self.world.ec2_calls.get();
         let mut obs = observe(self.world).await;
@@ -316,4 +319,179 @@ fn agents_line(envs: &BTreeMap<String, EnvObservation>) -> String {
     let parts: Vec<String> =
         per_env.iter().map(|(env, n)| format!("{env} {}", n.map_or("?".to_string(), |n| n.to_string()))).collect();
     format!("{total} ({})", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loop in-process on the fake world and Tokio's paused clock: many
+    //! passes, minutes of run time, in milliseconds.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::aws::ec2::Ec2ErrorKind;
+    use crate::config::Config;
+    use crate::fake::{self, agent, FakeCloud, FakeJenkins, Times};
+    use crate::jenkins::cli::CliErrorKind;
+
+    struct Setup {
+        cloud: FakeCloud,
+        jenkins: Arc<FakeJenkins>,
+        world: World,
+        _dir: tempfile::TempDir,
+    }
+
+    fn setup(config: Config) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = FakeCloud::new();
+        let jenkins = Arc::new(FakeJenkins::default());
+        let world = fake::world(config, &cloud, &jenkins, dir.path());
+        Setup { cloud, jenkins, world, _dir: dir }
+    }
+
+    fn passes(n: u32) -> Config {
+        let mut config = fake::config(&["dev", "prod"]);
+        config.run.loop_counter = n;
+        config
+    }
+
+    async fn run(world: &World) -> Reconciler<'_> {
+        let mut reconciler = Reconciler::new(world);
+        reconciler.run(std::future::pending()).await;
+        reconciler
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_item_gets_one_agent_however_many_passes_see_it() {
+        let s = setup(passes(4));
+        s.jenkins.enqueue("app", "dev");
+        let r = run(&s.world).await;
+        assert_eq!(r.run.passes.len(), 4);
+        assert_eq!(s.cloud.count("DescribeInstances"), 8, "one describe per env and pass");
+        assert_eq!(s.cloud.count("RunInstances"), 1);
+        assert_eq!(r.stats.get(Counter::InstancesCreated), 1);
+        assert_eq!(s.cloud.active("dev"), 1);
+        assert_eq!(s.cloud.active("prod"), 0);
+        assert_eq!(r.stats.errors(), 0);
+        // The record and the metrics saw every pass.
+        assert_eq!(r.run.passes.last().map(|p| p.number), Some(4));
+        assert_eq!(r.run.passes[0].ec2_requests, 3, "two describes and the launch");
+        assert!(s.world.workdir.join(metrics::FILE).exists());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_marker_expires_after_its_ttl_while_the_job_is_still_queued() {
+        // Passes 5 s apart; the marker written in the first pass holds the
+        // item for 300 s. No node ever comes for the agent.
+        let s = setup(passes(60));
+        s.jenkins.enqueue("app", "dev");
+        let marker = s.world.workdir.join(crate::markers::working_file(&crate::job_key::job_key("app", None)));
+        let r = run(&s.world).await;
+        assert_eq!(tokio::time::Instant::now() - r.began, Duration::from_secs(295));
+        assert!(marker.exists());
+        assert_eq!(r.stats.get(Counter::JobsWaitedTooLong), 0);
+        assert_eq!(s.cloud.count("RunInstances"), 1);
+
+        // The same workspace, three passes more (300, 305, 310 s): the
+        // marker expires.
+        let mut r = Reconciler::new(&s.world);
+        r.run(tokio::time::sleep(Duration::from_secs(13))).await;
+        assert_eq!(r.run.passes.len(), 3);
+        assert_eq!(r.stats.get(Counter::JobsWaitedTooLong), 1);
+        assert!(!marker.exists(), "the expired marker is removed");
+        assert_eq!(s.cloud.count("RunInstances"), 1, "the booting agent still serves the item");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_launch_is_counted_and_the_next_pass_tries_again() {
+        let s = setup(passes(3));
+        s.jenkins.enqueue("app", "dev");
+        s.cloud.fail(None, "RunInstances", Times::Once, Ec2ErrorKind::Other);
+        let r = run(&s.world).await;
+        assert_eq!(r.run.passes.len(), 3);
+        assert_eq!(r.stats.get(Counter::ActionFailed), 1);
+        assert_eq!(s.cloud.count("RunInstances"), 2);
+        assert_eq!(r.stats.get(Counter::InstancesCreated), 1);
+        let outcomes: Vec<bool> = r.run.actions.iter().map(|a| a.outcome.is_ok()).collect();
+        assert_eq!(outcomes, [false, true]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_dump_or_describe_skips_only_what_it_must() {
+        let s = setup(passes(2));
+        s.jenkins.enqueue("app", "dev");
+        s.jenkins.enqueue("release", "prod");
+        s.jenkins.fail("groovy", Times::Once, CliErrorKind::Unreachable);
+        s.cloud.fail(Some("dev"), "DescribeInstances", Times::Once, Ec2ErrorKind::Throttled);
+        let r = run(&s.world).await;
+        assert_eq!(r.stats.get(Counter::JarFileError), 1);
+        assert_eq!(r.stats.get(Counter::DescribeFailed), 1);
+        assert_eq!(r.run.passes[0].queue, None, "nothing scaled without a dump");
+        assert_eq!(r.run.passes[1].queue, Some(2));
+        assert_eq!((s.cloud.active("dev"), s.cloud.active("prod")), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_describe_leaves_its_env_alone_and_the_others_go_on() {
+        let s = setup(passes(1));
+        s.jenkins.enqueue("app", "dev");
+        s.jenkins.enqueue("release", "prod");
+        s.cloud.fail(Some("dev"), "DescribeInstances", Times::Once, Ec2ErrorKind::Throttled);
+        let r = run(&s.world).await;
+        assert_eq!(r.stats.get(Counter::DescribeFailed), 1);
+        assert_eq!((s.cloud.active("dev"), s.cloud.active("prod")), (0, 1));
+        assert_eq!(r.run.passes[0].agents.get("dev"), Some(&None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_caps_hold_over_many_passes() {
+        let s = setup(passes(10));
+        for job in ["a", "b", "c", "d", "e"] {
+            s.jenkins.enqueue(job, "dev");
+            s.jenkins.enqueue(job, "dev_spot");
+        }
+        let r = run(&s.world).await;
+        let dev = s.cloud.instances("dev");
+        assert_eq!(dev.iter().filter(|i| !i.spot).count(), 2, "--max_num_of_slaves_in_env");
+        assert_eq!(dev.iter().filter(|i| i.spot).count(), 2, "--max_num_of_spot_slaves_in_env");
+        assert_eq!(r.stats.get(Counter::InstancesCreated), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_periodic_jobs_run_on_the_original_schedule() {
+        // 16 passes (0..=15): security group every 3rd (0, 3, 6, 9, 12, 15),
+        // GC every 6th (0, 6, 12), inventory and SQS every 15th (0, 15).
+        let mut config = passes(16);
+        config.security_group = Some(fake::security_group(&[(22, "1.2.3.4/32")]));
+        config.sqs = Some(fake::sqs());
+        let s = setup(config);
+        // Running two hours and no node: the inventory counts it each time.
+        s.cloud.add("dev", agent("dev", "i-1", crate::model::InstanceState::Running, "dev", s.world.clock.now()));
+        let r = run(&s.world).await;
+        assert_eq!(s.cloud.count("DescribeSecurityGroups"), 6);
+        assert_eq!(s.jenkins.count("build"), 3);
+        assert_eq!(s.cloud.count("ReceiveMessage"), 2);
+        assert_eq!(r.stats.get(Counter::InstanceNotSlave), 2);
+        assert_eq!(s.jenkins.count("groovy"), 16);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_run_ends_on_its_time_bound() {
+        let mut config = passes(300);
+        config.run.max_run = Duration::from_secs(60);
+        let s = setup(config);
+        let started = tokio::time::Instant::now();
+        let r = run(&s.world).await;
+        // Passes start at 0, 5, …, 55 s; at 60 s the bound has passed.
+        assert_eq!(r.run.passes.len(), 12);
+        assert_eq!(started.elapsed(), Duration::from_secs(60), "never sleeps past the bound");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_run_between_passes() {
+        let s = setup(passes(300));
+        let mut r = Reconciler::new(&s.world);
+        r.run(tokio::time::sleep(Duration::from_secs(12))).await;
+        assert_eq!(r.run.passes.len(), 3, "passes at 0, 5 and 10 s");
+    }
 }

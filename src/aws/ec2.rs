@@ -19,6 +19,7 @@ use aws_sdk_ec2::Client;
 
 use super::describe_error;
 use crate::model::{Instance, InstanceState, Volume, MASTER_TAG};
+use crate::world::BoxFuture;
 
 /// An EC2 call that failed, with what the loop can do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -304,4 +305,38 @@ pub async fn set_delete_on_termination(client: &Client, id: &str, devices: &[Str
         .await
         .map_err(|e| Ec2Error::new("ModifyInstanceAttribute", e))?;
     Ok(())
+}
+
+impl crate::world::Ec2 for Client {
+    fn describe_agents<'a>(&'a self, slave_name: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, Ec2Error>> {
+        Box::pin(describe_agents(self, slave_name))
+    }
+
+    fn run_instance<'a>(&'a self, spec: &'a LaunchSpec) -> BoxFuture<'a, Result<String, Ec2Error>> {
+        Box::pin(run_instance(self, spec))
+    }
+
+    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(start(self, id))
+    }
+
+    fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(stop(self, id))
+    }
+
+    fn terminate<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(terminate(self, id))
+    }
+
+    fn set_delete_on_termination<'a>(
+        &'a self,
+        id: &'a str,
+        devices: &'a [String],
+    ) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(set_delete_on_termination(self, id, devices))
+    }
+
+    fn tag<'a>(&'a self, id: &'a str, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(tag(self, id, key, value))
+    }
 }

@@ -84,6 +84,11 @@ impl CallCounter {
     pub fn get(&self) -> u64 {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// Counts `n` more requests (the fake cloud counts its own calls).
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl aws_sdk_ec2::config::Intercept for CallCounter {

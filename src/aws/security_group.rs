@@ -8,6 +8,7 @@ use aws_sdk_ec2::Client;
 use super::describe_error;
 use super::ec2::Ec2ErrorKind;
 use crate::plan::security_group::{Held, Rule};
+use crate::world::BoxFuture;
 
 /// Why the master's group could not be read or changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,5 +91,19 @@ pub async fn revoke(client: &Client, group_id: &str, rule: &Rule) -> Result<(), 
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().and_then(|s| s.meta().code()) == Some("InvalidPermission.NotFound") => Ok(()),
         Err(e) => Err(SecurityGroupError::call("RevokeSecurityGroupIngress", rule.to_string(), e)),
+    }
+}
+
+impl crate::world::SecurityGroups for Client {
+    fn ipv4_rules<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, Result<Vec<Held>, SecurityGroupError>> {
+        Box::pin(ipv4_rules(self, group_id))
+    }
+
+    fn authorize<'a>(&'a self, group_id: &'a str, rule: &'a Rule) -> BoxFuture<'a, Result<(), SecurityGroupError>> {
+        Box::pin(authorize(self, group_id, rule))
+    }
+
+    fn revoke<'a>(&'a self, group_id: &'a str, rule: &'a Rule) -> BoxFuture<'a, Result<(), SecurityGroupError>> {
+        Box::pin(revoke(self, group_id, rule))
     }
 }

@@ -5,6 +5,7 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use aws_sdk_sqs::Client;
 
 use super::describe_error;
+use crate::world::BoxFuture;
 
 /// A failed call to the queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,4 +73,18 @@ pub async fn delete(client: &Client, url: &str, receipt: &str) -> Result<(), Sqs
         .await
         .map_err(|e| SqsError::Delete(describe_error(&e)))?;
     Ok(())
+}
+
+impl crate::world::Queue for Client {
+    fn queue_url<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, Result<String, SqsError>> {
+        Box::pin(queue_url(self, name, owner))
+    }
+
+    fn receive<'a>(&'a self, url: &'a str, max: i32) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
+        Box::pin(receive(self, url, max))
+    }
+
+    fn delete<'a>(&'a self, url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>> {
+        Box::pin(delete(self, url, receipt))
+    }
 }

@@ -89,6 +89,12 @@ pub enum CliError {
     Task(String),
 }
 
+impl crate::world::Jenkins for JenkinsCli {
+    fn run(&self, words: &[String], stdin: &[u8]) -> Result<CliOutput, CliError> {
+        JenkinsCli::run(self, words, stdin)
+    }
+}
+
 /// What a CLI failure means for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CliErrorKind {
