@@ -13,8 +13,8 @@ use crate::counter::Counter;
 use crate::markers;
 use crate::model::{Label, MASTER_TAG};
 use crate::plan::Action;
+use crate::record::stats::Stats;
 use crate::record::ActionRecord;
-use crate::stats::Stats;
 use crate::world::{Ec2, World};
 
 pub use crate::model::KEY_NAME;
@@ -201,29 +201,20 @@ fn launch_spec(world: &World, env: &EnvConfig, label: &Label, client_token: &str
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::SystemTime;
 
     use super::*;
     use crate::aws::ec2::Ec2ErrorKind;
-    use crate::fake::{self, agent, FakeCloud, FakeJenkins, Times};
+    use crate::fake::{self, agent, Setup, Times};
     use crate::model::{Instance, InstanceState, Pricing};
     use crate::plan::TerminateReason;
 
-    struct Setup {
-        cloud: FakeCloud,
-        world: World,
-        _dir: tempfile::TempDir,
-    }
-
     fn setup(instances: Vec<Instance>) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let cloud = FakeCloud::new();
+        let s = fake::setup(fake::config(&["dev"]));
         for i in instances {
-            cloud.add("dev", i);
+            s.cloud.add("dev", i);
         }
-        let world = fake::world(fake::config(&["dev"]), &cloud, &Arc::new(FakeJenkins::default()), dir.path());
-        Setup { cloud, world, _dir: dir }
+        s
     }
 
     fn stopped(id: &str) -> Instance {

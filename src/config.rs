@@ -18,7 +18,7 @@ use crate::cli::{Args, CliTransport};
 use crate::jenkins::cli::{is_loopback, url_host};
 use crate::jenkins::host_key::KnownHostsFile;
 use crate::label::InstanceTypes;
-use crate::requests::Policy;
+use crate::periodic::sqs_requests::validate::{self, Policy};
 use crate::tls::CertCheck;
 
 /// The Groovy dump script shipped inside the binary (`--groovy` overrides it).
@@ -371,7 +371,7 @@ impl Config {
             if !action.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
                 return Err(flag(format!("--sqs_actions: {action:?} is not a Jenkins CLI command name")));
             }
-            if crate::requests::is_denied(action) {
+            if validate::is_denied(action) {
                 return Err(flag(format!(
                     "--sqs_actions: {action:?} is on the deny-list (delete, groovy, install, node)"
                 )));

@@ -24,8 +24,8 @@ use crate::jenkins::cli::CliErrorKind;
 use crate::jenkins::{CliError, CliOutput};
 use crate::label::InstanceTypes;
 use crate::model::{Instance, InstanceState, Volume, KEY_NAME, MASTER_TAG};
+use crate::periodic::sqs_requests::validate::Policy;
 use crate::plan::security_group::{Held, Rule};
-use crate::requests::Policy;
 use crate::tls::CertCheck;
 use crate::world::{BoxFuture, Clock, Ec2, Jenkins, Queue, SecurityGroups, World};
 
@@ -565,6 +565,23 @@ pub fn world(config: Config, cloud: &FakeCloud, jenkins: &Arc<FakeJenkins>, work
         config,
         workdir: workdir.to_path_buf(),
     }
+}
+
+/// A fake world and its parts, working in a temporary directory.
+pub struct Setup {
+    pub cloud: FakeCloud,
+    pub jenkins: Arc<FakeJenkins>,
+    pub world: World,
+    _dir: tempfile::TempDir,
+}
+
+/// An empty cloud and Jenkins, and a world of them for `config`.
+pub fn setup(config: Config) -> Setup {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot make a temporary directory: {e}"));
+    let cloud = FakeCloud::new();
+    let jenkins = Arc::new(FakeJenkins::default());
+    let world = world(config, &cloud, &jenkins, dir.path());
+    Setup { cloud, jenkins, world, _dir: dir }
 }
 
 /// One of our agents in `env` for `label`, on the env's AMI, launched two

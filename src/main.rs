@@ -1,4 +1,4 @@
-//! parse → config → logging → clients → run → CSVs → exit code.
+//! parse → config → logging → clients → run → report and CSVs → exit code.
 //!
 //! Exit codes: 0 for a run that finished (failures during it are logged and
 //! counted in properties_error.csv), 2 for bad flags or configuration (nothing
@@ -11,9 +11,8 @@ use clap::Parser;
 use slave_manager::cli::Args;
 use slave_manager::config::Config;
 use slave_manager::logging;
+use slave_manager::logging::ProblemLog;
 use slave_manager::reconciler::{self, Reconciler};
-use slave_manager::record::ProblemLog;
-use slave_manager::report;
 use slave_manager::world::World;
 use slave_manager::{check, dry_run, tls};
 
@@ -91,11 +90,7 @@ fn main() -> ExitCode {
         }
         reconciler.run(shutdown_signal()).await;
         let title = format!("slave_manager run of {}", world.config.jenkins.url);
-        let html = report::render(&reconciler.run, &reconciler.stats, &problems.snapshot(), &title);
-        if let Err(e) = slave_manager::files::replace(&world.workdir.join(report::FILE), html.as_bytes()) {
-            tracing::error!("cannot write {}: {e}", report::FILE);
-        }
-        match reconciler.stats.write_csvs(&world.workdir) {
+        match reconciler.record.finish(&title, &problems.snapshot()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("cannot write the CSV files in {}: {e}", world.workdir.display());

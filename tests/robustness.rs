@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use slave_manager::config::parse_environment;
 use slave_manager::jenkins::dump::parse_dump;
-use slave_manager::requests::{command_words, Policy};
+use slave_manager::periodic::sqs_requests::validate::{command_words, Policy};
 
 /// Arbitrary JSON, a few levels deep, biased to the keys the parsers read.
 fn json_value() -> impl Strategy<Value = Value> {
