@@ -12,7 +12,6 @@ use tokio::time::Instant;
 use crate::act::act;
 use crate::config::{Config, FleetConfig};
 use crate::counter::Counter;
-
 use crate::model::{EnvObservation, InstanceState};
 use crate::observe::{observe, Observation};
 use crate::periodic::schedule::{self, Job};
