@@ -38,7 +38,7 @@ pub fn config_check(result: &Result<Config, String>) -> Check {
     match result {
         Ok(c) => pass(
             "flags and environment.json",
-            format!("{} env(s): {}", c.envs.len(), c.envs.keys().cloned().collect::<Vec<_>>().join(", ")),
+            format!("{} env(s): {}", c.fleet.envs.len(), c.fleet.envs.keys().cloned().collect::<Vec<_>>().join(", ")),
         ),
         Err(e) => fail("flags and environment.json", format!("{e} — fix that flag or key, then check again")),
     }
@@ -47,30 +47,30 @@ pub fn config_check(result: &Result<Config, String>) -> Check {
 /// Every network check, in order.
 pub async fn run(world: &World) -> Vec<Check> {
     let mut checks = Vec::new();
-    let base = aws::base_config(&world.config.master_region, world.config.aws_timeout).await;
-    for env in world.config.envs.values() {
+    let base = aws::base_config(&world.config.aws.master_region, world.config.aws.timeout).await;
+    for env in world.config.fleet.envs.values() {
         checks.extend(env_checks(world, &base, env).await);
     }
     checks.extend(jenkins_checks(world).await);
-    if let (Some(sqs), Some(owner)) = (&world.sqs, &world.config.sqs_account_id) {
-        let name = &world.config.sqs_queue;
+    if let (Some(sqs), Some(config)) = (&world.sqs, &world.config.sqs) {
+        let (name, owner) = (&config.queue, &config.account_id);
         let what = format!("SQS queue {name} of {owner}");
-        checks.push(match aws::sqs::queue_url(sqs, name, owner).await {
+        checks.push(match sqs.queue_url(name, owner).await {
             Ok(url) => pass(what, url),
             Err(e) => fail(
                 what,
-                format!("{e} — create the queue in {owner}/{} or let the master's role read it (sqs:GetQueueUrl, sqs:ReceiveMessage, sqs:DeleteMessage)", world.config.sqs_region.as_deref().unwrap_or("?")),
+                format!("{e} — create the queue in {owner}/{} or let the master's role read it (sqs:GetQueueUrl, sqs:ReceiveMessage, sqs:DeleteMessage)", config.region),
             ),
         });
     }
-    if world.config.manage_security_group {
-        let group = &world.config.master.sg_id;
-        let what = format!("master's security group {group} ({})", world.config.master_region);
-        checks.push(match aws::security_group::ipv4_rules(&world.master_ec2, group).await {
+    if let Some(sg) = &world.config.security_group {
+        let group = &sg.group_id;
+        let what = format!("master's security group {group} ({})", world.config.aws.master_region);
+        checks.push(match world.master_ec2.ipv4_rules(group).await {
             Ok(rules) => {
                 // Which rules the manager would never revoke: other ports,
                 // other protocols, 443 rules it did not add.
-                let required = world.config.required_rules();
+                let required = sg.required_rules();
                 let none = Ok(Default::default());
                 let unmanaged =
                     crate::plan::security_group::plan_security_group(&required, &none, &Ok(vec![]), &rules).unmanaged;
@@ -93,8 +93,8 @@ pub async fn run(world: &World) -> Vec<Check> {
 
 async fn env_checks(world: &World, base: &aws_config::SdkConfig, env: &EnvConfig) -> Vec<Check> {
     let name = &env.name;
-    let role = aws::role_arn(env, &world.config.master);
-    let conf = aws::env_config(base, env, &world.config.master).await;
+    let role = aws::role_arn(env, &world.config.aws.role_name);
+    let conf = aws::env_config(base, env, &world.config.aws.role_name).await;
     let mut checks = Vec::new();
 
     let sts = aws_sdk_sts::Client::new(&conf);
@@ -187,7 +187,9 @@ async fn env_checks(world: &World, base: &aws_config::SdkConfig, env: &EnvConfig
 }
 
 async fn jenkins_checks(world: &World) -> Vec<Check> {
-    let c = &world.config;
+    let c = &world.config.jenkins;
+    // The transport itself, not the seam: the host key is checked apart.
+    let jenkins = Arc::new(crate::world::jenkins_cli(c, &world.workdir));
     let mut checks = Vec::new();
     let url = c.url.clone();
     let check = c.certificate_check;
@@ -216,7 +218,7 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
     }
 
     // Before the key is offered: is the SSH server Jenkins?
-    let cli = Arc::clone(&world.jenkins);
+    let cli = Arc::clone(&jenkins);
     match tokio::task::spawn_blocking(move || cli.check_host_key()).await {
         Ok(Ok(vouched)) => checks.push(pass("Jenkins SSH host key", vouched)),
         Ok(Err(e)) => {
@@ -230,9 +232,9 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
         }
     }
 
-    let cli = Arc::clone(&world.jenkins);
+    let cli = Arc::clone(&jenkins);
     let who = tokio::task::spawn_blocking(move || cli.run(&["who-am-i".to_string()], b"")).await;
-    let user = &c.jenkins_user;
+    let user = &c.user;
     match who.map(|r| r.map(|out| authenticated_as(&out.stdout).map(str::to_string))) {
         Ok(Ok(Some(name))) if same_user(&name, user) => {
             checks.push(pass("Jenkins accepts the key", format!("authenticated as {name}")))
@@ -265,7 +267,7 @@ async fn jenkins_checks(world: &World) -> Vec<Check> {
         }
     }
 
-    let cli = Arc::clone(&world.jenkins);
+    let cli = Arc::clone(&jenkins);
     let mut words = vec!["groovy".to_string(), "=".to_string()];
     words.extend(world.dump_args());
     let script = c.groovy.clone();

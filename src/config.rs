@@ -1,51 +1,111 @@
 //! Raw flags + environment.json → a validated `Config`. Everything a user can
 //! get wrong is caught here, before any AWS or Jenkins call, and reported as
 //! one line that names the flag or key at fault.
+//!
+//! `Config` is grouped by concern, so each stage can be handed only its part:
+//! [`JenkinsConfig`] (the CLI), [`FleetConfig`] (the agents), [`AwsConfig`],
+//! the optional [`SecurityGroupConfig`] and [`SqsConfig`], and [`RunBounds`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::cli::{Args, CliTransport};
 use crate::jenkins::cli::{is_loopback, url_host};
 use crate::jenkins::host_key::KnownHostsFile;
 use crate::label::InstanceTypes;
+use crate::periodic::sqs_requests::validate::{self, Policy};
 use crate::tls::CertCheck;
 
 /// The Groovy dump script shipped inside the binary (`--groovy` overrides it).
 pub const BUNDLED_GROOVY: &str = include_str!("../jenkins/get_queue_jobs.groovy");
 
+/// Why the flags or environment.json cannot be run with; each names the flag
+/// or key at fault, on one line. Nothing in AWS or Jenkins was touched.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
+pub enum ConfigError {
+    /// A flag's value is missing, malformed or out of range.
+    #[error("{0}")]
+    Flag(String),
+    /// A flag names a file that cannot be read, or that is not what the flag
+    /// needs.
+    #[error("{flag} {}: {reason}", path.display())]
+    File { flag: &'static str, path: PathBuf, reason: String },
+    /// The channel to Jenkins would go unchecked: refused unless the flags
+    /// that accept or pin it are given.
+    #[error("{0}")]
+    Insecure(String),
+    /// environment.json cannot be read or is not as SPEC A3 has it.
+    #[error("{}: {source}", path.display())]
+    Environment {
+        path: PathBuf,
+        #[source]
+        source: EnvironmentError,
+    },
+    /// `--ami_ids` names an env that environment.json does not define.
+    #[error("--ami_ids: env {env:?} is not in {} (it has: {known})", path.display())]
+    UnknownEnv { env: String, path: PathBuf, known: String },
+}
 
-fn bad(msg: impl Into<String>) -> ConfigError {
-    ConfigError(msg.into())
+fn flag(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Flag(msg.into())
+}
+
+/// What is wrong with environment.json.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvironmentError {
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("not valid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A key is missing or holds the wrong thing; `key` is its dotted path
+    /// (`environments.dev.vpcsubnet[1].id`).
+    #[error("key {key}: {problem}")]
+    Key { key: String, problem: String },
+}
+
+fn key_error(key: impl Into<String>, problem: impl Into<String>) -> EnvironmentError {
+    EnvironmentError::Key { key: key.into(), problem: problem.into() }
 }
 
 /// One subnet of an env.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(expecting = "an object")]
 pub struct Subnet {
+    #[serde(deserialize_with = "non_empty")]
     pub id: String,
+    #[serde(deserialize_with = "non_empty")]
     pub az: String,
 }
 
 /// One env of environment.json: an AWS account + region where agents live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(expecting = "an object")]
 pub struct EnvConfig {
+    /// The key it is filed under in `environments`.
+    #[serde(skip)]
     pub name: String,
+    #[serde(rename = "account-id", deserialize_with = "non_empty")]
     pub account_id: String,
+    #[serde(deserialize_with = "non_empty")]
     pub region: String,
+    #[serde(rename = "vpcid", deserialize_with = "non_empty")]
     pub vpc_id: String,
     /// Security group of the agents (`jenkins-sg`).
+    #[serde(rename = "jenkins-sg", deserialize_with = "non_empty")]
     pub agent_sg: String,
+    #[serde(rename = "instance-profile", deserialize_with = "non_empty")]
     pub instance_profile: String,
+    #[serde(rename = "vpcsubnet", deserialize_with = "list")]
     pub subnets: Vec<Subnet>,
+    #[serde(deserialize_with = "non_empty")]
     pub jenkins_url: String,
     /// Current AMI, from `--ami_ids`; `None`: nothing is created here.
+    #[serde(skip)]
     pub ami: Option<String>,
 }
 
@@ -53,6 +113,27 @@ impl EnvConfig {
     pub fn instance_profile_arn(&self) -> String {
         format!("arn:aws:iam::{}:instance-profile/{}", self.account_id, self.instance_profile)
     }
+}
+
+/// The master's identity from environment.json.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(expecting = "an object")]
+pub struct MasterConfig {
+    /// Also the IAM role name assumed in every env.
+    #[serde(rename = "jenkins-master-sg-name", deserialize_with = "non_empty")]
+    pub sg_name: String,
+    #[serde(rename = "jenkins-master-sg-id", deserialize_with = "non_empty")]
+    pub sg_id: String,
+}
+
+/// environment.json as SPEC A3 has it; unknown extra keys are allowed.
+#[derive(Debug, serde::Deserialize)]
+#[serde(expecting = "an object")]
+struct EnvironmentFile {
+    #[serde(rename = "jenkins-master", deserialize_with = "object_only")]
+    master: MasterConfig,
+    #[serde(deserialize_with = "object")]
+    environments: BTreeMap<String, EnvConfig>,
 }
 
 /// A `PORT:CIDR` rule the master's security group must keep.
@@ -65,19 +146,13 @@ pub struct IpRule {
     pub host_bits: bool,
 }
 
-/// The master's identity from environment.json.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MasterConfig {
-    /// Also the IAM role name assumed in every env.
-    pub sg_name: String,
-    pub sg_id: String,
-}
-
+/// The master's CLI: how to reach it, as whom, and what it may print.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct JenkinsConfig {
     pub url: String,
-    pub jenkins_user: String,
+    pub user: String,
     pub id_rsa: PathBuf,
+    /// The dump script's text.
     pub groovy: String,
     pub cli: CliTransport,
     /// Of the Jenkins URL's certificate (`--no_certificate_check`: `Skip`).
@@ -86,63 +161,116 @@ pub struct Config {
     pub known_hosts: Option<KnownHostsFile>,
     /// `--cli_jar`, absolute: no jar is downloaded.
     pub cli_jar: Option<PathBuf>,
+    pub timeout: Duration,
+    /// Bytes one CLI command may print (`--max_cli_output_mb`).
+    pub output_limit: u64,
+}
+
+/// The agents: where they live, how they are launched, how many may run and
+/// when they go.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
     pub envs: BTreeMap<String, EnvConfig>,
-    pub master: MasterConfig,
-    pub max_on_demand: u32,
-    pub max_spot: u32,
-    pub loop_counter: u32,
-    /// No pass starts once the run is this old (`--max_minutes`).
-    pub max_run: Duration,
-    pub pass_interval: Duration,
+    /// The EC2 `Name` tag that marks our agents.
     pub slave_name: String,
     pub owner_email: String,
+    pub max_on_demand: u32,
+    pub max_spot: u32,
     pub max_spot_price: String,
     /// Instance types a label may ask for (`--instance_types`).
     pub instance_types: InstanceTypes,
-    pub required_ip_list: Vec<IpRule>,
+    /// The dump script's idle policy (SPEC A6).
     pub idle_minutes: u32,
     pub hourly_billing: bool,
     /// Running agents that are no node this long after launch are terminated.
     pub zombie_after: Option<Duration>,
     pub spot_fallback: bool,
-    pub sqs_account_id: Option<String>,
-    pub sqs_region: Option<String>,
-    pub sqs_queue: String,
-    /// What SQS messages may run and who may send them (never an action on
-    /// the deny-list).
-    pub sqs_policy: crate::requests::Policy,
+}
+
+/// What every AWS client shares.
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    /// The IAM role assumed in every env (`jenkins-master-sg-name`).
+    pub role_name: String,
+    /// The master's region: its security group, and STS when the process
+    /// environment names no region.
     pub master_region: String,
+    pub timeout: Duration,
+}
+
+/// The master's security group, when it is managed (not `--skip_security_group`).
+#[derive(Debug, Clone)]
+pub struct SecurityGroupConfig {
+    /// `jenkins-master-sg-id`, in the master's region.
+    pub group_id: String,
     pub scm_host: String,
-    pub manage_security_group: bool,
+    pub required_ip_list: Vec<IpRule>,
+}
+
+impl SecurityGroupConfig {
+    /// `--required_ip_list` as (port, normalised CIDR) pairs.
+    pub fn required_rules(&self) -> Vec<(u16, String)> {
+        self.required_ip_list.iter().map(|r| (r.port, r.cidr.clone())).collect()
+    }
+}
+
+/// The build-request queue, when SQS is on (an account and a region given).
+#[derive(Debug, Clone)]
+pub struct SqsConfig {
+    pub account_id: String,
+    pub region: String,
+    pub queue: String,
+    /// What messages may run and who may send them (never an action on the
+    /// deny-list).
+    pub policy: Policy,
+}
+
+/// How long a run lasts.
+#[derive(Debug, Clone)]
+pub struct RunBounds {
+    pub loop_counter: u32,
+    /// No pass starts once the run is this old (`--max_minutes`).
+    pub max_run: Duration,
+    pub pass_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub jenkins: JenkinsConfig,
+    pub fleet: FleetConfig,
+    pub aws: AwsConfig,
+    /// `None`: `--skip_security_group`.
+    pub security_group: Option<SecurityGroupConfig>,
+    /// `None`: SQS off.
+    pub sqs: Option<SqsConfig>,
     /// `None`: no GC trigger.
     pub gc_job: Option<String>,
+    pub run: RunBounds,
     pub debug: bool,
     pub dry_run: bool,
-    pub aws_timeout: Duration,
-    pub jenkins_timeout: Duration,
-    /// Bytes one CLI command may print (`--max_cli_output_mb`).
-    pub cli_output_limit: u64,
+    /// Worth a warning when the run starts, though not an error.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
     pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
         let jenkins_user = args.jenkins_user.clone().filter(|u| !u.trim().is_empty()).ok_or_else(|| {
-            bad("--jenkins_user (or $JENKINS_USER) is required: the Jenkins account whose key --id_rsa is")
+            flag("--jenkins_user (or $JENKINS_USER) is required: the Jenkins account whose key --id_rsa is")
         })?;
         if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {
-            return Err(bad(format!("--url {:?}: must start with http:// or https://", args.url)));
+            return Err(flag(format!("--url {:?}: must start with http:// or https://", args.url)));
         }
-        let host = url_host(&args.url).ok_or_else(|| bad(format!("--url {:?}: no host", args.url)))?;
+        let host = url_host(&args.url).ok_or_else(|| flag(format!("--url {:?}: no host", args.url)))?;
         if args.url.starts_with("http://") && !is_loopback(&args.url) {
             if !args.allow_insecure_http {
-                return Err(bad(format!(
+                return Err(ConfigError::Insecure(format!(
                     "--url {}: plain http to {host}, which is not this machine: anyone on the way could read and \
                      change what Jenkins says (use https, or pass --allow_insecure_http to accept that)",
                     args.url
                 )));
             }
             if args.cli == CliTransport::Jar && args.cli_jar.is_none() {
-                return Err(bad(format!(
+                return Err(ConfigError::Insecure(format!(
                     "--cli jar would download jenkins-cli.jar over plain http from {host}, where anyone on the way \
                      could replace it: give --cli_jar PATH (the master's own, e.g. \
                      /var/cache/jenkins/war/WEB-INF/lib/cli-VERSION.jar), or use https or --cli ssh"
@@ -151,9 +279,11 @@ impl Config {
         }
         let known_hosts = match &args.known_hosts {
             None => None,
-            Some(path) => {
-                Some(KnownHostsFile::read(path).map_err(|e| bad(format!("--known_hosts {}: {e}", path.display())))?)
-            }
+            Some(path) => Some(KnownHostsFile::read(path).map_err(|reason| ConfigError::File {
+                flag: "--known_hosts",
+                path: path.clone(),
+                reason,
+            })?),
         };
         // Over a channel nobody checks, X-Instance-Identity vouches for
         // nothing: whoever forges the page forges the header with it, then
@@ -164,17 +294,17 @@ impl Config {
         } else {
             (!is_loopback(&args.url)).then_some("--allow_insecure_http")
         };
-        if let Some(flag) = unchecked {
+        if let Some(unchecked) = unchecked {
             if known_hosts.is_none() {
-                return Err(bad(format!(
-                    "{flag} needs --known_hosts FILE: over an unchecked channel Jenkins' X-Instance-Identity \
+                return Err(ConfigError::Insecure(format!(
+                    "{unchecked} needs --known_hosts FILE: over an unchecked channel Jenkins' X-Instance-Identity \
                      proves nothing, so its SSH host key must be pinned by a known_hosts line (see the README's \
                      \"Jenkins' SSH host key\")"
                 )));
             }
             if args.cli == CliTransport::Jar && args.cli_jar.is_none() {
-                return Err(bad(format!(
-                    "--cli jar with {flag} would run a jenkins-cli.jar fetched over an unchecked channel: give \
+                return Err(ConfigError::Insecure(format!(
+                    "--cli jar with {unchecked} would run a jenkins-cli.jar fetched over an unchecked channel: give \
                      --cli_jar PATH (the master's own, e.g. /var/cache/jenkins/war/WEB-INF/lib/cli-VERSION.jar), \
                      or use --cli ssh"
                 )));
@@ -190,154 +320,178 @@ impl Config {
                         Err(std::io::Error::other("not a file"))
                     }
                 });
-                Some(found.map_err(|e| bad(format!("--cli_jar {}: {e}", path.display())))?)
+                Some(found.map_err(|e| file_error("--cli_jar", path, e))?)
             }
         };
         check_private_key(&args.id_rsa)?;
         let groovy = match &args.groovy {
             None => BUNDLED_GROOVY.to_string(),
-            Some(path) => {
-                std::fs::read_to_string(path).map_err(|e| bad(format!("--groovy {}: {e}", path.display())))?
-            }
+            Some(path) => std::fs::read_to_string(path).map_err(|e| file_error("--groovy", path, e))?,
         };
         if args.owner_email.trim().is_empty() {
-            return Err(bad("--owner_email must not be empty"));
+            return Err(flag("--owner_email must not be empty"));
         }
         match args.max_spot_price.parse::<f64>() {
             Ok(p) if p > 0.0 && p.is_finite() => {}
-            _ => return Err(bad(format!("--max_spot_price {:?}: not a positive price in USD", args.max_spot_price))),
+            _ => return Err(flag(format!("--max_spot_price {:?}: not a positive price in USD", args.max_spot_price))),
         }
         if !(args.max_minutes > 0.0 && args.max_minutes.is_finite() && args.max_minutes <= 24.0 * 60.0) {
-            return Err(bad(format!(
+            return Err(flag(format!(
                 "--max_minutes {}: must be a number of minutes > 0 (at most a day)",
                 args.max_minutes
             )));
         }
         if !(args.pass_interval >= 0.0 && args.pass_interval.is_finite()) {
-            return Err(bad("--pass_interval must be a number of seconds ≥ 0"));
+            return Err(flag("--pass_interval must be a number of seconds ≥ 0"));
         }
         if args.aws_timeout < 3 || args.jenkins_timeout == 0 {
-            return Err(bad("--aws_timeout must be at least 3 seconds and --jenkins_timeout at least 1"));
+            return Err(flag("--aws_timeout must be at least 3 seconds and --jenkins_timeout at least 1"));
         }
         if !(1..=4096).contains(&args.max_cli_output_mb) {
-            return Err(bad("--max_cli_output_mb must be between 1 and 4096 (MiB)"));
+            return Err(flag("--max_cli_output_mb must be between 1 and 4096 (MiB)"));
         }
         if args.idle_minutes == 0 {
-            return Err(bad("--idle_minutes must be at least 1"));
+            return Err(flag("--idle_minutes must be at least 1"));
         }
         if args.slave_name.trim().is_empty() {
-            return Err(bad("--slave_name must not be empty"));
+            return Err(flag("--slave_name must not be empty"));
         }
         if args.aws_sqs_account_id.is_some() && args.aws_sqs_region.is_none() {
-            return Err(bad("--aws_sqs_account_id needs --aws_sqs_region"));
+            return Err(flag("--aws_sqs_account_id needs --aws_sqs_region"));
         }
 
         if let Some(account) = &args.aws_sqs_account_id {
             if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
-                return Err(bad(format!("--aws_sqs_account_id {account:?}: not a 12-digit AWS account id")));
+                return Err(flag(format!("--aws_sqs_account_id {account:?}: not a 12-digit AWS account id")));
             }
         }
         let sqs_actions: Vec<String> =
             args.sqs_actions.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect();
         for action in &sqs_actions {
             if !action.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
-                return Err(bad(format!("--sqs_actions: {action:?} is not a Jenkins CLI command name")));
+                return Err(flag(format!("--sqs_actions: {action:?} is not a Jenkins CLI command name")));
             }
-            if crate::requests::is_denied(action) {
-                return Err(bad(format!(
+            if validate::is_denied(action) {
+                return Err(flag(format!(
                     "--sqs_actions: {action:?} is on the deny-list (delete, groovy, install, node)"
                 )));
             }
         }
         let gc_job = args.gc_job.trim();
         if gc_job.starts_with('-') || gc_job.starts_with('@') {
-            return Err(bad(format!("--gc_job {gc_job:?}: a job name cannot start with - or @")));
+            return Err(flag(format!("--gc_job {gc_job:?}: a job name cannot start with - or @")));
         }
         if args.scm_host.trim().is_empty() && !args.skip_security_group {
-            return Err(bad("--scm_host must not be empty (or give --skip_security_group)"));
+            return Err(flag("--scm_host must not be empty (or give --skip_security_group)"));
         }
 
-        let text = std::fs::read_to_string(&args.environment)
-            .map_err(|e| bad(format!("{}: {e}", args.environment.display())))?;
-        let (master, mut envs) =
-            parse_environment(&text).map_err(|e| bad(format!("{}: {e}", args.environment.display())))?;
+        let environment_error = |source| ConfigError::Environment { path: args.environment.clone(), source };
+        let text = std::fs::read_to_string(&args.environment).map_err(|e| environment_error(e.into()))?;
+        let (master, mut envs) = parse_environment(&text).map_err(environment_error)?;
         for (env, ami) in parse_ami_ids(&args.ami_ids)? {
             let known = envs.keys().cloned().collect::<Vec<_>>().join(", ");
-            let e = envs.get_mut(&env).ok_or_else(|| {
-                bad(format!("--ami_ids: env {env:?} is not in {} (it has: {known})", args.environment.display()))
+            let e = envs.get_mut(&env).ok_or_else(|| ConfigError::UnknownEnv {
+                env: env.clone(),
+                path: args.environment.clone(),
+                known,
             })?;
             e.ami = Some(ami);
         }
         let instance_types = match &args.instance_types {
             None => InstanceTypes::default(),
-            Some(list) => InstanceTypes::parse(list).map_err(bad)?,
+            Some(list) => InstanceTypes::parse(list).map_err(flag)?,
         };
         let required_ip_list = args.required_ip_list.iter().map(|w| parse_ip_rule(w)).collect::<Result<Vec<_>, _>>()?;
+        let warnings = required_ip_list
+            .iter()
+            .filter(|r| r.host_bits)
+            .map(|rule| {
+                format!(
+                    "--required_ip_list: the address for port {} had host bits set; the rule kept is {} (as EC2 \
+                     stores it)",
+                    rule.port, rule.cidr
+                )
+            })
+            .collect();
+        let sqs_policy = Policy {
+            actions: sqs_actions,
+            jobs: args.sqs_jobs.as_deref().map(Policy::parse_jobs).transpose().map_err(flag)?,
+            senders: args.sqs_senders.as_deref().map(Policy::parse_senders).transpose().map_err(flag)?,
+        };
 
         Ok(Config {
-            url: args.url.clone(),
-            jenkins_user,
-            id_rsa: args.id_rsa.clone(),
-            groovy,
-            cli: args.cli,
-            certificate_check: if args.no_certificate_check { CertCheck::Skip } else { CertCheck::Verify },
-            known_hosts,
-            cli_jar,
-            envs,
-            master,
-            max_on_demand: args.max_num_of_slaves_in_env,
-            max_spot: args.max_num_of_spot_slaves_in_env,
-            loop_counter: args.loop_counter,
-            max_run: Duration::from_secs_f64(args.max_minutes * 60.0),
-            pass_interval: Duration::from_secs_f64(args.pass_interval),
-            slave_name: args.slave_name.clone(),
-            owner_email: args.owner_email.clone(),
-            max_spot_price: args.max_spot_price.clone(),
-            instance_types,
-            required_ip_list,
-            idle_minutes: args.idle_minutes,
-            hourly_billing: args.hourly_billing,
-            zombie_after: (args.zombie_minutes > 0).then(|| Duration::from_secs(u64::from(args.zombie_minutes) * 60)),
-            spot_fallback: args.spot_fallback,
-            sqs_account_id: args.aws_sqs_account_id.clone(),
-            sqs_region: args.aws_sqs_region.clone(),
-            sqs_queue: args.sqs_queue.clone(),
-            sqs_policy: crate::requests::Policy {
-                actions: sqs_actions,
-                jobs: args.sqs_jobs.as_deref().map(crate::requests::Policy::parse_jobs).transpose().map_err(bad)?,
-                senders: args
-                    .sqs_senders
-                    .as_deref()
-                    .map(crate::requests::Policy::parse_senders)
-                    .transpose()
-                    .map_err(bad)?,
+            jenkins: JenkinsConfig {
+                url: args.url.clone(),
+                user: jenkins_user,
+                id_rsa: args.id_rsa.clone(),
+                groovy,
+                cli: args.cli,
+                certificate_check: if args.no_certificate_check { CertCheck::Skip } else { CertCheck::Verify },
+                known_hosts,
+                cli_jar,
+                timeout: Duration::from_secs(args.jenkins_timeout),
+                output_limit: args.max_cli_output_mb << 20,
             },
-            scm_host: args.scm_host.trim().to_string(),
-            manage_security_group: !args.skip_security_group,
-            gc_job: Some(args.gc_job.trim().to_string()).filter(|j| !j.is_empty()),
-            master_region: args.jenkins_master_region.clone(),
+            fleet: FleetConfig {
+                envs,
+                slave_name: args.slave_name.clone(),
+                owner_email: args.owner_email.clone(),
+                max_on_demand: args.max_num_of_slaves_in_env,
+                max_spot: args.max_num_of_spot_slaves_in_env,
+                max_spot_price: args.max_spot_price.clone(),
+                instance_types,
+                idle_minutes: args.idle_minutes,
+                hourly_billing: args.hourly_billing,
+                zombie_after: (args.zombie_minutes > 0)
+                    .then(|| Duration::from_secs(u64::from(args.zombie_minutes) * 60)),
+                spot_fallback: args.spot_fallback,
+            },
+            aws: AwsConfig {
+                role_name: master.sg_name,
+                master_region: args.jenkins_master_region.clone(),
+                timeout: Duration::from_secs(args.aws_timeout),
+            },
+            security_group: (!args.skip_security_group).then(|| SecurityGroupConfig {
+                group_id: master.sg_id,
+                scm_host: args.scm_host.trim().to_string(),
+                required_ip_list,
+            }),
+            // An account without a region is refused above; a region alone
+            // leaves SQS off, as the original did.
+            sqs: args.aws_sqs_account_id.clone().zip(args.aws_sqs_region.clone()).map(|(account_id, region)| {
+                SqsConfig { account_id, region, queue: args.sqs_queue.clone(), policy: sqs_policy }
+            }),
+            gc_job: Some(gc_job.to_string()).filter(|j| !j.is_empty()),
+            run: RunBounds {
+                loop_counter: args.loop_counter,
+                max_run: Duration::from_secs_f64(args.max_minutes * 60.0),
+                pass_interval: Duration::from_secs_f64(args.pass_interval),
+            },
             debug: args.debug,
             dry_run: args.dry_run,
-            aws_timeout: Duration::from_secs(args.aws_timeout),
-            jenkins_timeout: Duration::from_secs(args.jenkins_timeout),
-            cli_output_limit: args.max_cli_output_mb << 20,
+            warnings,
         })
     }
+}
 
-    /// `--required_ip_list` as (port, normalised CIDR) pairs.
-    pub fn required_rules(&self) -> Vec<(u16, String)> {
-        self.required_ip_list.iter().map(|r| (r.port, r.cidr.clone())).collect()
-    }
-
+impl FleetConfig {
     pub fn env_names(&self) -> BTreeSet<String> {
         self.envs.keys().cloned().collect()
     }
 }
 
+fn file_error(flag: &'static str, path: &Path, e: std::io::Error) -> ConfigError {
+    ConfigError::File { flag, path: path.to_path_buf(), reason: e.to_string() }
+}
+
 fn check_private_key(path: &Path) -> Result<(), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("--id_rsa {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| file_error("--id_rsa", path, e))?;
     if !text.contains("PRIVATE KEY-----") {
-        return Err(bad(format!("--id_rsa {}: not a private key (no PRIVATE KEY block)", path.display())));
+        return Err(ConfigError::File {
+            flag: "--id_rsa",
+            path: path.to_path_buf(),
+            reason: "not a private key (no PRIVATE KEY block)".into(),
+        });
     }
     Ok(())
 }
@@ -347,18 +501,18 @@ fn check_private_key(path: &Path) -> Result<(), ConfigError> {
 pub fn parse_ami_ids(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
     for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-        let (env, ami) = word.split_once(':').ok_or_else(|| bad(format!("--ami_ids: {word:?} is not ENV:ami-id")))?;
+        let (env, ami) = word.split_once(':').ok_or_else(|| flag(format!("--ami_ids: {word:?} is not ENV:ami-id")))?;
         let hex = ami.strip_prefix("ami-").unwrap_or("");
         if env.is_empty() || hex.is_empty() || !hex.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(bad(format!("--ami_ids: {word:?} is not ENV:ami-id")));
+            return Err(flag(format!("--ami_ids: {word:?} is not ENV:ami-id")));
         }
         if out.iter().any(|(e, _): &(String, String)| e == env) {
-            return Err(bad(format!("--ami_ids: env {env:?} is given twice")));
+            return Err(flag(format!("--ami_ids: env {env:?} is given twice")));
         }
         out.push((env.to_string(), ami.to_string()));
     }
     if out.is_empty() {
-        return Err(bad("--ami_ids: expected at least one ENV:ami-id"));
+        return Err(flag("--ami_ids: expected at least one ENV:ami-id"));
     }
     Ok(out)
 }
@@ -367,7 +521,7 @@ pub fn parse_ami_ids(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
 /// normalised as EC2 stores it (`1.2.3.4/24` → `1.2.3.0/24`), or the rule
 /// would never match the one EC2 holds and be revoked and added every round.
 pub fn parse_ip_rule(word: &str) -> Result<IpRule, ConfigError> {
-    let err = || bad(format!("--required_ip_list: {word:?} is not PORT:CIDR (e.g. 443:0.0.0.0/0)"));
+    let err = || flag(format!("--required_ip_list: {word:?} is not PORT:CIDR (e.g. 443:0.0.0.0/0)"));
     let (port, cidr) = word.split_once(':').ok_or_else(err)?;
     let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(err)?;
     let (addr, bits) = cidr.split_once('/').ok_or_else(err)?;
@@ -383,68 +537,140 @@ pub fn parse_ip_rule(word: &str) -> Result<IpRule, ConfigError> {
 
 /// Parses environment.json (SPEC A3); errors name the key at fault. Unknown
 /// extra keys are allowed.
-pub fn parse_environment(text: &str) -> Result<(MasterConfig, BTreeMap<String, EnvConfig>), String> {
-    let root: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let master = field(&root, "", "jenkins-master")?;
-    let master = MasterConfig {
-        sg_name: string(master, "jenkins-master", "jenkins-master-sg-name")?,
-        sg_id: string(master, "jenkins-master", "jenkins-master-sg-id")?,
-    };
-    let envs_value = field(&root, "", "environments")?;
-    let envs_obj = envs_value.as_object().ok_or("key environments: expected an object")?;
-    if envs_obj.is_empty() {
-        return Err("key environments: no env defined".into());
+pub fn parse_environment(text: &str) -> Result<(MasterConfig, BTreeMap<String, EnvConfig>), EnvironmentError> {
+    // Syntax first, so its error keeps serde_json's line and column.
+    let root: serde_json::Value = serde_json::from_str(text).map_err(EnvironmentError::Json)?;
+    let Strict(file) = serde_path_to_error::deserialize::<_, Strict<EnvironmentFile>>(&root).map_err(|e| {
+        let at = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // serde words a missing field at its parent: name the field itself.
+        if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+            return key_error(if at == "." { field.to_string() } else { format!("{at}.{field}") }, "missing");
+        }
+        // `invalid type: integer `3`, expected a non-empty string`: what the
+        // key should hold is the news; the expectation is always last.
+        let problem = match message.rsplit_once(", expected ") {
+            Some((_, expected)) => format!("expected {expected}"),
+            None => message,
+        };
+        key_error(if at == "." { "(top level)".to_string() } else { at }, problem)
+    })?;
+    if file.environments.is_empty() {
+        return Err(key_error("environments", "no env defined"));
     }
-    let mut envs = BTreeMap::new();
-    for (name, env) in envs_obj {
+    let mut envs = file.environments;
+    for (name, env) in &mut envs {
         let at = format!("environments.{name}");
         if name.contains('_') || name.is_empty() || name.chars().any(char::is_whitespace) {
-            return Err(format!("key {at}: env names may contain '-' but not '_' or blanks"));
+            return Err(key_error(at, "env names may contain '-' but not '_' or blanks"));
         }
-        let account_id = string(env, &at, "account-id")?;
-        if account_id.len() != 12 || !account_id.chars().all(|c| c.is_ascii_digit()) {
-            return Err(format!("key {at}.account-id: {account_id:?} is not a 12-digit AWS account id"));
+        if env.account_id.len() != 12 || !env.account_id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(key_error(
+                format!("{at}.account-id"),
+                format!("{:?} is not a 12-digit AWS account id", env.account_id),
+            ));
         }
-        let subnets_value = field(env, &at, "vpcsubnet")?;
-        let subnets_arr = subnets_value.as_array().ok_or_else(|| format!("key {at}.vpcsubnet: expected a list"))?;
-        let mut subnets = Vec::new();
-        for (i, s) in subnets_arr.iter().enumerate() {
-            let sat = format!("{at}.vpcsubnet[{i}]");
-            subnets.push(Subnet { id: string(s, &sat, "id")?, az: string(s, &sat, "az")? });
+        if env.subnets.is_empty() {
+            return Err(key_error(format!("{at}.vpcsubnet"), "at least one subnet is needed"));
         }
-        if subnets.is_empty() {
-            return Err(format!("key {at}.vpcsubnet: at least one subnet is needed"));
-        }
-        envs.insert(
-            name.clone(),
-            EnvConfig {
-                name: name.clone(),
-                account_id,
-                region: string(env, &at, "region")?,
-                vpc_id: string(env, &at, "vpcid")?,
-                agent_sg: string(env, &at, "jenkins-sg")?,
-                instance_profile: string(env, &at, "instance-profile")?,
-                subnets,
-                jenkins_url: string(env, &at, "jenkins_url")?,
-                ami: None,
-            },
-        );
+        env.name = name.clone();
     }
-    Ok((master, envs))
+    Ok((file.master, envs))
 }
 
-fn field<'a>(v: &'a Value, at: &str, key: &str) -> Result<&'a Value, String> {
-    let path = if at.is_empty() { key.to_string() } else { format!("{at}.{key}") };
-    v.as_object()
-        .ok_or_else(|| format!("key {}: expected an object", if at.is_empty() { "(top level)" } else { at }))?
-        .get(key)
-        .ok_or_else(|| format!("key {path}: missing"))
+/// A string with something in it.
+fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct NonEmpty;
+    impl Visitor<'_> for NonEmpty {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a non-empty string")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<String, E> {
+            if s.trim().is_empty() {
+                Err(E::invalid_value(de::Unexpected::Str(s), &self))
+            } else {
+                Ok(s.to_string())
+            }
+        }
+    }
+    d.deserialize_any(NonEmpty)
 }
 
-fn string(v: &Value, at: &str, key: &str) -> Result<String, String> {
-    match field(v, at, key)? {
-        Value::String(s) if !s.trim().is_empty() => Ok(s.clone()),
-        _ => Err(format!("key {at}.{key}: expected a non-empty string")),
+/// A JSON list of objects, worded as environment.json's users know it.
+fn list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    struct List<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for List<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Strict(item)) = seq.next_element()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(List(std::marker::PhantomData))
+}
+
+/// A JSON object of named objects, worded as environment.json's users know it.
+fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<BTreeMap<String, T>, D::Error> {
+    struct Object<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Object<T> {
+        type Value = BTreeMap<String, T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, Strict(value))) = map.next_entry()? {
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Object(std::marker::PhantomData))
+}
+
+/// A struct read only from a JSON object: serde would also fill one from a
+/// list, by position, which environment.json's readers would not expect.
+struct Strict<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Strict<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        object_only(d).map(Strict)
+    }
+}
+
+fn object_only<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    T::deserialize(ObjectOnly(d))
+}
+
+/// Asks for a map where a struct is asked for; everything else as it was.
+struct ObjectOnly<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
     }
 }
 
@@ -471,19 +697,63 @@ mod tests {
     #[test]
     fn missing_key_is_named() {
         let text = GOOD.replace(r#""region": "us-east-2","#, "");
-        let err = parse_environment(&text).unwrap_err();
+        let err = parse_environment(&text).unwrap_err().to_string();
         assert_eq!(err, "key environments.my-test-env.region: missing");
-        let err = parse_environment(&GOOD.replace("jenkins-master-sg-id", "x")).unwrap_err();
+        let err = parse_environment(&GOOD.replace("jenkins-master-sg-id", "x")).unwrap_err().to_string();
         assert_eq!(err, "key jenkins-master.jenkins-master-sg-id: missing");
-        let err = parse_environment(&GOOD.replace(r#""id": "subnet-b""#, r#""id": 3"#)).unwrap_err();
+        let err = parse_environment(&GOOD.replace(r#""id": "subnet-b""#, r#""id": 3"#)).unwrap_err().to_string();
         assert_eq!(err, "key environments.my-test-env.vpcsubnet[1].id: expected a non-empty string");
     }
 
     #[test]
     fn ill_formed_json_and_bad_env_names_are_refused() {
-        assert!(parse_environment("{").unwrap_err().starts_with("not valid JSON"));
-        let err = parse_environment(&GOOD.replace("my-test-env", "my_env")).unwrap_err();
+        assert!(parse_environment("{").unwrap_err().to_string().starts_with("not valid JSON"));
+        let err = parse_environment(&GOOD.replace("my-test-env", "my_env")).unwrap_err().to_string();
         assert!(err.contains("may contain '-' but not '_'"), "{err}");
+    }
+
+    #[test]
+    fn wrong_shapes_name_the_key_and_what_it_should_hold() {
+        let err = |text: &str| parse_environment(text).unwrap_err().to_string();
+        assert_eq!(err("[]"), "key (top level): expected an object");
+        assert_eq!(
+            err(&GOOD.replace(r#""environments": {"#, r#""environments": [], "x": {"#)),
+            "key environments: expected an object"
+        );
+        assert_eq!(
+            err(r#"{"jenkins-master": ["jenkins_master", "sg-0master"], "environments": {}}"#),
+            "key jenkins-master: expected an object"
+        );
+        assert_eq!(
+            err(&GOOD.replace(r#""environments": {"#, r#""environments": {}, "x": {"#)),
+            "key environments: no env defined"
+        );
+        let subnets = r#"[ {"id": "subnet-a", "az": "us-east-2a"}, {"id": "subnet-b", "az": "us-east-2b"} ]"#;
+        assert_eq!(
+            err(&GOOD.replace(subnets, r#"{"id": "subnet-a"}"#)),
+            "key environments.my-test-env.vpcsubnet: expected a list"
+        );
+        assert_eq!(
+            err(&GOOD.replace(subnets, "[]")),
+            "key environments.my-test-env.vpcsubnet: at least one subnet is needed"
+        );
+        assert_eq!(
+            err(&GOOD.replace(subnets, r#"[["subnet-a", "us-east-2a"]]"#)),
+            "key environments.my-test-env.vpcsubnet[0]: expected an object"
+        );
+        assert_eq!(
+            err(&GOOD.replace(r#""us-east-2","#, r#"" ","#)),
+            "key environments.my-test-env.region: expected a non-empty string"
+        );
+        assert_eq!(
+            err(&GOOD.replace(r#""vpcid": "vpc-1""#, r#""vpcid": null"#)),
+            "key environments.my-test-env.vpcid: expected a non-empty string"
+        );
+        assert_eq!(
+            err(&GOOD.replace("123456789012", "1234")),
+            r#"key environments.my-test-env.account-id: "1234" is not a 12-digit AWS account id"#
+        );
+        assert_eq!(err(r#"{"environments": {}}"#), "key jenkins-master: missing");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::observe::observe;
-use crate::periodic;
+use crate::periodic::security_group;
 use crate::plan::{plan_inventory, plan_pass, Action, NoteLevel, PlanConfig, Snapshot};
 use crate::world::World;
 
@@ -66,10 +66,10 @@ pub async fn plan(world: &World, plan_config: &PlanConfig) -> (Vec<Row>, Vec<Str
     }
     let inv = plan_inventory(plan_config, &obs.envs, obs.dump.as_ref().ok(), obs.now, &terminated);
     rows.extend(inv.actions.iter().map(|a| Row::of(a, "inventory: ")));
-    if world.config.manage_security_group {
-        match periodic::security_group_plan(world, plan_config, &obs.envs).await {
+    if let Some(sg_config) = &world.config.security_group {
+        match security_group::plan(world, sg_config, plan_config, &obs.envs).await {
             Ok(sg) => {
-                let group = &world.config.master.sg_id;
+                let group = &sg_config.group_id;
                 for (action, rules) in [("authorize", &sg.add), ("revoke", &sg.revoke)] {
                     for rule in rules {
                         rows.push(Row {

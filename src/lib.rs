@@ -2,20 +2,29 @@
 //!
 //! # Layout
 //! Each pass is observe → decide → act → record:
-//! - [`cli`], [`config`]: the original's flags → a validated [`config::Config`];
-//! - [`observe`]: one Jenkins dump ([`jenkins`]) and one EC2 describe per env
-//!   ([`aws`]), in parallel, plus the [`markers`] → a snapshot of [`model`] types;
+//! - [`cli`], [`config`]: the original's flags → a validated [`config::Config`],
+//!   grouped by concern (Jenkins, fleet, AWS, security group, SQS, run bounds);
+//! - [`world`]: the outside world behind small traits — EC2 per env, the
+//!   master's security group, the SQS queue, the Jenkins CLI — implemented by
+//!   the SDK clients ([`aws`]) and [`jenkins`]' transports (and, in unit
+//!   tests, by an in-memory fake);
+//! - [`observe`]: one Jenkins dump and one EC2 describe per env, in parallel,
+//!   plus the [`markers`] → a snapshot of [`model`] types;
 //! - [`plan`]: a pure function from the snapshot to a list of actions
 //!   (scale up, scale down, inventory), with the [`label`] and [`job_key`] rules;
-//! - [`act`]: carries the actions out through the thin clients of [`world`];
-//! - record: [`markers`], [`stats`] (the CSVs) of the [`counter`]s every
-//!   stage counts, the log lines of [`logging`], and what the run did
-//!   ([`record`]) for [`metrics`] (each pass) and the [`report`] (at the end);
-//! - [`reconciler`]: the bounded loop; [`periodic`]: the jobs it runs every
-//!   few passes — the master's security group, the GC build, SQS build
-//!   requests ([`requests`] validates them);
-//! - [`tls`]: whom the binary and `java` trust for an https Jenkins URL;
-//! - [`files`]: writes in the workspace that never follow a planted link.
+//!   [`dry_run`] prints it instead;
+//! - [`act`]: carries the actions out through the [`world`], writing the
+//!   [`markers`] the next passes read;
+//! - [`record`]: one recorder per run — the [`counter`]s every stage counts,
+//!   the passes and actions; after each pass the metrics, at the end the
+//!   report and the `properties_*.csv` files;
+//! - [`reconciler`]: the bounded loop; [`periodic`]: the jobs it runs on one
+//!   schedule — the inventory, the master's security group, the GC build,
+//!   SQS build requests (with their validation);
+//! - [`logging`]: the log lines, and the warnings and errors kept for the report;
+//! - [`check`]: the preflight; [`tls`]: whom the binary and `java` trust for an
+//!   https Jenkins URL; [`files`]: writes in the workspace that never follow a
+//!   planted link.
 
 pub mod act;
 pub mod aws;
@@ -24,21 +33,19 @@ pub mod cli;
 pub mod config;
 pub mod counter;
 pub mod dry_run;
+#[cfg(test)]
+pub mod fake;
 pub mod files;
 pub mod jenkins;
 pub mod job_key;
 pub mod label;
 pub mod logging;
 pub mod markers;
-pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod periodic;
 pub mod plan;
 pub mod reconciler;
 pub mod record;
-pub mod report;
-pub mod requests;
-pub mod stats;
 pub mod tls;
 pub mod world;

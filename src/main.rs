@@ -1,4 +1,4 @@
-//! parse → config → logging → clients → run → CSVs → exit code.
+//! parse → config → logging → clients → run → report and CSVs → exit code.
 //!
 //! Exit codes: 0 for a run that finished (failures during it are logged and
 //! counted in properties_error.csv), 2 for bad flags or configuration (nothing
@@ -11,9 +11,8 @@ use clap::Parser;
 use slave_manager::cli::Args;
 use slave_manager::config::Config;
 use slave_manager::logging;
+use slave_manager::logging::ProblemLog;
 use slave_manager::reconciler::{self, Reconciler};
-use slave_manager::record::ProblemLog;
-use slave_manager::report;
 use slave_manager::world::World;
 use slave_manager::{check, dry_run, tls};
 
@@ -71,7 +70,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let world = World::connect(config, workdir).await;
         if world.config.dry_run {
-            let (rows, notes) = dry_run::plan(&world, &reconciler::plan_config(&world.config)).await;
+            let (rows, notes) = dry_run::plan(&world, &reconciler::plan_config(&world.config.fleet)).await;
             print!("{}", dry_run::table(&rows));
             for note in notes {
                 println!("note: {note}");
@@ -82,27 +81,16 @@ fn main() -> ExitCode {
         tracing::info!(
             "slave_manager {}: {} passes every {:?}, envs {}",
             env!("CARGO_PKG_VERSION"),
-            world.config.loop_counter,
-            world.config.pass_interval,
-            world.config.envs.keys().cloned().collect::<Vec<_>>().join(", ")
+            world.config.run.loop_counter,
+            world.config.run.pass_interval,
+            world.config.fleet.envs.keys().cloned().collect::<Vec<_>>().join(", ")
         );
-        for warning in tls::startup_warnings(&world.config) {
+        for warning in tls::startup_warnings(&world.config.jenkins).iter().chain(&world.config.warnings) {
             tracing::warn!("{warning}");
         }
-        for rule in world.config.required_ip_list.iter().filter(|r| r.host_bits) {
-            tracing::warn!(
-                "--required_ip_list: the address for port {} had host bits set; the rule kept is {} (as EC2 stores it)",
-                rule.port,
-                rule.cidr
-            );
-        }
         reconciler.run(shutdown_signal()).await;
-        let title = format!("slave_manager run of {}", world.config.url);
-        let html = report::render(&reconciler.run, &reconciler.stats, &problems.snapshot(), &title);
-        if let Err(e) = slave_manager::files::replace(&world.workdir.join(report::FILE), html.as_bytes()) {
-            tracing::error!("cannot write {}: {e}", report::FILE);
-        }
-        match reconciler.stats.write_csvs(&world.workdir) {
+        let title = format!("slave_manager run of {}", world.config.jenkins.url);
+        match reconciler.record.finish(&title, &problems.snapshot()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("cannot write the CSV files in {}: {e}", world.workdir.display());

@@ -1,22 +1,24 @@
 //! The bounded loop: observe → decide → act → record, `--loop_counter` times,
-//! with the periodic jobs on their original schedule (passes count from 0, so
-//! the first pass runs them all). An error never ends the loop; it is logged,
+//! with the periodic jobs on their [`schedule`] (passes count from 0, so the
+//! first pass runs them all). An error never ends the loop; it is logged,
 //! counted, and the next pass tries again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::act::act;
-use crate::config::Config;
+use crate::config::{Config, FleetConfig};
 use crate::counter::Counter;
-use crate::metrics::{self, AgentStates};
 use crate::model::{EnvObservation, InstanceState};
 use crate::observe::{observe, Observation};
-use crate::periodic;
+use crate::periodic::schedule::{self, Job};
+use crate::periodic::{gc, security_group, sqs_requests};
 use crate::plan::{plan_inventory, plan_pass, Note, NoteLevel, PlanConfig, Snapshot};
-use crate::record::{PassRecord, RunRecord};
-use crate::stats::Stats;
+use crate::record::metrics::AgentStates;
+use crate::record::{PassRecord, Recorder};
 use crate::world::World;
 
 /// How long a `working_on_*.working` marker holds an item as handled.
@@ -24,12 +26,8 @@ pub const WORKING_TTL: Duration = Duration::from_secs(300);
 /// How long a running instance with no node yet still counts as booting.
 pub const BOOT_GRACE: Duration = Duration::from_secs(600);
 
-/// Every how many passes the inventory runs (SPEC A5 step 4); the other
-/// periodic jobs are in `periodic`.
-pub const INVENTORY_EVERY: u32 = 15;
-
 /// The planner's view of the configuration.
-pub fn plan_config(c: &Config) -> PlanConfig {
+pub fn plan_config(c: &FleetConfig) -> PlanConfig {
     PlanConfig {
         slave_name: c.slave_name.clone(),
         max_on_demand: c.max_on_demand,
@@ -47,18 +45,17 @@ pub fn plan_config(c: &Config) -> PlanConfig {
 pub struct Reconciler<'w> {
     world: &'w World,
     plan_config: PlanConfig,
-    pub stats: Stats,
+    /// What the run did: counters, passes, actions; the metrics, the report
+    /// and the CSVs.
+    pub record: Recorder,
     /// Info notes already logged, so an item stuck on the queue with a label
     /// we cannot serve is reported once, not every 5 seconds.
     told: BTreeSet<(Option<String>, String)>,
-    /// Passes and actions, for the run report and the metrics.
-    pub run: RunRecord,
-    /// Our agents per env and state at the last observation (metrics).
-    agent_states: AgentStates,
     /// Lasting conditions already counted this run (a node whose instance
     /// is gone counts `error_stopping_instance` once, not every pass).
     counted_once: BTreeSet<(Counter, String)>,
-    /// When the run began (`--max_minutes` counts from here).
+    /// When the run began (`--max_minutes` counts from here). Tokio's
+    /// clock, which is the system's outside tests.
     began: Instant,
 }
 
@@ -66,11 +63,9 @@ impl<'w> Reconciler<'w> {
     pub fn new(world: &'w World) -> Reconciler<'w> {
         Reconciler {
             world,
-            plan_config: plan_config(&world.config),
-            stats: Stats::default(),
+            plan_config: plan_config(&world.config.fleet),
+            record: Recorder::new(world.workdir.clone()),
             told: BTreeSet::new(),
-            run: RunRecord::default(),
-            agent_states: AgentStates::new(),
             counted_once: BTreeSet::new(),
             began: Instant::now(),
         }
@@ -82,7 +77,7 @@ impl<'w> Reconciler<'w> {
         tokio::pin!(shutdown);
         let started = self.began;
         let config = &self.world.config;
-        let (total, max_run) = (config.loop_counter, config.max_run);
+        let (total, max_run) = (config.run.loop_counter, config.run.max_run);
         for pass in 0..total {
             if pass > 0 && started.elapsed() >= max_run {
                 tracing::warn!(
@@ -97,7 +92,7 @@ impl<'w> Reconciler<'w> {
             }
             if pass + 1 < total {
                 // Never sleep past the bound: the run ends on time.
-                let nap = self.world.config.pass_interval.min(max_run.saturating_sub(started.elapsed()));
+                let nap = self.world.config.run.pass_interval.min(max_run.saturating_sub(started.elapsed()));
                 tokio::select! {
                     _ = tokio::time::sleep(nap) => {}
                     _ = &mut shutdown => { tracing::warn!("interrupted after pass {}", pass + 1); return; }
@@ -109,8 +104,8 @@ impl<'w> Reconciler<'w> {
     /// One pass: observe, decide, act, then the periodic jobs and the record.
     pub async fn pass(&mut self, pass: u32) {
         let started = Instant::now();
-        let started_at = SystemTime::now();
-        let before = self.stats.clone();
+        let started_at = self.world.clock.now();
+        let before = self.record.stats.clone();
         let calls_before = self.world.ec2_calls.get();
         let mut obs = observe(self.world).await;
         // Instances this pass's plan terminates; the inventory leaves them be.
@@ -119,18 +114,18 @@ impl<'w> Reconciler<'w> {
         for (env, result) in &obs.envs {
             if let Err(e) = result {
                 tracing::error!("{env}: cannot describe instances: {e}");
-                self.stats.add(Counter::DescribeFailed, 1);
+                self.record.stats.add(Counter::DescribeFailed, 1);
             }
         }
         let mut queue_len = None;
         match (&mut obs.dump, &mut obs.markers) {
             (Err(e), _) => {
                 tracing::error!("Jenkins dump failed, nothing scaled this pass: {e}");
-                self.stats.add(Counter::JarFileError, 1);
+                self.record.stats.add(Counter::JarFileError, 1);
             }
             (Ok(_), Err(e)) => {
                 tracing::error!("{e}; nothing scaled this pass");
-                self.stats.add(Counter::ActionFailed, 1);
+                self.record.stats.add(Counter::ActionFailed, 1);
             }
             (Ok(dump), Ok(markers)) => {
                 queue_len = Some(dump.queue.len());
@@ -148,34 +143,32 @@ impl<'w> Reconciler<'w> {
                 (*dump, obs.envs, *markers) = (snapshot.dump, snapshot.envs, snapshot.markers);
                 self.tell(&plan.notes);
                 for (&c, &n) in &plan.counts {
-                    self.stats.add(c, n);
+                    self.record.stats.add(c, n);
                 }
                 for once in &plan.once {
                     if self.counted_once.insert(once.clone()) {
-                        self.stats.add(once.0, 1);
+                        self.record.stats.add(once.0, 1);
                     }
                 }
                 terminated = plan.terminated();
                 let acted = act(self.world, &plan.actions, pass + 1).await;
-                self.stats.merge(&acted.stats);
-                self.run.actions.extend(acted.records);
+                self.record.acted(acted);
             }
         }
 
-        let config = &self.world.config;
-        if pass.is_multiple_of(INVENTORY_EVERY) {
-            self.inventory(&obs, pass, &terminated).await;
-        }
-        if pass.is_multiple_of(periodic::SECURITY_GROUP_EVERY) && config.manage_security_group {
-            periodic::security_group(self.world, &self.plan_config, &obs.envs, &mut self.stats).await;
-        }
-        if pass.is_multiple_of(periodic::GC_EVERY) {
-            if let Some(job) = &config.gc_job {
-                periodic::garbage_collect(self.world, job, &mut self.stats).await;
+        let world = self.world;
+        for job in schedule::due(pass) {
+            let stats = &mut self.record.stats;
+            match (job, &world.config) {
+                (Job::Inventory, _) => self.inventory(&obs, pass, &terminated).await,
+                (Job::SecurityGroup, Config { security_group: Some(sg), .. }) => {
+                    security_group::run(world, sg, &self.plan_config, &obs.envs, stats).await
+                }
+                (Job::GarbageCollect, Config { gc_job: Some(job), .. }) => gc::run(world, job, stats).await,
+                (Job::SqsRequests, Config { sqs: Some(sqs), .. }) => sqs_requests::run(world, sqs, stats).await,
+                // Turned off by its flag.
+                _ => {}
             }
-        }
-        if pass.is_multiple_of(periodic::SQS_EVERY) {
-            periodic::sqs_requests(self.world, &mut self.stats).await;
         }
 
         tracing::debug!(
@@ -186,25 +179,22 @@ impl<'w> Reconciler<'w> {
             obs.elapsed.as_millis()
         );
         let duration = started.elapsed();
-        self.run.passes.push(PassRecord {
+        let record = PassRecord {
             number: pass + 1,
             started: started_at,
             duration,
             queue: queue_len,
             agents: agents_per_env(&obs.envs),
             ec2_requests: self.world.ec2_calls.get() - calls_before,
-        });
-        self.agent_states = agent_states(&obs.envs, &self.world.config.slave_name);
-        let text = metrics::render(&self.stats, &self.run, &self.agent_states);
-        if let Err(e) = metrics::write(&self.world.workdir, &text) {
-            tracing::warn!("cannot write {}: {e}", metrics::FILE);
-        }
+        };
+        self.record.after_pass(record, agent_states(&obs.envs, &self.world.config.fleet.slave_name));
 
-        let delta = |c: Counter| self.stats.get(c) - before.get(c);
+        let stats = &self.record.stats;
+        let delta = |c: Counter| stats.get(c) - before.get(c);
         tracing::info!(
             "pass {}/{}{}: queue {}, agents {}, started {}, created {}, stopped {}, terminated {}, errors {} ({} ms)",
             pass + 1,
-            self.world.config.loop_counter,
+            self.world.config.run.loop_counter,
             self.time_left(pass + 1),
             queue_len.map_or("?".to_string(), |n| n.to_string()),
             agents_line(&obs.envs),
@@ -212,21 +202,21 @@ impl<'w> Reconciler<'w> {
             delta(Counter::InstancesCreated),
             delta(Counter::InstancesStopped),
             delta(Counter::InstancesTerminated),
-            self.stats.errors() - before.errors(),
+            stats.errors() - before.errors(),
             duration.as_millis(),
         );
     }
 
     /// `, 12m30s left`: the passes to go at the mean pass time so far.
     fn time_left(&self, done: u32) -> String {
-        let remaining = self.world.config.loop_counter.saturating_sub(done);
-        if remaining == 0 || self.run.passes.is_empty() {
+        let remaining = self.world.config.run.loop_counter.saturating_sub(done);
+        let passes = &self.record.run.passes;
+        if remaining == 0 || passes.is_empty() {
             return String::new();
         }
-        let mean: Duration =
-            self.run.passes.iter().map(|p| p.duration).sum::<Duration>() / self.run.passes.len() as u32;
-        let by_passes = (mean + self.world.config.pass_interval) * remaining;
-        let by_time = self.world.config.max_run.saturating_sub(self.began.elapsed());
+        let mean: Duration = passes.iter().map(|p| p.duration).sum::<Duration>() / passes.len() as u32;
+        let by_passes = (mean + self.world.config.run.pass_interval) * remaining;
+        let by_time = self.world.config.run.max_run.saturating_sub(self.began.elapsed());
         let secs = by_passes.min(by_time).as_secs();
         if secs >= 3600 {
             format!(", {}h{:02}m left", secs / 3600, secs / 60 % 60)
@@ -241,17 +231,13 @@ impl<'w> Reconciler<'w> {
         let inv = plan_inventory(&self.plan_config, &obs.envs, obs.dump.as_ref().ok(), obs.now, terminated);
         self.tell(&inv.notes);
         for (&c, &n) in &inv.counts {
-            self.stats.add(c, n);
+            self.record.stats.add(c, n);
         }
         if obs.envs.values().all(Result::is_ok) {
-            self.stats.instance_count = inv.instance_count.clone();
+            self.record.stats.instance_count = inv.instance_count.clone();
         }
-        let mut acted = act(self.world, &inv.actions, pass + 1).await;
-        // Counted as inventory failures, not as failed scaling actions.
-        let failures = acted.stats.take(Counter::ActionFailed);
-        self.stats.merge(&acted.stats);
-        self.run.actions.extend(acted.records);
-        self.stats.add(Counter::InventoryFailed, failures);
+        let acted = act(self.world, &inv.actions, pass + 1).await;
+        self.record.inventory_acted(acted);
         if let Ok(dump) = &obs.dump {
             let offline = dump.nodes.iter().filter(|n| n.offline).count();
             let busy: u32 = dump.nodes.iter().filter_map(|n| n.busy_executors).sum();
@@ -312,4 +298,162 @@ fn agents_line(envs: &BTreeMap<String, EnvObservation>) -> String {
     let parts: Vec<String> =
         per_env.iter().map(|(env, n)| format!("{env} {}", n.map_or("?".to_string(), |n| n.to_string()))).collect();
     format!("{total} ({})", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loop in-process on the fake world and Tokio's paused clock: many
+    //! passes, minutes of run time, in milliseconds.
+
+    use super::*;
+    use crate::aws::ec2::Ec2ErrorKind;
+    use crate::config::Config;
+    use crate::fake::{self, agent, setup, Times};
+    use crate::jenkins::cli::CliErrorKind;
+
+    fn passes(n: u32) -> Config {
+        let mut config = fake::config(&["dev", "prod"]);
+        config.run.loop_counter = n;
+        config
+    }
+
+    async fn run(world: &World) -> Reconciler<'_> {
+        let mut reconciler = Reconciler::new(world);
+        reconciler.run(std::future::pending()).await;
+        reconciler
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_item_gets_one_agent_however_many_passes_see_it() {
+        let s = setup(passes(4));
+        s.jenkins.enqueue("app", "dev");
+        let r = run(&s.world).await;
+        assert_eq!(r.record.run.passes.len(), 4);
+        assert_eq!(s.cloud.count("DescribeInstances"), 8, "one describe per env and pass");
+        assert_eq!(s.cloud.count("RunInstances"), 1);
+        assert_eq!(r.record.stats.get(Counter::InstancesCreated), 1);
+        assert_eq!(s.cloud.active("dev"), 1);
+        assert_eq!(s.cloud.active("prod"), 0);
+        assert_eq!(r.record.stats.errors(), 0);
+        // The record and the metrics saw every pass.
+        assert_eq!(r.record.run.passes.last().map(|p| p.number), Some(4));
+        assert_eq!(r.record.run.passes[0].ec2_requests, 3, "two describes and the launch");
+        assert!(s.world.workdir.join(crate::record::metrics::FILE).exists());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_marker_expires_after_its_ttl_while_the_job_is_still_queued() {
+        // Passes 5 s apart; the marker written in the first pass holds the
+        // item for 300 s. No node ever comes for the agent.
+        let s = setup(passes(60));
+        s.jenkins.enqueue("app", "dev");
+        let marker = s.world.workdir.join(crate::markers::working_file(&crate::job_key::job_key("app", None)));
+        let r = run(&s.world).await;
+        assert_eq!(tokio::time::Instant::now() - r.began, Duration::from_secs(295));
+        assert!(marker.exists());
+        assert_eq!(r.record.stats.get(Counter::JobsWaitedTooLong), 0);
+        assert_eq!(s.cloud.count("RunInstances"), 1);
+
+        // The same workspace, three passes more (300, 305, 310 s): the
+        // marker expires.
+        let mut r = Reconciler::new(&s.world);
+        r.run(tokio::time::sleep(Duration::from_secs(13))).await;
+        assert_eq!(r.record.run.passes.len(), 3);
+        assert_eq!(r.record.stats.get(Counter::JobsWaitedTooLong), 1);
+        assert!(!marker.exists(), "the expired marker is removed");
+        assert_eq!(s.cloud.count("RunInstances"), 1, "the booting agent still serves the item");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_launch_is_counted_and_the_next_pass_tries_again() {
+        let s = setup(passes(3));
+        s.jenkins.enqueue("app", "dev");
+        s.cloud.fail(None, "RunInstances", Times::Once, Ec2ErrorKind::Other);
+        let r = run(&s.world).await;
+        assert_eq!(r.record.run.passes.len(), 3);
+        assert_eq!(r.record.stats.get(Counter::ActionFailed), 1);
+        assert_eq!(s.cloud.count("RunInstances"), 2);
+        assert_eq!(r.record.stats.get(Counter::InstancesCreated), 1);
+        let outcomes: Vec<bool> = r.record.run.actions.iter().map(|a| a.outcome.is_ok()).collect();
+        assert_eq!(outcomes, [false, true]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_dump_or_describe_skips_only_what_it_must() {
+        let s = setup(passes(2));
+        s.jenkins.enqueue("app", "dev");
+        s.jenkins.enqueue("release", "prod");
+        s.jenkins.fail("groovy", Times::Once, CliErrorKind::Unreachable);
+        s.cloud.fail(Some("dev"), "DescribeInstances", Times::Once, Ec2ErrorKind::Throttled);
+        let r = run(&s.world).await;
+        assert_eq!(r.record.stats.get(Counter::JarFileError), 1);
+        assert_eq!(r.record.stats.get(Counter::DescribeFailed), 1);
+        assert_eq!(r.record.run.passes[0].queue, None, "nothing scaled without a dump");
+        assert_eq!(r.record.run.passes[1].queue, Some(2));
+        assert_eq!((s.cloud.active("dev"), s.cloud.active("prod")), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_describe_leaves_its_env_alone_and_the_others_go_on() {
+        let s = setup(passes(1));
+        s.jenkins.enqueue("app", "dev");
+        s.jenkins.enqueue("release", "prod");
+        s.cloud.fail(Some("dev"), "DescribeInstances", Times::Once, Ec2ErrorKind::Throttled);
+        let r = run(&s.world).await;
+        assert_eq!(r.record.stats.get(Counter::DescribeFailed), 1);
+        assert_eq!((s.cloud.active("dev"), s.cloud.active("prod")), (0, 1));
+        assert_eq!(r.record.run.passes[0].agents.get("dev"), Some(&None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_caps_hold_over_many_passes() {
+        let s = setup(passes(10));
+        for job in ["a", "b", "c", "d", "e"] {
+            s.jenkins.enqueue(job, "dev");
+            s.jenkins.enqueue(job, "dev_spot");
+        }
+        let r = run(&s.world).await;
+        let dev = s.cloud.instances("dev");
+        assert_eq!(dev.iter().filter(|i| !i.spot).count(), 2, "--max_num_of_slaves_in_env");
+        assert_eq!(dev.iter().filter(|i| i.spot).count(), 2, "--max_num_of_spot_slaves_in_env");
+        assert_eq!(r.record.stats.get(Counter::InstancesCreated), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_periodic_jobs_run_on_the_original_schedule() {
+        // 16 passes (0..=15): security group every 3rd (0, 3, 6, 9, 12, 15),
+        // GC every 6th (0, 6, 12), inventory and SQS every 15th (0, 15).
+        let mut config = passes(16);
+        config.security_group = Some(fake::security_group(&[(22, "1.2.3.4/32")]));
+        config.sqs = Some(fake::sqs());
+        let s = setup(config);
+        // Running two hours and no node: the inventory counts it each time.
+        s.cloud.add("dev", agent("dev", "i-1", crate::model::InstanceState::Running, "dev", s.world.clock.now()));
+        let r = run(&s.world).await;
+        assert_eq!(s.cloud.count("DescribeSecurityGroups"), 6);
+        assert_eq!(s.jenkins.count("build"), 3);
+        assert_eq!(s.cloud.count("ReceiveMessage"), 2);
+        assert_eq!(r.record.stats.get(Counter::InstanceNotSlave), 2);
+        assert_eq!(s.jenkins.count("groovy"), 16);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_run_ends_on_its_time_bound() {
+        let mut config = passes(300);
+        config.run.max_run = Duration::from_secs(60);
+        let s = setup(config);
+        let started = tokio::time::Instant::now();
+        let r = run(&s.world).await;
+        // Passes start at 0, 5, …, 55 s; at 60 s the bound has passed.
+        assert_eq!(r.record.run.passes.len(), 12);
+        assert_eq!(started.elapsed(), Duration::from_secs(60), "never sleeps past the bound");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_run_between_passes() {
+        let s = setup(passes(300));
+        let mut r = Reconciler::new(&s.world);
+        r.run(tokio::time::sleep(Duration::from_secs(12))).await;
+        assert_eq!(r.record.run.passes.len(), 3, "passes at 0, 5 and 10 s");
+    }
 }

@@ -23,7 +23,7 @@ use sha1::{Digest, Sha1};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use crate::cli::CliTransport;
-use crate::config::Config;
+use crate::config::JenkinsConfig;
 
 /// Whether the Jenkins URL's certificate is checked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -167,16 +167,16 @@ pub fn certificate_fix() -> String {
 
 /// What the run's log says once at the start about certificates and the
 /// channel to Jenkins.
-pub fn startup_warnings(config: &Config) -> Vec<String> {
-    let https = config.url.to_ascii_lowercase().starts_with("https://");
+pub fn startup_warnings(jenkins: &JenkinsConfig) -> Vec<String> {
+    let https = jenkins.url.to_ascii_lowercase().starts_with("https://");
     let mut warnings = Vec::new();
-    if !https && !crate::jenkins::cli::is_loopback(&config.url) {
+    if !https && !crate::jenkins::cli::is_loopback(&jenkins.url) {
         let mut warning = format!(
             "--allow_insecure_http: {} is plain http to another host: anyone on the way can read and change what \
              Jenkins answers",
-            config.url
+            jenkins.url
         );
-        warning += &match &config.known_hosts {
+        warning += &match &jenkins.known_hosts {
             Some(file) => format!("; Jenkins' SSH host key is pinned by {} only", file.path().display()),
             None => "; the X-Instance-Identity that Jenkins' SSH host key is checked against comes the same way: \
                      give --known_hosts FILE to pin it"
@@ -184,17 +184,17 @@ pub fn startup_warnings(config: &Config) -> Vec<String> {
         };
         warnings.push(warning);
     }
-    if config.certificate_check == CertCheck::Skip {
+    if jenkins.certificate_check == CertCheck::Skip {
         let mut warning = format!(
             "--no_certificate_check: the certificate of {} is not checked (anyone on the way can pose as Jenkins, \
              and serve the CLI jar that this run then executes)",
-            config.url
+            jenkins.url
         );
-        if https && config.known_hosts.is_none() {
+        if https && jenkins.known_hosts.is_none() {
             warning += "; nor is the X-Instance-Identity that Jenkins' SSH host key is checked against: give \
                         --known_hosts FILE to pin it";
         }
-        if config.cli == CliTransport::Jar && https && !roots().from_env {
+        if jenkins.cli == CliTransport::Jar && https && !roots().from_env {
             warning += "; jenkins-cli.jar -ssh still checks it with Java's trust store when it reads the SSH \
                         endpoint from URL/login (it applies -noCertificateCheck only in its -http and -webSocket \
                         modes): point SSL_CERT_FILE at a bundle that holds the certificate or its CA (java is \

@@ -5,10 +5,9 @@
 //! counter, or one counted under another's name, silently breaks a graph.
 
 use slave_manager::counter::Counter;
-use slave_manager::metrics::{self, AgentStates};
-use slave_manager::record::RunRecord;
-use slave_manager::report;
-use slave_manager::stats::Stats;
+use slave_manager::record::metrics::{self, AgentStates};
+use slave_manager::record::stats::Stats;
+use slave_manager::record::{report, RunRecord};
 
 /// Every counter with a value of its own, so a counter written under
 /// another's name shows.

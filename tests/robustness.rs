@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use slave_manager::config::parse_environment;
 use slave_manager::jenkins::dump::parse_dump;
-use slave_manager::requests::{command_words, Policy};
+use slave_manager::periodic::sqs_requests::validate::{command_words, Policy};
 
 /// Arbitrary JSON, a few levels deep, biased to the keys the parsers read.
 fn json_value() -> impl Strategy<Value = Value> {
@@ -68,7 +68,7 @@ proptest! {
     fn environment_parser_never_panics(v in json_value(), text in "\\PC{0,80}") {
         for input in [v.to_string(), text] {
             if let Err(e) = parse_environment(&input) {
-                prop_assert!(one_line(&e));
+                prop_assert!(one_line(&e.to_string()));
             }
         }
     }

@@ -19,34 +19,59 @@ use aws_sdk_ec2::Client;
 
 use super::describe_error;
 use crate::model::{Instance, InstanceState, Volume, MASTER_TAG};
+use crate::world::BoxFuture;
 
-#[derive(Debug, thiserror::Error)]
+/// An EC2 call that failed, with what the loop can do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{operation}: {message}")]
 pub struct Ec2Error {
     pub operation: &'static str,
+    pub kind: Ec2ErrorKind,
     /// The service's error code (`InsufficientInstanceCapacity`, …), if any.
     pub code: Option<String>,
     pub message: String,
 }
 
+/// What an EC2 failure means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ec2ErrorKind {
+    /// EC2 has no room for this launch (typically spot) right now: what
+    /// `--spot_fallback` answers with an on-demand launch. A spot price above
+    /// our bid is not a shortage: the bid is a ceiling, never paid around.
+    CapacityShortage,
+    /// The account's request rate is spent (the SDK has retried already):
+    /// the next pass tries again.
+    Throttled,
+    /// Anything else: a refusal, a bad request, a network failure.
+    Other,
+}
+
+impl Ec2ErrorKind {
+    /// The kind of an EC2 error code.
+    pub fn of(code: Option<&str>) -> Ec2ErrorKind {
+        match code {
+            Some("InsufficientInstanceCapacity" | "InsufficientCapacity" | "MaxSpotInstanceCountExceeded") => {
+                Ec2ErrorKind::CapacityShortage
+            }
+            Some("RequestLimitExceeded" | "Throttling" | "ThrottlingException") => Ec2ErrorKind::Throttled,
+            _ => Ec2ErrorKind::Other,
+        }
+    }
+}
+
 impl Ec2Error {
-    fn new<E, R>(operation: &'static str, e: aws_sdk_ec2::error::SdkError<E, R>) -> Ec2Error
+    pub(crate) fn new<E, R>(operation: &'static str, e: aws_sdk_ec2::error::SdkError<E, R>) -> Ec2Error
     where
         E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + 'static,
         R: std::fmt::Debug,
     {
         let code = e.as_service_error().and_then(|s| s.code()).map(str::to_string);
-        Ec2Error { operation, code, message: describe_error(&e) }
+        Ec2Error { operation, kind: Ec2ErrorKind::of(code.as_deref()), code, message: describe_error(&e) }
     }
 
-    /// EC2 has no room for this launch (typically spot) right now: what
-    /// `--spot_fallback` answers with an on-demand launch. A spot price above
-    /// our bid is not a shortage: the bid is a ceiling, never paid around.
+    /// See [`Ec2ErrorKind::CapacityShortage`].
     pub fn is_capacity_shortage(&self) -> bool {
-        matches!(
-            self.code.as_deref(),
-            Some("InsufficientInstanceCapacity" | "InsufficientCapacity" | "MaxSpotInstanceCountExceeded")
-        )
+        self.kind == Ec2ErrorKind::CapacityShortage
     }
 }
 
@@ -239,6 +264,7 @@ pub async fn run_instance(client: &Client, spec: &LaunchSpec) -> Result<String, 
     let out = req.send().await.map_err(|e| Ec2Error::new("RunInstances", e))?;
     out.instances().first().and_then(|i| i.instance_id()).map(str::to_string).ok_or_else(|| Ec2Error {
         operation: "RunInstances",
+        kind: Ec2ErrorKind::Other,
         code: None,
         message: "no instance in the answer".into(),
     })
@@ -279,4 +305,38 @@ pub async fn set_delete_on_termination(client: &Client, id: &str, devices: &[Str
         .await
         .map_err(|e| Ec2Error::new("ModifyInstanceAttribute", e))?;
     Ok(())
+}
+
+impl crate::world::Ec2 for Client {
+    fn describe_agents<'a>(&'a self, slave_name: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, Ec2Error>> {
+        Box::pin(describe_agents(self, slave_name))
+    }
+
+    fn run_instance<'a>(&'a self, spec: &'a LaunchSpec) -> BoxFuture<'a, Result<String, Ec2Error>> {
+        Box::pin(run_instance(self, spec))
+    }
+
+    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(start(self, id))
+    }
+
+    fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(stop(self, id))
+    }
+
+    fn terminate<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(terminate(self, id))
+    }
+
+    fn set_delete_on_termination<'a>(
+        &'a self,
+        id: &'a str,
+        devices: &'a [String],
+    ) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(set_delete_on_termination(self, id, devices))
+    }
+
+    fn tag<'a>(&'a self, id: &'a str, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(tag(self, id, key, value))
+    }
 }

@@ -14,7 +14,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
-use crate::config::{EnvConfig, MasterConfig};
+use crate::config::EnvConfig;
 
 /// The session name the original used, kept so CloudTrail reads the same.
 pub const SESSION_NAME: &str = "slave-manager-script";
@@ -41,15 +41,15 @@ pub async fn base_config(fallback_region: &str, timeout: Duration) -> SdkConfig 
 }
 
 /// `arn:aws:iam::<account>:role/<jenkins-master-sg-name>` (SPEC A3).
-pub fn role_arn(env: &EnvConfig, master: &MasterConfig) -> String {
-    format!("arn:aws:iam::{}:role/{}", env.account_id, master.sg_name)
+pub fn role_arn(env: &EnvConfig, role_name: &str) -> String {
+    format!("arn:aws:iam::{}:role/{role_name}", env.account_id)
 }
 
 /// The configuration of one env: its region, and credentials of the role
 /// assumed in its account (cached, refreshed ahead of expiry by the SDK).
-pub async fn env_config(base: &SdkConfig, env: &EnvConfig, master: &MasterConfig) -> SdkConfig {
+pub async fn env_config(base: &SdkConfig, env: &EnvConfig, role_name: &str) -> SdkConfig {
     let region = Region::new(env.region.clone());
-    let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn(env, master))
+    let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn(env, role_name))
         .session_name(SESSION_NAME)
         .region(region.clone())
         .configure(base)
@@ -83,6 +83,11 @@ pub struct CallCounter(std::sync::Arc<std::sync::atomic::AtomicU64>);
 impl CallCounter {
     pub fn get(&self) -> u64 {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts `n` more requests (the fake cloud counts its own calls).
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

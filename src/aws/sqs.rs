@@ -5,6 +5,20 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use aws_sdk_sqs::Client;
 
 use super::describe_error;
+use crate::world::BoxFuture;
+
+/// A failed call to the queue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SqsError {
+    #[error("GetQueueUrl {queue} of {owner}: {message}")]
+    QueueUrl { queue: String, owner: String, message: String },
+    #[error("GetQueueUrl {queue}: no URL in the answer")]
+    NoUrl { queue: String },
+    #[error("ReceiveMessage: {0}")]
+    Receive(String),
+    #[error("DeleteMessage: {0}")]
+    Delete(String),
+}
 
 /// One received message.
 #[derive(Debug, Clone)]
@@ -17,20 +31,16 @@ pub struct Message {
     pub sender: Option<String>,
 }
 
-pub async fn queue_url(client: &Client, name: &str, owner: &str) -> Result<String, String> {
-    let out = client
-        .get_queue_url()
-        .queue_name(name)
-        .queue_owner_aws_account_id(owner)
-        .send()
-        .await
-        .map_err(|e| format!("GetQueueUrl {name} of {owner}: {}", describe_error(&e)))?;
-    out.queue_url().map(str::to_string).ok_or_else(|| format!("GetQueueUrl {name}: no URL in the answer"))
+pub async fn queue_url(client: &Client, name: &str, owner: &str) -> Result<String, SqsError> {
+    let out = client.get_queue_url().queue_name(name).queue_owner_aws_account_id(owner).send().await.map_err(|e| {
+        SqsError::QueueUrl { queue: name.to_string(), owner: owner.to_string(), message: describe_error(&e) }
+    })?;
+    out.queue_url().map(str::to_string).ok_or_else(|| SqsError::NoUrl { queue: name.to_string() })
 }
 
 /// Up to `max` messages (at most 10, SQS's own limit), without waiting,
 /// each with its `SenderId` system attribute.
-pub async fn receive(client: &Client, url: &str, max: i32) -> Result<Vec<Message>, String> {
+pub async fn receive(client: &Client, url: &str, max: i32) -> Result<Vec<Message>, SqsError> {
     let out = client
         .receive_message()
         .queue_url(url)
@@ -39,7 +49,7 @@ pub async fn receive(client: &Client, url: &str, max: i32) -> Result<Vec<Message
         .wait_time_seconds(0)
         .send()
         .await
-        .map_err(|e| format!("ReceiveMessage: {}", describe_error(&e)))?;
+        .map_err(|e| SqsError::Receive(describe_error(&e)))?;
     Ok(out
         .messages()
         .iter()
@@ -54,13 +64,27 @@ pub async fn receive(client: &Client, url: &str, max: i32) -> Result<Vec<Message
         .collect())
 }
 
-pub async fn delete(client: &Client, url: &str, receipt: &str) -> Result<(), String> {
+pub async fn delete(client: &Client, url: &str, receipt: &str) -> Result<(), SqsError> {
     client
         .delete_message()
         .queue_url(url)
         .receipt_handle(receipt)
         .send()
         .await
-        .map_err(|e| format!("DeleteMessage: {}", describe_error(&e)))?;
+        .map_err(|e| SqsError::Delete(describe_error(&e)))?;
     Ok(())
+}
+
+impl crate::world::Queue for Client {
+    fn queue_url<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, Result<String, SqsError>> {
+        Box::pin(queue_url(self, name, owner))
+    }
+
+    fn receive<'a>(&'a self, url: &'a str, max: i32) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
+        Box::pin(receive(self, url, max))
+    }
+
+    fn delete<'a>(&'a self, url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>> {
+        Box::pin(delete(self, url, receipt))
+    }
 }

@@ -84,6 +84,47 @@ pub enum CliError {
     TooMuchOutput { command: String, limit: u64 },
     #[error("`{command}` exited with status {status}: {stderr}")]
     Failed { command: String, status: i32, stderr: String },
+    /// The blocking task that ran the command panicked.
+    #[error("CLI task failed: {0}")]
+    Task(String),
+}
+
+impl crate::world::Jenkins for JenkinsCli {
+    fn run(&self, words: &[String], stdin: &[u8]) -> Result<CliOutput, CliError> {
+        JenkinsCli::run(self, words, stdin)
+    }
+}
+
+/// What a CLI failure means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CliErrorKind {
+    /// Jenkins did not answer: down, unreachable, slow past the timeout,
+    /// the key not accepted, or no way to run the CLI at all.
+    Unreachable,
+    /// Refused on our side: the certificate or host key is not the one
+    /// trusted, or a word would not be sent safely.
+    Refused,
+    /// The command ran and exited non-zero.
+    Failed,
+    /// The command printed more than may be read.
+    BadOutput,
+}
+
+impl CliError {
+    pub fn kind(&self) -> CliErrorKind {
+        match self {
+            CliError::Discovery { .. }
+            | CliError::JarTls { .. }
+            | CliError::JarDownload { .. }
+            | CliError::Ssh { .. }
+            | CliError::Spawn { .. }
+            | CliError::Timeout { .. }
+            | CliError::Task(_) => CliErrorKind::Unreachable,
+            CliError::Certificate { .. } | CliError::HostKey { .. } | CliError::AtFile { .. } => CliErrorKind::Refused,
+            CliError::Failed { .. } => CliErrorKind::Failed,
+            CliError::TooMuchOutput { .. } => CliErrorKind::BadOutput,
+        }
+    }
 }
 
 /// A Jenkins CLI bound to one master, user and key.

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::counter::{Counter, CsvFile};
+use crate::record::stats::Stats;
 use crate::record::RunRecord;
-use crate::stats::Stats;
 
 pub const FILE: &str = "metrics.prom";
 

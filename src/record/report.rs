@@ -8,8 +8,9 @@ use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use crate::counter::{Counter, CsvFile};
-use crate::record::{Problem, RunRecord};
-use crate::stats::Stats;
+use crate::logging::Problem;
+use crate::record::stats::Stats;
+use crate::record::RunRecord;
 
 pub const FILE: &str = "report.html";
 

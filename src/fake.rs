@@ -1,0 +1,629 @@
+//! An in-memory world for unit tests: EC2 per env, the master's security
+//! group and the SQS queue ([`FakeCloud`]), and a Jenkins that answers the
+//! dump and builds ([`FakeJenkins`]). Each keeps state (instances with their
+//! tags, states and volumes; rules; queued messages; the queue and nodes),
+//! records every call in order, and can be told to fail a call, once or
+//! always, with a given kind of error.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::aws::ec2::{Ec2Error, Ec2ErrorKind, LaunchSpec};
+use crate::aws::security_group::SecurityGroupError;
+use crate::aws::sqs::{Message, SqsError};
+use crate::aws::CallCounter;
+use crate::cli::CliTransport;
+use crate::config::{
+    AwsConfig, Config, EnvConfig, FleetConfig, JenkinsConfig, RunBounds, SecurityGroupConfig, SqsConfig, Subnet,
+};
+use crate::jenkins::cli::CliErrorKind;
+use crate::jenkins::{CliError, CliOutput};
+use crate::label::InstanceTypes;
+use crate::model::{Instance, InstanceState, Volume, KEY_NAME, MASTER_TAG};
+use crate::periodic::sqs_requests::validate::Policy;
+use crate::plan::security_group::{Held, Rule};
+use crate::tls::CertCheck;
+use crate::world::{BoxFuture, Clock, Ec2, Jenkins, Queue, SecurityGroups, World};
+
+pub const SLAVE_NAME: &str = "jslave-in-house";
+pub const MASTER: &str = "https://jenkins.example.com/";
+pub const GC_JOB: &str = "util-slave-manager-garbage-collector";
+/// The `env` of calls to the master's security group and to the queue.
+pub const MASTER_ENV: &str = "(master)";
+pub const SQS_ENV: &str = "(sqs)";
+
+/// One call the world received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The env, or [`MASTER_ENV`] / [`SQS_ENV`].
+    pub env: String,
+    /// The AWS operation (`RunInstances`, `ReceiveMessage`, …).
+    pub op: &'static str,
+    /// The instance, rule or message it named; the launch's client token.
+    pub target: String,
+}
+
+/// How often an injected fault fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Times {
+    Once,
+    Always,
+}
+
+struct Fault {
+    op: &'static str,
+    env: Option<String>,
+    times: Times,
+    kind: Ec2ErrorKind,
+}
+
+#[derive(Default)]
+struct State {
+    instances: BTreeMap<String, Vec<Instance>>,
+    rules: Vec<Held>,
+    queued: Vec<Message>,
+    in_flight: Vec<Message>,
+    calls: Vec<Call>,
+    faults: Vec<Fault>,
+    launched: u32,
+}
+
+/// EC2 in every env, the master's security group and the SQS queue.
+#[derive(Clone)]
+pub struct FakeCloud {
+    state: Arc<Mutex<State>>,
+    /// Bumped by every EC2 call, as the SDK's interceptor does.
+    counter: CallCounter,
+    pub clock: Clock,
+}
+
+impl FakeCloud {
+    /// An empty cloud on Tokio's clock (paused in the tests that pause it).
+    pub fn new() -> FakeCloud {
+        FakeCloud { state: Arc::default(), counter: CallCounter::default(), clock: Clock::tokio() }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add(&self, env: &str, instance: Instance) {
+        self.state().instances.entry(env.to_string()).or_default().push(instance);
+    }
+
+    pub fn instances(&self, env: &str) -> Vec<Instance> {
+        self.state().instances.get(env).cloned().unwrap_or_default()
+    }
+
+    pub fn instance(&self, env: &str, id: &str) -> Option<Instance> {
+        self.instances(env).into_iter().find(|i| i.id == id)
+    }
+
+    /// Instances of `env` in an active state (pending, running, stopping, stopped).
+    pub fn active(&self, env: &str) -> usize {
+        self.instances(env).iter().filter(|i| i.state.is_active()).count()
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state().calls.clone()
+    }
+
+    /// The operations called, in order, leaving out the describes.
+    pub fn mutations(&self) -> Vec<(&'static str, String)> {
+        self.calls().into_iter().filter(|c| !c.op.starts_with("Describe")).map(|c| (c.op, c.target)).collect()
+    }
+
+    pub fn count(&self, op: &str) -> usize {
+        self.state().calls.iter().filter(|c| c.op == op).count()
+    }
+
+    /// `op` fails in every env (`env` `None`) or in one, with `kind`.
+    pub fn fail(&self, env: Option<&str>, op: &'static str, times: Times, kind: Ec2ErrorKind) {
+        self.state().faults.push(Fault { op, env: env.map(str::to_string), times, kind });
+    }
+
+    pub fn rules(&self) -> Vec<Held> {
+        self.state().rules.clone()
+    }
+
+    pub fn add_rule(&self, held: Held) {
+        self.state().rules.push(held);
+    }
+
+    /// Puts a message on the queue.
+    pub fn send(&self, body: &str, sender: Option<&str>) {
+        let mut state = self.state();
+        let n = state.queued.len() + state.in_flight.len() + state.calls.len();
+        state.queued.push(Message {
+            id: format!("m-{n}"),
+            receipt: format!("r-{n}"),
+            body: body.to_string(),
+            sender: sender.map(str::to_string),
+        });
+    }
+
+    /// Messages received and not deleted (SQS would show them again later).
+    pub fn in_flight(&self) -> usize {
+        self.state().in_flight.len()
+    }
+
+    /// The EC2 client of `env`.
+    pub fn ec2(&self, env: &str) -> Arc<dyn Ec2> {
+        Arc::new(FakeEc2 { env: env.to_string(), cloud: self.clone() })
+    }
+
+    /// Records the call, then fails it if a fault says so.
+    fn call(&self, env: &str, op: &'static str, target: &str) -> Result<(), Ec2ErrorKind> {
+        let mut state = self.state();
+        state.calls.push(Call { env: env.to_string(), op, target: target.to_string() });
+        let at = state.faults.iter().position(|f| f.op == op && f.env.as_deref().is_none_or(|e| e == env));
+        let Some(at) = at else { return Ok(()) };
+        let kind = state.faults[at].kind;
+        if state.faults[at].times == Times::Once {
+            state.faults.remove(at);
+        }
+        Err(kind)
+    }
+
+    fn ec2_call(&self, env: &str, op: &'static str, target: &str) -> Result<(), Ec2Error> {
+        self.counter.add(1);
+        self.call(env, op, target).map_err(|kind| ec2_error(op, kind))
+    }
+
+    /// Changes one instance of `env`, or fails as EC2 does for an unknown id.
+    fn with_instance(
+        &self,
+        env: &str,
+        op: &'static str,
+        id: &str,
+        change: impl FnOnce(&mut Instance),
+    ) -> Result<(), Ec2Error> {
+        self.ec2_call(env, op, id)?;
+        let mut state = self.state();
+        let instance = state.instances.get_mut(env).and_then(|all| all.iter_mut().find(|i| i.id == id));
+        match instance {
+            Some(instance) if instance.state != InstanceState::Terminated => {
+                change(instance);
+                Ok(())
+            }
+            _ => Err(Ec2Error {
+                operation: op,
+                kind: Ec2ErrorKind::Other,
+                code: Some("InvalidInstanceID.NotFound".into()),
+                message: format!("InvalidInstanceID.NotFound: {id}"),
+            }),
+        }
+    }
+}
+
+impl Default for FakeCloud {
+    fn default() -> FakeCloud {
+        FakeCloud::new()
+    }
+}
+
+/// The error EC2 answers with for a fault of `kind`.
+fn ec2_error(op: &'static str, kind: Ec2ErrorKind) -> Ec2Error {
+    let code = match kind {
+        Ec2ErrorKind::CapacityShortage => "InsufficientInstanceCapacity",
+        Ec2ErrorKind::Throttled => "RequestLimitExceeded",
+        Ec2ErrorKind::Other => "InternalError",
+    };
+    Ec2Error { operation: op, kind, code: Some(code.into()), message: format!("{code}: injected") }
+}
+
+struct FakeEc2 {
+    env: String,
+    cloud: FakeCloud,
+}
+
+impl FakeEc2 {
+    fn launch(&self, spec: &LaunchSpec) -> Result<String, Ec2Error> {
+        self.cloud.ec2_call(&self.env, "RunInstances", &spec.client_token)?;
+        let now = self.cloud.clock.now();
+        let mut state = self.cloud.state();
+        state.launched += 1;
+        let n = state.launched;
+        let tag = |key: &str| spec.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let slave_data: Option<Value> = tag("slave_data").and_then(|d| serde_json::from_str(&d).ok());
+        let id = format!("i-f{n:04}");
+        state.instances.entry(self.env.clone()).or_default().push(Instance {
+            id: id.clone(),
+            state: InstanceState::Running,
+            name: tag("Name"),
+            slave_labels: slave_data
+                .as_ref()
+                .and_then(|d| Some(d.get("slave_labels")?.as_str()?.split_whitespace().map(str::to_string).collect())),
+            image_id: spec.ami.clone(),
+            instance_type: spec.instance_type.clone(),
+            private_ip: Some(format!("10.9.{}.{}", n / 250, n % 250 + 1)),
+            public_ip: Some(format!("54.0.{}.{}", n / 250, n % 250 + 1)),
+            spot: spec.spot_price.is_some(),
+            launched: Some(now),
+            volumes: vec![Volume {
+                device: "/dev/xvda".into(),
+                volume_id: format!("vol-f{n:04}"),
+                delete_on_termination: true,
+            }],
+            master_tag: tag(MASTER_TAG),
+            slave_data_master: slave_data.as_ref().and_then(|d| Some(d.get("jenkins_url")?.as_str()?.to_string())),
+            key_name: Some(spec.key_name.clone()),
+        });
+        Ok(id)
+    }
+}
+
+impl Ec2 for FakeEc2 {
+    fn describe_agents<'a>(&'a self, slave_name: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, Ec2Error>> {
+        Box::pin(async move {
+            self.cloud.ec2_call(&self.env, "DescribeInstances", slave_name)?;
+            Ok(self.cloud.instances(&self.env).into_iter().filter(|i| i.name.as_deref() == Some(slave_name)).collect())
+        })
+    }
+
+    fn run_instance<'a>(&'a self, spec: &'a LaunchSpec) -> BoxFuture<'a, Result<String, Ec2Error>> {
+        Box::pin(async move { self.launch(spec) })
+    }
+
+    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        let now = self.cloud.clock.now();
+        Box::pin(async move {
+            self.cloud.with_instance(&self.env, "StartInstances", id, |i| {
+                i.state = InstanceState::Running;
+                i.launched = Some(now);
+            })
+        })
+    }
+
+    fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(async move {
+            self.cloud.with_instance(&self.env, "StopInstances", id, |i| i.state = InstanceState::Stopped)
+        })
+    }
+
+    fn terminate<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(async move {
+            self.cloud.with_instance(&self.env, "TerminateInstances", id, |i| i.state = InstanceState::Terminated)
+        })
+    }
+
+    fn set_delete_on_termination<'a>(
+        &'a self,
+        id: &'a str,
+        devices: &'a [String],
+    ) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(async move {
+            self.cloud.with_instance(&self.env, "ModifyInstanceAttribute", id, |i| {
+                for v in i.volumes.iter_mut().filter(|v| devices.contains(&v.device)) {
+                    v.delete_on_termination = true;
+                }
+            })
+        })
+    }
+
+    fn tag<'a>(&'a self, id: &'a str, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(async move {
+            self.cloud.with_instance(&self.env, "CreateTags", id, |i| match key {
+                MASTER_TAG => i.master_tag = Some(value.to_string()),
+                "Name" => i.name = Some(value.to_string()),
+                _ => {}
+            })
+        })
+    }
+}
+
+impl SecurityGroups for FakeCloud {
+    fn ipv4_rules<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, Result<Vec<Held>, SecurityGroupError>> {
+        Box::pin(async move {
+            self.counter.add(1);
+            self.call(MASTER_ENV, "DescribeSecurityGroups", group_id)
+                .map_err(|kind| sg_error("DescribeSecurityGroups", group_id, kind))?;
+            Ok(self.rules())
+        })
+    }
+
+    fn authorize<'a>(&'a self, _group_id: &'a str, rule: &'a Rule) -> BoxFuture<'a, Result<(), SecurityGroupError>> {
+        Box::pin(async move {
+            self.counter.add(1);
+            let op = "AuthorizeSecurityGroupIngress";
+            self.call(MASTER_ENV, op, &rule.to_string()).map_err(|kind| sg_error(op, &rule.to_string(), kind))?;
+            let mut state = self.state();
+            if !state.rules.iter().any(|h| h.rule == *rule) {
+                state.rules.push(Held { rule: rule.clone(), ours: true });
+            }
+            Ok(())
+        })
+    }
+
+    fn revoke<'a>(&'a self, _group_id: &'a str, rule: &'a Rule) -> BoxFuture<'a, Result<(), SecurityGroupError>> {
+        Box::pin(async move {
+            self.counter.add(1);
+            let op = "RevokeSecurityGroupIngress";
+            self.call(MASTER_ENV, op, &rule.to_string()).map_err(|kind| sg_error(op, &rule.to_string(), kind))?;
+            self.state().rules.retain(|h| h.rule != *rule);
+            Ok(())
+        })
+    }
+}
+
+fn sg_error(operation: &'static str, subject: &str, kind: Ec2ErrorKind) -> SecurityGroupError {
+    SecurityGroupError::Call { operation, subject: subject.to_string(), kind, message: "injected".into() }
+}
+
+impl Queue for FakeCloud {
+    fn queue_url<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, Result<String, SqsError>> {
+        Box::pin(async move {
+            self.call(SQS_ENV, "GetQueueUrl", name).map_err(|_| SqsError::QueueUrl {
+                queue: name.to_string(),
+                owner: owner.to_string(),
+                message: "injected".into(),
+            })?;
+            Ok(format!("https://sqs.example/{owner}/{name}"))
+        })
+    }
+
+    fn receive<'a>(&'a self, url: &'a str, max: i32) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
+        Box::pin(async move {
+            self.call(SQS_ENV, "ReceiveMessage", url).map_err(|_| SqsError::Receive("injected".into()))?;
+            let mut state = self.state();
+            let n = state.queued.len().min(usize::try_from(max.clamp(1, 10)).unwrap_or(10));
+            let batch: Vec<Message> = state.queued.drain(..n).collect();
+            state.in_flight.extend(batch.iter().cloned());
+            Ok(batch)
+        })
+    }
+
+    fn delete<'a>(&'a self, _url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>> {
+        Box::pin(async move {
+            self.call(SQS_ENV, "DeleteMessage", receipt).map_err(|_| SqsError::Delete("injected".into()))?;
+            self.state().in_flight.retain(|m| m.receipt != receipt);
+            Ok(())
+        })
+    }
+}
+
+#[derive(Default)]
+struct JenkinsState {
+    queue: Vec<Value>,
+    nodes: Vec<Value>,
+    commands: Vec<Vec<String>>,
+    faults: Vec<(String, Times, CliErrorKind)>,
+}
+
+/// A master whose queue and nodes a test sets; it answers the dump script
+/// with them and any `build` with success (the GC job with its line).
+#[derive(Default)]
+pub struct FakeJenkins(Mutex<JenkinsState>);
+
+impl FakeJenkins {
+    fn state(&self) -> MutexGuard<'_, JenkinsState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a build of `job` waiting for `label`.
+    pub fn enqueue(&self, job: &str, label: &str) {
+        self.state().queue.push(json!({
+            "jobName": job, "labels": label, "lastBuiltOn": "UNKNOWN", "throttleEnabled": "false",
+            "parameters": "NONE",
+        }));
+    }
+
+    /// Takes `job`'s items off the queue (they started, or were cancelled).
+    pub fn dequeue(&self, job: &str) {
+        self.state().queue.retain(|item| item["jobName"] != job);
+    }
+
+    /// Adds a node, as the dump script reports one (every value a string).
+    pub fn add_node(&self, node: Value) {
+        self.state().nodes.push(node);
+    }
+
+    /// Every command line received, in order.
+    pub fn commands(&self) -> Vec<Vec<String>> {
+        self.state().commands.clone()
+    }
+
+    /// How many commands began with `first`.
+    pub fn count(&self, first: &str) -> usize {
+        self.state().commands.iter().filter(|c| c.first().is_some_and(|w| w == first)).count()
+    }
+
+    /// Commands beginning with `first` fail with `kind`.
+    pub fn fail(&self, first: &str, times: Times, kind: CliErrorKind) {
+        self.state().faults.push((first.to_string(), times, kind));
+    }
+}
+
+impl Jenkins for FakeJenkins {
+    fn run(&self, words: &[String], _stdin: &[u8]) -> Result<CliOutput, CliError> {
+        let mut state = self.state();
+        state.commands.push(words.to_vec());
+        let command = words.first().cloned().unwrap_or_default();
+        if let Some(at) = state.faults.iter().position(|(first, _, _)| *first == command) {
+            let (_, times, kind) = state.faults[at].clone();
+            if times == Times::Once {
+                state.faults.remove(at);
+            }
+            return Err(match kind {
+                CliErrorKind::Unreachable => CliError::Timeout { command, seconds: 60 },
+                CliErrorKind::Refused => CliError::HostKey { endpoint: "jenkins:22".into(), reason: "injected".into() },
+                CliErrorKind::Failed => CliError::Failed { command, status: 1, stderr: "injected".into() },
+                CliErrorKind::BadOutput => CliError::TooMuchOutput { command, limit: 1 << 20 },
+            });
+        }
+        let stdout = match command.as_str() {
+            "groovy" => json!({ "build_queue": state.queue, "slave_queue": state.nodes, "messages": [] }).to_string(),
+            "build" if words.get(1).is_some_and(|j| j == GC_JOB) => "Garbage collector executed: 0 freed.\n".into(),
+            _ => String::new(),
+        };
+        Ok(CliOutput { status: 0, stdout, stderr: String::new() })
+    }
+}
+
+/// A configuration with the envs `names`, each with its AMI `ami-<env>`:
+/// caps 2 on-demand and 2 spot, 3 passes 5 s apart, the GC job on, no
+/// security group, no SQS.
+pub fn config(names: &[&str]) -> Config {
+    let envs = names
+        .iter()
+        .map(|name| {
+            let env = EnvConfig {
+                name: name.to_string(),
+                account_id: "111111111111".into(),
+                region: "us-east-2".into(),
+                vpc_id: "vpc-1".into(),
+                agent_sg: "sg-agents".into(),
+                instance_profile: "jenkins-cloud".into(),
+                subnets: vec![Subnet { id: format!("subnet-{name}"), az: "us-east-2a".into() }],
+                jenkins_url: MASTER.into(),
+                ami: Some(format!("ami-{name}")),
+            };
+            (name.to_string(), env)
+        })
+        .collect();
+    Config {
+        jenkins: JenkinsConfig {
+            url: MASTER.into(),
+            user: "slave-manager".into(),
+            id_rsa: "id_rsa".into(),
+            groovy: "println 'dump'".into(),
+            cli: CliTransport::Ssh,
+            certificate_check: CertCheck::Verify,
+            known_hosts: None,
+            cli_jar: None,
+            timeout: Duration::from_secs(60),
+            output_limit: 1 << 20,
+        },
+        fleet: FleetConfig {
+            envs,
+            slave_name: SLAVE_NAME.into(),
+            owner_email: "ops@example.com".into(),
+            max_on_demand: 2,
+            max_spot: 2,
+            max_spot_price: "0.2".into(),
+            instance_types: InstanceTypes::default(),
+            idle_minutes: 45,
+            hourly_billing: false,
+            zombie_after: None,
+            spot_fallback: false,
+        },
+        aws: AwsConfig {
+            role_name: "jenkins_master".into(),
+            master_region: "us-west-2".into(),
+            timeout: Duration::from_secs(30),
+        },
+        security_group: None,
+        sqs: None,
+        gc_job: Some(GC_JOB.into()),
+        run: RunBounds {
+            loop_counter: 3,
+            max_run: Duration::from_secs(30 * 60),
+            pass_interval: Duration::from_secs(5),
+        },
+        debug: false,
+        dry_run: false,
+        warnings: Vec::new(),
+    }
+}
+
+/// The master's group `sg-master`, kept to `required`; the SCM host is this
+/// machine (no DNS needed).
+pub fn security_group(required: &[(u16, &str)]) -> SecurityGroupConfig {
+    SecurityGroupConfig {
+        group_id: "sg-master".into(),
+        scm_host: "localhost".into(),
+        required_ip_list: required
+            .iter()
+            .map(|(port, cidr)| crate::config::IpRule { port: *port, cidr: cidr.to_string(), host_bits: false })
+            .collect(),
+    }
+}
+
+/// The `jenkins-requests` queue of account 123456789012, allowing `build`.
+pub fn sqs() -> SqsConfig {
+    SqsConfig {
+        account_id: "123456789012".into(),
+        region: "us-east-2".into(),
+        queue: "jenkins-requests".into(),
+        policy: Policy::allowing(&["build"]),
+    }
+}
+
+/// A world of `cloud` and `jenkins` for `config`, working in `workdir`.
+pub fn world(config: Config, cloud: &FakeCloud, jenkins: &Arc<FakeJenkins>, workdir: &Path) -> World {
+    World {
+        ec2: config.fleet.envs.keys().map(|env| (env.clone(), cloud.ec2(env))).collect(),
+        master_ec2: Arc::new(cloud.clone()),
+        sqs: config.sqs.as_ref().map(|_| Arc::new(cloud.clone()) as Arc<dyn Queue>),
+        jenkins: Arc::clone(jenkins) as Arc<dyn Jenkins>,
+        ec2_calls: cloud.counter.clone(),
+        clock: cloud.clock,
+        config,
+        workdir: workdir.to_path_buf(),
+    }
+}
+
+/// A fake world and its parts, working in a temporary directory.
+pub struct Setup {
+    pub cloud: FakeCloud,
+    pub jenkins: Arc<FakeJenkins>,
+    pub world: World,
+    _dir: tempfile::TempDir,
+}
+
+/// An empty cloud and Jenkins, and a world of them for `config`.
+pub fn setup(config: Config) -> Setup {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot make a temporary directory: {e}"));
+    let cloud = FakeCloud::new();
+    let jenkins = Arc::new(FakeJenkins::default());
+    let world = world(config, &cloud, &jenkins, dir.path());
+    Setup { cloud, jenkins, world, _dir: dir }
+}
+
+/// One of our agents in `env` for `label`, on the env's AMI, launched two
+/// hours before `now`; `i-<n>` has the private IP `10.0.0.<n>`.
+pub fn agent(env: &str, id: &str, state: InstanceState, label: &str, now: SystemTime) -> Instance {
+    let n = id.trim_start_matches("i-");
+    Instance {
+        id: id.into(),
+        state,
+        name: Some(SLAVE_NAME.into()),
+        slave_labels: Some(vec![label.into()]),
+        image_id: format!("ami-{env}"),
+        instance_type: "t2.small".into(),
+        private_ip: n.parse::<u8>().ok().map(|n| format!("10.0.0.{n}")),
+        public_ip: None,
+        spot: label.contains("_spot"),
+        launched: Some(now - Duration::from_secs(7200)),
+        volumes: vec![Volume {
+            device: "/dev/xvda".into(),
+            volume_id: format!("vol-{n}"),
+            delete_on_termination: true,
+        }],
+        master_tag: Some(MASTER.into()),
+        slave_data_master: Some(MASTER.into()),
+        key_name: Some(KEY_NAME.into()),
+    }
+}
+
+/// A node of `instance` as the dump reports it.
+pub fn node(instance: &Instance, env: &str, offline: bool, terminate_me: bool) -> Value {
+    let ip = instance.private_ip.clone().unwrap_or_default();
+    json!({
+        "slaveName": format!("{env}-{ip}"),
+        "labels": format!("[{}, swarm]", instance.slave_labels.clone().unwrap_or_default().join(", ")),
+        "isOffLine": offline.to_string(),
+        "description": format!("Created by Swarm InstanceID={} AmiId={}", instance.id, instance.image_id),
+        "ami_id": instance.image_id,
+        "ope_idle_count": "1",
+        "busy_executors": "0",
+        "num_executors": "1",
+        "connectTime": "0",
+        "idle_seconds": "3000",
+        "terminate_me": terminate_me.to_string(),
+    })
+}

@@ -1,0 +1,38 @@
+//! What a run did, kept for the run report and the metrics: one record per
+//! pass, one per action with its outcome.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+/// One pass as the report's timeline shows it.
+#[derive(Debug, Clone)]
+pub struct PassRecord {
+    /// 1-based, as the log shows it.
+    pub number: u32,
+    pub started: SystemTime,
+    pub duration: Duration,
+    /// `None`: the dump failed.
+    pub queue: Option<usize>,
+    /// Our pending and running agents per env; `None`: not observed.
+    pub agents: BTreeMap<String, Option<usize>>,
+    pub ec2_requests: u64,
+}
+
+/// One action carried out (or tried).
+#[derive(Debug, Clone)]
+pub struct ActionRecord {
+    pub pass: u32,
+    pub time: SystemTime,
+    pub env: Option<String>,
+    pub kind: &'static str,
+    /// The action's log line: env, instance, reason.
+    pub text: String,
+    /// `Err`: why it failed or was skipped.
+    pub outcome: Result<(), String>,
+}
+
+#[derive(Debug, Default)]
+pub struct RunRecord {
+    pub passes: Vec<PassRecord>,
+    pub actions: Vec<ActionRecord>,
+}
