@@ -298,7 +298,7 @@ impl Config {
             if known_hosts.is_none() {
                 return Err(ConfigError::Insecure(format!(
                     "{unchecked} needs --known_hosts FILE: over an unchecked channel Jenkins' X-Instance-Identity \
-                     proves nothing, so its SSH host key must be pinned by a known_hosts line (see the README's \
+                     proves nothing, so its SSH host key must be pinned by a known_hosts line (see docs/operating.md, \
                      \"Jenkins' SSH host key\")"
                 )));
             }

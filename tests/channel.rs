@@ -93,7 +93,7 @@ fn a_known_hosts_file_pins_the_host_key_for_both_transports() {
     }
 
     // A file that lists Jenkins' key (made from X-Instance-Identity as the
-    // README says): it works, and an impostor is refused by it too.
+    // docs/operating.md says): it works, and an impostor is refused by it too.
     std::fs::write(w.path().join("known_hosts"), w.jenkins.known_hosts_line() + "\n").unwrap();
     w.jenkins.serve_host_key("impostor");
     let (errors, _, log) = one_pass(&w, &["--cli", "ssh", "--known_hosts", "known_hosts"]);

@@ -220,7 +220,7 @@ impl Pins<'_> {
                 Listed::NoEntry => {
                     return Err(format!(
                         "{} lists no host key for {name}, where Jenkins' SSH server is (add the line made from \
-                         Jenkins' X-Instance-Identity, see README); nothing was sent",
+                         Jenkins' X-Instance-Identity, see docs/operating.md); nothing was sent",
                         file.path().display()
                     ))
                 }
@@ -271,7 +271,7 @@ impl Pins<'_> {
                         Listed::NoEntry => {
                             return Err(format!(
                                 "{} lists no host key for {name}, where Jenkins' SSH server is (add the line made \
-                                 from Jenkins' X-Instance-Identity, see README); nothing was run",
+                                 from Jenkins' X-Instance-Identity, see docs/operating.md); nothing was run",
                                 file.path().display()
                             ))
                         }

@@ -280,7 +280,7 @@ impl Emulator {
     }
 
     /// The known_hosts line of Jenkins' SSH endpoint made from its
-    /// X-Instance-Identity, the way README tells operators to make it
+    /// X-Instance-Identity, the way docs/operating.md tells operators to make it
     /// (openssl and ssh-keygen): `[127.0.0.1]:PORT ssh-rsa AAAA…`.
     pub fn known_hosts_line(&self) -> String {
         let login = self.control.get(&format!("{}login", self.url())).call().unwrap();

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the importable job definitions in jenkins/jobs (run by tests/groovy/run.sh).
 
-- both config.xml files are well-formed and say what the README promises
+- both config.xml files are well-formed and say what docs/jenkins.md promises
   (label, schedule, no concurrent builds, archived CSVs, the system Groovy step);
 - the GC job's embedded script is jenkins/run_gc.groovy, byte for byte;
 - util_slave_manager's shell step passes shellcheck, and when run with stand-ins
