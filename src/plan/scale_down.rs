@@ -9,7 +9,10 @@ use crate::model::{Instance, InstanceState, Node};
 
 use crate::counter::Counter;
 
-use super::{age, is_busy, observed, terminate, Action, Plan, PlanConfig, Snapshot, TerminateReason};
+use super::nodes::is_busy;
+use super::output::terminate;
+use super::snapshot::{age, observed};
+use super::{Action, Plan, PlanConfig, Snapshot, TerminateReason};
 
 pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
     let known_envs = cfg.known_envs();
@@ -227,11 +230,14 @@ fn may_be_ours(node: &Node) -> bool {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+    use std::time::Duration;
 
-    use super::super::fixtures::*;
+    use super::super::test_kit::*;
     use super::super::*;
     use super::names;
+    use crate::counter::Counter;
     use crate::model::InstanceState::*;
+    use crate::model::{Instance, Node};
 
     fn down(s: &Snapshot) -> Plan {
         let mut plan = Plan::default();
