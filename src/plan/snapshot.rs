@@ -6,12 +6,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::model::{EnvObservation, Instance, JenkinsDump, Markers};
 
-/// Everything one pass observed; the planner decides from this alone.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    pub dump: JenkinsDump,
-    pub envs: BTreeMap<String, EnvObservation>,
-    pub markers: Markers,
+/// Everything one pass observed; the planner decides from this alone. It
+/// borrows the observation: a large fleet is neither copied nor moved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Snapshot<'a> {
+    pub dump: &'a JenkinsDump,
+    pub envs: &'a BTreeMap<String, EnvObservation>,
+    pub markers: &'a Markers,
     pub now: SystemTime,
 }
 

@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::counter::Counter;
 use crate::label::InstanceTypes;
-use crate::model::{Instance, InstanceState, JenkinsDump, Markers, Node, QueueItem, StartMarker, Volume, KEY_NAME};
+use crate::model::{
+    EnvObservation, Instance, InstanceState, JenkinsDump, Markers, Node, QueueItem, StartMarker, Volume, KEY_NAME,
+};
 use crate::plan::{Action, Note, NoteLevel, PlanConfig, Snapshot, TerminateReason};
 
 pub const NAME: &str = "jslave-in-house";
@@ -122,9 +124,24 @@ pub fn key(job: &str) -> String {
     crate::job_key::job_key(job, None)
 }
 
-/// A snapshot at `now()` of the given envs, empty queue, no markers.
-pub fn snap(envs: Vec<(&str, Vec<Instance>)>) -> Snapshot {
-    Snapshot {
+/// What a snapshot borrows, owned: the planner sees it through `view()`.
+#[derive(Debug, Clone)]
+pub struct Scene {
+    pub dump: JenkinsDump,
+    pub envs: BTreeMap<String, EnvObservation>,
+    pub markers: Markers,
+    pub now: SystemTime,
+}
+
+impl Scene {
+    pub fn view(&self) -> Snapshot<'_> {
+        Snapshot { dump: &self.dump, envs: &self.envs, markers: &self.markers, now: self.now }
+    }
+}
+
+/// A scene at `now()` of the given envs, empty queue, no markers.
+pub fn snap(envs: Vec<(&str, Vec<Instance>)>) -> Scene {
+    Scene {
         dump: JenkinsDump::default(),
         envs: envs.into_iter().map(|(env, list)| (env.to_string(), Ok(list))).collect(),
         markers: Markers::default(),
@@ -132,8 +149,8 @@ pub fn snap(envs: Vec<(&str, Vec<Instance>)>) -> Snapshot {
     }
 }
 
-pub trait SnapshotExt: Sized {
-    fn with(self, f: impl FnOnce(&mut Snapshot)) -> Self;
+pub trait SceneExt: Sized {
+    fn with(self, f: impl FnOnce(&mut Scene)) -> Self;
     fn queue(self, items: Vec<QueueItem>) -> Self {
         self.with(|s| s.dump.queue = items)
     }
@@ -163,8 +180,8 @@ pub trait SnapshotExt: Sized {
     }
 }
 
-impl SnapshotExt for Snapshot {
-    fn with(mut self, f: impl FnOnce(&mut Snapshot)) -> Self {
+impl SceneExt for Scene {
+    fn with(mut self, f: impl FnOnce(&mut Scene)) -> Self {
         f(&mut self);
         self
     }

@@ -57,7 +57,7 @@ impl ScaleUp<'_> {
     pub(super) fn pool(&mut self, label: &Label) -> &mut Vec<Provider> {
         let pool_key = (label.env.clone(), label.raw.clone());
         if !self.pools.contains_key(&pool_key) {
-            let instances = observed(&self.snap.envs, &label.env).unwrap_or_default();
+            let instances = observed(self.snap.envs, &label.env).unwrap_or_default();
             let serving: Vec<&Instance> = instances.iter().filter(|i| self.serves(i, label)).collect();
             let mut pool = Vec::new();
             for inst in serving {
@@ -283,8 +283,8 @@ mod tests {
         let mut c = cfg();
         c.boot_grace = Duration::from_secs(100);
         let s = snap(vec![("dev", vec![agent("i-1", Running, "dev").launched_ago(99)])]).queue(vec![item("a", "dev")]);
-        assert_eq!(plan_pass(&c, &s, 0).actions, []);
+        assert_eq!(plan_pass(&c, &s.view(), 0).actions, []);
         let s = snap(vec![("dev", vec![agent("i-1", Running, "dev").launched_ago(100)])]).queue(vec![item("a", "dev")]);
-        assert_eq!(brief(&plan_pass(&c, &s, 0).actions), ["create dev dev"]);
+        assert_eq!(brief(&plan_pass(&c, &s.view(), 0).actions), ["create dev dev"]);
     }
 }

@@ -164,7 +164,7 @@ mod tests {
         // On-demand cap 2, one on-demand agent running: room for one fallback.
         let s = snap(vec![("dev", vec![agent("i-1", crate::model::InstanceState::Running, "dev_c5.large")])])
             .queue(vec![item("a", "dev_spot"), item("b", "dev_spot"), item("c", "dev")]);
-        let plan = plan_pass(&c, &s, 7);
+        let plan = plan_pass(&c, &s.view(), 7);
         let fallbacks: Vec<bool> = plan
             .actions
             .iter()
@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(fallbacks, [true, false], "one fallback reserved; the plain item then finds the cap full");
         assert!(info_notes(&plan.notes).iter().any(|n| n.contains("on-demand cap")), "{:?}", plan.notes);
         // Without the flag, no fallback and the plain item gets its agent.
-        let plan = plan_pass(&cfg(), &s, 7);
+        let plan = plan_pass(&cfg(), &s.view(), 7);
         assert_eq!(brief(&plan.actions), ["create dev dev_spot", "create dev dev_spot", "create dev dev"]);
     }
 
@@ -333,7 +333,7 @@ mod tests {
         c.max_on_demand = 0;
         let s = snap(vec![("dev", vec![agent("i-1", Stopped, "dev_shared")])])
             .queue(vec![item("a", "dev"), item("b", "dev")]);
-        let got = brief(&plan_pass(&c, &s, 1).actions);
+        let got = brief(&plan_pass(&c, &s.view(), 1).actions);
         assert_eq!(got, ["terminate i-1 over-cap"]);
     }
 
@@ -377,7 +377,7 @@ mod tests {
         .queue(vec![item("job", "dev")]);
         for seed in 0..10 {
             assert_eq!(
-                brief(&plan_pass(&cfg(), &s, seed).actions),
+                brief(&plan_pass(&cfg(), &s.view(), seed).actions),
                 ["terminate i-2 make-room", "create dev dev replacing i-2"]
             );
         }

@@ -27,7 +27,7 @@ use markers::Sorted;
 
 struct ScaleUp<'a> {
     cfg: &'a PlanConfig,
-    snap: &'a Snapshot,
+    snap: Snapshot<'a>,
     /// Instances some action of this pass already uses.
     claimed: &'a mut BTreeSet<String>,
     rng: &'a mut fastrand::Rng,
@@ -44,14 +44,14 @@ struct ScaleUp<'a> {
 
 pub(super) fn plan(
     cfg: &PlanConfig,
-    snap: &Snapshot,
+    snap: &Snapshot<'_>,
     claimed: &mut BTreeSet<String>,
     rng: &mut fastrand::Rng,
     plan: &mut Plan,
 ) {
     let mut up = ScaleUp {
         cfg,
-        snap,
+        snap: *snap,
         claimed,
         rng,
         plan,
@@ -88,7 +88,7 @@ impl ScaleUp<'_> {
     /// The label of an already handled item, when it can hold a slot.
     fn quiet_label(&self, item: &QueueItem) -> Option<Label> {
         let label = parse_label(&item.label, &self.known_envs).ok()?;
-        observed(&self.snap.envs, &label.env).ok()?;
+        observed(self.snap.envs, &label.env).ok()?;
         Some(label)
     }
 
@@ -124,7 +124,7 @@ impl ScaleUp<'_> {
             );
             return;
         }
-        let instances = match observed(&self.snap.envs, &label.env) {
+        let instances = match observed(self.snap.envs, &label.env) {
             Ok(instances) => instances,
             Err(e) => {
                 self.plan.info(Some(key), format!("{job}: {e}; label {} is left for a later pass", label.raw));
@@ -161,7 +161,7 @@ impl ScaleUp<'_> {
     /// The controller (the GC job runs on `master_node`) or a node that is
     /// not one of our agents carries the label: nobody waits for us.
     fn served_by_jenkins_itself(&self, label: &str) -> bool {
-        let dump = &self.snap.dump;
+        let dump = self.snap.dump;
         let label = label.trim();
         dump.controller_labels.iter().any(|l| l == label)
             || dump.nodes.iter().any(|n| !n.description.contains("Created by Swarm") && n.has_label(label))
@@ -174,12 +174,12 @@ fn item_subject(key: &str, item: &QueueItem) -> String {
 }
 
 #[cfg(test)]
-fn run(s: &Snapshot) -> Plan {
-    super::plan_pass(&super::test_kit::cfg(), s, 42)
+fn run(s: &super::test_kit::Scene) -> Plan {
+    super::plan_pass(&super::test_kit::cfg(), &s.view(), 42)
 }
 
 #[cfg(test)]
-fn acts(s: &Snapshot) -> Vec<String> {
+fn acts(s: &super::test_kit::Scene) -> Vec<String> {
     super::test_kit::brief(&run(s).actions)
 }
 

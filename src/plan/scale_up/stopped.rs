@@ -63,7 +63,7 @@ mod tests {
         )])
         .queue(vec![QueueItem { last_built_on: Some("dev-10.0.1.7".into()), ..item("job-000", "dev") }]);
         for seed in 0..10 {
-            let plan = plan_pass(&cfg(), &s, seed);
+            let plan = plan_pass(&cfg(), &s.view(), seed);
             assert_eq!(
                 plan.actions,
                 [Action::Start {
@@ -82,7 +82,7 @@ mod tests {
         let s = snap(vec![("dev", vec![agent("i-1", Stopped, "dev"), agent("i-0abc", Stopped, "dev")])])
             .queue(vec![QueueItem { last_built_on: Some("dev-i-0abc".into()), ..item("job", "dev") }]);
         for seed in 0..10 {
-            assert_eq!(brief(&plan_pass(&cfg(), &s, seed).actions), ["start i-0abc dev"]);
+            assert_eq!(brief(&plan_pass(&cfg(), &s.view(), seed).actions), ["start i-0abc dev"]);
         }
     }
 
@@ -93,7 +93,8 @@ mod tests {
             vec![agent("i-1", Stopped, "dev").ip("10.0.1.5"), agent("i-2", Stopped, "dev").ip("10.0.1.6")],
         )])
         .queue(vec![QueueItem { last_built_on: Some("dev-10.0.1.99".into()), ..item("job", "dev") }]);
-        let picked: BTreeSet<Vec<String>> = (0..30).map(|seed| brief(&plan_pass(&cfg(), &s, seed).actions)).collect();
+        let picked: BTreeSet<Vec<String>> =
+            (0..30).map(|seed| brief(&plan_pass(&cfg(), &s.view(), seed).actions)).collect();
         let expected: BTreeSet<Vec<String>> =
             [vec!["start i-1 dev".to_string()], vec!["start i-2 dev".to_string()]].into_iter().collect();
         assert_eq!(picked, expected);
@@ -108,7 +109,7 @@ mod tests {
             item("b", "dev"),
             item("c", "dev"),
         ]);
-        let got = brief(&plan_pass(&c, &s, 42).actions);
+        let got = brief(&plan_pass(&c, &s.view(), 42).actions);
         assert_eq!(got.len(), 3);
         let mut started: Vec<&str> = got[..2].iter().map(|a| a.as_str()).collect();
         started.sort();
