@@ -16,5 +16,6 @@ cargo fmt --check
 "${PYTHON:-python3}" -m ruff check --quiet --no-cache .   # ruff.toml; the version pinned in requirements-dev.txt
 tests/groovy/run.sh   # the Jenkins side: Groovy scripts, job definitions, start_swarm.sh, shellcheck
 "${PYTHON:-python3}" tests/fault_proxy_selftest.py   # the AWS fault proxy the fault tests stand on
-cargo clippy --all-targets --quiet -- -D warnings
-cargo test --all-targets "$@"
+# --workspace: the pure core (crates/core) is a crate of its own.
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --all-targets "$@"
