@@ -18,5 +18,6 @@ cargo fmt --check
 tests/groovy/run.sh   # the Jenkins side: Groovy scripts, job definitions, start_swarm.sh, shellcheck
 "${PYTHON:-python3}" tests/tools/run.py   # the Python tools' own tests: the AWS proxy, the emulator's tokenizer, the bench's simulation
 "${PYTHON:-python3}" tests/check_doc_links.py   # relative links between README, docs/ and bench/RESULTS.md
-cargo clippy --all-targets --quiet -- -D warnings
-cargo test --all-targets "$@"
+# --workspace: the pure core (crates/core) is a crate of its own.
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --all-targets "$@"

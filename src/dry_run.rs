@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use crate::observe::observe;
 use crate::periodic::security_group;
-use crate::plan::{plan_inventory, plan_pass, Action, NoteLevel, PlanConfig, Snapshot};
+use crate::plan::{decide, plan_inventory, Action, Decision, NoteLevel, PlanConfig};
 use crate::world::World;
 
 /// One row of the plan table.
@@ -52,13 +52,10 @@ pub async fn plan(world: &World, plan_config: &PlanConfig) -> (Vec<Row>, Vec<Str
         }
     }
     let mut terminated = std::collections::BTreeSet::new();
-    match (&obs.dump, &obs.markers) {
-        (Err(e), _) => notes.push(format!("Jenkins dump failed: {e}; a real pass would scale nothing")),
-        (Ok(_), Err(e)) => notes.push(format!("{e}; a real pass would scale nothing")),
-        (Ok(dump), Ok(markers)) => {
-            let snapshot =
-                Snapshot { dump: dump.clone(), envs: obs.envs.clone(), markers: markers.clone(), now: obs.now };
-            let plan = plan_pass(plan_config, &snapshot, fastrand::u64(..));
+    match decide(plan_config, &obs.dump, &obs.envs, &obs.markers, obs.now, fastrand::u64(..)) {
+        Decision::NoDump(e) => notes.push(format!("Jenkins dump failed: {e}; a real pass would scale nothing")),
+        Decision::NoMarkers(e) => notes.push(format!("{e}; a real pass would scale nothing")),
+        Decision::Scale { plan, .. } => {
             terminated = plan.terminated();
             rows.extend(plan.actions.iter().map(|a| Row::of(a, "")));
             notes.extend(plan.notes.iter().filter(|n| n.level == NoteLevel::Info).map(|n| n.text.clone()));

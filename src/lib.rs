@@ -12,7 +12,7 @@
 //!   plus the [`markers`] → a snapshot of [`model`] types;
 //! - [`plan`]: a pure function from the snapshot to a list of actions
 //!   (scale up, scale down, inventory), with the [`label`] and [`job_key`] rules;
-//!   [`dry_run`] prints it instead;
+//!   [`plan::decide`] is the gate a pass and [`dry_run`] share;
 //! - [`act`]: carries the actions out through the [`world`], writing the
 //!   [`markers`] the next passes read;
 //! - [`record`]: one recorder per run — the [`counter`]s every stage counts,
@@ -25,27 +25,30 @@
 //! - [`check`]: the preflight; [`tls`]: whom the binary and `java` trust for an
 //!   https Jenkins URL; [`files`]: writes in the workspace that never follow a
 //!   planted link.
+//!
+//! The pure core — [`model`], [`label`], [`job_key`], [`counter`] and [`plan`]
+//! — is a crate of its own, `crates/core` (`slave_manager_core`), re-exported
+//! here at the same paths. It has no AWS SDK, Tokio or SSH, so it builds and
+//! tests in seconds: `cargo test -p slave_manager_core`.
 
 pub mod act;
 pub mod aws;
 pub mod check;
 pub mod cli;
 pub mod config;
-pub mod counter;
 pub mod dry_run;
 #[cfg(test)]
 pub mod fake;
 pub mod files;
 pub mod jenkins;
-pub mod job_key;
-pub mod label;
 pub mod logging;
 pub mod markers;
-pub mod model;
 pub mod observe;
 pub mod periodic;
-pub mod plan;
 pub mod reconciler;
 pub mod record;
 pub mod tls;
 pub mod world;
+
+// The pure core (crates/core), at the paths the rest of the code uses.
+pub use slave_manager_core::{counter, job_key, label, model, plan};

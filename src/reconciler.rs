@@ -16,7 +16,7 @@ use crate::model::{EnvObservation, InstanceState};
 use crate::observe::{observe, Observation};
 use crate::periodic::schedule::{self, Job};
 use crate::periodic::{gc, security_group, sqs_requests};
-use crate::plan::{plan_inventory, plan_pass, Note, NoteLevel, PlanConfig, Snapshot};
+use crate::plan::{decide, plan_inventory, Decision, Note, NoteLevel, PlanConfig};
 use crate::record::metrics::AgentStates;
 use crate::record::{PassRecord, Recorder};
 use crate::world::World;
@@ -107,7 +107,7 @@ impl<'w> Reconciler<'w> {
         let started_at = self.world.clock.now();
         let before = self.record.stats.clone();
         let calls_before = self.world.ec2_calls.get();
-        let mut obs = observe(self.world).await;
+        let obs = observe(self.world).await;
         // Instances this pass's plan terminates; the inventory leaves them be.
         let mut terminated = BTreeSet::new();
 
@@ -118,29 +118,20 @@ impl<'w> Reconciler<'w> {
             }
         }
         let mut queue_len = None;
-        match (&mut obs.dump, &mut obs.markers) {
-            (Err(e), _) => {
+        match decide(&self.plan_config, &obs.dump, &obs.envs, &obs.markers, obs.now, fastrand::u64(..)) {
+            Decision::NoDump(e) => {
                 tracing::error!("Jenkins dump failed, nothing scaled this pass: {e}");
                 self.record.stats.add(Counter::JarFileError, 1);
             }
-            (Ok(_), Err(e)) => {
+            Decision::NoMarkers(e) => {
                 tracing::error!("{e}; nothing scaled this pass");
                 self.record.stats.add(Counter::ActionFailed, 1);
             }
-            (Ok(dump), Ok(markers)) => {
-                queue_len = Some(dump.queue.len());
-                for m in &dump.messages {
+            Decision::Scale { snapshot, plan } => {
+                queue_len = Some(snapshot.dump.queue.len());
+                for m in &snapshot.dump.messages {
                     tracing::info!("jenkins: {m}");
                 }
-                // Lent to the planner and taken back: a large fleet is not copied.
-                let snapshot = Snapshot {
-                    dump: std::mem::take(dump),
-                    envs: std::mem::take(&mut obs.envs),
-                    markers: std::mem::take(markers),
-                    now: obs.now,
-                };
-                let plan = plan_pass(&self.plan_config, &snapshot, fastrand::u64(..));
-                (*dump, obs.envs, *markers) = (snapshot.dump, snapshot.envs, snapshot.markers);
                 self.tell(&plan.notes);
                 for (&c, &n) in &plan.counts {
                     self.record.stats.add(c, n);

@@ -9,9 +9,12 @@ use crate::model::{Instance, InstanceState, Node};
 
 use crate::counter::Counter;
 
-use super::{age, is_busy, observed, terminate, Action, Plan, PlanConfig, Snapshot, TerminateReason};
+use super::nodes::is_busy;
+use super::output::terminate;
+use super::snapshot::{age, observed};
+use super::{Action, Plan, PlanConfig, Snapshot, TerminateReason};
 
-pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
+pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
     let known_envs = cfg.known_envs();
     for node in snap.dump.nodes.iter().filter(|n| n.offline && n.has_label("swarm") && n.terminate_me) {
         retire(cfg, snap, &known_envs, node, claimed, plan);
@@ -31,7 +34,7 @@ fn node_env(node: &Node, known_envs: &BTreeSet<String>) -> Option<String> {
 
 fn retire(
     cfg: &PlanConfig,
-    snap: &Snapshot,
+    snap: &Snapshot<'_>,
     known_envs: &BTreeSet<String>,
     node: &Node,
     claimed: &mut BTreeSet<String>,
@@ -48,7 +51,7 @@ fn retire(
         plan.info(None, format!("node {name}: no label names a known env; cannot stop {id}"));
         return;
     };
-    let instances = match observed(&snap.envs, &env) {
+    let instances = match observed(snap.envs, &env) {
         Ok(instances) => instances,
         Err(e) => {
             // Whoever observed the env reports the failure; this is routine.
@@ -143,7 +146,7 @@ fn retire(
 /// `zombie_after` of their launch (a broken boot script, a wrong master URL)
 /// are terminated — they would bill forever otherwise. Skipped when the dump
 /// lists no node at all: that looks like a restarting master, not orphans.
-pub(super) fn plan_zombies(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
+pub(super) fn plan_zombies(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
     let Some(limit) = cfg.zombie_after else { return };
     let nodes = &snap.dump.nodes;
     if nodes.is_empty() {
@@ -170,7 +173,7 @@ pub(super) fn plan_zombies(cfg: &PlanConfig, snap: &Snapshot, claimed: &mut BTre
         );
         return;
     }
-    for (env, obs) in &snap.envs {
+    for (env, obs) in snap.envs {
         let Ok(instances) = obs else { continue };
         for inst in instances {
             if inst.state != InstanceState::Running || !cfg.is_ours(env, inst) || claimed.contains(&inst.id) {
@@ -227,19 +230,22 @@ fn may_be_ours(node: &Node) -> bool {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+    use std::time::Duration;
 
-    use super::super::fixtures::*;
+    use super::super::test_kit::*;
     use super::super::*;
     use super::names;
+    use crate::counter::Counter;
     use crate::model::InstanceState::*;
+    use crate::model::{Instance, Node};
 
-    fn down(s: &Snapshot) -> Plan {
+    fn down(s: &Scene) -> Plan {
         let mut plan = Plan::default();
-        super::plan(&cfg(), s, &mut BTreeSet::new(), &mut plan);
+        super::plan(&cfg(), &s.view(), &mut BTreeSet::new(), &mut plan);
         plan
     }
 
-    fn acts(s: &Snapshot) -> Vec<String> {
+    fn acts(s: &Scene) -> Vec<String> {
         brief(&down(s).actions)
     }
 
@@ -248,7 +254,7 @@ mod tests {
         plan.once.iter().filter(|(k, _)| *k == Counter::ErrorStoppingInstance).map(|(_, s)| s.as_str()).collect()
     }
 
-    fn one(inst: Instance, node: Node) -> Snapshot {
+    fn one(inst: Instance, node: Node) -> Scene {
         snap(vec![("dev", vec![inst])]).nodes(vec![node])
     }
 
@@ -496,12 +502,12 @@ mod tests {
             snap(vec![("dev", vec![agent("i-1", Stopped, "dev").ami("ami-old"), agent("i-2", Running, "dev_shared")])])
                 .nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev")])
                 .queue(vec![item("job", "dev")]);
-        assert_eq!(brief(&plan_pass(&cfg(), &s, 3).actions), ["terminate i-1 old-ami"]);
+        assert_eq!(brief(&plan_pass(&cfg(), &s.view(), 3).actions), ["terminate i-1 old-ami"]);
     }
 
-    fn zombies(c: &PlanConfig, s: &Snapshot) -> Plan {
+    fn zombies(c: &PlanConfig, s: &Scene) -> Plan {
         let mut plan = Plan::default();
-        super::plan_zombies(c, s, &mut BTreeSet::new(), &mut plan);
+        super::plan_zombies(c, &s.view(), &mut BTreeSet::new(), &mut plan);
         plan
     }
 

@@ -1,10 +1,10 @@
 //! The counters of a run: the one place their names are spelled. The
-//! planner, [`crate::act`], the reconciler and the periodic jobs count by
-//! [`Counter`]; [`crate::stats`] writes them to the `properties_*.csv` files
-//! the Jenkins Plot plugin graphs, [`crate::metrics`] and [`crate::report`]
-//! show them. A name is the column the original wrote, so a Jenkins job's
-//! graphs keep working; a misspelt variant does not compile, where a
-//! misspelt string made a column of zeros.
+//! planner, the act step, the reconciler and the periodic jobs count by
+//! [`Counter`]; the main crate's `stats` writes them to the `properties_*.csv`
+//! files the Jenkins Plot plugin graphs, its `metrics` and `report` show
+//! them. A name is the column the original wrote, so a Jenkins job's graphs
+//! keep working; a misspelt variant does not compile, where a misspelt
+//! string made a column of zeros.
 
 use std::fmt;
 

@@ -10,10 +10,10 @@ use crate::model::{EnvObservation, Instance, InstanceState, JenkinsDump};
 
 use crate::counter::Counter;
 
-use super::{
-    age, devices_lacking_delete_on_termination, is_busy, node_of, terminate, Action, Inventory, Plan, PlanConfig,
-    TerminateReason,
-};
+use super::nodes::{is_busy, node_of};
+use super::output::{devices_lacking_delete_on_termination, terminate};
+use super::snapshot::age;
+use super::{Action, Inventory, Plan, PlanConfig, TerminateReason};
 
 /// A running agent that is still no node after this long never will be.
 const NOT_A_SLAVE_AFTER: Duration = Duration::from_secs(3600);
@@ -100,9 +100,11 @@ fn set_delete_on_termination(plan: &mut Plan, env: &str, inst: &Instance) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::*;
-    use super::super::*;
+    use super::super::test_kit::*;
+    use super::*;
     use crate::model::InstanceState::*;
+    use crate::model::Node;
+    use crate::plan::NoteLevel;
 
     fn inventory(envs: Vec<(&str, Vec<Instance>)>, nodes: Option<Vec<Node>>) -> Inventory {
         let s = snap(envs);

@@ -1,0 +1,272 @@
+//! What the planner decides, as data: each action renders itself as one log
+//! line (the dry run's table and the act step's log show the same words).
+
+use std::fmt;
+
+use crate::model::{Label, Pricing, MASTER_TAG};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TerminateReason {
+    /// At the on-demand cap: a stopped agent goes so the item's agent fits.
+    MakeRoom { job_key: String, label: String },
+    /// Over the on-demand cap (it was lowered, or agents were added by hand):
+    /// a stopped agent goes so usage comes down; the item waits.
+    OverCap { job_key: String, agents: u32, cap: u32 },
+    /// A spot agent Jenkins wants gone (spot agents are never stopped).
+    Spot { node: String },
+    /// An agent on a replaced AMI; `node` is `None` from the inventory sweep.
+    OldAmi { node: Option<String>, ami: String },
+    /// Running this long without ever becoming a Jenkins node.
+    NeverRegistered { minutes: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Start {
+        env: String,
+        instance_id: String,
+        label: String,
+        job_key: String,
+        why: String,
+    },
+    /// `replaces`: the make-room termination this create depends on.
+    Create {
+        env: String,
+        label: Label,
+        job_key: String,
+        client_token: String,
+        replaces: Option<String>,
+        /// A spot launch that may fall back to on-demand (room is reserved).
+        on_demand_fallback: bool,
+    },
+    Terminate {
+        env: String,
+        instance_id: String,
+        why: TerminateReason,
+    },
+    Stop {
+        env: String,
+        instance_id: String,
+        node: String,
+    },
+    SetDeleteOnTermination {
+        env: String,
+        instance_id: String,
+        devices: Vec<String>,
+    },
+    /// Adopts an agent of this master from before the ownership tag (the
+    /// Python era's: its `slave_data` names this master).
+    TagMaster {
+        env: String,
+        instance_id: String,
+        master: String,
+    },
+    RemoveWorkingMarker {
+        job_key: String,
+        expired: bool,
+    },
+    RemoveStartMarker {
+        file_name: String,
+    },
+}
+
+impl Action {
+    /// The env the action touches; markers belong to none.
+    pub fn env(&self) -> Option<&str> {
+        match self {
+            Action::Start { env, .. }
+            | Action::Create { env, .. }
+            | Action::Terminate { env, .. }
+            | Action::Stop { env, .. }
+            | Action::SetDeleteOnTermination { env, .. }
+            | Action::TagMaster { env, .. } => Some(env),
+            Action::RemoveWorkingMarker { .. } | Action::RemoveStartMarker { .. } => None,
+        }
+    }
+
+    /// The instance the action touches; creates and markers name none.
+    pub fn instance_id(&self) -> Option<&str> {
+        match self {
+            Action::Start { instance_id, .. }
+            | Action::Terminate { instance_id, .. }
+            | Action::Stop { instance_id, .. }
+            | Action::SetDeleteOnTermination { instance_id, .. }
+            | Action::TagMaster { instance_id, .. } => Some(instance_id),
+            Action::Create { .. } | Action::RemoveWorkingMarker { .. } | Action::RemoveStartMarker { .. } => None,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Start { .. } => "start",
+            Action::Create { .. } => "create",
+            Action::Terminate { .. } => "terminate",
+            Action::Stop { .. } => "stop",
+            Action::SetDeleteOnTermination { .. } => "set-delete-on-termination",
+            Action::TagMaster { .. } => "tag",
+            Action::RemoveWorkingMarker { .. } | Action::RemoveStartMarker { .. } => "remove-marker",
+        }
+    }
+}
+
+fn pricing_name(pricing: Pricing) -> &'static str {
+    match pricing {
+        Pricing::OnDemand => "on-demand",
+        Pricing::Shared => "shared",
+        Pricing::Spot => "spot",
+    }
+}
+
+impl fmt::Display for TerminateReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TerminateReason::MakeRoom { job_key, label } => {
+                write!(f, "stopped agent makes room for label {label}, {job_key}")
+            }
+            TerminateReason::OverCap { job_key, agents, cap } => {
+                write!(f, "stopped agent goes: {agents} agents over the on-demand cap of {cap}, {job_key} waits")
+            }
+            TerminateReason::Spot { node } => write!(f, "spot agent, node {node} is to go"),
+            TerminateReason::OldAmi { node: Some(node), ami } => write!(f, "old AMI {ami}, node {node} is to go"),
+            TerminateReason::OldAmi { node: None, ami } => write!(f, "stopped on old AMI {ami}"),
+            TerminateReason::NeverRegistered { minutes } => {
+                write!(f, "running {minutes} min without becoming a Jenkins node")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Start { env, instance_id, label, job_key, why } => {
+                write!(f, "{env}: start {instance_id} for label {label} ({job_key}, {why})")
+            }
+            Action::Create { env, label, job_key, replaces, .. } => {
+                write!(
+                    f,
+                    "{env}: create {} {} agent for label {} ({job_key}",
+                    pricing_name(label.pricing),
+                    label.instance_type,
+                    label.raw
+                )?;
+                match replaces {
+                    Some(id) => write!(f, ", replacing {id})"),
+                    None => write!(f, ")"),
+                }
+            }
+            Action::Terminate { env, instance_id, why } => write!(f, "{env}: terminate {instance_id} ({why})"),
+            Action::Stop { env, instance_id, node } => write!(f, "{env}: stop {instance_id} (node {node} is idle)"),
+            Action::SetDeleteOnTermination { env, instance_id, devices } => {
+                write!(f, "{env}: set delete-on-termination on {instance_id} {}", devices.join(", "))
+            }
+            Action::TagMaster { env, instance_id, master } => {
+                write!(
+                    f,
+                    "{env}: tag {instance_id} {MASTER_TAG}={master} (an agent of this master from before the tag)"
+                )
+            }
+            Action::RemoveWorkingMarker { job_key, expired: true } => {
+                write!(f, "remove working marker of {job_key} (expired, job still queued: retrying)")
+            }
+            Action::RemoveWorkingMarker { job_key, expired: false } => {
+                write!(f, "remove working marker of {job_key} (job left the queue)")
+            }
+            Action::RemoveStartMarker { file_name } => {
+                write!(f, "remove start marker {file_name} (expired)")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::test_kit::*;
+
+    #[test]
+    fn action_lines_name_env_instance_and_reason() {
+        let start = Action::Start {
+            env: "dev".into(),
+            instance_id: "i-0abc".into(),
+            label: "dev".into(),
+            job_key: "job-000".into(),
+            why: "last used dev-10.0.1.7".into(),
+        };
+        assert_eq!(start.to_string(), "dev: start i-0abc for label dev (job-000, last used dev-10.0.1.7)");
+        assert_eq!(start.kind(), "start");
+
+        let label = crate::label::parse_label("dev_spot_c5.large", &cfg().known_envs()).unwrap();
+        let create = Action::Create {
+            env: "dev".into(),
+            label,
+            job_key: "k".into(),
+            client_token: "t".into(),
+            replaces: Some("i-9".into()),
+            on_demand_fallback: false,
+        };
+        assert_eq!(
+            create.to_string(),
+            "dev: create spot c5.large agent for label dev_spot_c5.large (k, replacing i-9)"
+        );
+        assert_eq!(create.kind(), "create");
+
+        let cases = [
+            (
+                Action::Terminate {
+                    env: "dev".into(),
+                    instance_id: "i-1".into(),
+                    why: TerminateReason::MakeRoom { job_key: "k".into(), label: "dev".into() },
+                },
+                "dev: terminate i-1 (stopped agent makes room for label dev, k)",
+                "terminate",
+            ),
+            (
+                Action::Terminate {
+                    env: "dev".into(),
+                    instance_id: "i-1".into(),
+                    why: TerminateReason::Spot { node: "dev_spot-10.0.0.1".into() },
+                },
+                "dev: terminate i-1 (spot agent, node dev_spot-10.0.0.1 is to go)",
+                "terminate",
+            ),
+            (
+                Action::Terminate {
+                    env: "dev".into(),
+                    instance_id: "i-1".into(),
+                    why: TerminateReason::OldAmi { node: None, ami: "ami-old".into() },
+                },
+                "dev: terminate i-1 (stopped on old AMI ami-old)",
+                "terminate",
+            ),
+            (
+                Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "dev-10.0.0.1".into() },
+                "dev: stop i-1 (node dev-10.0.0.1 is idle)",
+                "stop",
+            ),
+            (
+                Action::SetDeleteOnTermination {
+                    env: "dev".into(),
+                    instance_id: "i-1".into(),
+                    devices: vec!["/dev/xvda".into(), "/dev/sdb".into()],
+                },
+                "dev: set delete-on-termination on i-1 /dev/xvda, /dev/sdb",
+                "set-delete-on-termination",
+            ),
+            (
+                Action::RemoveWorkingMarker { job_key: "k".into(), expired: true },
+                "remove working marker of k (expired, job still queued: retrying)",
+                "remove-marker",
+            ),
+            (
+                Action::RemoveStartMarker { file_name: "dev__i-1.start_instance".into() },
+                "remove start marker dev__i-1.start_instance (expired)",
+                "remove-marker",
+            ),
+        ];
+        for (action, line, kind) in cases {
+            assert_eq!(action.to_string(), line);
+            assert_eq!(action.kind(), kind);
+        }
+    }
+}
