@@ -146,4 +146,20 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn csv_files_are_named_as_the_original_named_them() {
+        let names: Vec<&str> = CsvFile::ALL.iter().map(|f| f.file_name()).collect();
+        assert_eq!(names, ["properties_run.csv", "properties_sqs.csv", "properties_error.csv"]);
+    }
+
+    #[test]
+    fn each_csv_file_lists_exactly_its_counters_in_declaration_order() {
+        assert_eq!(Counter::of(CsvFile::Sqs).collect::<Vec<_>>(), [Counter::SqsDropped, Counter::SqsHandled]);
+        for file in CsvFile::ALL {
+            assert!(Counter::of(file).all(|c| c.file() == file), "{file:?}");
+        }
+        let listed: usize = CsvFile::ALL.iter().map(|&file| Counter::of(file).count()).sum();
+        assert_eq!(listed, Counter::ALL.len());
+    }
 }

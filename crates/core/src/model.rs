@@ -198,3 +198,16 @@ pub struct Markers {
     pub working: BTreeMap<String, Duration>,
     pub started: Vec<StartMarker>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_states_read_as_ec2_names_them() {
+        use InstanceState::*;
+        let names: Vec<&str> =
+            [Pending, Running, Stopping, Stopped, ShuttingDown, Terminated].map(InstanceState::as_str).to_vec();
+        assert_eq!(names, ["pending", "running", "stopping", "stopped", "shutting-down", "terminated"]);
+    }
+}

@@ -185,6 +185,56 @@ mod tests {
     use crate::plan::test_kit::*;
 
     #[test]
+    fn every_action_names_the_env_and_the_instance_it_touches() {
+        let label = crate::label::parse_label("dev", &cfg().known_envs()).unwrap();
+        let cases = [
+            (
+                Action::Start {
+                    env: "dev".into(),
+                    instance_id: "i-1".into(),
+                    label: "dev".into(),
+                    job_key: "k".into(),
+                    why: "w".into(),
+                },
+                true,
+            ),
+            (
+                Action::Create {
+                    env: "dev".into(),
+                    label,
+                    job_key: "k".into(),
+                    client_token: "t".into(),
+                    replaces: Some("i-9".into()),
+                    on_demand_fallback: false,
+                },
+                false,
+            ),
+            (
+                Action::Terminate {
+                    env: "dev".into(),
+                    instance_id: "i-1".into(),
+                    why: TerminateReason::NeverRegistered { minutes: 1 },
+                },
+                true,
+            ),
+            (Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "n".into() }, true),
+            (Action::SetDeleteOnTermination { env: "dev".into(), instance_id: "i-1".into(), devices: vec![] }, true),
+            (Action::TagMaster { env: "dev".into(), instance_id: "i-1".into(), master: "m".into() }, true),
+        ];
+        for (action, names_instance) in cases {
+            assert_eq!(action.env(), Some("dev"), "{action}");
+            assert_eq!(action.instance_id(), names_instance.then_some("i-1"), "{action}");
+        }
+        // Markers belong to no env and no instance.
+        for marker in [
+            Action::RemoveWorkingMarker { job_key: "k".into(), expired: false },
+            Action::RemoveStartMarker { file_name: "dev__i-1.start_instance".into() },
+        ] {
+            assert_eq!((marker.env(), marker.instance_id()), (None, None), "{marker}");
+        }
+    }
+
+    #[test]
     fn action_lines_name_env_instance_and_reason() {
         let start = Action::Start {
             env: "dev".into(),

@@ -208,6 +208,13 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_with_an_empty_label_list_is_counted_as_env_none() {
+        let empty = agent("i-1", Running, "dev").with(|i| i.slave_labels = Some(vec![]));
+        let inv = inventory(vec![("dev", vec![empty])], None);
+        assert_eq!(inv.instance_count, BTreeMap::from([("dev_None".to_string(), 1)]));
+    }
+
+    #[test]
     fn stopped_agent_on_old_ami_is_terminated_after_delete_on_termination() {
         let inv = inventory(
             vec![(

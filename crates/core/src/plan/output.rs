@@ -98,3 +98,28 @@ pub(super) fn terminate(plan: &mut Plan, env: &str, inst: &Instance, why: Termin
 pub(super) fn devices_lacking_delete_on_termination(inst: &Instance) -> Vec<String> {
     inst.volumes.iter().filter(|v| !v.delete_on_termination).map(|v| v.device.clone()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::InstanceState::*;
+    use crate::plan::test_kit::*;
+
+    #[test]
+    fn terminated_lists_exactly_the_instances_the_plan_terminates() {
+        let mut plan = Plan::default();
+        terminate(
+            &mut plan,
+            "dev",
+            &agent("i-1", Stopped, "dev").volume("/dev/xvda", false),
+            TerminateReason::NeverRegistered { minutes: 90 },
+        );
+        plan.act(Action::Stop { env: "dev".into(), instance_id: "i-2".into(), node: "dev-10.0.0.2".into() });
+        terminate(&mut plan, "prod", &agent("i-3", Stopped, "prod"), TerminateReason::Spot { node: "n".into() });
+        assert_eq!(
+            brief(&plan.actions),
+            ["dot i-1 /dev/xvda", "terminate i-1 zombie", "stop i-2", "terminate i-3 spot"]
+        );
+        assert_eq!(plan.terminated(), BTreeSet::from(["i-1".to_string(), "i-3".to_string()]));
+    }
+}

@@ -612,4 +612,62 @@ mod tests {
             .start_marker("dev", "i-1", "dev", 400);
         assert_eq!(acts(&s), ["stop i-1"]);
     }
+
+    #[test]
+    fn a_start_marker_spares_the_node_until_its_ttl_and_not_at_it() {
+        let at = |age| {
+            snap(vec![("dev", vec![agent("i-1", Running, "dev")])])
+                .nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev")])
+                .start_marker("dev", "i-1", "dev", age)
+        };
+        assert!(acts(&at(299)).is_empty());
+        assert_eq!(acts(&at(300)), ["stop i-1"]);
+    }
+
+    #[test]
+    fn a_build_on_a_node_naming_the_instance_by_id_keeps_it_one_on_another_instance_does_not() {
+        let s = |busy: Node| {
+            snap(vec![("dev", vec![agent("i-1", Running, "dev"), agent("i-2", Running, "dev")])])
+                .nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev"), busy])
+        };
+        // Renamed by an operator: only its description names i-1.
+        let renamed = Node { busy_executors: Some(1), ..online("builder-7", "i-1", "dev", 0) };
+        assert!(acts(&s(renamed)).is_empty());
+        let elsewhere = Node { busy_executors: Some(1), ..online("dev-10.0.0.2", "i-2", "dev", 0) };
+        assert_eq!(acts(&s(elsewhere)), ["stop i-1"]);
+    }
+
+    #[test]
+    fn an_agent_is_a_zombie_from_exactly_zombie_after() {
+        let mut c = cfg();
+        c.zombie_after = Some(Duration::from_secs(600));
+        let s = |secs| {
+            snap(vec![("dev", vec![agent("i-1", Running, "dev").launched_ago(secs)])]).nodes(vec![online(
+                "dev-10.0.0.9",
+                "i-9",
+                "dev",
+                1,
+            )])
+        };
+        assert!(zombies(&c, &s(599)).actions.is_empty());
+        assert_eq!(brief(&zombies(&c, &s(600)).actions), ["terminate i-1 zombie"]);
+    }
+
+    #[test]
+    fn a_busy_node_of_an_instance_not_ours_pauses_the_orphan_hunt() {
+        // It matches no agent of ours: the build may be on an orphan candidate
+        // under a name we do not understand.
+        let mut c = cfg();
+        c.zombie_after = Some(Duration::from_secs(60));
+        let busy = Node { instance_id: None, busy_executors: Some(1), ..online("dev-10.0.0.8", "-", "dev", 0) };
+        let s = snap(vec![(
+            "dev",
+            vec![
+                agent("i-7", Running, "dev").launched_ago(3600),
+                agent("i-8", Running, "dev").launched_ago(3600).named(Some("other")),
+            ],
+        )])
+        .nodes(vec![busy]);
+        assert!(zombies(&c, &s).actions.is_empty());
+    }
 }

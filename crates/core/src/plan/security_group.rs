@@ -233,6 +233,18 @@ mod tests {
     }
 
     #[test]
+    fn with_no_required_list_their_slash24_rules_and_ours_off_443_stay() {
+        let existing = vec![
+            Held::theirs(Rule::tcp(22, "10.1.2.0/24")),
+            Held::theirs(Rule::tcp(443, "10.9.9.0/24")),
+            Held { rule: Rule::tcp(80, "10.3.3.0/24"), ours: true },
+        ];
+        let plan = plan_security_group(&[], &Ok(BTreeSet::new()), &Ok(vec![]), &existing);
+        assert_eq!(plan.revoke, Vec::<Rule>::new());
+        assert_eq!(plan.unmanaged.len(), 3);
+    }
+
+    #[test]
     fn a_rule_we_added_is_revoked_once_its_port_leaves_the_list() {
         let existing =
             vec![Held { rule: Rule::tcp(22, "1.2.3.4/32"), ours: true }, Held::theirs(Rule::tcp(22, "5.6.7.8/32"))];

@@ -9,7 +9,7 @@ use crate::label::InstanceTypes;
 use crate::model::{
     EnvObservation, Instance, InstanceState, JenkinsDump, Markers, Node, QueueItem, StartMarker, Volume, KEY_NAME,
 };
-use crate::plan::{Action, Note, NoteLevel, PlanConfig, Snapshot, TerminateReason};
+use crate::plan::{Action, Note, NoteLevel, Plan, PlanConfig, Snapshot, TerminateReason};
 
 pub const NAME: &str = "jslave-in-house";
 pub const MASTER: &str = "https://jenkins.example.com/";
@@ -221,6 +221,11 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
 
 pub fn info_notes(notes: &[Note]) -> Vec<&str> {
     notes.iter().filter(|n| n.level == NoteLevel::Info).map(|n| n.text.as_str()).collect()
+}
+
+/// The subjects of `counter` the caller is to count once per run.
+pub fn once(plan: &Plan, counter: Counter) -> Vec<&str> {
+    plan.once.iter().filter(|(c, _)| *c == counter).map(|(_, subject)| subject.as_str()).collect()
 }
 
 pub fn count(counts: &BTreeMap<Counter, u64>, counter: Counter) -> u64 {

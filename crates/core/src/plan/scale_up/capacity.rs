@@ -177,11 +177,14 @@ mod tests {
 
     #[test]
     fn items_absorbed_by_booting_agents_are_not_job_on_queue() {
-        let s = snap(vec![("dev", vec![agent("i-1", Pending, "dev_shared")])])
-            .queue((0..3).map(|n| item(&format!("job-{n}"), "dev_shared")).collect());
-        let plan = run(&s);
-        assert_eq!(plan.actions, []);
-        assert_eq!(count(&plan.counts, Counter::JobOnQueue), 0);
+        // Pending, or running but no node yet: nobody could run the items.
+        for booting in [agent("i-1", Pending, "dev_shared"), agent("i-1", Running, "dev_shared").launched_ago(60)] {
+            let s = snap(vec![("dev", vec![booting])])
+                .queue((0..3).map(|n| item(&format!("job-{n}"), "dev_shared")).collect());
+            let plan = run(&s);
+            assert_eq!(plan.actions, []);
+            assert_eq!(once(&plan, Counter::JobOnQueue), Vec::<&str>::new());
+        }
     }
 
     #[test]

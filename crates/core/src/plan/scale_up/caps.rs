@@ -158,6 +158,18 @@ mod tests {
     use crate::plan::*;
 
     #[test]
+    fn agents_created_for_one_job_key_keep_their_own_free_executors() {
+        // One Pipeline run with node('dev_shared') and node('dev') blocks:
+        // one job key, two labels. The on-demand agent made for the second
+        // item must not take away the free executors of the shared one.
+        let mut c = cfg();
+        c.max_on_demand = 5;
+        let labels = ["dev_shared", "dev", "dev_shared", "dev_shared", "dev_shared", "dev_shared"];
+        let s = snap(vec![("dev", vec![])]).queue(labels.iter().map(|l| item("pipe", l)).collect());
+        assert_eq!(brief(&plan_pass(&c, &s.view(), 1).actions), ["create dev dev_shared", "create dev dev"]);
+    }
+
+    #[test]
     fn spot_fallback_reserves_on_demand_room_within_the_cap() {
         let mut c = cfg();
         c.spot_fallback = true;

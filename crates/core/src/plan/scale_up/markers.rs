@@ -98,7 +98,7 @@ mod tests {
         let plan = run(&s);
         assert_eq!(plan.actions, []);
         // Waiting behind its own marker is not the original's job_on_queue.
-        assert_eq!(count(&plan.counts, Counter::JobOnQueue), 0);
+        assert_eq!(once(&plan, Counter::JobOnQueue), Vec::<&str>::new());
     }
 
     #[test]
@@ -108,7 +108,7 @@ mod tests {
         let plan = run(&s);
         assert_eq!(brief(&plan.actions), [format!("rm-working {} expired", key("job")), "start i-1 dev".into()]);
         assert_eq!(count(&plan.counts, Counter::JobsWaitedTooLong), 1);
-        assert_eq!(count(&plan.counts, Counter::JobOnQueue), 0);
+        assert_eq!(once(&plan, Counter::JobOnQueue), Vec::<&str>::new());
     }
 
     #[test]

@@ -214,6 +214,15 @@ mod tests {
     }
 
     #[test]
+    fn a_label_the_controller_does_not_carry_is_still_unknown() {
+        let mut s = snap(vec![("dev", vec![])]).queue(vec![item("x", "linux")]);
+        s.dump.controller_labels = vec!["built-in".into(), "master_node".into()];
+        let plan = run(&s);
+        assert_eq!(count(&plan.counts, Counter::UnknownLabel), 1);
+        assert_eq!(info_notes(&plan.notes).len(), 1);
+    }
+
+    #[test]
     fn a_label_asking_for_an_unadmitted_type_gets_nothing_not_even_room() {
         // At the cap with a stopped agent make-room could take.
         let s = snap(vec![(
