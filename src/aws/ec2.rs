@@ -75,12 +75,11 @@ impl Ec2Error {
     }
 }
 
-/// Answers that stay the same however soon the call is repeated.
+/// Answers that stay the same however soon the call is repeated: a capacity
+/// shortage, and a spot bid under the market price (final, but not a
+/// shortage: no on-demand fallback pays around the bid).
 fn is_final_for_the_call(code: &str) -> bool {
-    matches!(
-        code,
-        "InsufficientInstanceCapacity" | "InsufficientCapacity" | "SpotMaxPriceTooLow" | "MaxSpotInstanceCountExceeded"
-    )
+    Ec2ErrorKind::of(Some(code)) == Ec2ErrorKind::CapacityShortage || code == "SpotMaxPriceTooLow"
 }
 
 /// EC2 answers a capacity shortage with a 500, which the SDK retries as
@@ -338,5 +337,27 @@ impl crate::world::Ec2 for Client {
 
     fn tag<'a>(&'a self, id: &'a str, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(tag(self, id, key, value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spot_bid_under_the_market_is_final_but_never_a_shortage() {
+        assert!(is_final_for_the_call("SpotMaxPriceTooLow"));
+        assert_eq!(Ec2ErrorKind::of(Some("SpotMaxPriceTooLow")), Ec2ErrorKind::Other);
+    }
+
+    #[test]
+    fn every_capacity_shortage_is_final_for_the_call() {
+        for code in ["InsufficientInstanceCapacity", "InsufficientCapacity", "MaxSpotInstanceCountExceeded"] {
+            assert_eq!(Ec2ErrorKind::of(Some(code)), Ec2ErrorKind::CapacityShortage, "{code}");
+            assert!(is_final_for_the_call(code), "{code}");
+        }
+        for code in ["RequestLimitExceeded", "InternalError", "UnauthorizedOperation"] {
+            assert!(!is_final_for_the_call(code), "{code}");
+        }
     }
 }
