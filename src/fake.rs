@@ -584,6 +584,15 @@ pub fn setup(config: Config) -> Setup {
     Setup { cloud, jenkins, world, _dir: dir }
 }
 
+/// One env, with the master's jobs on: a security group that must let
+/// 1.2.3.4 reach port 22, and an SQS queue of build requests.
+pub fn setup_with_master_jobs() -> Setup {
+    let mut config = config(&["dev"]);
+    config.security_group = Some(security_group(&[(22, "1.2.3.4/32")]));
+    config.sqs = Some(sqs());
+    setup(config)
+}
+
 /// One of our agents in `env` for `label`, on the env's AMI, launched two
 /// hours before `now`; `i-<n>` has the private IP `10.0.0.<n>`.
 pub fn agent(env: &str, id: &str, state: InstanceState, label: &str, now: SystemTime) -> Instance {

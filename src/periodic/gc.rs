@@ -32,10 +32,7 @@ mod tests {
     use crate::jenkins::cli::CliErrorKind;
 
     fn setup() -> Setup {
-        let mut config = fake::config(&["dev"]);
-        config.security_group = Some(fake::security_group(&[(22, "1.2.3.4/32")]));
-        config.sqs = Some(fake::sqs());
-        fake::setup(config)
+        fake::setup_with_master_jobs()
     }
 
     #[tokio::test]

@@ -106,10 +106,7 @@ mod tests {
     use crate::plan::security_group::{Held, Rule};
 
     fn setup() -> Setup {
-        let mut config = fake::config(&["dev"]);
-        config.security_group = Some(fake::security_group(&[(22, "1.2.3.4/32")]));
-        config.sqs = Some(fake::sqs());
-        fake::setup(config)
+        fake::setup_with_master_jobs()
     }
 
     async fn security_group_job(s: &Setup, stats: &mut Stats) {
