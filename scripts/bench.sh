@@ -8,10 +8,15 @@
 #      emulator with bench/simulation.py's model (bench/bench_trace.py: queue
 #      wait, billed instance-minutes, launches, caps);
 #   c. the original Python script's measured scenario, and the ratio
-#      (bench/bench_reference.py).
+#      (bench/bench_reference.py);
+#   d. a 20- and a 50-item spot burst over two envs under the proxy's model
+#      of real AWS latency and throttling (bench/bench_burst.py: first pass,
+#      EC2 calls, calls in flight, throttled answers); --before PATH runs a
+#      second binary (e.g. an earlier build) beside this one.
 #
-#   scripts/bench.sh [--parts a,b,c] [--grid subset|full|smoke] [--cli ssh,jar]
-#                    [--profile release|debug | --binary PATH] [--out FILE] [--keep]
+#   scripts/bench.sh [--parts a,b,c,d] [--grid subset|full|smoke] [--cli ssh,jar]
+#                    [--profile release|debug | --binary PATH] [--before PATH]
+#                    [--out FILE] [--keep]
 #
 # --grid subset (default) runs 10 (Q, I, E) points of the 27, full runs all
 # 27 (about an hour: moto takes seconds to describe 1000 instances), smoke
@@ -37,6 +42,7 @@ profile="release"
 out=""
 keep=no
 binary=""
+before=""
 
 die() { echo "bench: $*" >&2; exit 2; }
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; }
@@ -48,6 +54,7 @@ while (($#)); do
         --cli) clis="${2:?--cli needs a value}"; shift 2 ;;
         --profile) profile="${2:?--profile needs a value}"; shift 2 ;;
         --binary) binary="${2:?--binary needs a value}"; shift 2 ;;
+        --before) before="${2:?--before needs a value}"; shift 2 ;;
         --out) out="${2:?--out needs a value}"; shift 2 ;;
         --keep) keep=yes; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -136,6 +143,13 @@ if [[ ",$parts," == *,c,* ]]; then
     run_part 1800 bench_reference.py --binary "$bin" --workdir "$work" --cli "$clis" \
         --json "$work/reference.json"
     { echo; echo "## (c) The original script's scenario"; echo; cat "$work/part.md"; } >>"$report"
+fi
+if [[ ",$parts," == *,d,* ]]; then
+    echo "bench: (d) burst under the latency model" >&2
+    burst_binaries=(--binary "ours=$bin")
+    [[ -z "$before" ]] || burst_binaries=(--binary "before=$before" "${burst_binaries[@]}")
+    run_part 1800 bench_burst.py "${burst_binaries[@]}" --workdir "$work" --json "$work/burst.json"
+    { echo; echo "## (d) Burst under the latency model"; echo; cat "$work/part.md"; } >>"$report"
 fi
 
 cat "$report"

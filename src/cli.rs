@@ -210,6 +210,11 @@ pub struct Args {
     #[arg(long = "aws_timeout", default_value_t = 60, value_name = "SECONDS")]
     pub aws_timeout: u64,
 
+    /// Upper bound on the EC2 calls one env has in flight at once while
+    /// acting (envs act in parallel, each within its own bound).
+    #[arg(long = "max_parallel_calls", default_value_t = 4, value_name = "N")]
+    pub max_parallel_calls: usize,
+
     /// Upper bound on one Jenkins CLI command (the dump, a build).
     #[arg(long = "jenkins_timeout", default_value_t = 60, value_name = "SECONDS")]
     pub jenkins_timeout: u64,

@@ -196,6 +196,8 @@ pub struct AwsConfig {
     /// environment names no region.
     pub master_region: String,
     pub timeout: Duration,
+    /// The EC2 calls one env may have in flight at once while acting.
+    pub max_parallel_calls: usize,
 }
 
 /// The master's security group, when it is managed (not `--skip_security_group`).
@@ -347,6 +349,9 @@ impl Config {
         if args.aws_timeout < 3 || args.jenkins_timeout == 0 {
             return Err(flag("--aws_timeout must be at least 3 seconds and --jenkins_timeout at least 1"));
         }
+        if args.max_parallel_calls == 0 {
+            return Err(flag("--max_parallel_calls must be at least 1"));
+        }
         if !(1..=4096).contains(&args.max_cli_output_mb) {
             return Err(flag("--max_cli_output_mb must be between 1 and 4096 (MiB)"));
         }
@@ -450,6 +455,7 @@ impl Config {
                 role_name: master.sg_name,
                 master_region: args.jenkins_master_region.clone(),
                 timeout: Duration::from_secs(args.aws_timeout),
+                max_parallel_calls: args.max_parallel_calls,
             },
             security_group: (!args.skip_security_group).then(|| SecurityGroupConfig {
                 group_id: master.sg_id,

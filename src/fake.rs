@@ -70,6 +70,11 @@ struct State {
     calls: Vec<Call>,
     faults: Vec<Fault>,
     launched: u32,
+    /// How long EC2 calls take: per env (`None`: every env) and operation.
+    delays: Vec<(Option<String>, &'static str, Duration)>,
+    /// EC2 calls under way, and the most seen at once, per env.
+    calls_in_flight: BTreeMap<String, usize>,
+    max_in_flight: BTreeMap<String, usize>,
 }
 
 /// EC2 in every env, the master's security group and the SQS queue.
@@ -126,6 +131,37 @@ impl FakeCloud {
         self.state().faults.push(Fault { op, env: env.map(str::to_string), times, kind });
     }
 
+    /// `op`'s calls in every env (`env` `None`) or in one take `delay`
+    /// before they are answered (on Tokio's clock).
+    pub fn delay(&self, env: Option<&str>, op: &'static str, delay: Duration) {
+        self.state().delays.push((env.map(str::to_string), op, delay));
+    }
+
+    /// The most EC2 calls `env` had under way at once.
+    pub fn max_in_flight(&self, env: &str) -> usize {
+        self.state().max_in_flight.get(env).copied().unwrap_or(0)
+    }
+
+    /// Counts an EC2 call of `env` as under way, then waits out its delay;
+    /// the call ends when the guard goes.
+    async fn begin(&self, env: &str, op: &'static str) -> InFlight {
+        let delay = {
+            let mut state = self.state();
+            let now = state.calls_in_flight.entry(env.to_string()).or_default();
+            *now += 1;
+            let now = *now;
+            let max = state.max_in_flight.entry(env.to_string()).or_default();
+            *max = (*max).max(now);
+            let delay = state.delays.iter().rev().find(|(e, o, _)| *o == op && e.as_deref().is_none_or(|e| e == env));
+            delay.map(|(_, _, d)| *d)
+        };
+        let guard = InFlight { cloud: self.clone(), env: env.to_string() };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        guard
+    }
+
     pub fn rules(&self) -> Vec<Held> {
         self.state().rules.clone()
     }
@@ -171,7 +207,12 @@ impl FakeCloud {
 
     fn ec2_call(&self, env: &str, op: &'static str, target: &str) -> Result<(), Ec2Error> {
         self.counter.add(1);
-        self.call(env, op, target).map_err(|kind| ec2_error(op, kind))
+        self.call(env, op, target).map_err(|kind| {
+            if kind == Ec2ErrorKind::Throttled {
+                self.counter.add_throttled();
+            }
+            ec2_error(op, kind)
+        })
     }
 
     /// Changes one instance of `env`, or fails as EC2 does for an unknown id.
@@ -214,6 +255,20 @@ fn ec2_error(op: &'static str, kind: Ec2ErrorKind) -> Ec2Error {
         Ec2ErrorKind::Other => "InternalError",
     };
     Ec2Error { operation: op, kind, code: Some(code.into()), message: format!("{code}: injected") }
+}
+
+/// One EC2 call under way.
+struct InFlight {
+    cloud: FakeCloud,
+    env: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(n) = self.cloud.state().calls_in_flight.get_mut(&self.env) {
+            *n -= 1;
+        }
+    }
 }
 
 struct FakeEc2 {
@@ -260,18 +315,23 @@ impl FakeEc2 {
 impl Ec2 for FakeEc2 {
     fn describe_agents<'a>(&'a self, slave_name: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, Ec2Error>> {
         Box::pin(async move {
+            let _call = self.cloud.begin(&self.env, "DescribeInstances").await;
             self.cloud.ec2_call(&self.env, "DescribeInstances", slave_name)?;
             Ok(self.cloud.instances(&self.env).into_iter().filter(|i| i.name.as_deref() == Some(slave_name)).collect())
         })
     }
 
     fn run_instance<'a>(&'a self, spec: &'a LaunchSpec) -> BoxFuture<'a, Result<String, Ec2Error>> {
-        Box::pin(async move { self.launch(spec) })
+        Box::pin(async move {
+            let _call = self.cloud.begin(&self.env, "RunInstances").await;
+            self.launch(spec)
+        })
     }
 
     fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
-        let now = self.cloud.clock.now();
         Box::pin(async move {
+            let _call = self.cloud.begin(&self.env, "StartInstances").await;
+            let now = self.cloud.clock.now();
             self.cloud.with_instance(&self.env, "StartInstances", id, |i| {
                 i.state = InstanceState::Running;
                 i.launched = Some(now);
@@ -281,12 +341,14 @@ impl Ec2 for FakeEc2 {
 
     fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(async move {
+            let _call = self.cloud.begin(&self.env, "StopInstances").await;
             self.cloud.with_instance(&self.env, "StopInstances", id, |i| i.state = InstanceState::Stopped)
         })
     }
 
     fn terminate<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(async move {
+            let _call = self.cloud.begin(&self.env, "TerminateInstances").await;
             self.cloud.with_instance(&self.env, "TerminateInstances", id, |i| i.state = InstanceState::Terminated)
         })
     }
@@ -297,6 +359,7 @@ impl Ec2 for FakeEc2 {
         devices: &'a [String],
     ) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(async move {
+            let _call = self.cloud.begin(&self.env, "ModifyInstanceAttribute").await;
             self.cloud.with_instance(&self.env, "ModifyInstanceAttribute", id, |i| {
                 for v in i.volumes.iter_mut().filter(|v| devices.contains(&v.device)) {
                     v.delete_on_termination = true;
@@ -307,6 +370,7 @@ impl Ec2 for FakeEc2 {
 
     fn tag<'a>(&'a self, id: &'a str, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(async move {
+            let _call = self.cloud.begin(&self.env, "CreateTags").await;
             self.cloud.with_instance(&self.env, "CreateTags", id, |i| match key {
                 MASTER_TAG => i.master_tag = Some(value.to_string()),
                 "Name" => i.name = Some(value.to_string()),
@@ -515,6 +579,7 @@ pub fn config(names: &[&str]) -> Config {
             role_name: "jenkins_master".into(),
             master_region: "us-west-2".into(),
             timeout: Duration::from_secs(30),
+            max_parallel_calls: 4,
         },
         security_group: None,
         sqs: None,

@@ -107,6 +107,7 @@ impl<'w> Reconciler<'w> {
         let started_at = self.world.clock.now();
         let before = self.record.stats.clone();
         let calls_before = self.world.ec2_calls.get();
+        let throttled_before = self.world.ec2_calls.throttled();
         let obs = observe(self.world).await;
         // Instances this pass's plan terminates; the inventory leaves them be.
         let mut terminated = BTreeSet::new();
@@ -169,6 +170,7 @@ impl<'w> Reconciler<'w> {
             obs.envs.len(),
             obs.elapsed.as_millis()
         );
+        self.record.stats.add(Counter::Ec2Throttled, self.world.ec2_calls.throttled() - throttled_before);
         let duration = started.elapsed();
         let record = PassRecord {
             number: pass + 1,

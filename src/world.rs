@@ -130,6 +130,10 @@ impl World {
             let ec2_conf = aws_sdk_ec2::config::Builder::from(&env_conf)
                 .interceptor(ec2_calls.clone())
                 .retry_classifier(aws::ec2::CapacityShortageIsFinal)
+                // Each env its own retry quota: two envs in one region (other
+                // accounts) would otherwise share the region's default one,
+                // and one env's failures could spend the other's retries.
+                .retry_partition(aws_sdk_ec2::config::retry::RetryPartition::new(format!("ec2-env-{name}")))
                 .build();
             ec2.insert(name.clone(), Arc::new(aws_sdk_ec2::Client::from_conf(ec2_conf)) as Arc<dyn Ec2>);
         }

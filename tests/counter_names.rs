@@ -35,11 +35,12 @@ fn counted() -> Stats {
         (Counter::GcFailed, 19),
         (Counter::SecurityGroupFailed, 20),
         (Counter::SqsFailed, 21),
+        (Counter::Ec2Throttled, 22),
     ] {
         s.add(counter, n);
     }
     // A new counter is a new column: pin it here too.
-    assert_eq!(Counter::ALL.len(), 21);
+    assert_eq!(Counter::ALL.len(), 22);
     s
 }
 
@@ -52,8 +53,8 @@ fn csv(stats: &Stats, file: &str) -> String {
 #[test]
 fn the_csv_columns_are_the_originals() {
     for (stats, values) in [
-        (Stats::default(), ["0,0,0,0", "0,0", "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0"]),
-        (counted(), ["1,2,3,4", "5,6", "14,15,7,19,8,9,18,16,10,11,12,20,21,17,13"]),
+        (Stats::default(), ["0,0,0,0", "0,0", "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0"]),
+        (counted(), ["1,2,3,4", "5,6", "14,15,22,7,19,8,9,18,16,10,11,12,20,21,17,13"]),
     ] {
         assert_eq!(
             csv(&stats, "properties_run.csv"),
@@ -63,7 +64,7 @@ fn the_csv_columns_are_the_originals() {
         assert_eq!(
             csv(&stats, "properties_error.csv"),
             format!(
-                "action_failed,describe_failed,error_stopping_instance,gc_failed,instance_not_slave,\
+                "action_failed,describe_failed,ec2_throttled,error_stopping_instance,gc_failed,instance_not_slave,\
                  instance_stopped_state,instance_type_refused,inventory_failed,jar_file_error,job_on_queue,\
                  jobs_waited_too_long,security_group_failed,sqs_failed,unknown_label,zombie_instance\r\n{}\r\n",
                 values[2]
@@ -116,6 +117,7 @@ slave_manager_errors_total{kind="instance_type_refused"} 18
 slave_manager_errors_total{kind="gc_failed"} 19
 slave_manager_errors_total{kind="security_group_failed"} 20
 slave_manager_errors_total{kind="sqs_failed"} 21
+slave_manager_errors_total{kind="ec2_throttled"} 22
 # HELP slave_manager_agents Our agents per env and EC2 state at the last observation.
 # TYPE slave_manager_agents gauge
 # HELP slave_manager_pass_duration_seconds Wall time of each pass.
@@ -173,6 +175,7 @@ fn the_report_counters_are_pinned() {
 <tr><td>gc_failed</td><td>19</td></tr>
 <tr><td>security_group_failed</td><td>20</td></tr>
 <tr><td>sqs_failed</td><td>21</td></tr>
+<tr><td>ec2_throttled</td><td>22</td></tr>
 </table>
 "#,
     ] {

@@ -105,6 +105,7 @@ fn throttling_and_server_errors_are_retried_then_counted() {
     assert_eq!(state_of(&w, 0), "running", "the start went through after retries");
     assert_eq!(live(&w, "prod").len(), 1);
     assert_eq!(w.csv("properties_error.csv")["describe_failed"], 0);
+    assert_eq!(w.csv("properties_error.csv")["ec2_throttled"], 2, "each throttled answer counted");
 
     // A launch that keeps failing: logged, counted, the run ends normally.
     let w = two_env_world();
@@ -490,4 +491,84 @@ fn another_masters_agents_with_our_name_are_never_touched_and_ours_are_adopted()
     let adopted = w.instance(&common::s(&w.agent(3)["instance_id"]));
     assert_eq!(adopted["tags"]["jenkins_master"], w.jenkins.url(), "the Python-era agent is adopted");
     assert!(w.instance(&common::s(&w.agent(0)["instance_id"]))["tags"].get("jenkins_master").is_none());
+}
+
+/// The most calls among `calls` under way at one moment.
+fn most_at_once(calls: &[&Value]) -> usize {
+    let mut edges: Vec<(f64, i32)> =
+        calls.iter().flat_map(|c| [(c["time"].as_f64().unwrap(), 1), (c["end"].as_f64().unwrap(), -1)]).collect();
+    // An answer sent at the very moment another call arrives: not at once.
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut now = 0;
+    let mut most = 0;
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap()
+}
+
+#[test]
+fn envs_launch_side_by_side_each_within_the_bound_of_calls_in_flight() {
+    let w = World::new(json!([])).with_proxy();
+    let items: Vec<Value> = (0..3)
+        .flat_map(|n| {
+            [
+                item(&format!("job-dev-{n}"), "dev", "UNKNOWN", "NONE"),
+                item(&format!("job-prod-{n}"), "prod", "UNKNOWN", "NONE"),
+            ]
+        })
+        .collect();
+    w.jenkins.set_state(&json!({ "queue": items }));
+    // Launches answered after a second, as EC2's are, in both regions.
+    w.proxy().latency(json!({"delays": [{"action": "RunInstances", "seconds": 1}]}));
+    let out = run_with(&w, &["--loop_counter", "1", "--max_parallel_calls", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!((live(&w, "dev").len(), live(&w, "prod").len()), (3, 3));
+
+    let calls = w.proxy().calls();
+    let launches = |region: &str| -> Vec<&Value> {
+        calls.iter().filter(|c| c["action"] == "RunInstances" && c["region"] == region).collect()
+    };
+    let (dev, prod) = (launches("us-east-2"), launches("us-west-2"));
+    assert_eq!((dev.len(), prod.len()), (3, 3), "{calls:#?}");
+    // Within an env: two at a time, never three.
+    assert_eq!(most_at_once(&dev), 2, "{dev:#?}");
+    assert_eq!(most_at_once(&prod), 2, "{prod:#?}");
+    // Across envs: prod's launches did not wait for dev's.
+    let both: Vec<&Value> = dev.iter().chain(&prod).copied().collect();
+    assert_eq!(most_at_once(&both), 4, "{both:#?}");
+}
+
+#[test]
+fn max_parallel_calls_below_one_is_refused_in_one_line() {
+    let w = World::new(json!([]));
+    let out = run_with(&w, &["--loop_counter", "1", "--max_parallel_calls", "0"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--max_parallel_calls must be at least 1"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(w.proxy.is_none() && w.jenkins.commands().is_empty(), "nothing was called");
+}
+
+#[test]
+fn a_throttled_burst_completes_and_every_throttled_answer_is_counted() {
+    let w = World::new(json!([])).with_proxy();
+    let items: Vec<Value> = (0..6).map(|n| item(&format!("job-{n}"), "dev_spot", "UNKNOWN", "NONE")).collect();
+    w.jenkins.set_state(&json!({ "queue": items }));
+    // EC2's RunInstances bucket, small: 2 calls at once, 2 more a second.
+    w.proxy().latency(json!({
+        "delays": [{"action": "RunInstances", "seconds": 0.5}],
+        "buckets": [{"action": "RunInstances", "burst": 2, "refill": 2}],
+    }));
+    // A launch whose retries all met an empty bucket is counted failed and
+    // planned again next pass (no marker was written): the burst completes.
+    let out = run_with(&w, &["--loop_counter", "4", "--pass_interval", "1", "--aws_timeout", "60"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let calls = w.proxy().calls();
+    let throttled = calls.iter().filter(|c| c["throttled"] == true).count();
+    assert!(throttled > 0, "the bucket was too big to prove anything: {calls:#?}");
+    assert_eq!(live(&w, "dev").len(), 6, "every item got its agent, none twice");
+    let errors = w.csv("properties_error.csv");
+    assert_eq!(errors["ec2_throttled"], u64::try_from(throttled).unwrap());
 }

@@ -7,6 +7,8 @@ pub mod ec2;
 pub mod security_group;
 pub mod sqs;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::meta::region::RegionProviderChain;
@@ -21,6 +23,9 @@ pub const SESSION_NAME: &str = "slave-manager-script";
 
 /// The base configuration: standard credential chain, bounded retries with
 /// backoff, and timeouts on every call so a hung endpoint cannot stall a pass.
+/// Standard, not adaptive, retries: the adaptive mode's client-side rate
+/// limiter drops to half a call per second after the first throttled answer,
+/// which stalled a describe past a short `--aws_timeout` (issue 11).
 pub async fn base_config(fallback_region: &str, timeout: Duration) -> SdkConfig {
     // The base region only serves STS; IMDS is not asked (it is slow and noisy
     // off EC2), the master's region stands in when the environment names none.
@@ -76,19 +81,39 @@ where
 
 /// Counts the HTTP requests (attempts, retries included) the EC2 clients
 /// send, so each pass can report what it cost; AWS bills and throttles by
-/// request.
+/// request. Also counts the answers that were throttled
+/// (`RequestLimitExceeded`), which the adaptive retry mode slows down for.
 #[derive(Debug, Default, Clone)]
-pub struct CallCounter(std::sync::Arc<std::sync::atomic::AtomicU64>);
+pub struct CallCounter {
+    calls: Arc<AtomicU64>,
+    throttled: Arc<AtomicU64>,
+}
 
 impl CallCounter {
     pub fn get(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// Counts `n` more requests (the fake cloud counts its own calls).
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.calls.fetch_add(n, Ordering::Relaxed);
     }
+
+    /// The throttled answers so far.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more throttled answer (the fake cloud counts its own).
+    pub fn add_throttled(&self) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// EC2's answer when a token bucket is empty.
+fn is_throttled_answer(body: &[u8]) -> bool {
+    const CODE: &[u8] = b"<Code>RequestLimitExceeded</Code>";
+    body.windows(CODE.len()).any(|w| w == CODE)
 }
 
 impl aws_sdk_ec2::config::Intercept for CallCounter {
@@ -102,7 +127,36 @@ impl aws_sdk_ec2::config::Intercept for CallCounter {
         _components: &aws_sdk_ec2::config::RuntimeComponents,
         _cfg: &mut aws_sdk_ec2::config::ConfigBag,
     ) -> Result<(), aws_sdk_ec2::error::BoxError> {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.add(1);
         Ok(())
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &aws_sdk_ec2::config::interceptors::AfterDeserializationInterceptorContextRef<'_>,
+        _components: &aws_sdk_ec2::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
+        // An error answer's body is read into memory before it is parsed.
+        let response = context.response();
+        if response.status().is_server_error() && response.body().bytes().is_some_and(is_throttled_answer) {
+            self.add_throttled();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_limit_answer_is_a_throttle_and_other_errors_are_not() {
+        let answer = |code: &str| {
+            format!("<Response><Errors><Error><Code>{code}</Code><Message>m</Message></Error></Errors></Response>")
+        };
+        assert!(is_throttled_answer(answer("RequestLimitExceeded").as_bytes()));
+        assert!(!is_throttled_answer(answer("InternalError").as_bytes()));
+        assert!(!is_throttled_answer(b""));
     }
 }

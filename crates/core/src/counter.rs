@@ -109,6 +109,8 @@ counters! {
     GcFailed: "gc_failed", Error, true;
     SecurityGroupFailed: "security_group_failed", Error, true;
     SqsFailed: "sqs_failed", Error, true;
+    /// EC2 answers `RequestLimitExceeded` (the SDK retried them, more slowly).
+    Ec2Throttled: "ec2_throttled", Error, false;
 }
 
 impl Counter {
