@@ -842,6 +842,7 @@ class Soak:
             "wait_p50": percentile(waits, 0.5), "wait_p95": percentile(waits, 0.95),
             "builds_killed": sum(j.get("killed") is not None for j in sim["jobs"]),
             "slipped_builds": sum(1 for j in sim["jobs"] if j.get("slipped")),
+            "slipped_killed": sum(1 for j in sim["jobs"] if j.get("slipped") and j.get("killed") is not None),
             "sqs_requests": len(self.sqs_valid),
             "sqs_built": sum(1 for r in self.sqs_valid if c.builds.get(r)),
             "instances_seen": len(c.instances),
@@ -877,8 +878,9 @@ def markdown(results):
          lambda r: f"{r['jobs_started']} / {r['jobs_servable']} / {r['jobs']}"),
         ("time to agent (queued → build started), p50 / p95 sim s",
          lambda r: f"{fmt(r['wait_p50'])} / {fmt(r['wait_p95'])}"),
-        ("builds killed (of them slipped onto a retiring node after the dump)",
-         lambda r: f"{r['builds_killed']} ({r['slipped_builds']} slipped)"),
+        ("builds killed: slipped onto a retiring node after its dump / any other",
+         lambda r: f"{r['slipped_killed']} of {r['slipped_builds']} slipped / "
+                   f"{r['builds_killed'] - r['slipped_killed']}"),
         ("SQS requests built / sent", lambda r: f"{r['sqs_built']} / {r['sqs_requests']}"),
         ("instances seen", lambda r: r["instances_seen"]),
     ]
