@@ -137,7 +137,6 @@ class Instance:
         self.ip = None
         self.transitions = []     # (time, state class, "call"|"snap"), in time order
         self.launches = []        # times it was launched or started
-        self.mutated = []         # times a recorded call changed its state
 
     def labels(self):
         try:
@@ -246,7 +245,8 @@ class Checker:
         self.builds = defaultdict(list)
         self.violations = []
         self.evidence = defaultdict(int)   # how often each check had material
-        self.snap_time = {}          # env -> time of the latest snapshot
+        self.snap_time = {}          # env -> time of the latest snapshot applied
+        self._pending = []           # snapshots waiting for the calls before them
         self._judged = 0             # dumps judged so far
         self._calls_judged = 0
         self._starve = defaultdict(int)     # (env, label, queue id) -> clean passes in a row
@@ -265,14 +265,11 @@ class Checker:
         return inst
 
     def snapshot(self, env, t, described, complete=False):
-        """Instances of `env` as moto describes them at `t`; `complete`: all
-        that are not terminated (any other one known is gone)."""
-        if complete:
-            seen = {d["id"] for d in described}
-            for inst in self.instances.values():
-                recent = any(abs(m - t) < self.cfg.margin for m in inst.mutated)
-                if inst.env == env and inst.id not in seen and not recent and inst.state_at(t) != GONE:
-                    inst.set_state(t, GONE, "snap")
+        """Instances of `env` as moto describes them at `t` (read after
+        `t`); `complete`: all that are not terminated, so any other known
+        one is gone. Attributes (tags, AMI, …) are taken at once; states
+        wait in `_pending` until every call before `t` is in (`evaluate`'s
+        horizon), then fill only what no call explains."""
         for d in described:
             inst = self.instance(d["id"], env)
             inst.tags = dict(d.get("tags", {}))
@@ -283,14 +280,29 @@ class Checker:
             launch = d.get("launch_time")
             if launch is not None and all(abs(launch - x) > 1 for x in inst.launches):
                 inst.launches.append(launch)
-            cls = STATE_CLASS.get(d.get("state"), GONE)
-            # A recorded call is exact; a snapshot only fills what no call
-            # explains (the first sight of an instance, an outside change).
-            recent = any(abs(m - t) < self.cfg.margin for m in inst.mutated)
-            if not recent and inst.state_at(t) != cls:
+        states = {d["id"]: STATE_CLASS.get(d.get("state"), GONE) for d in described}
+        self._pending.append((t, env, states, complete))
+
+    def _apply_snapshots(self, horizon):
+        """Applies the snapshots taken before `horizon` (every call that
+        arrived before it is in): a state that disagrees with the timeline
+        and that no recorded call around `t` explains is an outside change
+        (or the first sight of an instance). Then the caps, at `t`."""
+        margin = self.cfg.margin
+        ready = sorted((x for x in self._pending if x[0] <= horizon - margin), key=lambda x: x[0])
+        self._pending = [x for x in self._pending if x[0] > horizon - margin]
+        for t, env, states, complete in ready:
+            for inst in self.instances.values():
+                if inst.env != env:
+                    continue
+                cls = states.get(inst.id, GONE if complete else None)
+                if cls is None or inst.state_at(t) == cls:
+                    continue
+                if any(src == "call" and abs(when - t) <= margin for when, _, src in inst.transitions):
+                    continue
                 inst.set_state(t, cls, "snap")
-        self.snap_time[env] = max(self.snap_time.get(env, 0), t)
-        self._check_caps(env, t)
+            self.snap_time[env] = max(self.snap_time.get(env, 0), t)
+            self._check_caps(env, t)
 
     def call(self, record):
         """One EC2 call that reached moto: {time, end, region, action,
@@ -305,12 +317,10 @@ class Checker:
                 inst = self.instance(instance_id, env)
                 inst.set_state(record["time"], ACTIVE, "call", self.cfg.margin)
                 inst.launches.append(record["time"])
-                inst.mutated.append(record["time"])
         elif MUTATIONS.get(action):
             for instance_id in record.get("ids", []):
                 inst = self.instance(instance_id, env)
                 inst.set_state(record["time"], MUTATIONS[action], "call", self.cfg.margin)
-                inst.mutated.append(record["time"])
                 if action == "StartInstances":
                     inst.launches.append(record["time"])
 
@@ -400,6 +410,8 @@ class Checker:
         self.evidence["cap_checks"] += 1
         for cls, cap in (("on-demand", self.cfg.on_demand_cap), ("spot", self.cfg.spot_cap)):
             key = (env, cls)
+            if counts[cls] == cap:
+                self.evidence["cap_reached_readings"] += 1
             if counts[cls] > cap:
                 if key not in self._over_cap:
                     self.violate("cap_exceeded", t, env, f"{counts[cls]} {cls} agents of ours, cap {cap}")
@@ -418,8 +430,11 @@ class Checker:
                 return True
         return False
 
-    def evaluate(self, now):
-        """Judge every call and every pass whose evidence is complete by `now`."""
+    def evaluate(self, now, horizon=None):
+        """Judge every call and every pass whose evidence is complete by
+        `now`; `horizon`: every call that arrived before it is in (default
+        `now`)."""
+        self._apply_snapshots(now if horizon is None else horizon)
         self.dumps.sort(key=lambda d: d.time)
         self.calls.sort(key=lambda c: c["time"])
         self._call_times = [c["time"] for c in self.calls]

@@ -733,19 +733,22 @@ class Soak:
                 c.fault(record)
             elif kind == "sqs":
                 c.sqs_sent(*record)
-        for call in self.recorder.drain():
-            c.call(call)
+        # moto first, then the calls: a snapshot is applied once every call
+        # that arrived before it is in.
         for name, account, region in ENVS:
             t = time.time()
             try:
                 c.snapshot(name, t, self.aws.describe(account, region), complete=True)
             except Exception as err:  # noqa: BLE001 - moto busy: next cycle
                 log(f"checker: cannot read {name} from moto: {err!r}")
+        calls, horizon = self.recorder.drain()
+        for call in calls:
+            c.call(call)
         for record in dumps.read():
             c.dump(record)
         for record in commands.read():
             c.command(record)
-        c.evaluate(time.time())
+        c.evaluate(time.time(), horizon)
         self.report()
 
     def report(self):
@@ -925,8 +928,9 @@ def parse_args(argv):
                         help="then the same seed without faults, for the time-to-agent figures")
     parser.add_argument("--jobs-per-hour", type=float, default=240)
     parser.add_argument("--sqs-per-hour", type=float, default=30)
-    parser.add_argument("--on-demand-cap", type=int, default=6)
-    parser.add_argument("--spot-cap", type=int, default=6)
+    # Caps the trace reaches often: the cap and make-room paths run.
+    parser.add_argument("--on-demand-cap", type=int, default=4)
+    parser.add_argument("--spot-cap", type=int, default=4)
     parser.add_argument("--starve-passes", type=int, default=3)
     parser.add_argument("--check-interval", type=float, default=None,
                         help="real seconds between the checker's reads of moto (default: the pass interval)")

@@ -54,7 +54,7 @@ KINDS = [
          jenkins=True),
     Kind("dump_truncated", "jenkins", 4, (0, 0), "the dump is cut in half", jenkins=True),
     Kind("dump_garbage", "jenkins", 4, (0, 0), "the dump is an HTML page", jenkins=True),
-    Kind("ssh_refused", "jenkins", 3, (20, 90), "Jenkins refuses the manager's SSH key",
+    Kind("ssh_refused", "jenkins", 3, (60, 240), "Jenkins refuses the manager's SSH key",
          jenkins=True),
     Kind("busy_slip", "jenkins", 6, (0, 0),
          "a build lands on a node right after the dump that said it was idle", unclean=False),

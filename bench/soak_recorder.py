@@ -73,14 +73,17 @@ class Recorder:
             self.hooks.append((predicate, action))
 
     def drain(self):
-        """The finished calls not taken yet, in arrival order (stops at the
-        first call still under way, so none is ever taken out of order)."""
+        """(the finished calls not taken yet, in arrival order; the horizon:
+        every call that arrived before it is among those taken so far).
+        Stops at the first call still under way, so none is ever taken out
+        of order."""
         with self.lock:
             out = []
             while self._taken < len(self.calls) and "end" in self.calls[self._taken]:
                 out.append(self.calls[self._taken])
                 self._taken += 1
-            return out
+            pending = self.calls[self._taken:self._taken + 1]
+            return out, pending[0]["time"] if pending else time.time()
 
     def handle(self, handler):
         length = int(handler.headers.get("Content-Length") or 0)

@@ -8,17 +8,22 @@
 #      emulator with bench/simulation.py's model (bench/bench_trace.py: queue
 #      wait, billed instance-minutes, launches, caps);
 #   c. the original Python script's measured scenario, and the ratio
-#      (bench/bench_reference.py).
+#      (bench/bench_reference.py);
+#   soak. the long chaos soak (issue 15; only when asked, ~30 min): hours of
+#      simulated time with every fault kind and an independent invariant
+#      checker, then the same seed without faults (bench/soak.py).
 #
-#   scripts/bench.sh [--parts a,b,c] [--grid subset|full|smoke] [--cli ssh,jar]
+#   scripts/bench.sh [--parts a,b,c,soak] [--grid subset|full|smoke] [--cli ssh,jar]
 #                    [--profile release|debug | --binary PATH] [--out FILE] [--keep]
+#                    [--soak-seed N] [--soak-minutes M]
 #
 # --grid subset (default) runs 10 (Q, I, E) points of the 27, full runs all
 # 27 (about an hour: moto takes seconds to describe 1000 instances), smoke
 # two small ones. --profile release (default) builds with `cargo build
 # --release` (~11 min cold on 2 cores); debug uses the test build; --binary
 # measures a binary already built (nothing is built). --out also
-# writes the Markdown to FILE. Everything runs on 127.0.0.1 in a temporary
+# writes the Markdown to FILE. --soak-seed (default 7) and --soak-minutes
+# (simulated, default 120, at 10x) shape the soak; it replays from its seed. Everything runs on 127.0.0.1 in a temporary
 # directory, removed on exit unless --keep; every process started is stopped.
 
 # cleanup runs only through `trap`, which ShellCheck cannot follow.
@@ -37,6 +42,8 @@ profile="release"
 out=""
 keep=no
 binary=""
+soak_seed=7
+soak_minutes=120
 
 die() { echo "bench: $*" >&2; exit 2; }
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; }
@@ -50,6 +57,8 @@ while (($#)); do
         --binary) binary="${2:?--binary needs a value}"; shift 2 ;;
         --out) out="${2:?--out needs a value}"; shift 2 ;;
         --keep) keep=yes; shift ;;
+        --soak-seed) soak_seed="${2:?--soak-seed needs a value}"; shift 2 ;;
+        --soak-minutes) soak_minutes="${2:?--soak-minutes needs a value}"; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -136,6 +145,20 @@ if [[ ",$parts," == *,c,* ]]; then
     run_part 1800 bench_reference.py --binary "$bin" --workdir "$work" --cli "$clis" \
         --json "$work/reference.json"
     { echo; echo "## (c) The original script's scenario"; echo; cat "$work/part.md"; } >>"$report"
+fi
+
+if [[ ",$parts," == *,soak,* ]]; then
+    echo "bench: the long chaos soak, seed $soak_seed, $soak_minutes simulated minutes" >&2
+    # Violations are figures here (status 1): the table still goes out.
+    timeout -k 30 14400 "$python" bench/soak.py --binary "$bin" --seed "$soak_seed" \
+        --sim-minutes "$soak_minutes" --time-scale 10 --every-kind --baseline \
+        --workdir "$work/soak" --json "$work/soak.json" >"$work/part.md" &
+    driver=$!
+    status=0
+    wait "$driver" || status=$?
+    driver=""
+    ((status <= 1)) || die "soak.py failed (status $status); run with --keep to see $work"
+    { echo; echo "## The long chaos soak (seed $soak_seed)"; echo; cat "$work/part.md"; } >>"$report"
 fi
 
 cat "$report"

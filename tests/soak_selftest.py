@@ -72,10 +72,11 @@ def call(c, t, action, ids=(), made=(), status=200, region=DEV):
 
 
 def settle(c, t, dev=(), prod=()):
-    """moto read at `t` (what the checker needs before it judges)."""
-    c.snapshot("dev", t, list(dev))
-    c.snapshot("prod", t, list(prod))
-    c.evaluate(t)
+    """moto read at `t` (what the checker needs before it judges), judged
+    once the calls before it are in."""
+    c.snapshot("dev", t, list(dev), complete=True)
+    c.snapshot("prod", t, list(prod), complete=True)
+    c.evaluate(t + c.cfg.margin)
 
 
 def found(c, invariant):
@@ -104,6 +105,21 @@ def test_the_spot_cap_is_counted_apart():
     c = checker()
     settle(c, 1, dev=[agent(f"i-{n}", labels="dev_spot", spot=True) for n in range(1, 4)])
     assert [v["detail"] for v in found(c, "cap_exceeded")] == ["3 spot agents of ours, cap 2"]
+
+
+def test_moto_read_while_a_make_room_termination_and_its_launch_go_is_within_the_cap():
+    # The read shows the launch and not the stopped agent it replaced; the
+    # calls come in after it: judged together, the env is at its cap.
+    c = checker()
+    settle(c, 0.5, dev=[agent("i-1"), agent("i-old")])
+    call(c, 9.0, "StopInstances", ids=["i-old"])
+    c.snapshot("dev", 10.2, [agent("i-1"), agent("i-new", launched=10.1)], complete=True)
+    c.snapshot("prod", 10.2, [], complete=True)
+    call(c, 10.0, "TerminateInstances", ids=["i-old"])
+    call(c, 10.1, "RunInstances", made=["i-new"])
+    c.evaluate(15)
+    assert c.violations == [], c.violations
+    assert c.evidence["cap_reached_readings"] >= 1
 
 
 # --- busy -------------------------------------------------------------------------
