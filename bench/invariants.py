@@ -1,8 +1,8 @@
 """The soak's invariant checker (issue 15): judges slave_manager from the
 outside, never from its logs or counters.
 
-What it reads (fed by bench/soak.py, or by tests/soak_selftest.py with
-made-up states):
+What it reads (fed by bench/soak.py, or by tests/tools/test_invariants.py
+with made-up states):
 - moto's EC2 state, read straight from moto (`snapshot`): every instance,
   its tags, lifecycle, key pair, AMI, launch time and state;
 - every EC2 call that reached moto, with the instance ids it named or made

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """A chaos soak with an independent invariant checker (issue 15).
 
-The closed loop of the benchmark's trace (the Jenkins emulator's
-`--simulate`: queue arrivals, agents booting into nodes, builds taking
-executors, the idle policy) runs for hours of simulated time against moto,
+The closed loop of the benchmark's trace (bench/sim_jenkins.py: queue
+arrivals, agents booting into nodes, builds taking executors, the idle
+policy) runs for hours of simulated time against moto,
 with the manager run as the cron job runs it: consecutive bounded runs
 (`--loop_counter`) in one working directory. Meanwhile faults are injected
 at random, several at once (bench/soak_faults.py: EC2 throttling, 500s,
@@ -21,9 +21,9 @@ never from the manager's logs or counters.
           [--workdir DIR] [--keep] [--json FILE] [--markdown FILE]
 
 The processes: moto (bench/soak_moto.py), the recorder (in this process),
-the fault proxy (tests/support/fault_proxy.py) in front of it, the emulator
-with its simulation reading moto directly, and the manager with
-AWS_ENDPOINT_URL at the proxy. Every violation is printed as it is found
+the fault proxy (tests/support/fault_proxy.py) in front of it, the Jenkins
+emulator with the simulation making its dumps (bench/sim_jenkins.py, which
+reads moto directly), and the manager with AWS_ENDPOINT_URL at the proxy. Every violation is printed as it is found
 with the seed, the run and the pass; the same seed replays the same trace
 and fault schedule (in simulated time). Exit status: 0 no violation, 1
 violations, 2 the soak itself could not run.
@@ -334,6 +334,7 @@ class Soak:
         self.applied = {}                  # kind -> faults applied
         self.apply_errors = []
         self.rules = []                    # (rule, until real time) active in the proxy
+        self.buckets = []                  # (token-bucket rule, until real time)
         self.keys_refused_until = 0.0
         self.sqs_valid = {}
         self.reported = 0
@@ -387,9 +388,9 @@ class Soak:
         self.command_log = os.path.join(w, "commands.jsonl")
         self.tails = (Tail(self.dump_log), Tail(self.command_log))
         emulator = self.services.spawn("emulator", [
-            PYTHON, os.path.join(SUPPORT, "jenkins_emulator.py"), "--user", USER,
+            PYTHON, os.path.join(BENCH, "sim_jenkins.py"), "--user", USER,
             "--authorized-keys", self.keys_file, "--log", self.command_log,
-            "--simulate", "--moto-endpoint", self.moto, "--environment", env_json,
+            "--moto-endpoint", self.moto, "--environment", env_json,
             "--trace", trace_path, "--time-scale", str(self.scale), "--boot-delay", str(BOOT_DELAY),
             "--idle-minutes", str(IDLE_MINUTES), "--dump-log", self.dump_log,
             "--sim-out", os.path.join(w, "sim.json"), "--http-port", "0", "--ssh-port", "0"],
@@ -576,11 +577,23 @@ class Soak:
         self.rules.append((rule, until))
         self.post_rules()
 
+    def add_bucket(self, rule, until):
+        self.buckets.append((rule, until))
+        self.post_buckets()
+
+    def post_buckets(self):
+        """The proxy's latency model: the token buckets of the throttling
+        bursts on now (a new model starts its buckets full)."""
+        http(self.proxy + "/_proxy/latency", "POST", {"buckets": [r for r, _ in self.buckets]})
+
     def expire_rules(self):
         now = time.time()
         if any(until <= now for _, until in self.rules):
             self.rules = [(r, u) for r, u in self.rules if u > now]
             self.post_rules()
+        if any(until <= now for _, until in self.buckets):
+            self.buckets = [(r, u) for r, u in self.buckets if u > now]
+            self.post_buckets()
         if self.keys_refused_until and self.keys_refused_until <= now:
             self.keys_refused_until = 0.0
             self.write_keys(True)
@@ -605,8 +618,10 @@ class Soak:
         getattr(self, f"apply_{kind}")(entry)
 
     def apply_ec2_throttle(self, e):
-        self.add_rule({"fault": "throttle", "service": "ec2", "region": self.region(e["env"])},
-                      self.window(e))
+        # EC2's own throttle: a token bucket per action in the env's region,
+        # nearly dry (a burst of 2, refilled at one token every 2 s).
+        self.add_bucket({"service": "ec2", "region": self.region(e["env"]), "burst": 2, "refill": 0.5},
+                        self.window(e))
 
     def apply_ec2_500(self, e):
         rule = {"fault": "error500", "service": "ec2", "region": self.region(e["env"])}
@@ -792,6 +807,8 @@ class Soak:
         self.schedule_done = True
         self.rules = []
         self.post_rules()
+        self.buckets = []
+        self.post_buckets()
         http(self.jenkins + "emulator/fault", "POST", {"groovy": None})
         self.keys_refused_until = 0.0
         self.write_keys(True)

@@ -37,8 +37,9 @@ class Kind:
 
 KINDS = [
     # EC2, per env (one account and region each).
-    Kind("ec2_throttle", "ec2", 6, (10, 40),
-         "a throttling burst: every EC2 call of one env answered RequestLimitExceeded"),
+    Kind("ec2_throttle", "ec2", 6, (20, 90),
+         "a throttling burst: EC2's token bucket per action in one env nearly dry "
+         "(burst 2, refill 0.5/s), the rest answered RequestLimitExceeded"),
     Kind("ec2_500", "ec2", 6, (10, 60),
          "one env's EC2 calls (all, or one action) answered 500 InternalError"),
     Kind("run_timeout", "ec2", 4, (60, 240),

@@ -1,20 +1,10 @@
-#!/usr/bin/env python3
-"""Self-test of the soak's invariant checker (bench/invariants.py) on
-made-up states: for each invariant, a state that breaks it is reported
-and the nearest state that keeps it is not. No process is started; it
-takes well under a second.
-
-  python3 tests/soak_selftest.py        # prints "N passed, N failed"
-"""
+"""The soak's invariant checker (bench/invariants.py) on made-up states: for
+each invariant, a state that breaks it is reported and the nearest state
+that keeps it is not. No process is started."""
 
 import json
-import os
-import sys
-import traceback
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
-
-import invariants  # noqa: E402
+import invariants
 
 SLAVE = "jslave-in-house"
 MASTER = "http://jenkins.invalid/"
@@ -360,23 +350,3 @@ def test_a_request_built_again_after_a_kill_during_its_first_build_is_explained(
     c.command({"time": 40.0, "finished": 40.1, "argv": build})
     c.finish(50)
     assert c.violations == [] and c.evidence["sqs_rebuilt_after_kill_mid_build"] == 1, c.violations
-
-
-def main():
-    tests = [(name, f) for name, f in globals().items() if name.startswith("test_")]
-    passed = failed = 0
-    for name, test in tests:
-        try:
-            test()
-            passed += 1
-            print(f"ok   {name}")
-        except Exception:
-            failed += 1
-            print(f"FAIL {name}")
-            traceback.print_exc(file=sys.stdout)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
