@@ -47,7 +47,7 @@ def main(argv):
     parser.add_argument("--patches", default=os.path.join(BENCH, "soak", "breakages", "*.patch"))
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--sim-minutes", type=float, default=30)
-    parser.add_argument("--time-scale", type=float, default=20)
+    parser.add_argument("--time-scale", type=float, default=10)
     default_target = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")),
                                   "soak-breakages")
     parser.add_argument("--target-dir", default=default_target)
