@@ -70,7 +70,7 @@ def main(argv):
             archive = subprocess.run(["git", "-C", REPO, "archive", "HEAD"], check=True,
                                      capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
-            subprocess.run(["git", "apply", "--unidiff-zero", os.path.abspath(patch)], cwd=tree, check=True)
+            subprocess.run(["git", "apply", os.path.abspath(patch)], cwd=tree, check=True)
             log(f"{name}: building")
             started = time.monotonic()
             subprocess.run(["cargo", "build", "--quiet"], cwd=tree, env=env, check=True)
