@@ -56,7 +56,7 @@ The invariants (names as printed):
   `zombie_passes` clean passes past the zombie limit.
 - old_ami_outlived: a stopped agent of ours on an old AMI was still there
   after a clean first pass of a run (each run's first pass runs the
-  inventory).
+  inventory; clean: its env described, no fault on it, no kill).
 - sqs_built_twice / sqs_lost: a valid SQS request was built more than once,
   or never; sqs_refused_ran: a command ran that no valid request asks for.
 """
@@ -681,6 +681,11 @@ class Checker:
         for env in self.cfg.envs:
             current = (run.get("ami") or {}).get(env)
             if not current or self.faulted(env, run["start"], second):
+                continue
+            # The inventory works on the pass's describe: none, no inventory.
+            region = self.cfg.envs[env]["region"]
+            if not any(c["action"] == "DescribeInstances" and c.get("region") == region
+                       and c.get("status") == 200 for c in self._pass_calls(run["start"], second)):
                 continue
             for inst in self.instances.values():
                 if inst.env != env or inst.why_foreign(self.cfg) is not None or inst.image == current:

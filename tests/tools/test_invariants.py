@@ -297,8 +297,11 @@ def test_an_agent_with_a_node_or_young_enough_is_no_zombie():
 # --- old AMI ---------------------------------------------------------------------------------------
 
 
-def first_passes(c, run_start):
+def first_passes(c, run_start, described=True):
+    """A run's first two passes (the first runs the inventory)."""
     c.command({"time": run_start + 0.5, "argv": ["groovy", "="]})
+    if described:
+        call(c, run_start + 0.4, "DescribeInstances")
     c.command({"time": run_start + 2.5, "argv": ["groovy", "="]})
 
 
@@ -309,6 +312,15 @@ def test_a_stopped_agent_on_an_old_ami_that_outlives_a_runs_first_pass_is_a_viol
     first_passes(c, 0)
     settle(c, 20, dev=old)
     assert len(found(c, "old_ami_outlived")) == 1, c.violations
+
+
+def test_no_inventory_is_owed_when_the_first_pass_could_not_describe_the_env():
+    c = checker()
+    old = [agent("i-o", state="stopped", image=OLD)]
+    settle(c, 0.1, dev=old)
+    first_passes(c, 0, described=False)
+    settle(c, 20, dev=old)
+    assert c.violations == [], c.violations
 
 
 def test_one_terminated_in_the_first_pass_or_on_the_current_ami_is_fine():
