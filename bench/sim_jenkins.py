@@ -7,7 +7,10 @@ moto's EC2: a poller reads our agents (Name tag = slave name) in every env of
 environment.json through the role the manager assumes, and feeds them to the
 model; a ticker advances it. Simulated time runs `--time-scale` times faster
 than real time, from the first dump on. `GET /emulator/sim` reports what
-happened (the model's stats); `--sim-out` also writes them at exit. Every
+happened (the model's stats); `--sim-out` also writes them at exit;
+`--dump-log` appends every dump served, as a JSON line {index, time,
+sim_time, whole, dump}; `POST /emulator/sim/fault` {"no_boot": N, "slip":
+N} injects the soak's faults into the model (bench/simulation.py). Every
 other flag, endpoint and the READY line are the emulator's.
 
 The poller reads moto directly, never through the fault proxy: faults
@@ -17,6 +20,7 @@ Run: python3 bench/sim_jenkins.py --user USER --authorized-keys FILE
          --moto-endpoint URL --environment FILE [--trace FILE]
          [--slave-name NAME] [--boot-delay S] [--time-scale X]
          [--idle-minutes M] [--poll-interval S] [--sim-out FILE]
+         [--dump-log FILE]
          [emulator flags: --http-port N --ssh-port N --log FILE ...]
 """
 
@@ -28,6 +32,7 @@ import time
 import bench_common  # noqa: F401  (puts tests/support, where the emulator lives, on sys.path)
 import simulation
 from emulator import main as emulator
+from emulator.scenario import ScenarioError
 
 ROLE_SESSION = "jenkins-emulator-sim"
 TICK_SECONDS = 0.02
@@ -87,11 +92,13 @@ class ClosedLoop:
     seconds and advances it every tick, in two background threads. What the
     emulator asks of a simulation (`dump`, `stats`, `start`, `stop`)."""
 
-    def __init__(self, model, follower, poll_interval, sim_out=None):
+    def __init__(self, model, follower, poll_interval, sim_out=None, dump_log=None):
         self.model = model
         self.follower = follower
         self.poll_interval = poll_interval
         self.sim_out = sim_out
+        self.dump_log = dump_log
+        self._log_lock = threading.Lock()
         self._stop = threading.Event()
 
     def poll_once(self):
@@ -134,8 +141,24 @@ class ClosedLoop:
         while not self._stop.wait(TICK_SECONDS):
             self.model.advance()
 
-    def dump(self, words):
-        return self.model.dump(words)
+    def dump(self, words, whole=True):
+        """The model's dump; `whole`: it goes out whole (not cut by a
+        fault), so a pending slip may follow it."""
+        dump = self.model.dump(words)
+        if self.dump_log:
+            record = {"index": self.model.dumps, "time": time.time(),
+                      "sim_time": self.model.clock.now(), "whole": whole, "dump": dump}
+            with self._log_lock, open(self.dump_log, "a", encoding="utf-8") as out:
+                out.write(json.dumps(record) + "\n")
+        if whole:
+            self.model.slip(dump)
+        return dump
+
+    def fault(self, request):
+        try:
+            return self.model.fault(request)
+        except ValueError as err:
+            raise ScenarioError(str(err)) from err
 
     def stats(self):
         return self.model.stats()
@@ -167,6 +190,9 @@ def parse_args(argv):
                      help="real seconds between reads of moto (default 0.2)")
     sim.add_argument("--sim-out", metavar="FILE",
                      help="write the simulation's figures here at exit")
+    sim.add_argument("--dump-log", metavar="FILE",
+                     help="append every dump served as a JSON line "
+                          "{index, time, sim_time, whole, dump}")
     args = parser.parse_args(argv)
     emulator.check_args(parser, args)
     if args.time_scale <= 0 or args.boot_delay < 0 or args.poll_interval <= 0:
@@ -187,7 +213,7 @@ def main(argv):
         print(f"sim-jenkins: cannot simulate: {err}", file=sys.stderr)
         return 2
     return emulator.serve(args, ClosedLoop(model, follower, args.poll_interval,
-                                           args.sim_out))
+                                           args.sim_out, args.dump_log))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ following moto's EC2.
                                     # scheduling, up to clock.now()
     sim.dump(words)                 # the dump for `groovy = WORDS…`
     sim.stats()                     # {"summary", "jobs", "instances"}
+    sim.fault({"no_boot": N, "slip": N})   # the soak's faults (bench/soak.py)
+    sim.slip(dump)                  # after a dump went out whole
 """
 
 import hashlib
@@ -261,6 +263,7 @@ class SimInstance:
         self.stops = 0
         self.terminated_at = None
         self.node = None            # its node's name, once registered
+        self.no_boot = False        # a soak fault: it never registers
 
     def update(self, description):
         """Tags and addresses from a DescribeInstances entry."""
@@ -340,6 +343,9 @@ class Simulation:
         self.poll_errors = 0
         self.poll_seconds = []
         self._baseline_done = False
+        self._no_boot_left = 0       # new agents that will never register
+        self._slip_left = 0          # builds that slip onto a retiring node
+        self._doomed_before = set()  # nodes the previous dump said terminate_me
 
     # -- what EC2 holds --------------------------------------------------------
 
@@ -384,6 +390,11 @@ class Simulation:
                 # Running before the simulation: booted long ago.
                 preexisting = before is None and not self._baseline_done
                 instance.boot_at = now + (0 if preexisting else self.boot_delay)
+                if before is None and not preexisting and self._no_boot_left > 0:
+                    self._no_boot_left -= 1
+                    instance.no_boot = True
+                if instance.no_boot:
+                    instance.boot_at = math.inf    # its boot script is broken
                 if before in ("stopped", "stopping"):
                     instance.starts += 1
             return
@@ -511,6 +522,48 @@ class Simulation:
         return {"build_queue": queue, "slave_queue": nodes,
                 "messages": messages}
 
+    # -- the soak's faults -------------------------------------------------------
+
+    def fault(self, request):
+        """`{"no_boot": N, "slip": N}`: the next N agents that appear never
+        register a node (a broken boot script); the next N dumps that newly
+        report a node `terminate_me` see a build land on it right after (see
+        `slip`). ValueError on another shape; answers what is pending."""
+        if not isinstance(request, dict) or set(request) - {"no_boot", "slip"}:
+            raise ValueError('a simulation fault is {"no_boot": N, "slip": N}')
+        for key, value in request.items():
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                raise ValueError(f"{key} must be an integer >= 0")
+        with self._lock:
+            self._no_boot_left += request.get("no_boot", 0)
+            self._slip_left += request.get("slip", 0)
+            return {"no_boot": self._no_boot_left, "slip": self._slip_left}
+
+    def slip(self, dump):
+        """After `dump` went out whole, while a `slip` fault is pending: a
+        build lands on a node it newly reported `terminate_me` (marked
+        offline as the build was being assigned). The manager acts on the
+        dump it read and cannot know; the soak counts such builds apart."""
+        with self._lock:
+            doomed = [e["slaveName"] for e in dump["slave_queue"] if e["terminate_me"] == "true"]
+            fresh = [name for name in doomed if name not in self._doomed_before]
+            self._doomed_before = set(doomed)
+            node = self.nodes.get(fresh[0]) if fresh else None
+            if node is None or self._slip_left == 0:
+                return
+            self._slip_left -= 1
+            self._queue_ids += 1
+            now = self.clock.now()
+            label = next((lb for lb in node.labels if lb != "swarm"), "swarm")
+            job = {"at": now, "job": "soak/slipped", "label": label, "duration": 120.0,
+                   "parameters": "NONE", "queue_id": self._queue_ids, "enqueued": now,
+                   "first_dump": None, "first_dump_index": None, "started": now,
+                   "finished": None, "node": node.name, "instance": node.instance_id,
+                   "killed": None, "slipped": True}
+            self.jobs.append(job)
+            node.busy.append(job)
+            heapq.heappush(self._running, (now + job["duration"], job["queue_id"], job))
+
     def _node_entry(self, node, now, amis, idle_minutes, hourly, messages):
         busy = len(node.busy)
         idle = max(0.0, now - node.idle_since) if busy == 0 else 0.0
@@ -562,7 +615,7 @@ class Simulation:
                                             if i.running_since is not None
                                             else []),
                 "starts": i.starts, "stops": i.stops,
-                "terminated_at": i.terminated_at,
+                "terminated_at": i.terminated_at, "no_boot": i.no_boot,
                 "active_seconds": i.active_seconds(now),
                 "billed_seconds": i.billed_seconds(now),
             } for i in self.instances.values()]

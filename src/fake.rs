@@ -187,6 +187,14 @@ impl FakeCloud {
         self.state().in_flight.len()
     }
 
+    /// The visibility timeout passes: messages received and not deleted are
+    /// on the queue again, as SQS redelivers them.
+    pub fn visible_again(&self) {
+        let mut state = self.state();
+        let back: Vec<Message> = state.in_flight.drain(..).collect();
+        state.queued.extend(back);
+    }
+
     /// The EC2 client of `env`.
     pub fn ec2(&self, env: &str) -> Arc<dyn Ec2> {
         Arc::new(FakeEc2 { env: env.to_string(), cloud: self.clone() })
@@ -513,7 +521,12 @@ impl Jenkins for FakeJenkins {
                 state.faults.remove(at);
             }
             return Err(match kind {
-                CliErrorKind::Unreachable => CliError::Timeout { command, seconds: 60 },
+                // Never reached: the command did not run (a timeout might have).
+                CliErrorKind::Unreachable => CliError::Ssh {
+                    endpoint: "jenkins:22".into(),
+                    reason: "injected: connection refused".into(),
+                    sent: false,
+                },
                 CliErrorKind::Refused => CliError::HostKey { endpoint: "jenkins:22".into(), reason: "injected".into() },
                 CliErrorKind::Failed => CliError::Failed { command, status: 1, stderr: "injected".into() },
                 CliErrorKind::BadOutput => CliError::TooMuchOutput { command, limit: 1 << 20 },

@@ -384,13 +384,20 @@ fn sqs_errors_are_counted_and_no_request_is_lost_or_built_twice() {
     assert_eq!(w.csv("properties_error.csv")["sqs_failed"], 1);
     assert_eq!(builds(&w), 0);
 
-    // Deleting fails: not built (it would come back and be built again).
+    // Deleting fails: built, and remembered as run until it is deleted.
     w.proxy().faults(json!([{"service": "sqs", "action": "DeleteMessage", "fault": "access_denied"}]));
     assert!(run_with(&w, &sqs_flags).status.success());
     assert_eq!(w.csv("properties_error.csv")["sqs_failed"], 1);
-    assert_eq!(builds(&w), 0);
+    assert_eq!(builds(&w), 1);
+    let remembered = |w: &World| {
+        std::fs::read_dir(w.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("sqs_ran_"))
+            .count()
+    };
+    assert_eq!(remembered(&w), 1);
 
-    // The message is still there once it is visible again: built once.
+    // The message comes back once it is visible again: deleted, not built again.
     w.proxy().faults(json!([]));
     common::block_on(
         sqs.set_queue_attributes()
@@ -400,10 +407,49 @@ fn sqs_errors_are_counted_and_no_request_is_lost_or_built_twice() {
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(40);
-    while builds(&w) == 0 && Instant::now() < deadline {
+    while remembered(&w) > 0 && Instant::now() < deadline {
         assert!(run_with(&w, &sqs_flags).status.success());
     }
+    assert_eq!(remembered(&w), 0, "deleted at last");
     assert_eq!(builds(&w), 1, "the request is built exactly once");
+    assert!(run_with(&w, &sqs_flags).status.success());
+    assert_eq!(builds(&w), 1, "and not again");
+}
+
+#[test]
+fn an_sqs_request_waits_while_jenkins_refuses_the_manager_and_is_built_once_it_takes_it() {
+    // Found by the soak (issue 15): the request was deleted, its build then
+    // never reached Jenkins, and it was gone.
+    let w = World::with_args(json!([]), &["--sqs-region", "us-east-2"]);
+    w.jenkins.set_state(&json!({"jobs": {"job-a": {"output": "ok"}}}));
+    let sqs = aws_sdk_sqs::Client::new(&w.sdk("us-east-2"));
+    let url = w.world["sqs"]["queue_url"].as_str().unwrap().to_string();
+    // A message left in the queue is visible again at once.
+    common::block_on(
+        sqs.set_queue_attributes()
+            .queue_url(&url)
+            .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "0")
+            .send(),
+    )
+    .unwrap();
+    common::block_on(sqs.send_message().queue_url(&url).message_body(r#"{"name": "job-a"}"#).send()).unwrap();
+    let account = w.world["master_account"].as_str().unwrap().to_string();
+    let sqs_flags = ["--aws_sqs_account_id", account.as_str(), "--aws_sqs_region", "us-east-2", "--loop_counter", "1"];
+    let builds = |w: &World| w.jenkins.commands().iter().filter(|c| c[0] == "build").count();
+
+    // Jenkins refuses the manager's key: nothing runs, the request stays.
+    let keys = w.path().join("authorized_keys");
+    let key = std::fs::read(&keys).unwrap();
+    std::fs::write(&keys, "").unwrap();
+    assert!(run_with(&w, &sqs_flags).status.success());
+    assert_eq!(builds(&w), 0);
+    assert_eq!(w.csv("properties_sqs.csv")["sqs_dropped"], 0, "not dropped");
+    assert_eq!(w.csv("properties_error.csv")["sqs_failed"], 1, "counted as a failure to handle it");
+
+    std::fs::write(&keys, key).unwrap();
+    assert!(run_with(&w, &sqs_flags).status.success());
+    assert_eq!(builds(&w), 1, "built once Jenkins takes the manager again");
+    assert_eq!(w.csv("properties_sqs.csv")["sqs_handled"], 1);
     assert!(run_with(&w, &sqs_flags).status.success());
     assert_eq!(builds(&w), 1, "and not again");
 }

@@ -59,8 +59,9 @@ pub enum CliError {
     JarTls { command: String, stderr: String },
     #[error("cannot fetch {url}: {reason}")]
     JarDownload { url: String, reason: String },
+    /// `sent`: the command had been sent when it failed (it may have run).
     #[error("ssh {endpoint}: {reason}")]
-    Ssh { endpoint: String, reason: String },
+    Ssh { endpoint: String, reason: String, sent: bool },
     /// The SSH server is not the Jenkins the manager holds it to be: its host
     /// key is not the pinned one, or nothing pins it.
     #[error("ssh {endpoint}: refused: {reason}")]
@@ -123,6 +124,28 @@ impl CliError {
             CliError::Certificate { .. } | CliError::HostKey { .. } | CliError::AtFile { .. } => CliErrorKind::Refused,
             CliError::Failed { .. } => CliErrorKind::Failed,
             CliError::TooMuchOutput { .. } => CliErrorKind::BadOutput,
+        }
+    }
+}
+
+impl CliError {
+    /// Jenkins could not be reached, so the command never ran: trying it
+    /// again later cannot run it twice. A timeout, a failed command or one
+    /// cut off after it was sent may have run; a refused word never will.
+    pub fn never_sent(&self) -> bool {
+        match self {
+            CliError::Discovery { .. }
+            | CliError::Certificate { .. }
+            | CliError::JarTls { .. }
+            | CliError::JarDownload { .. }
+            | CliError::HostKey { .. }
+            | CliError::Spawn { .. } => true,
+            CliError::Ssh { sent, .. } => !sent,
+            CliError::AtFile { .. }
+            | CliError::Timeout { .. }
+            | CliError::TooMuchOutput { .. }
+            | CliError::Failed { .. }
+            | CliError::Task(_) => false,
         }
     }
 }
@@ -417,7 +440,7 @@ impl JenkinsCli {
     /// cut it when the output passes the cap.
     fn connect(&self, discovery: &Discovery) -> Result<(ssh2::Session, String, TcpStream), CliError> {
         let endpoint = &discovery.endpoint;
-        let ssh_err = |reason: String| CliError::Ssh { endpoint: endpoint.to_string(), reason };
+        let ssh_err = |reason: String| CliError::Ssh { endpoint: endpoint.to_string(), reason, sent: false };
         let addr = endpoint
             .to_socket_addrs()
             .map_err(|e| ssh_err(e.to_string()))?
@@ -461,12 +484,13 @@ impl JenkinsCli {
 
     fn run_ssh(&self, discovery: &Discovery, words: &[String], stdin: &[u8]) -> Result<CliOutput, CliError> {
         let endpoint = &discovery.endpoint;
-        let ssh_err = |reason: String| CliError::Ssh { endpoint: endpoint.to_string(), reason };
+        let ssh_err = |reason: String| CliError::Ssh { endpoint: endpoint.to_string(), reason, sent: true };
+        let not_sent = |reason: String| CliError::Ssh { endpoint: endpoint.to_string(), reason, sent: false };
         let deadline = Instant::now() + self.timeout;
         let (session, _, hang_up) = self.connect(discovery)?;
         session
             .userauth_pubkey_file(&self.user, None, &self.key, None)
-            .map_err(|e| ssh_err(format!("authentication as {} failed: {e}", self.user)))?;
+            .map_err(|e| not_sent(format!("authentication as {} failed: {e}", self.user)))?;
         let timed_out = |e: ssh2::Error| {
             if Instant::now() >= deadline || e.code() == ssh2::ErrorCode::Session(-9) {
                 self.timeout_error(words)
@@ -474,7 +498,10 @@ impl JenkinsCli {
                 ssh_err(e.to_string())
             }
         };
-        let mut channel = session.channel_session().map_err(timed_out)?;
+        let mut channel = session.channel_session().map_err(|e| match timed_out(e) {
+            CliError::Ssh { endpoint, reason, .. } => CliError::Ssh { endpoint, reason, sent: false },
+            other => other,
+        })?;
         channel.exec(&command_line(words)).map_err(timed_out)?;
         channel.write_all(stdin).map_err(|e| ssh_err(format!("writing stdin: {e}")))?;
         channel.send_eof().map_err(timed_out)?;

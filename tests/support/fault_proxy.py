@@ -45,9 +45,12 @@ Control API, same port (never forwarded):
                          through the proxy)
 
 RULE: {"fault": KIND, "service": "ec2", "action": "RunInstances",
-"region": "us-east-2", "count": N, "delay": SECONDS, "status": N,
-"code": "...", "message": "..."}; only "fault" is required. service, action
-and region narrow the rule (case-insensitive; each a string or a list);
+"region": "us-east-2", "params": {"NAME": "VALUE"}, "count": N,
+"delay": SECONDS, "status": N, "code": "...", "message": "..."}; only
+"fault" is required. service, action and region narrow the rule
+(case-insensitive; each a string or a list), and so do params (each
+request parameter named must have exactly that value, e.g.
+{"NetworkInterface.1.SubnetId": "subnet-1"}: one AZ out of capacity);
 count (default unlimited) is spent one per hit; the first matching rule
 with count left applies. status, code and message override the error answer
 of the error KINDs.

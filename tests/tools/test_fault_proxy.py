@@ -229,6 +229,21 @@ def test_rules_match_region_action_and_count(w):
     w.faults()
 
 
+def test_rules_match_request_parameters(w):
+    # One offering out of capacity (an AZ's subnet, here an instance type):
+    # the rest of the launches go through.
+    w.faults({"fault": "insufficient_capacity", "action": "RunInstances",
+              "params": {"InstanceType": "c6i.large"}})
+    assert error_of(lambda: w.ec2.run_instances(
+        ImageId=w.ami, MinCount=1, MaxCount=1, InstanceType="c6i.large"))[1] == \
+        "InsufficientInstanceCapacity"
+    w.ec2.run_instances(ImageId=w.ami, MinCount=1, MaxCount=1, InstanceType="t2.small")
+    status, answer = w.control("POST", "/_proxy/faults",
+                               {"rules": [{"fault": "error500", "params": {"A": 1}}]})
+    assert status == 400 and "params" in answer["error"], answer
+    w.faults()
+
+
 def test_sdk_retry_outlasts_a_counted_fault(w):
     retrying = w.client("ec2", Config(retries={"total_max_attempts": 4, "mode": "standard"}))
     w.control("DELETE", "/_proxy/calls")

@@ -102,3 +102,28 @@ def test_trace_is_seeded():
     jobs = check_trace(first)
     assert len(jobs) == 40 and all(0 <= j["at"] <= 600 for j in jobs)
     assert [j["at"] for j in jobs] == sorted(j["at"] for j in jobs)
+
+
+def test_the_soaks_faults_an_agent_that_never_boots_and_a_build_that_slips_in():
+    clock = ManualClock()
+    sim = Simulation(["dev"], [], clock, boot_delay=60, idle_minutes=1)
+    sim.observe("dev", [agent("i-1", "running", "dev", "10.0.0.1")])
+    sim.end_poll(0.01)
+    assert sim.fault({"no_boot": 1, "slip": 1}) == {"no_boot": 1, "slip": 1}
+    at(sim, clock, 10, agent("i-1", "running", "dev", "10.0.0.1"),
+       agent("i-2", "running", "dev", "10.0.0.2"))
+    at(sim, clock, 200)
+    assert "dev-10.0.0.2" not in nodes(sim.dump([])), "i-2 never registers"
+    # i-1 idles past the limit: the dump that retires it sees a build land
+    # on it just after, so the next dump shows it busy.
+    dump = sim.dump([])
+    assert nodes(dump)["dev-10.0.0.1"]["terminate_me"] == "true"
+    sim.slip(dump)
+    assert nodes(sim.dump([]))["dev-10.0.0.1"]["busy_executors"] == "1"
+    assert [j["job"] for j in sim.stats()["jobs"] if j.get("slipped")] == ["soak/slipped"]
+    try:
+        sim.fault({"boom": 1})
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("an unknown fault is refused")

@@ -8,7 +8,7 @@ from aws_proxy.wire import ERRORS, service_error
 
 OTHER_KINDS = {"delay", "reset", "succeed_then_timeout", "succeed_then_reset"}
 KINDS = set(ERRORS) | OTHER_KINDS
-RULE_KEYS = ("fault", "count", "delay", "status", "code", "message")
+RULE_KEYS = ("fault", "count", "delay", "status", "code", "message", "params")
 
 
 class Rule:
@@ -21,9 +21,16 @@ class Rule:
         self.fault = spec["fault"]
         self.count = spec.get("count")
         self.delay = spec.get("delay")
+        # Request parameters that must have exactly these values, e.g.
+        # {"NetworkInterface.1.SubnetId": "subnet-1"}: one AZ out of capacity.
+        self.params = spec.get("params", {})
+        if not (isinstance(self.params, dict)
+                and all(isinstance(v, str) for v in self.params.values())):
+            raise BadRule(f"params must be an object of strings, not {self.params!r}")
 
-    def matches(self, call):
-        return matches(self.spec, call)
+    def matches(self, call, params=None):
+        return matches(self.spec, call) and all(
+            (params or {}).get(name) == value for name, value in self.params.items())
 
     def error(self, request):
         """(status, code, message) of this rule's error KIND for the request,

@@ -57,11 +57,12 @@ class State:
         with self.lock:
             self.latency = model
 
-    def take_rule(self, call):
-        """The first matching rule with count left, its count spent by one."""
+    def take_rule(self, call, params=None):
+        """The first matching rule with count left, its count spent by one;
+        `params`: the request's parameters, for rules that name some."""
         with self.lock:
             for rule in self.rules:
-                if rule.count != 0 and rule.matches(call):
+                if rule.count != 0 and rule.matches(call, params):
                     if rule.count is not None:
                         rule.count -= 1
                     return rule
@@ -260,7 +261,7 @@ class Handler(BaseHTTPRequestHandler):
         answer_at = time.monotonic() + delay
         if delay:
             state.update(call, delay=delay)
-        rule = state.take_rule(call)
+        rule = state.take_rule(call, request.params)
         kind = rule.fault if rule else None
         if rule:
             state.update(call, fault=kind)

@@ -148,7 +148,7 @@ class Jenkins:
         pass 2 sees B". With a simulation the dump is the model's, made with
         the command's arguments `words`; the scenario's messages are added.
         """
-        simulated = self.simulation.dump(words) if self.simulation else None
+        simulated = self.simulation.dump(words, whole) if self.simulation else None
         with self._lock:
             scenario = self._scenario
             if simulated is not None:

@@ -43,6 +43,8 @@ class HttpHandler(BaseHTTPRequestHandler):
     POST   /emulator/fault            {"groovy": MODE|null, "count": N}
     GET    /emulator/sim              the simulation's figures (when one
                                       makes the dumps: bench/sim_jenkins.py)
+    POST   /emulator/sim/fault        a fault in the simulation's model
+                                      (bench/sim_jenkins.py says which)
     GET    anything else              403 (a page with X-SSH-Endpoint with
                                       --anonymous-read)
 
@@ -173,6 +175,11 @@ class HttpHandler(BaseHTTPRequestHandler):
             self.apply(self.jenkins.set_host_key)
         elif self.path == "/emulator/fault":
             self.apply(self.jenkins.set_fault)
+        elif self.path == "/emulator/sim/fault" and self.jenkins.simulation is not None:
+            try:
+                self.send_json(self.jenkins.simulation.fault(self.read_json()))
+            except ScenarioError as err:
+                self.send_json({"error": str(err)}, HTTPStatus.BAD_REQUEST)
         else:
             self.send_json({"error": "no such endpoint"}, HTTPStatus.NOT_FOUND)
 
