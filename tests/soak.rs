@@ -29,7 +29,11 @@ fn a_short_chaos_soak_of_every_fault_kind_breaks_no_invariant() {
             out.status.success(),
             "the soak with seed {seed} failed ({:?}):\n{}\n{stdout}",
             out.status,
-            stderr.lines().filter(|l| l.contains("VIOLATION") || l.contains("could not")).collect::<Vec<_>>().join("\n")
+            stderr
+                .lines()
+                .filter(|l| l.contains("VIOLATION") || l.contains("could not"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         assert!(stdout.contains("| violations: double_agent | 0 |"), "no figures printed:\n{stdout}\n{stderr}");
     }
