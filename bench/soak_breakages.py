@@ -10,9 +10,10 @@ run a short soak against it, and report which invariants fired.
 Each patch starts with `Breaks: <invariant>` and a line saying what it
 does. The copy is `git archive HEAD` (committed code only) extracted anew
 for each patch; the builds share one cargo target directory (default
-`$CARGO_TARGET_DIR/soak-breakages`), so after the first only the crate
-itself is rebuilt. Never run in CI (a build and a soak per patch). Exit
-status 0 when every patch made its invariant fire, 1 otherwise.
+`$CARGO_TARGET_DIR/soak-breakages`), so after the first only the
+workspace's own crates are rebuilt. Never run in CI (a build and a soak
+per patch). Exit status 0 when every patch made its invariant fire, 1
+otherwise.
 """
 
 import argparse
@@ -70,6 +71,13 @@ def main(argv):
             archive = subprocess.run(["git", "-C", REPO, "archive", "HEAD"], check=True,
                                      capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+            # git archive stamps every file with the commit's time: a crate the
+            # previous patch changed would look older than its last build and
+            # keep that patch. Every file is new, so every crate is rebuilt.
+            now = time.time()
+            for root, _, files in os.walk(tree):
+                for name in files:
+                    os.utime(os.path.join(root, name), (now, now))
             subprocess.run(["git", "apply", os.path.abspath(patch)], cwd=tree, check=True)
             log(f"{name}: building")
             started = time.monotonic()
