@@ -298,7 +298,12 @@ class Checker:
                 cls = states.get(inst.id, GONE if complete else None)
                 if cls is None or inst.state_at(t) == cls:
                     continue
-                if any(src == "call" and abs(when - t) <= margin for when, _, src in inst.transitions):
+                # A read racing a call: one just before it that moto had not
+                # yet applied (a stale read), or one just after it that the
+                # read already shows. A read of the state before a later call
+                # is the truth until that call.
+                calls = [(when, c) for when, c, src in inst.transitions if src == "call"]
+                if any(t - margin <= when <= t or (t < when <= t + margin and c == cls) for when, c in calls):
                     continue
                 inst.set_state(t, cls, "snap")
             self.snap_time[env] = max(self.snap_time.get(env, 0), t)

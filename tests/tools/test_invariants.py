@@ -323,6 +323,20 @@ def test_no_inventory_is_owed_when_the_first_pass_could_not_describe_the_env():
     assert c.violations == [], c.violations
 
 
+def test_a_read_just_before_the_call_that_ends_an_agent_still_counts():
+    # moto read at 0.5, the first pass terminates the agent at 1.0: it was
+    # stopped on an old AMI until then (the inventory was owed and done).
+    c = checker()
+    old = [agent("i-o", state="stopped", image=OLD)]
+    c.snapshot("dev", 0.5, old, complete=True)
+    c.snapshot("prod", 0.5, [], complete=True)
+    call(c, 1.0, "TerminateInstances", ids=["i-o"])
+    first_passes(c, 0)
+    settle(c, 20)
+    assert c.instances["i-o"].state_at(0.7) == "stopped", c.instances["i-o"].transitions
+    assert c.violations == [] and c.evidence["old_ami_checks"] == 1, c.violations
+
+
 def test_one_terminated_in_the_first_pass_or_on_the_current_ami_is_fine():
     c = checker()
     fleet = [agent("i-o", state="stopped", image=OLD), agent("i-n", state="stopped")]
