@@ -541,6 +541,10 @@ class Checker:
         run = self.run_at(dump.time)
         if run is None or (run.get("killed") and run.get("end") is not None and run["end"] <= end):
             return False
+        return self._described(env, dump)
+
+    def _described(self, env, dump):
+        """A DescribeInstances of `env` succeeded with the pass of `dump`."""
         region = self.cfg.envs[env]["region"]
         return any(c["action"] == "DescribeInstances" and c.get("region") == region
                    and c.get("status") == 200
@@ -645,10 +649,12 @@ class Checker:
         if cfg.zombie_limit is None or not dump.nodes:
             return
         ours = [i for i in self.instances.values() if i.why_foreign(cfg) is None]
-        # As the manager: a busy node that maps to no agent of ours may be
-        # one under a name it does not understand; no hunt that pass.
+        # As the manager: a busy node that maps to no agent of ours it sees
+        # (active, in an env its describe reached this pass) may be one under
+        # a name it does not understand; no hunt that pass, in any env.
+        seen = [i for i in ours if i.state_at(dump.time) in (ACTIVE, STOPPED) and self._described(i.env, dump)]
         for node in dump.nodes:
-            if node["busy"] and not any(dump.node_of(i) is node for i in ours):
+            if node["busy"] and not any(dump.node_of(i) is node for i in seen):
                 return
         for inst in ours:
             if inst.env != env:
