@@ -298,7 +298,12 @@ class Checker:
                 cls = states.get(inst.id, GONE if complete else None)
                 if cls is None or inst.state_at(t) == cls:
                     continue
-                if any(src == "call" and abs(when - t) <= margin for when, _, src in inst.transitions):
+                # A read racing a call: one just before it that moto had not
+                # yet applied (a stale read), or one just after it that the
+                # read already shows. A read of the state before a later call
+                # is the truth until that call.
+                calls = [(when, c) for when, c, src in inst.transitions if src == "call"]
+                if any(t - margin <= when <= t or (t < when <= t + margin and c == cls) for when, c in calls):
                     continue
                 inst.set_state(t, cls, "snap")
             self.snap_time[env] = max(self.snap_time.get(env, 0), t)
@@ -536,6 +541,10 @@ class Checker:
         run = self.run_at(dump.time)
         if run is None or (run.get("killed") and run.get("end") is not None and run["end"] <= end):
             return False
+        return self._described(env, dump)
+
+    def _described(self, env, dump):
+        """A DescribeInstances of `env` succeeded with the pass of `dump`."""
         region = self.cfg.envs[env]["region"]
         return any(c["action"] == "DescribeInstances" and c.get("region") == region
                    and c.get("status") == 200
@@ -640,10 +649,12 @@ class Checker:
         if cfg.zombie_limit is None or not dump.nodes:
             return
         ours = [i for i in self.instances.values() if i.why_foreign(cfg) is None]
-        # As the manager: a busy node that maps to no agent of ours may be
-        # one under a name it does not understand; no hunt that pass.
+        # As the manager: a busy node that maps to no agent of ours it sees
+        # (active, in an env its describe reached this pass) may be one under
+        # a name it does not understand; no hunt that pass, in any env.
+        seen = [i for i in ours if i.state_at(dump.time) in (ACTIVE, STOPPED) and self._described(i.env, dump)]
         for node in dump.nodes:
-            if node["busy"] and not any(dump.node_of(i) is node for i in ours):
+            if node["busy"] and not any(dump.node_of(i) is node for i in seen):
                 return
         for inst in ours:
             if inst.env != env:

@@ -860,6 +860,10 @@ class Soak:
             "jobs": len(jobs), "jobs_started": sum(j["started"] is not None for j in jobs),
             "jobs_servable": sum(j["label"] not in UNSERVABLE for j in jobs),
             "wait_p50": percentile(waits, 0.5), "wait_p95": percentile(waits, 0.95),
+            # The jobs that found no free executor when they arrived.
+            "waited": len([w for w in waits if w > 1.0]),
+            "waited_p50": percentile([w for w in waits if w > 1.0], 0.5),
+            "waited_p95": percentile([w for w in waits if w > 1.0], 0.95),
             "builds_killed": sum(j.get("killed") is not None for j in sim["jobs"]),
             "slipped_builds": sum(1 for j in sim["jobs"] if j.get("slipped")),
             "slipped_killed": sum(1 for j in sim["jobs"] if j.get("slipped") and j.get("killed") is not None),
@@ -898,6 +902,8 @@ def markdown(results):
          lambda r: f"{r['jobs_started']} / {r['jobs_servable']} / {r['jobs']}"),
         ("time to agent (queued → build started), p50 / p95 sim s",
          lambda r: f"{fmt(r['wait_p50'])} / {fmt(r['wait_p95'])}"),
+        ("… jobs that found no free executor on arrival: count, p50 / p95 sim s",
+         lambda r: f"{r['waited']}, {fmt(r['waited_p50'])} / {fmt(r['waited_p95'])}"),
         ("builds killed: slipped onto a retiring node after its dump / any other",
          lambda r: f"{r['slipped_killed']} of {r['slipped_builds']} slipped / "
                    f"{r['builds_killed'] - r['slipped_killed']}"),

@@ -76,8 +76,8 @@ def main(argv):
             # keep that patch. Every file is new, so every crate is rebuilt.
             now = time.time()
             for root, _, files in os.walk(tree):
-                for name in files:
-                    os.utime(os.path.join(root, name), (now, now))
+                for file_name in files:
+                    os.utime(os.path.join(root, file_name), (now, now))
             subprocess.run(["git", "apply", os.path.abspath(patch)], cwd=tree, check=True)
             log(f"{name}: building")
             started = time.monotonic()

@@ -285,6 +285,23 @@ def test_an_agent_without_a_node_past_the_zombie_limit_is_a_violation():
     assert len(found(c, "zombie_outlived")) == 1, c.violations
 
 
+def test_no_zombie_hunt_is_owed_while_a_busy_node_maps_to_no_agent_the_manager_sees():
+    # prod's describe fails: the busy node of a prod agent matches nothing
+    # the manager sees, which holds its hunt up in every env.
+    c = checker()
+    zombie = [agent("i-z", launched=-200)]
+    busy_prod = [agent("i-p", ip="10.2.1.9")]
+    settle(c, 0.5, dev=zombie, prod=busy_prod)
+    for n in range(4):
+        t = 10 + 2 * n
+        dump(c, t, n + 1, nodes=[node("prod-10.2.1.9", "i-p", busy=1, idle=0)], describe=False)
+        call(c, t - 0.1, "DescribeInstances")                        # dev only
+        call(c, t - 0.1, "DescribeInstances", status=500, region=PROD)
+    dump(c, 18, 5)
+    settle(c, 100, dev=zombie, prod=busy_prod)
+    assert found(c, "zombie_outlived") == [], c.violations
+
+
 def test_an_agent_with_a_node_or_young_enough_is_no_zombie():
     c = checker()
     fleet = [agent("i-a", launched=-200), agent("i-b", launched=0)]
@@ -321,6 +338,20 @@ def test_no_inventory_is_owed_when_the_first_pass_could_not_describe_the_env():
     first_passes(c, 0, described=False)
     settle(c, 20, dev=old)
     assert c.violations == [], c.violations
+
+
+def test_a_read_just_before_the_call_that_ends_an_agent_still_counts():
+    # moto read at 0.5, the first pass terminates the agent at 1.0: it was
+    # stopped on an old AMI until then (the inventory was owed and done).
+    c = checker()
+    old = [agent("i-o", state="stopped", image=OLD)]
+    c.snapshot("dev", 0.5, old, complete=True)
+    c.snapshot("prod", 0.5, [], complete=True)
+    call(c, 1.0, "TerminateInstances", ids=["i-o"])
+    first_passes(c, 0)
+    settle(c, 20)
+    assert c.instances["i-o"].state_at(0.7) == "stopped", c.instances["i-o"].transitions
+    assert c.violations == [] and c.evidence["old_ami_checks"] == 1, c.violations
 
 
 def test_one_terminated_in_the_first_pass_or_on_the_current_ami_is_fine():
