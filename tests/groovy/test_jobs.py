@@ -2,7 +2,8 @@
 """Checks the importable job definitions in jenkins/jobs (run by tests/groovy/run.sh).
 
 - both config.xml files are well-formed and say what docs/jenkins.md promises
-  (label, schedule, no concurrent builds, archived CSVs, the system Groovy step);
+  (label, schedule, no concurrent builds, archived CSVs and report.html, the
+  HTML Publisher and one Plot per properties_*.csv, the system Groovy step);
 - the GC job's embedded script is jenkins/run_gc.groovy, byte for byte;
 - util_slave_manager's shell step passes shellcheck, and when run with stand-ins
   for `aws` and `slave_manager` fetches environment.json and id_rsa from S3,
@@ -66,7 +67,55 @@ def util_slave_manager_runs_every_5_minutes_on_master_node_one_at_a_time():
     assert text(root, 'disabled') == 'false'
     assert text(root, './triggers/hudson.triggers.TimerTrigger/spec') == 'H/5 * * * *'
     assert len(root.findall('./builders/*')) == 1
-    assert text(root, './publishers/hudson.tasks.ArtifactArchiver/artifacts') == 'properties_*.csv'
+    archived = text(root, './publishers/hudson.tasks.ArtifactArchiver/artifacts').split(',')
+    assert sorted(archived) == ['properties_*.csv', 'report.html'], archived
+
+
+def csv_files_the_manager_writes():
+    """The properties_*.csv names in the sources that write them."""
+    names = set()
+    for path in ('crates/core/src/counter.rs', 'src/record/stats.rs'):
+        with open(os.path.join(REPO, path)) as f:
+            names |= set(re.findall(r'"(properties_\w+\.csv)"', f.read()))
+    return names
+
+
+@test
+def util_slave_manager_publishes_report_html_with_the_html_publisher():
+    root = ET.parse(USM).getroot()
+    targets = root.findall('./publishers/htmlpublisher.HtmlPublisher/reportTargets/htmlpublisher.HtmlPublisherTarget')
+    assert len(targets) == 1, targets
+    target = targets[0]
+    # The manager writes report.html in its working directory, the workspace.
+    assert text(target, 'reportDir') == '.'
+    assert text(target, 'reportFiles') == 'report.html'
+    assert text(target, 'reportName')
+    # Every run's report is kept (a run is one build), and a run that wrote
+    # none (it failed before its end) does not fail the build a second time.
+    assert text(target, 'keepAll') == 'true'
+    assert text(target, 'allowMissing') == 'true'
+
+
+@test
+def util_slave_manager_plots_every_properties_csv_one_plot_each_series_by_column():
+    root = ET.parse(USM).getroot()
+    plots = root.findall('./publishers/hudson.plugins.plot.PlotPublisher/plots/hudson.plugins.plot.Plot')
+    files = []
+    for plot in plots:
+        series = plot.findall('./series/*')
+        assert [s.tag for s in series] == ['hudson.plugins.plot.CSVSeries'], [s.tag for s in series]
+        assert text(series[0], 'fileType') == 'csv'
+        # OFF: no column excluded, so each column of the CSV is a series.
+        assert text(series[0], 'inclusionFlag') == 'OFF'
+        assert text(plot, 'title')
+        files.append(text(series[0], 'file'))
+    expected = csv_files_the_manager_writes()
+    assert len(expected) == 4, expected
+    assert sorted(files) == sorted(expected), files
+    # The plugin keeps each plot's history in the job's directory under this
+    # name: one file per plot, never shared.
+    names = [text(p, 'csvFileName') for p in plots]
+    assert all(names) and len(set(names)) == len(names), names
 
 
 @test
