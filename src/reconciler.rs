@@ -16,7 +16,7 @@ use crate::model::{EnvObservation, InstanceState};
 use crate::observe::{observe, Observation};
 use crate::periodic::schedule::{self, Job};
 use crate::periodic::{gc, security_group, sqs_requests};
-use crate::plan::{decide, plan_inventory, Decision, Note, NoteLevel, PlanConfig};
+use crate::plan::{cost, decide, plan_inventory, Decision, Note, NoteLevel, PlanConfig};
 use crate::record::metrics::AgentStates;
 use crate::record::{PassRecord, Recorder};
 use crate::world::World;
@@ -109,6 +109,8 @@ impl<'w> Reconciler<'w> {
         let calls_before = self.world.ec2_calls.get();
         let throttled_before = self.world.ec2_calls.throttled();
         let obs = observe(self.world).await;
+        let usage = cost::observe_usage(&self.plan_config, obs.dump.as_ref().ok(), &obs.envs);
+        self.record.run.cost.observe(obs.now, usage);
         // Instances this pass's plan terminates; the inventory leaves them be.
         let mut terminated = BTreeSet::new();
 
@@ -332,6 +334,20 @@ mod tests {
         assert_eq!(r.record.run.passes.last().map(|p| p.number), Some(4));
         assert_eq!(r.record.run.passes[0].ec2_requests, 3, "two describes and the launch");
         assert!(s.world.workdir.join(crate::record::metrics::FILE).exists());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_agent_without_a_node_is_charged_as_booting_between_passes() {
+        // Passes at 0, 5, 10, 15 s: created in the first, seen running
+        // without a node by the next three, charged for the two intervals.
+        let s = setup(passes(4));
+        s.jenkins.enqueue("app", "dev");
+        let r = run(&s.world).await;
+        let by_label = r.record.run.cost.by_label();
+        let dev = &by_label[&("dev", "dev")];
+        assert_eq!(dev.get(&cost::Usage::Booting), Some(&Duration::from_secs(10)));
+        assert_eq!(dev.len(), 1, "nothing busy, idle or stopped");
+        assert_eq!(r.record.run.cost.busy_share(None), Some(0.0));
     }
 
     #[tokio::test(start_paused = true)]

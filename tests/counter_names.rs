@@ -120,6 +120,10 @@ slave_manager_errors_total{kind="sqs_failed"} 21
 slave_manager_errors_total{kind="ec2_throttled"} 22
 # HELP slave_manager_agents Our agents per env and EC2 state at the last observation.
 # TYPE slave_manager_agents gauge
+# HELP slave_manager_instance_minutes_total Instance-minutes of our agents in this run, by env, label and use (booting, busy and idle are paid; stopped pays its volumes only).
+# TYPE slave_manager_instance_minutes_total counter
+# HELP slave_manager_busy_share The share of this run's paid instance-minutes (booting, busy, idle) that ran builds, by env.
+# TYPE slave_manager_busy_share gauge
 # HELP slave_manager_pass_duration_seconds Wall time of each pass.
 # TYPE slave_manager_pass_duration_seconds histogram
 slave_manager_pass_duration_seconds_bucket{le="0.1"} 0

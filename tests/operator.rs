@@ -222,7 +222,7 @@ fn render_in_chromium(page: &Path) {
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
-    for id in ["summary", "timeline", "actions", "problems", "counters"] {
+    for id in ["summary", "timeline", "cost", "actions", "problems", "counters"] {
         assert!(dom.contains(&format!("id=\"{id}\"")), "the rendered page lacks #{id}");
     }
 }

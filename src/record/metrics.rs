@@ -83,6 +83,30 @@ pub fn render(stats: &Stats, run: &RunRecord, agents: &AgentStates) -> String {
             vec![(String::new(), at.to_string())],
         );
     }
+    metric(
+        "instance_minutes_total",
+        "counter",
+        "Instance-minutes of our agents in this run, by env, label and use (booting, busy and idle are paid; stopped pays its volumes only).",
+        run.cost
+            .by_label()
+            .into_iter()
+            .flat_map(|((env, label), uses)| {
+                uses.into_iter().map(move |(use_, time)| {
+                    (labels(&[("env", env), ("label", label), ("use", use_.as_str())]), minutes(time))
+                })
+            })
+            .collect(),
+    );
+    metric(
+        "busy_share",
+        "gauge",
+        "The share of this run's paid instance-minutes (booting, busy, idle) that ran builds, by env.",
+        run.cost
+            .envs()
+            .into_iter()
+            .filter_map(|env| run.cost.busy_share(Some(env)).map(|s| (labels(&[("env", env)]), s.to_string())))
+            .collect(),
+    );
 
     let durations: Vec<f64> = run.passes.iter().map(|p| p.duration.as_secs_f64()).collect();
     let mut samples: Vec<(String, String)> = BUCKETS
@@ -100,6 +124,10 @@ pub fn render(stats: &Stats, run: &RunRecord, agents: &AgentStates) -> String {
     let _ = writeln!(out, "slave_manager_pass_duration_seconds_sum {}", durations.iter().sum::<f64>());
     let _ = writeln!(out, "slave_manager_pass_duration_seconds_count {}", durations.len());
     out
+}
+
+fn minutes(time: std::time::Duration) -> String {
+    (time.as_secs_f64() / 60.0).to_string()
 }
 
 /// `{k="v",…}` with the format's escapes.
@@ -120,6 +148,7 @@ pub fn write(dir: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::cost::{CostLedger, Usage};
     use crate::record::{ActionRecord, PassRecord};
     use std::time::{Duration, SystemTime};
 
@@ -144,10 +173,17 @@ mod tests {
             text: String::new(),
             outcome,
         };
-        let run = RunRecord {
+        let mut run = RunRecord {
             passes: vec![pass(200), pass(3000)],
             actions: vec![action("create", Ok(())), action("create", Ok(())), action("stop", Err("x".into()))],
+            cost: CostLedger::default(),
         };
+        let usage = |entries: &[(Usage, u32)]| {
+            let usage = entries.iter().map(|(u, n)| (("dev_spot".to_string(), *u), *n)).collect();
+            BTreeMap::from([("dev".to_string(), Some(usage))])
+        };
+        run.cost.observe(SystemTime::UNIX_EPOCH, usage(&[(Usage::Busy, 1), (Usage::Idle, 3)]));
+        run.cost.observe(SystemTime::UNIX_EPOCH + Duration::from_secs(90), usage(&[]));
         let agents = AgentStates::from([("dev".to_string(), BTreeMap::from([("running", 2), ("stopped", 1)]))]);
         let text = render(&stats, &run, &agents);
         // The names themselves are pinned by tests/counter_names.rs.
@@ -160,6 +196,9 @@ mod tests {
             &events,
             &errors,
             r#"slave_manager_agents{env="dev",state="stopped"} 1"#,
+            r#"slave_manager_instance_minutes_total{env="dev",label="dev_spot",use="busy"} 1.5"#,
+            r#"slave_manager_instance_minutes_total{env="dev",label="dev_spot",use="idle"} 4.5"#,
+            r#"slave_manager_busy_share{env="dev"} 0.25"#,
             "slave_manager_queue_length 3",
             r#"slave_manager_pass_duration_seconds_bucket{le="0.25"} 1"#,
             r#"slave_manager_pass_duration_seconds_bucket{le="5"} 2"#,

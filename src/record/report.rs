@@ -1,14 +1,15 @@
 //! `report.html`: one self-contained page (no network, no script) written at
 //! the end of each run beside the CSVs, for the Jenkins job to archive: the
-//! queue and the agents per env over the run, each action with its reason,
-//! and every warning or error.
+//! queue and the agents per env over the run, where the instance-time went,
+//! each action with its reason, and every warning or error.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::counter::{Counter, CsvFile};
 use crate::logging::Problem;
+use crate::plan::cost::Usage;
 use crate::record::stats::Stats;
 use crate::record::RunRecord;
 
@@ -51,6 +52,7 @@ svg text {{ font-size: 11px; fill: #444; }}
 
     let _ = writeln!(h, "<h2>Queue and agents per env</h2>");
     h.push_str(&timeline(run));
+    h.push_str(&cost(run));
 
     let _ = writeln!(h, r#"<h2>Actions ({})</h2>"#, run.actions.len());
     if run.actions.is_empty() {
@@ -167,6 +169,43 @@ fn timeline(run: &RunRecord) -> String {
     s
 }
 
+/// Instance-minutes per env, label and use, and the share of the paid ones
+/// (booting, busy, idle) that ran builds.
+fn cost(run: &RunRecord) -> String {
+    let mut s = "<h2>Where the money goes</h2>\n".to_string();
+    let by_label = run.cost.by_label();
+    if by_label.is_empty() {
+        s.push_str(r#"<p id="cost">No agent was seen over two passes.</p>"#);
+        s.push('\n');
+        return s;
+    }
+    let _ = write!(s, r#"<table id="cost"><tr><th>env</th><th>label</th>"#);
+    for use_ in Usage::ALL {
+        let _ = write!(s, "<th>{} (instance-min)</th>", use_.as_str());
+    }
+    let _ = writeln!(s, "<th>paid minutes that ran builds</th></tr>");
+    let min = |d: Option<&Duration>| d.map_or(0.0, |d| d.as_secs_f64() / 60.0);
+    for ((env, label), uses) in &by_label {
+        let _ = write!(s, "<tr><td>{}</td><td>{}</td>", esc(env), esc(label));
+        for use_ in Usage::ALL {
+            let _ = write!(s, "<td>{:.1}</td>", min(uses.get(&use_)));
+        }
+        let paid: f64 = Usage::ALL.iter().filter(|u| u.is_paid()).map(|u| min(uses.get(u))).sum();
+        let _ = writeln!(s, "<td>{}</td></tr>", share((paid > 0.0).then(|| min(uses.get(&Usage::Busy)) / paid)));
+    }
+    let _ = writeln!(s, "</table>");
+    let _ = writeln!(
+        s,
+        r#"<p id="busy-share">Paid instance-minutes that ran builds: {} (stopped agents pay their volumes only).</p>"#,
+        share(run.cost.busy_share(None))
+    );
+    s
+}
+
+fn share(share: Option<f64>) -> String {
+    share.map_or("–".to_string(), |s| format!("{:.0}%", s * 100.0))
+}
+
 /// `HH:MM:SS` UTC.
 fn clock(t: SystemTime) -> String {
     let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs() % 86_400;
@@ -180,9 +219,9 @@ fn esc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::cost::CostLedger;
     use crate::record::{ActionRecord, PassRecord};
     use std::collections::BTreeMap;
-    use std::time::Duration;
 
     #[test]
     fn renders_actions_problems_and_a_timeline_escaped() {
@@ -194,7 +233,7 @@ mod tests {
             agents: BTreeMap::from([("dev".to_string(), Some(2)), ("prod".to_string(), None)]),
             ec2_requests: 2,
         };
-        let run = RunRecord {
+        let mut run = RunRecord {
             passes: vec![pass(1, Some(3)), pass(2, None), pass(3, Some(1))],
             actions: vec![ActionRecord {
                 pass: 1,
@@ -204,7 +243,16 @@ mod tests {
                 text: "dev: create <spot> agent".into(),
                 outcome: Err("RunInstances: InsufficientInstanceCapacity".into()),
             }],
+            cost: CostLedger::default(),
         };
+        let html = render(&run, &Stats::default(), &[], "no agents");
+        assert!(html.contains(r#"<p id="cost">No agent was seen"#));
+        let usage = |entries: &[(Usage, u32)]| {
+            let usage = entries.iter().map(|(u, n)| (("dev<x>".to_string(), *u), *n)).collect();
+            BTreeMap::from([("dev".to_string(), Some(usage))])
+        };
+        run.cost.observe(SystemTime::UNIX_EPOCH, usage(&[(Usage::Busy, 1), (Usage::Idle, 2), (Usage::Stopped, 1)]));
+        run.cost.observe(SystemTime::UNIX_EPOCH + Duration::from_secs(120), usage(&[]));
         let problems = vec![Problem {
             time: SystemTime::UNIX_EPOCH,
             level: tracing::Level::ERROR,
@@ -212,6 +260,11 @@ mod tests {
         }];
         let html = render(&run, &Stats::default(), &problems, "slave_manager run");
         assert!(html.contains(r#"<svg id="timeline""#));
+        assert!(
+            html.contains("<tr><td>dev</td><td>dev&lt;x&gt;</td><td>0.0</td><td>2.0</td><td>4.0</td><td>2.0</td><td>33%</td></tr>"),
+            "booting, busy, idle, stopped minutes, and the busy share of the paid ones: {html}"
+        );
+        assert!(html.contains("Paid instance-minutes that ran builds: 33%"));
         assert_eq!(html.matches("<polyline").count(), 3, "queue, dev, prod");
         assert!(html.contains("dev: create &lt;spot&gt; agent"));
         assert!(html.contains("01:01:01"));

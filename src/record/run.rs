@@ -1,8 +1,10 @@
 //! What a run did, kept for the run report and the metrics: one record per
-//! pass, one per action with its outcome.
+//! pass, one per action with its outcome, and where the instance-time went.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
+
+use crate::plan::cost::CostLedger;
 
 /// One pass as the report's timeline shows it.
 #[derive(Debug, Clone)]
@@ -35,4 +37,6 @@ pub struct ActionRecord {
 pub struct RunRecord {
     pub passes: Vec<PassRecord>,
     pub actions: Vec<ActionRecord>,
+    /// Our agents' instance-time per env, label and use, up to the last pass.
+    pub cost: CostLedger,
 }

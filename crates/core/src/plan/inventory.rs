@@ -79,7 +79,7 @@ pub fn plan_inventory(
 /// The original's `properties_instance_count.csv` column: the agent's labels
 /// joined by `_` (`dev_spot`), `<env>_None` when its `slave_data` tag is
 /// unreadable, so the Plot plugin's series keep their names at cut-over.
-fn count_key(env: &str, inst: &Instance) -> String {
+pub(super) fn count_key(env: &str, inst: &Instance) -> String {
     match &inst.slave_labels {
         Some(labels) if !labels.is_empty() => {
             let mut labels: Vec<&str> = labels.iter().map(String::as_str).collect();

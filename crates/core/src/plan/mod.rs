@@ -10,10 +10,12 @@
 //! - `scale_down`: nodes Jenkins wants gone (SPEC A5 step 3);
 //! - `scale_up`: queue items that need an agent (SPEC A5 step 2, part B);
 //! - `inventory`: the periodic sweep (SPEC A9);
+//! - [`cost`]: instance-time per env, label and use (booting, busy, idle, stopped);
 //! - [`security_group`]: the master's ingress rules (SPEC A7).
 
 mod action;
 mod config;
+pub mod cost;
 mod inventory;
 mod nodes;
 mod output;
