@@ -42,6 +42,8 @@ pub struct Acted {
 /// What one action came to, when it was done.
 struct Outcome {
     text: String,
+    /// The instance acted on; for a create, the one it made.
+    instance_id: Option<String>,
     result: Result<(), String>,
     counter: Option<Counter>,
     failed: bool,
@@ -74,11 +76,17 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
             acted.stats.add(Counter::ActionFailed, 1);
         }
         if action.env().is_some() {
+            let job_key = match action {
+                Action::Start { job_key, .. } | Action::Create { job_key, .. } => Some(job_key.clone()),
+                _ => None,
+            };
             acted.records.push(ActionRecord {
                 pass,
                 time: outcome.time,
                 env: action.env().map(str::to_string),
                 kind: action.kind(),
+                job_key,
+                instance_id: outcome.instance_id,
                 text: outcome.text,
                 outcome: outcome.result,
             });
@@ -136,10 +144,12 @@ async fn act_env(world: &World, actions: &[Action], chains: Vec<Vec<usize>>, bou
 
 /// Runs one action and logs what came of it as soon as it is known.
 async fn run_logged(world: &World, action: &Action, failed: &mut BTreeSet<String>) -> Outcome {
+    let mut instance_id = action.instance_id().map(str::to_string);
     let (text, result, counter, is_failure) = match run(world, action, failed).await {
         Ok(Done::Acted(counter, id)) => {
-            let text = format!("{action}{}", id.map(|id| format!(" → {id}")).unwrap_or_default());
+            let text = format!("{action}{}", id.as_ref().map(|id| format!(" → {id}")).unwrap_or_default());
             tracing::info!("{text}");
+            instance_id = instance_id.or(id);
             (text, Ok(()), counter, false)
         }
         Ok(Done::Skipped(why)) => {
@@ -154,7 +164,7 @@ async fn run_logged(world: &World, action: &Action, failed: &mut BTreeSet<String
             (action.to_string(), Err(e.to_string()), None, true)
         }
     };
-    Outcome { text, result, counter, failed: is_failure, time: world.clock.now() }
+    Outcome { text, instance_id, result, counter, failed: is_failure, time: world.clock.now() }
 }
 
 /// Awaits every future, polling them together (they borrow the world, so

@@ -16,8 +16,10 @@
 //! - [`act`]: carries the actions out through the [`world`], writing the
 //!   [`markers`] the next passes read;
 //! - [`record`]: one recorder per run — the [`counter`]s every stage counts,
-//!   the passes and actions; after each pass the metrics, at the end the
-//!   report and the `properties_*.csv` files;
+//!   the passes and actions, the [`time_to_agent`] of each queue item (its
+//!   items in flight kept between runs) and the instance-time per use
+//!   ([`plan::cost`]); after each pass the metrics, at the end the report and
+//!   the `properties_*.csv` files;
 //! - [`reconciler`]: the bounded loop; [`periodic`]: the jobs it runs on one
 //!   schedule — the inventory, the master's security group, the GC build,
 //!   SQS build requests (with their validation);
@@ -26,8 +28,8 @@
 //!   https Jenkins URL; [`files`]: writes in the workspace that never follow a
 //!   planted link.
 //!
-//! The pure core — [`model`], [`label`], [`job_key`], [`counter`] and [`plan`]
-//! — is a crate of its own, `crates/core` (`slave_manager_core`), re-exported
+//! The pure core — [`model`], [`label`], [`job_key`], [`counter`], [`plan`]
+//! and [`time_to_agent`] — is a crate of its own, `crates/core` (`slave_manager_core`), re-exported
 //! here at the same paths. It has no AWS SDK, Tokio or SSH, so it builds and
 //! tests in seconds: `cargo test -p slave_manager_core`.
 
@@ -51,4 +53,4 @@ pub mod tls;
 pub mod world;
 
 // The pure core (crates/core), at the paths the rest of the code uses.
-pub use slave_manager_core::{counter, job_key, label, model, plan};
+pub use slave_manager_core::{counter, job_key, label, model, plan, time_to_agent};

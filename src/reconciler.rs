@@ -17,8 +17,10 @@ use crate::observe::{observe, Observation};
 use crate::periodic::schedule::{self, Job};
 use crate::periodic::{gc, security_group, sqs_requests};
 use crate::plan::{cost, decide, plan_inventory, Decision, Note, NoteLevel, PlanConfig};
+use crate::record::in_flight;
 use crate::record::metrics::AgentStates;
 use crate::record::{PassRecord, Recorder};
+use crate::time_to_agent::{Kind, Tracker};
 use crate::world::World;
 
 /// How long a `working_on_*.working` marker holds an item as handled.
@@ -57,6 +59,9 @@ pub struct Reconciler<'w> {
     /// When the run began (`--max_minutes` counts from here). Tokio's
     /// clock, which is the system's outside tests.
     began: Instant,
+    /// The queue items in flight, with their phases so far; kept in
+    /// `time_to_agent.json` between passes and runs.
+    pub in_flight: Tracker,
 }
 
 impl<'w> Reconciler<'w> {
@@ -68,6 +73,7 @@ impl<'w> Reconciler<'w> {
             told: BTreeSet::new(),
             counted_once: BTreeSet::new(),
             began: Instant::now(),
+            in_flight: in_flight::load(&world.workdir),
         }
     }
 
@@ -111,6 +117,14 @@ impl<'w> Reconciler<'w> {
         let obs = observe(self.world).await;
         let usage = cost::observe_usage(&self.plan_config, obs.dump.as_ref().ok(), &obs.envs);
         self.record.run.cost.observe(obs.now, usage);
+        // Agents before the queue: an item whose node came online in the
+        // pass it leaves the queue is seen with that phase.
+        self.in_flight.agents(obs.now, &obs.envs, obs.dump.as_ref().ok());
+        if let Ok(dump) = &obs.dump {
+            let envs = self.plan_config.amis.keys().cloned().collect();
+            let served = self.in_flight.queue(obs.now, &dump.queue, &envs);
+            self.record.run.served.extend(served);
+        }
         // Instances this pass's plan terminates; the inventory leaves them be.
         let mut terminated = BTreeSet::new();
 
@@ -146,6 +160,16 @@ impl<'w> Reconciler<'w> {
                 }
                 terminated = plan.terminated();
                 let acted = act(self.world, &plan.actions, pass + 1).await;
+                for r in acted.records.iter().filter(|r| r.outcome.is_ok()) {
+                    let kind = match r.kind {
+                        "start" => Kind::Start,
+                        "create" => Kind::Create,
+                        _ => continue,
+                    };
+                    if let Some(key) = &r.job_key {
+                        self.in_flight.acted(key, kind, r.time, r.instance_id.clone());
+                    }
+                }
                 self.record.acted(acted);
             }
         }
@@ -165,6 +189,16 @@ impl<'w> Reconciler<'w> {
             }
         }
 
+        in_flight::save(&self.world.workdir, &self.in_flight);
+        if let Some((item, waited)) = self.in_flight.slowest_waiting(self.world.clock.now()) {
+            let phase = match item.phases() {
+                [_, _, Some(_)] => "its agent online".to_string(),
+                [_, Some(_), None] => "its instance running, the agent not yet online".to_string(),
+                [Some(_), None, None] => format!("{} done, the instance not yet running", item.kind().as_str()),
+                [None, ..] => "no agent action yet".to_string(),
+            };
+            tracing::debug!("slowest waiting item: {} ({}) for {} s, {phase}", item.job, item.label, waited.as_secs());
+        }
         tracing::debug!(
             "pass {} cost {} EC2 requests ({} envs observed in {} ms)",
             pass + 1,
@@ -348,6 +382,38 @@ mod tests {
         assert_eq!(dev.get(&cost::Usage::Booting), Some(&Duration::from_secs(10)));
         assert_eq!(dev.len(), 1, "nothing busy, idle or stopped");
         assert_eq!(r.record.run.cost.busy_share(None), Some(0.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_item_is_timed_phase_by_phase_across_two_runs() {
+        let s = setup(passes(100));
+        s.jenkins.enqueue("app", "dev");
+        let mut first = Reconciler::new(&s.world);
+        first.pass(0).await; // seen, and an agent created for it
+        tokio::time::advance(Duration::from_secs(5)).await;
+        first.pass(1).await; // its instance running
+        assert!(first.record.run.served.is_empty());
+        drop(first);
+
+        // The next run finds the item in flight in the state file.
+        let inst = s.cloud.instances("dev")[0].clone();
+        s.jenkins.add_node(fake::node(&inst, "dev", false, false));
+        let mut second = Reconciler::new(&s.world);
+        assert_eq!(second.in_flight.items().count(), 1);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        second.pass(0).await; // its node online
+        s.jenkins.dequeue("app");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        second.pass(1).await; // its build started
+        let served = &second.record.run.served;
+        assert_eq!(served.len(), 1);
+        assert_eq!(served[0].item.kind(), Kind::Create);
+        assert_eq!(served[0].item.action.as_ref().and_then(|a| a.instance_id.as_deref()), Some(inst.id.as_str()));
+        assert_eq!(served[0].time_to_agent(), Duration::from_secs(15), "from the first run's first sight");
+        let first_seen = served[0].item.first_seen;
+        let phases = served[0].item.phases().map(|t| t.map(|t| t.duration_since(first_seen).unwrap().as_secs()));
+        assert_eq!(phases, [Some(0), Some(5), Some(10)], "acted, running, online");
+        assert_eq!(in_flight::load(&s.world.workdir).items().count(), 0, "nothing left in flight");
     }
 
     #[tokio::test(start_paused = true)]

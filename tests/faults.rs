@@ -299,6 +299,7 @@ fn symlinks_planted_in_the_workspace_are_replaced_not_written_through() {
         "properties_instance_count.csv",
         "metrics.prom",
         "report.html",
+        "time_to_agent.json",
         "jenkins-cli.jar",
         marker.as_str(),
     ];

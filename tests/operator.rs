@@ -172,6 +172,21 @@ fn report_and_metrics_describe_the_run() {
     assert!(html.contains("No such job"), "the GC failure is among the errors");
     assert!(!html.contains("<script") && !html.contains("src=\"http") && !html.contains("href=\"http"));
 
+    // job-000's build starts on the agent started for it: the next run,
+    // which finds it in flight in time_to_agent.json, times it.
+    w.jenkins.set_state(&json!({
+        "queue": [item("job-001", "prod_spot", "UNKNOWN", "NONE")],
+        "nodes": [w.node(1, true, true, 0)],
+    }));
+    let out = w.run(&["--cli", "ssh", "--loop_counter", "1", "--skip_security_group"]);
+    assert!(out.status.success());
+    let metrics = std::fs::read_to_string(w.path().join("metrics.prom")).unwrap();
+    let timed = r#"slave_manager_time_to_agent_seconds_count{env="dev",kind="start"} 1"#;
+    assert!(metrics.lines().any(|l| l == timed), "{metrics}");
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("<tr><td>dev</td><td>start</td><td>1</td>"), "the p50/p95 table");
+    assert!(html.contains("job-000 (dev)"), "a bar for the item");
+
     render_in_chromium(&report);
 }
 
@@ -222,7 +237,7 @@ fn render_in_chromium(page: &Path) {
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
-    for id in ["summary", "timeline", "cost", "actions", "problems", "counters"] {
+    for id in ["summary", "timeline", "time-to-agent", "items", "cost", "actions", "problems", "counters"] {
         assert!(dom.contains(&format!("id=\"{id}\"")), "the rendered page lacks #{id}");
     }
 }

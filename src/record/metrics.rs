@@ -16,6 +16,10 @@ pub const FILE: &str = "metrics.prom";
 /// Upper bounds (seconds) of the pass-latency histogram.
 const BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
+/// Upper bounds (seconds) of the time-to-agent histogram: an absorbed item
+/// waits a pass or two, a start tens of seconds, a create minutes.
+const TIME_TO_AGENT_BUCKETS: &[f64] = &[5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0];
+
 /// Agents per env and EC2 state, from the latest observation.
 pub type AgentStates = BTreeMap<String, BTreeMap<&'static str, usize>>;
 
@@ -107,7 +111,6 @@ pub fn render(stats: &Stats, run: &RunRecord, agents: &AgentStates) -> String {
             .filter_map(|env| run.cost.busy_share(Some(env)).map(|s| (labels(&[("env", env)]), s.to_string())))
             .collect(),
     );
-
     let durations: Vec<f64> = run.passes.iter().map(|p| p.duration.as_secs_f64()).collect();
     let mut samples: Vec<(String, String)> = BUCKETS
         .iter()
@@ -123,6 +126,27 @@ pub fn render(stats: &Stats, run: &RunRecord, agents: &AgentStates) -> String {
     }
     let _ = writeln!(out, "slave_manager_pass_duration_seconds_sum {}", durations.iter().sum::<f64>());
     let _ = writeln!(out, "slave_manager_pass_duration_seconds_count {}", durations.len());
+    let _ = writeln!(
+        out,
+        "# HELP slave_manager_time_to_agent_seconds From first sight of a queue item to its build starting, for the items that left the queue in this run, by env and how the agent came (absorbed, start, create)."
+    );
+    let _ = writeln!(out, "# TYPE slave_manager_time_to_agent_seconds histogram");
+    let mut waits: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    for f in &run.served {
+        waits.entry((&f.item.env, f.item.kind().as_str())).or_default().push(f.time_to_agent().as_secs_f64());
+    }
+    for ((env, kind), secs) in &waits {
+        for b in TIME_TO_AGENT_BUCKETS {
+            let n = secs.iter().filter(|s| **s <= *b).count();
+            let l = labels(&[("env", env), ("kind", kind), ("le", &b.to_string())]);
+            let _ = writeln!(out, "slave_manager_time_to_agent_seconds_bucket{l} {n}");
+        }
+        let l = labels(&[("env", env), ("kind", kind), ("le", "+Inf")]);
+        let _ = writeln!(out, "slave_manager_time_to_agent_seconds_bucket{l} {}", secs.len());
+        let l = labels(&[("env", env), ("kind", kind)]);
+        let _ = writeln!(out, "slave_manager_time_to_agent_seconds_sum{l} {}", secs.iter().sum::<f64>());
+        let _ = writeln!(out, "slave_manager_time_to_agent_seconds_count{l} {}", secs.len());
+    }
     out
 }
 
@@ -150,6 +174,7 @@ mod tests {
     use super::*;
     use crate::plan::cost::{CostLedger, Usage};
     use crate::record::{ActionRecord, PassRecord};
+    use crate::time_to_agent::{AgentAction, Finished, Item, Kind};
     use std::time::{Duration, SystemTime};
 
     #[test]
@@ -170,6 +195,8 @@ mod tests {
             time: SystemTime::UNIX_EPOCH,
             env: Some("dev".into()),
             kind,
+            job_key: None,
+            instance_id: None,
             text: String::new(),
             outcome,
         };
@@ -177,6 +204,7 @@ mod tests {
             passes: vec![pass(200), pass(3000)],
             actions: vec![action("create", Ok(())), action("create", Ok(())), action("stop", Err("x".into()))],
             cost: CostLedger::default(),
+            served: Vec::new(),
         };
         let usage = |entries: &[(Usage, u32)]| {
             let usage = entries.iter().map(|(u, n)| (("dev_spot".to_string(), *u), *n)).collect();
@@ -184,6 +212,29 @@ mod tests {
         };
         run.cost.observe(SystemTime::UNIX_EPOCH, usage(&[(Usage::Busy, 1), (Usage::Idle, 3)]));
         run.cost.observe(SystemTime::UNIX_EPOCH + Duration::from_secs(90), usage(&[]));
+        let served = |secs: u64, kind: Kind| Finished {
+            item: Item {
+                job: "app".into(),
+                job_key: "app___x".into(),
+                label: "dev".into(),
+                env: "dev".into(),
+                first_seen: SystemTime::UNIX_EPOCH,
+                action: (kind != Kind::Absorbed).then_some(AgentAction {
+                    kind,
+                    at: SystemTime::UNIX_EPOCH,
+                    instance_id: None,
+                }),
+                running: None,
+                online: None,
+            },
+            left: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        };
+        run.served = vec![
+            served(4, Kind::Absorbed),
+            served(25, Kind::Start),
+            served(95, Kind::Create),
+            served(70, Kind::Create),
+        ];
         let agents = AgentStates::from([("dev".to_string(), BTreeMap::from([("running", 2), ("stopped", 1)]))]);
         let text = render(&stats, &run, &agents);
         // The names themselves are pinned by tests/counter_names.rs.
@@ -199,6 +250,13 @@ mod tests {
             r#"slave_manager_instance_minutes_total{env="dev",label="dev_spot",use="busy"} 1.5"#,
             r#"slave_manager_instance_minutes_total{env="dev",label="dev_spot",use="idle"} 4.5"#,
             r#"slave_manager_busy_share{env="dev"} 0.25"#,
+            r#"slave_manager_time_to_agent_seconds_bucket{env="dev",kind="absorbed",le="5"} 1"#,
+            r#"slave_manager_time_to_agent_seconds_bucket{env="dev",kind="start",le="20"} 0"#,
+            r#"slave_manager_time_to_agent_seconds_bucket{env="dev",kind="start",le="30"} 1"#,
+            r#"slave_manager_time_to_agent_seconds_bucket{env="dev",kind="create",le="90"} 1"#,
+            r#"slave_manager_time_to_agent_seconds_bucket{env="dev",kind="create",le="+Inf"} 2"#,
+            r#"slave_manager_time_to_agent_seconds_sum{env="dev",kind="create"} 165"#,
+            r#"slave_manager_time_to_agent_seconds_count{env="dev",kind="create"} 2"#,
             "slave_manager_queue_length 3",
             r#"slave_manager_pass_duration_seconds_bucket{le="0.25"} 1"#,
             r#"slave_manager_pass_duration_seconds_bucket{le="5"} 2"#,

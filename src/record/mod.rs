@@ -4,6 +4,7 @@
 //! ([`metrics`]), at the end it writes the run report ([`report`]) and the
 //! `properties_*.csv` files the Jenkins Plot plugin graphs.
 
+pub mod in_flight;
 pub mod metrics;
 pub mod report;
 mod run;

@@ -3,7 +3,7 @@
 //! queue and the agents per env over the run, where the instance-time went,
 //! each action with its reason, and every warning or error.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
@@ -12,6 +12,7 @@ use crate::logging::Problem;
 use crate::plan::cost::Usage;
 use crate::record::stats::Stats;
 use crate::record::RunRecord;
+use crate::time_to_agent::{quantile, Finished, Kind};
 
 pub const FILE: &str = "report.html";
 
@@ -52,11 +53,12 @@ svg text {{ font-size: 11px; fill: #444; }}
 
     let _ = writeln!(h, "<h2>Queue and agents per env</h2>");
     h.push_str(&timeline(run));
+    h.push_str(&time_to_agent(run));
     h.push_str(&cost(run));
 
     let _ = writeln!(h, r#"<h2>Actions ({})</h2>"#, run.actions.len());
     if run.actions.is_empty() {
-        let _ = writeln!(h, "<p>No action was needed.</p>");
+        let _ = writeln!(h, "<p id=\"actions\">No action was needed.</p>");
     } else {
         let _ = writeln!(
             h,
@@ -169,6 +171,112 @@ fn timeline(run: &RunRecord) -> String {
     s
 }
 
+/// Items shown at most in the item timeline (the last to leave the queue).
+const MAX_BARS: usize = 150;
+
+/// The phases of an item's bar: name and colour.
+const PHASES: [(&str, &str); 4] = [
+    ("queued, no agent action yet", "#ff7f0e"),
+    ("instance booting", "#1f77b4"),
+    ("agent setting up", "#9467bd"),
+    ("agent online, build not yet started", "#2ca02c"),
+];
+
+/// p50/p95 of the time to agent per env and kind, and one bar per item split
+/// by phase.
+fn time_to_agent(run: &RunRecord) -> String {
+    let mut s = "<h2>Time to agent</h2>\n".to_string();
+    if run.served.is_empty() {
+        s.push_str(r#"<p id="time-to-agent">No queue item of ours left the queue in this run.</p>"#);
+        s.push('\n');
+        return s;
+    }
+    let mut by: BTreeMap<(&str, Kind), Vec<Duration>> = BTreeMap::new();
+    for f in &run.served {
+        by.entry((f.item.env.as_str(), f.item.kind())).or_default().push(f.time_to_agent());
+    }
+    let _ = writeln!(
+        s,
+        r#"<table id="time-to-agent"><tr><th>env</th><th>how the agent came</th><th>items</th><th>p50 (s)</th><th>p95 (s)</th></tr>"#
+    );
+    let secs = |d: Option<Duration>| d.map_or("–".to_string(), |d| d.as_secs().to_string());
+    for ((env, kind), waits) in &by {
+        let _ = writeln!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(env),
+            kind.as_str(),
+            waits.len(),
+            secs(quantile(waits, 0.5)),
+            secs(quantile(waits, 0.95))
+        );
+    }
+    let _ = writeln!(s, "</table>");
+    s.push_str(&item_bars(&run.served));
+    s
+}
+
+/// One bar per item (the last [`MAX_BARS`] to leave), from first sight to
+/// leaving the queue, split at each phase reached.
+fn item_bars(served: &[Finished]) -> String {
+    let shown = &served[served.len().saturating_sub(MAX_BARS)..];
+    let (w, left, row, top) = (900.0_f64, 200.0_f64, 12.0_f64, 10.0_f64);
+    let start = shown.iter().map(|f| f.item.first_seen).min().unwrap_or(SystemTime::UNIX_EPOCH);
+    let end = shown.iter().map(|f| f.left).max().unwrap_or(start);
+    let span = end.duration_since(start).unwrap_or_default().as_secs_f64().max(1.0);
+    let x = |t: SystemTime| left + (w - left - 10.0) * t.duration_since(start).unwrap_or_default().as_secs_f64() / span;
+    let height = top + row * shown.len() as f64 + 40.0;
+    let mut s = String::new();
+    let _ =
+        writeln!(s, r#"<svg id="items" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" role="img">"#);
+    for (i, f) in shown.iter().enumerate() {
+        let y = top + row * i as f64;
+        let name = format!("{} ({})", f.item.job, f.item.label);
+        let _ = writeln!(s, r#"<text x="4" y="{:.1}">{}</text>"#, y + 9.0, esc(&truncate(&name, 30)));
+        let mut bounds = vec![f.item.first_seen];
+        bounds.extend(f.item.phases().into_iter().flatten());
+        bounds.push(f.left.max(*bounds.last().unwrap_or(&f.left)));
+        for (phase, pair) in bounds.windows(2).enumerate() {
+            // An absorbed item has no action: its one span is all queued;
+            // otherwise span k is phase k.
+            let (label, color) = PHASES[phase.min(PHASES.len() - 1)];
+            let (x0, x1) = (x(pair[0]), x(pair[1]));
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x0:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{color}"><title>{}: {label}, {} s</title></rect>"#,
+                (x1 - x0).max(1.0),
+                row - 3.0,
+                esc(&name),
+                pair[1].duration_since(pair[0]).unwrap_or_default().as_secs()
+            );
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}">{} s, {}</text>"#,
+            (x(f.left) + 4.0).min(w - 90.0),
+            y + 9.0,
+            f.time_to_agent().as_secs(),
+            f.item.kind().as_str()
+        );
+    }
+    let legend_y = top + row * shown.len() as f64 + 16.0;
+    for (k, (label, color)) in PHASES.iter().enumerate() {
+        let lx = 4.0 + 220.0 * k as f64;
+        let _ = writeln!(s, r#"<rect x="{lx}" y="{legend_y}" width="12" height="8" fill="{color}"/>"#);
+        let _ = writeln!(s, r#"<text x="{}" y="{}">{label}</text>"#, lx + 16.0, legend_y + 8.0);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn truncate(s: &str, chars: usize) -> String {
+    if s.chars().count() <= chars {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(chars - 1).collect::<String>())
+    }
+}
+
 /// Instance-minutes per env, label and use, and the share of the paid ones
 /// (booting, busy, idle) that ran builds.
 fn cost(run: &RunRecord) -> String {
@@ -221,6 +329,7 @@ mod tests {
     use super::*;
     use crate::plan::cost::CostLedger;
     use crate::record::{ActionRecord, PassRecord};
+    use crate::time_to_agent::{AgentAction, Item};
     use std::collections::BTreeMap;
 
     #[test]
@@ -240,13 +349,37 @@ mod tests {
                 time: SystemTime::UNIX_EPOCH + Duration::from_secs(3661),
                 env: Some("dev".into()),
                 kind: "create",
+                job_key: None,
+                instance_id: None,
                 text: "dev: create <spot> agent".into(),
                 outcome: Err("RunInstances: InsufficientInstanceCapacity".into()),
             }],
             cost: CostLedger::default(),
+            served: Vec::new(),
         };
         let html = render(&run, &Stats::default(), &[], "no agents");
         assert!(html.contains(r#"<p id="cost">No agent was seen"#));
+        assert!(html.contains(r#"<p id="time-to-agent">No queue item"#));
+        let t = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        let served = |job: &str, kind: Kind, phases: [Option<u64>; 3], left| Finished {
+            item: Item {
+                job: job.into(),
+                job_key: format!("{job}___x"),
+                label: "dev".into(),
+                env: "dev".into(),
+                first_seen: t(0),
+                action: phases[0].map(|at| AgentAction { kind, at: t(at), instance_id: None }),
+                running: phases[1].map(t),
+                online: phases[2].map(t),
+            },
+            left: t(left),
+        };
+        run.served = vec![
+            served("<a>", Kind::Absorbed, [None, None, None], 5),
+            served("b", Kind::Create, [Some(1), Some(16), Some(76)], 80),
+            served("c", Kind::Create, [Some(1), Some(20), Some(100)], 110),
+            served("d", Kind::Start, [Some(1), Some(10), Some(25)], 30),
+        ];
         let usage = |entries: &[(Usage, u32)]| {
             let usage = entries.iter().map(|(u, n)| (("dev<x>".to_string(), *u), *n)).collect();
             BTreeMap::from([("dev".to_string(), Some(usage))])
@@ -265,12 +398,24 @@ mod tests {
             "booting, busy, idle, stopped minutes, and the busy share of the paid ones: {html}"
         );
         assert!(html.contains("Paid instance-minutes that ran builds: 33%"));
+        for row in
+            ["<td>absorbed</td><td>1</td><td>5</td><td>5</td>", "<td>create</td><td>2</td><td>80</td><td>110</td>"]
+        {
+            assert!(html.contains(row), "{row}: p50 and p95 per env and kind");
+        }
+        assert!(html.contains(r#"<svg id="items""#));
+        // One span for the absorbed item, four for each of the others.
+        let bars = html.split(r#"<svg id="items""#).nth(1).unwrap().split("</svg>").next().unwrap();
+        assert_eq!(bars.matches("<rect").count(), 1 + 3 * 4 + PHASES.len(), "spans and the legend");
+        assert!(bars.contains("&lt;a&gt; (dev): queued, no agent action yet, 5 s"));
+        assert!(bars.contains("c (dev): agent setting up, 80 s"));
         assert_eq!(html.matches("<polyline").count(), 3, "queue, dev, prod");
         assert!(html.contains("dev: create &lt;spot&gt; agent"));
         assert!(html.contains("01:01:01"));
         assert!(html.contains(r#"class="failed">RunInstances: InsufficientInstanceCapacity"#));
         assert!(html.contains("failed: a &amp; b"));
-        assert!(!html.contains("http://") || html.matches("http://").count() == 1, "only the SVG namespace");
+        let namespaces = html.matches(r#"xmlns="http://www.w3.org/2000/svg""#).count();
+        assert_eq!(html.matches("http://").count(), namespaces, "only the SVG namespace");
         assert!(!html.contains("<script"));
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use crate::plan::cost::CostLedger;
+use crate::time_to_agent::Finished;
 
 /// One pass as the report's timeline shows it.
 #[derive(Debug, Clone)]
@@ -27,6 +28,10 @@ pub struct ActionRecord {
     pub time: SystemTime,
     pub env: Option<String>,
     pub kind: &'static str,
+    /// The queue item a start or create was for.
+    pub job_key: Option<String>,
+    /// The instance acted on; for a create, the one it made.
+    pub instance_id: Option<String>,
     /// The action's log line: env, instance, reason.
     pub text: String,
     /// `Err`: why it failed or was skipped.
@@ -39,4 +44,7 @@ pub struct RunRecord {
     pub actions: Vec<ActionRecord>,
     /// Our agents' instance-time per env, label and use, up to the last pass.
     pub cost: CostLedger,
+    /// The queue items that left the queue during the run, with their
+    /// phases (some first seen by an earlier run).
+    pub served: Vec<Finished>,
 }

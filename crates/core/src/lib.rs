@@ -6,10 +6,12 @@
 //! - [`label`]: which queue labels get agents, and of which instance types;
 //! - [`job_key`]: the key naming a queue item across passes;
 //! - [`counter`]: the counters of a run and their CSV columns;
-//! - [`plan`]: scale down, scale up, the inventory, the security group.
+//! - [`plan`]: scale down, scale up, the inventory, the security group;
+//! - [`time_to_agent`]: each queue item's way to its agent, phase by phase.
 
 pub mod counter;
 pub mod job_key;
 pub mod label;
 pub mod model;
 pub mod plan;
+pub mod time_to_agent;
