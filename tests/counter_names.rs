@@ -136,7 +136,7 @@ slave_manager_pass_duration_seconds_bucket{le="10"} 0
 slave_manager_pass_duration_seconds_bucket{le="30"} 0
 slave_manager_pass_duration_seconds_bucket{le="60"} 0
 slave_manager_pass_duration_seconds_bucket{le="+Inf"} 0
-slave_manager_pass_duration_seconds_sum -0
+slave_manager_pass_duration_seconds_sum 0.0
 slave_manager_pass_duration_seconds_count 0
 # HELP slave_manager_time_to_agent_seconds From first sight of a queue item to its build starting, for the items that left the queue in this run, by env and how the agent came (absorbed, start, create).
 # TYPE slave_manager_time_to_agent_seconds histogram

@@ -1,11 +1,20 @@
 //! `metrics.prom` for the node exporter's textfile collector, rewritten
-//! atomically after every pass. Written in the Prometheus text format 0.0.4
-//! that the collector parses (the maintained Rust encoders emit OpenMetrics,
-//! whose `_total`/`# EOF` conventions that parser does not expect).
+//! atomically after every pass, in the Prometheus text format 0.0.4 that the
+//! collector parses. The text is encoded by `prometheus-client` (the
+//! Prometheus project's Rust client: names, label escaping, number and `le`
+//! formats); the values are read from the run's record at each write, so a
+//! [`Collector`] hands them over family by family, in a fixed order.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::counter::{Counter, CsvFile};
 use crate::record::stats::Stats;
@@ -23,144 +32,226 @@ const TIME_TO_AGENT_BUCKETS: &[f64] = &[5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0
 /// Agents per env and EC2 state, from the latest observation.
 pub type AgentStates = BTreeMap<String, BTreeMap<&'static str, usize>>;
 
-pub fn render(stats: &Stats, run: &RunRecord, agents: &AgentStates) -> String {
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
-        let _ = writeln!(out, "# HELP slave_manager_{name} {help}");
-        let _ = writeln!(out, "# TYPE slave_manager_{name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "slave_manager_{name}{labels} {value}");
-        }
-    };
+type Labels = Vec<(String, String)>;
 
-    metric(
-        "passes_total",
-        "counter",
+/// One value as the format writes it.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+/// Observations of one histogram series.
+#[derive(Debug, Clone)]
+struct Observed {
+    bounds: &'static [f64],
+    values: Vec<f64>,
+}
+
+#[derive(Debug, Clone)]
+enum Samples {
+    Counter(Vec<(Labels, Value)>),
+    Gauge(Vec<(Labels, Value)>),
+    Histogram(Vec<(Labels, Observed)>),
+}
+
+/// One metric family: its name (without the `slave_manager_` prefix and,
+/// for a counter, the `_total` the encoder adds), help and samples.
+#[derive(Debug, Clone)]
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: Samples,
+}
+
+/// A pass's metrics, as the registry's one collector.
+#[derive(Debug)]
+struct Families(Vec<Family>);
+
+impl Collector for Families {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in &self.0 {
+            let kind = match family.samples {
+                Samples::Counter(_) => MetricType::Counter,
+                Samples::Gauge(_) => MetricType::Gauge,
+                Samples::Histogram(_) => MetricType::Histogram,
+            };
+            let mut metric = encoder.encode_descriptor(family.name, family.help, None, kind)?;
+            match &family.samples {
+                Samples::Counter(samples) | Samples::Gauge(samples) => {
+                    let counter = matches!(family.samples, Samples::Counter(_));
+                    for (labels, value) in samples {
+                        if labels.is_empty() {
+                            // An unlabelled family has its one sample.
+                            encode_value(metric, counter, *value)?;
+                            break;
+                        }
+                        encode_value(metric.encode_family(labels)?, counter, *value)?;
+                    }
+                }
+                Samples::Histogram(series) => {
+                    for (labels, observed) in series {
+                        if labels.is_empty() {
+                            encode_histogram(metric, observed)?;
+                            break;
+                        }
+                        encode_histogram(metric.encode_family(labels)?, observed)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_value(sample: MetricEncoder, counter: bool, value: Value) -> Result<(), std::fmt::Error> {
+    match (counter, value) {
+        (true, Value::Int(n)) => ConstCounter::new(n).encode(sample),
+        (true, Value::Float(x)) => ConstCounter::new(x).encode(sample),
+        (false, Value::Int(n)) => ConstGauge::new(n as i64).encode(sample),
+        (false, Value::Float(x)) => ConstGauge::new(x).encode(sample),
+    }
+}
+
+fn encode_histogram(mut sample: MetricEncoder, observed: &Observed) -> Result<(), std::fmt::Error> {
+    // Per bucket, not cumulative: the encoder sums them.
+    let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(observed.bounds.len() + 1);
+    let mut below = 0;
+    for &bound in observed.bounds.iter().chain(&[f64::INFINITY]) {
+        let n = observed.values.iter().filter(|v| **v <= bound).count() as u64;
+        buckets.push((bound, n - below));
+        below = n;
+    }
+    // Not `sum()`, whose empty sum is -0.
+    let sum = observed.values.iter().fold(0.0, |a, b| a + b);
+    sample.encode_histogram::<NoLabelSet>(sum, observed.values.len() as u64, &buckets, None)
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn minutes(time: Duration) -> Value {
+    Value::Float(time.as_secs_f64() / 60.0)
+}
+
+pub fn render(stats: &Stats, run: &RunRecord, agents: &AgentStates) -> String {
+    let mut families = Vec::new();
+    let mut family = |name, help, samples| families.push(Family { name, help, samples });
+
+    family(
+        "passes",
         "Passes completed in this run.",
-        vec![(String::new(), run.passes.len().to_string())],
+        Samples::Counter(vec![(Vec::new(), Value::Int(run.passes.len() as u64))]),
     );
 
     let mut by_kind: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for a in &run.actions {
         *by_kind.entry((a.kind, if a.outcome.is_ok() { "ok" } else { "failed" })).or_default() += 1;
     }
-    metric(
-        "actions_total",
-        "counter",
+    family(
+        "actions",
         "Actions carried out in this run, by kind and outcome.",
-        by_kind.iter().map(|((k, o), n)| (labels(&[("kind", k), ("outcome", o)]), n.to_string())).collect(),
+        Samples::Counter(
+            by_kind.iter().map(|((k, o), n)| (labels(&[("kind", k), ("outcome", o)]), Value::Int(*n))).collect(),
+        ),
     );
-    metric(
-        "events_total",
-        "counter",
+    family(
+        "events",
         "The counters of properties_run.csv and properties_sqs.csv.",
-        Counter::of(CsvFile::Run)
-            .chain(Counter::of(CsvFile::Sqs))
-            .map(|c| (labels(&[("event", c.name())]), stats.get(c).to_string()))
-            .collect(),
+        Samples::Counter(
+            Counter::of(CsvFile::Run)
+                .chain(Counter::of(CsvFile::Sqs))
+                .map(|c| (labels(&[("event", c.name())]), Value::Int(stats.get(c))))
+                .collect(),
+        ),
     );
-    metric(
-        "errors_total",
-        "counter",
+    family(
+        "errors",
         "The counters of properties_error.csv, by kind.",
-        Counter::of(CsvFile::Error).map(|c| (labels(&[("kind", c.name())]), stats.get(c).to_string())).collect(),
+        Samples::Counter(
+            Counter::of(CsvFile::Error).map(|c| (labels(&[("kind", c.name())]), Value::Int(stats.get(c)))).collect(),
+        ),
     );
-    metric(
+    family(
         "agents",
-        "gauge",
         "Our agents per env and EC2 state at the last observation.",
-        agents
-            .iter()
-            .flat_map(|(env, states)| {
-                states.iter().map(move |(state, n)| (labels(&[("env", env), ("state", state)]), n.to_string()))
-            })
-            .collect(),
+        Samples::Gauge(
+            agents
+                .iter()
+                .flat_map(|(env, states)| {
+                    states
+                        .iter()
+                        .map(move |(state, n)| (labels(&[("env", env), ("state", state)]), Value::Int(*n as u64)))
+                })
+                .collect(),
+        ),
     );
     if let Some(last) = run.passes.last() {
-        let queue = last.queue.map_or("NaN".to_string(), |q| q.to_string());
-        metric("queue_length", "gauge", "Buildable queue items at the last pass.", vec![(String::new(), queue)]);
+        let queue = last.queue.map_or(Value::Float(f64::NAN), |q| Value::Int(q as u64));
+        family("queue_length", "Buildable queue items at the last pass.", Samples::Gauge(vec![(Vec::new(), queue)]));
         let at = last.started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-        metric(
+        family(
             "last_pass_timestamp_seconds",
-            "gauge",
             "When the last pass started.",
-            vec![(String::new(), at.to_string())],
+            Samples::Gauge(vec![(Vec::new(), Value::Float(at))]),
         );
     }
-    metric(
-        "instance_minutes_total",
-        "counter",
+    family(
+        "instance_minutes",
         "Instance-minutes of our agents in this run, by env, label and use (booting, busy and idle are paid; stopped pays its volumes only).",
-        run.cost
-            .by_label()
-            .into_iter()
-            .flat_map(|((env, label), uses)| {
-                uses.into_iter().map(move |(use_, time)| {
-                    (labels(&[("env", env), ("label", label), ("use", use_.as_str())]), minutes(time))
+        Samples::Counter(
+            run.cost
+                .by_label()
+                .into_iter()
+                .flat_map(|((env, label), uses)| {
+                    uses.into_iter().map(move |(use_, time)| {
+                        (labels(&[("env", env), ("label", label), ("use", use_.as_str())]), minutes(time))
+                    })
                 })
-            })
-            .collect(),
+                .collect(),
+        ),
     );
-    metric(
+    family(
         "busy_share",
-        "gauge",
         "The share of this run's paid instance-minutes (booting, busy, idle) that ran builds, by env.",
-        run.cost
-            .envs()
-            .into_iter()
-            .filter_map(|env| run.cost.busy_share(Some(env)).map(|s| (labels(&[("env", env)]), s.to_string())))
-            .collect(),
+        Samples::Gauge(
+            run.cost
+                .envs()
+                .into_iter()
+                .filter_map(|env| run.cost.busy_share(Some(env)).map(|s| (labels(&[("env", env)]), Value::Float(s))))
+                .collect(),
+        ),
     );
-    let durations: Vec<f64> = run.passes.iter().map(|p| p.duration.as_secs_f64()).collect();
-    let mut samples: Vec<(String, String)> = BUCKETS
-        .iter()
-        .map(|b| {
-            let n = durations.iter().filter(|d| **d <= *b).count();
-            (labels(&[("le", &b.to_string())]), n.to_string())
-        })
-        .collect();
-    samples.push((labels(&[("le", "+Inf")]), durations.len().to_string()));
-    metric("pass_duration_seconds", "histogram", "Wall time of each pass.", Vec::new());
-    for (l, v) in samples {
-        let _ = writeln!(out, "slave_manager_pass_duration_seconds_bucket{l} {v}");
-    }
-    let _ = writeln!(out, "slave_manager_pass_duration_seconds_sum {}", durations.iter().sum::<f64>());
-    let _ = writeln!(out, "slave_manager_pass_duration_seconds_count {}", durations.len());
-    let _ = writeln!(
-        out,
-        "# HELP slave_manager_time_to_agent_seconds From first sight of a queue item to its build starting, for the items that left the queue in this run, by env and how the agent came (absorbed, start, create)."
+    let durations = run.passes.iter().map(|p| p.duration.as_secs_f64()).collect();
+    family(
+        "pass_duration_seconds",
+        "Wall time of each pass.",
+        Samples::Histogram(vec![(Vec::new(), Observed { bounds: BUCKETS, values: durations })]),
     );
-    let _ = writeln!(out, "# TYPE slave_manager_time_to_agent_seconds histogram");
     let mut waits: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     for f in &run.served {
         waits.entry((&f.item.env, f.item.kind().as_str())).or_default().push(f.time_to_agent().as_secs_f64());
     }
-    for ((env, kind), secs) in &waits {
-        for b in TIME_TO_AGENT_BUCKETS {
-            let n = secs.iter().filter(|s| **s <= *b).count();
-            let l = labels(&[("env", env), ("kind", kind), ("le", &b.to_string())]);
-            let _ = writeln!(out, "slave_manager_time_to_agent_seconds_bucket{l} {n}");
-        }
-        let l = labels(&[("env", env), ("kind", kind), ("le", "+Inf")]);
-        let _ = writeln!(out, "slave_manager_time_to_agent_seconds_bucket{l} {}", secs.len());
-        let l = labels(&[("env", env), ("kind", kind)]);
-        let _ = writeln!(out, "slave_manager_time_to_agent_seconds_sum{l} {}", secs.iter().sum::<f64>());
-        let _ = writeln!(out, "slave_manager_time_to_agent_seconds_count{l} {}", secs.len());
-    }
+    family(
+        "time_to_agent_seconds",
+        "From first sight of a queue item to its build starting, for the items that left the queue in this run, by env and how the agent came (absorbed, start, create).",
+        Samples::Histogram(
+            waits
+                .into_iter()
+                .map(|((env, kind), values)| {
+                    (labels(&[("env", env), ("kind", kind)]), Observed { bounds: TIME_TO_AGENT_BUCKETS, values })
+                })
+                .collect(),
+        ),
+    );
+
+    let mut registry = Registry::with_prefix("slave_manager");
+    registry.register_collector(Box::new(Families(families)));
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
     out
-}
-
-fn minutes(time: std::time::Duration) -> String {
-    (time.as_secs_f64() / 60.0).to_string()
-}
-
-/// `{k="v",…}` with the format's escapes.
-fn labels(pairs: &[(&str, &str)]) -> String {
-    let inner: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
-        .collect();
-    format!("{{{}}}", inner.join(","))
 }
 
 /// Writes beside and renames, so the collector never reads half a file and
@@ -255,7 +346,7 @@ mod tests {
             r#"slave_manager_time_to_agent_seconds_bucket{env="dev",kind="start",le="30"} 1"#,
             r#"slave_manager_time_to_agent_seconds_bucket{env="dev",kind="create",le="90"} 1"#,
             r#"slave_manager_time_to_agent_seconds_bucket{env="dev",kind="create",le="+Inf"} 2"#,
-            r#"slave_manager_time_to_agent_seconds_sum{env="dev",kind="create"} 165"#,
+            r#"slave_manager_time_to_agent_seconds_sum{env="dev",kind="create"} 165.0"#,
             r#"slave_manager_time_to_agent_seconds_count{env="dev",kind="create"} 2"#,
             "slave_manager_queue_length 3",
             r#"slave_manager_pass_duration_seconds_bucket{le="0.25"} 1"#,
@@ -267,6 +358,9 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
-        assert_eq!(labels(&[("k", "a\"b\\c\nd")]), r#"{k="a\"b\\c\nd"}"#);
+        // Label values escaped by the encoder.
+        let odd = AgentStates::from([("a\"b\\c\nd".to_string(), BTreeMap::from([("running", 1)]))]);
+        let text = render(&stats, &run, &odd);
+        assert!(text.lines().any(|l| l == r#"slave_manager_agents{env="a\"b\\c\nd",state="running"} 1"#), "{text}");
     }
 }
