@@ -89,6 +89,9 @@ def util_slave_manager_publishes_report_html_with_the_html_publisher():
     # The manager writes report.html in its working directory, the workspace.
     assert text(target, 'reportDir') == '.'
     assert text(target, 'reportFiles') == 'report.html'
+    # Only the report is copied: the plugin's default (**/*) would publish
+    # the whole workspace, environment.json included.
+    assert text(target, 'includes') == 'report.html'
     assert text(target, 'reportName')
     # Every run's report is kept (a run is one build), and a run that wrote
     # none (it failed before its end) does not fail the build a second time.
