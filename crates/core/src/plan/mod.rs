@@ -5,6 +5,7 @@
 //! - `config`: the planner's view of the configuration ([`PlanConfig`]);
 //! - `snapshot`: what one pass observed ([`Snapshot`]);
 //! - `action`: the decisions as data ([`Action`]), each one log line;
+//! - [`calls`]: how an env's actions go out as EC2 calls (batched);
 //! - `output`: what a plan hands back ([`Plan`], [`Inventory`], [`Note`]);
 //! - `nodes`: tying Jenkins nodes to instances;
 //! - `scale_down`: nodes Jenkins wants gone (SPEC A5 step 3);
@@ -13,6 +14,7 @@
 //! - [`security_group`]: the master's ingress rules (SPEC A7).
 
 mod action;
+pub mod calls;
 mod config;
 mod inventory;
 mod nodes;
