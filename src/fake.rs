@@ -70,6 +70,8 @@ struct State {
     calls: Vec<Call>,
     faults: Vec<Fault>,
     launched: u32,
+    /// The most instances one RunInstances launches, when capacity is short.
+    launch_limit: Option<usize>,
     /// How long EC2 calls take: per env (`None`: every env) and operation.
     delays: Vec<(Option<String>, &'static str, Duration)>,
     /// EC2 calls under way, and the most seen at once, per env.
@@ -135,6 +137,12 @@ impl FakeCloud {
     /// before they are answered (on Tokio's clock).
     pub fn delay(&self, env: Option<&str>, op: &'static str, delay: Duration) {
         self.state().delays.push((env.map(str::to_string), op, delay));
+    }
+
+    /// Each RunInstances launches at most `limit` of the instances asked
+    /// for, as EC2 does when capacity is short.
+    pub fn limit_launches(&self, limit: usize) {
+        self.state().launch_limit = Some(limit);
     }
 
     /// The most EC2 calls `env` had under way at once.
@@ -223,29 +231,31 @@ impl FakeCloud {
         })
     }
 
-    /// Changes one instance of `env`, or fails as EC2 does for an unknown id.
-    fn with_instance(
+    /// Changes instances of `env` in one call, or none of them, as EC2
+    /// fails a whole call for one unknown id.
+    fn with_instances(
         &self,
         env: &str,
         op: &'static str,
-        id: &str,
-        change: impl FnOnce(&mut Instance),
+        ids: &[String],
+        change: impl Fn(&mut Instance),
     ) -> Result<(), Ec2Error> {
-        self.ec2_call(env, op, id)?;
+        self.ec2_call(env, op, &ids.join(","))?;
         let mut state = self.state();
-        let instance = state.instances.get_mut(env).and_then(|all| all.iter_mut().find(|i| i.id == id));
-        match instance {
-            Some(instance) if instance.state != InstanceState::Terminated => {
-                change(instance);
-                Ok(())
-            }
-            _ => Err(Ec2Error {
+        let all = state.instances.entry(env.to_string()).or_default();
+        let known = |id: &String| all.iter().any(|i| &i.id == id && i.state != InstanceState::Terminated);
+        if let Some(bad) = ids.iter().find(|id| !known(id)) {
+            return Err(Ec2Error {
                 operation: op,
                 kind: Ec2ErrorKind::Other,
                 code: Some("InvalidInstanceID.NotFound".into()),
-                message: format!("InvalidInstanceID.NotFound: {id}"),
-            }),
+                message: format!("InvalidInstanceID.NotFound: {bad}"),
+            });
         }
+        for instance in all.iter_mut().filter(|i| ids.contains(&i.id)) {
+            change(instance);
+        }
+        Ok(())
     }
 }
 
@@ -285,8 +295,13 @@ struct FakeEc2 {
 }
 
 impl FakeEc2 {
-    fn launch(&self, spec: &LaunchSpec) -> Result<String, Ec2Error> {
+    fn launch(&self, spec: &LaunchSpec, count: usize) -> Result<Vec<String>, Ec2Error> {
         self.cloud.ec2_call(&self.env, "RunInstances", &spec.client_token)?;
+        let limit = self.cloud.state().launch_limit.unwrap_or(usize::MAX);
+        Ok((0..count.min(limit)).map(|_| self.launch_one(spec)).collect())
+    }
+
+    fn launch_one(&self, spec: &LaunchSpec) -> String {
         let now = self.cloud.clock.now();
         let mut state = self.cloud.state();
         state.launched += 1;
@@ -316,7 +331,7 @@ impl FakeEc2 {
             slave_data_master: slave_data.as_ref().and_then(|d| Some(d.get("jenkins_url")?.as_str()?.to_string())),
             key_name: Some(spec.key_name.clone()),
         });
-        Ok(id)
+        id
     }
 }
 
@@ -329,35 +344,35 @@ impl Ec2 for FakeEc2 {
         })
     }
 
-    fn run_instance<'a>(&'a self, spec: &'a LaunchSpec) -> BoxFuture<'a, Result<String, Ec2Error>> {
+    fn run_instances<'a>(&'a self, spec: &'a LaunchSpec, count: i32) -> BoxFuture<'a, Result<Vec<String>, Ec2Error>> {
         Box::pin(async move {
             let _call = self.cloud.begin(&self.env, "RunInstances").await;
-            self.launch(spec)
+            self.launch(spec, usize::try_from(count).unwrap_or(0))
         })
     }
 
-    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+    fn start<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(async move {
             let _call = self.cloud.begin(&self.env, "StartInstances").await;
             let now = self.cloud.clock.now();
-            self.cloud.with_instance(&self.env, "StartInstances", id, |i| {
+            self.cloud.with_instances(&self.env, "StartInstances", ids, |i| {
                 i.state = InstanceState::Running;
                 i.launched = Some(now);
             })
         })
     }
 
-    fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+    fn stop<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(async move {
             let _call = self.cloud.begin(&self.env, "StopInstances").await;
-            self.cloud.with_instance(&self.env, "StopInstances", id, |i| i.state = InstanceState::Stopped)
+            self.cloud.with_instances(&self.env, "StopInstances", ids, |i| i.state = InstanceState::Stopped)
         })
     }
 
-    fn terminate<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+    fn terminate<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(async move {
             let _call = self.cloud.begin(&self.env, "TerminateInstances").await;
-            self.cloud.with_instance(&self.env, "TerminateInstances", id, |i| i.state = InstanceState::Terminated)
+            self.cloud.with_instances(&self.env, "TerminateInstances", ids, |i| i.state = InstanceState::Terminated)
         })
     }
 
@@ -368,7 +383,8 @@ impl Ec2 for FakeEc2 {
     ) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(async move {
             let _call = self.cloud.begin(&self.env, "ModifyInstanceAttribute").await;
-            self.cloud.with_instance(&self.env, "ModifyInstanceAttribute", id, |i| {
+            let ids = [id.to_string()];
+            self.cloud.with_instances(&self.env, "ModifyInstanceAttribute", &ids, |i| {
                 for v in i.volumes.iter_mut().filter(|v| devices.contains(&v.device)) {
                     v.delete_on_termination = true;
                 }
@@ -379,7 +395,8 @@ impl Ec2 for FakeEc2 {
     fn tag<'a>(&'a self, id: &'a str, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(async move {
             let _call = self.cloud.begin(&self.env, "CreateTags").await;
-            self.cloud.with_instance(&self.env, "CreateTags", id, |i| match key {
+            let ids = [id.to_string()];
+            self.cloud.with_instances(&self.env, "CreateTags", &ids, |i| match key {
                 MASTER_TAG => i.master_tag = Some(value.to_string()),
                 "Name" => i.name = Some(value.to_string()),
                 _ => {}

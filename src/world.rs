@@ -32,11 +32,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Ec2: Send + Sync {
     /// Our agents (every state; terminated ones too, while EC2 lists them).
     fn describe_agents<'a>(&'a self, slave_name: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, Ec2Error>>;
-    /// Launches one agent, tagged at launch; returns its instance id.
-    fn run_instance<'a>(&'a self, spec: &'a LaunchSpec) -> BoxFuture<'a, Result<String, Ec2Error>>;
-    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>>;
-    fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>>;
-    fn terminate<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>>;
+    /// Launches up to `count` agents in one call, tagged at launch; returns
+    /// the ids of those EC2 launched (at least one).
+    fn run_instances<'a>(&'a self, spec: &'a LaunchSpec, count: i32) -> BoxFuture<'a, Result<Vec<String>, Ec2Error>>;
+    /// Starts, stops, terminates the instances in one call: all or none.
+    fn start<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>>;
+    fn stop<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>>;
+    fn terminate<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>>;
     /// Makes the named EBS volumes go with the instance.
     fn set_delete_on_termination<'a>(
         &'a self,

@@ -247,10 +247,10 @@ mod tests {
         let calls = env_calls(&actions, one_subnet);
         assert_eq!(
             calls["dev"],
-            [vec![vec![Call::Launch { subnet: 0, creates: vec![0, 2, 4] }]], vec![vec![Call::Launch {
-                subnet: 0,
-                creates: vec![3]
-            }]]]
+            [
+                vec![vec![Call::Launch { subnet: 0, creates: vec![0, 2, 4] }]],
+                vec![vec![Call::Launch { subnet: 0, creates: vec![3] }]]
+            ]
         );
         assert_eq!(calls["prod"], [vec![vec![Call::Launch { subnet: 0, creates: vec![1] }]]]);
     }
@@ -335,10 +335,7 @@ mod tests {
         let calls = env_calls(&actions, one_subnet);
         assert_eq!(
             calls["dev"],
-            [
-                vec![vec![Call::One(0)], vec![Call::One(1)], vec![Call::One(2)]],
-                vec![vec![Call::One(3)]],
-            ]
+            [vec![vec![Call::One(0)], vec![Call::One(1)], vec![Call::One(2)]], vec![vec![Call::One(3)]],]
         );
         // Another env's instance of the same id is another instance.
         let mut other = terminate("i-1");
