@@ -30,7 +30,8 @@ pub const SESSION_NAME: &str = "slave-manager-script";
 /// a throttle asks it for 10 (`RETRY_TIMEOUT_COST`): every throttled retry
 /// then waits the 20 s maximum backoff, past any short `--aws_timeout` (a
 /// describe throttled twice never finished). Its fix, Retry Behavior 2.1
-/// (one token per attempt), is a hidden, opt-in API. Bursts stay within
+/// (one token per attempt), is still a preview (`AWS_NEW_RETRIES_2026`, a
+/// `#[doc(hidden)]` `RetrySpec`). Bursts stay within
 /// EC2's buckets by batching instead (a burst of one label is one launch per
 /// subnet, see `plan::calls`), at most `--max_parallel_calls` calls per env;
 /// a throttle left after the standard mode's backed-off retries fails that
