@@ -131,6 +131,10 @@ class Instance:
         self.id = instance_id
         self.env = env
         self.tags = {}
+        # The tags it had when first read: whose it is is decided then, so a
+        # tag the manager writes later (a stray TagMaster on another
+        # master's agent) cannot make it ours after the fact.
+        self.owner_tags = None
         self.spot = False
         self.key = None
         self.image = None
@@ -153,12 +157,13 @@ class Instance:
 
     def why_foreign(self, cfg):
         """None when ours; else what makes it somebody else's."""
-        if self.tags.get("Name") != cfg.slave_name:
-            return f"Name tag {self.tags.get('Name')!r}"
+        tags = self.owner_tags if self.owner_tags is not None else self.tags
+        if tags.get("Name") != cfg.slave_name:
+            return f"Name tag {tags.get('Name')!r}"
         if self.key != cfg.key_name:
             return f"key pair {self.key!r}"
         master = cfg.envs[self.env]["master"]
-        tag = self.tags.get("jenkins_master")
+        tag = tags.get("jenkins_master")
         if tag is not None and not same_master(tag, master):
             return f"jenkins_master {tag!r}"
         if tag is None and not same_master(self.master(), master):
@@ -273,6 +278,8 @@ class Checker:
         for d in described:
             inst = self.instance(d["id"], env)
             inst.tags = dict(d.get("tags", {}))
+            if inst.owner_tags is None:
+                inst.owner_tags = dict(inst.tags)
             inst.spot = bool(d.get("spot"))
             inst.key = d.get("key")
             inst.image = d.get("image")
@@ -339,7 +346,10 @@ class Checker:
         if not argv:
             return
         if argv[0] not in self.cfg.commands or (
-                argv[0] == "build" and (len(argv) < 2 or argv[1] != self.cfg.sqs_job)):
+                argv[0] == "build" and (len(argv) < 2 or argv[1] != self.cfg.sqs_job)) or (
+                # The manager's own scripts come on stdin (`groovy =`); a
+                # script named by a request would be the script console.
+                argv[0] == "groovy" and argv[1:] != ["="]):
             self.violate("sqs_refused_ran", record["time"], None,
                          f"Jenkins ran {' '.join(argv)[:200]!r}")
         if argv[0] == "build":

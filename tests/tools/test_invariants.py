@@ -230,6 +230,17 @@ def test_an_agent_of_ours_from_before_the_master_tag_is_ours():
     assert c.violations == [], c.violations
 
 
+
+def test_a_foreign_instance_stays_foreign_after_the_manager_tags_it_ours():
+    c = checker()
+    settle(c, 0.5, dev=[agent("i-1", master="https://other/")])
+    call(c, 1, "CreateTags", ids=["i-1"])
+    call(c, 2, "StopInstances", ids=["i-1"])
+    # moto now shows our master's tag on it: the stray tag must not launder the stop.
+    settle(c, 20, dev=[agent("i-1", state="stopped")])
+    assert [v["detail"].split()[0] for v in found(c, "foreign_touched")] == ["CreateTags", "StopInstances"], \
+        c.violations
+
 # --- starvation -----------------------------------------------------------------------------
 
 
@@ -377,9 +388,12 @@ def test_sqs_requests_built_twice_lost_or_refused_are_violations():
     c.command({"time": 3, "argv": build + ["REQUEST_ID=r2"]})
     c.command({"time": 4, "argv": build + ["REQUEST_ID=r2"]})
     c.command({"time": 5, "argv": ["safe-restart"]})
+    c.command({"time": 6, "argv": ["groovy", "="]})
+    c.command({"time": 7, "argv": ["groovy", "soak-remote"]})
     c.finish(10, drained_after=9)
-    assert [v["invariant"] for v in c.violations] == ["sqs_built_twice", "sqs_refused_ran", "sqs_lost"], \
-        c.violations
+    assert [v["invariant"] for v in c.violations] == ["sqs_built_twice", "sqs_refused_ran", "sqs_refused_ran",
+                                                      "sqs_lost"], c.violations
+    assert "groovy soak-remote" in found(c, "sqs_refused_ran")[1]["detail"]
     assert "r3" in found(c, "sqs_lost")[0]["detail"]
 
 
