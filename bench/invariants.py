@@ -349,7 +349,7 @@ class Checker:
                 argv[0] == "build" and (len(argv) < 2 or argv[1] != self.cfg.sqs_job)) or (
                 # The manager's own scripts come on stdin (`groovy =`); a
                 # script named by a request would be the script console.
-                argv[0] == "groovy" and argv[1:] != ["="]):
+                argv[0] == "groovy" and argv[1:2] != ["="]):
             self.violate("sqs_refused_ran", record["time"], None,
                          f"Jenkins ran {' '.join(argv)[:200]!r}")
         if argv[0] == "build":

@@ -25,8 +25,12 @@ the fault proxy (tests/support/fault_proxy.py) in front of it, the Jenkins
 emulator with the simulation making its dumps (bench/sim_jenkins.py, which
 reads moto directly), and the manager with AWS_ENDPOINT_URL at the proxy. Every violation is printed as it is found
 with the seed, the run and the pass; the same seed replays the same trace
-and fault schedule (in simulated time). Exit status: 0 no violation, 1
-violations, 2 the soak itself could not run.
+and fault schedule (in simulated time), not the same interleaving: the
+manager's random picks, moto's ids and the wall-clock timing of runs and
+kills differ from one replay to the next. Exit status: 0 no violation, 1
+violations, 2 the soak itself could not run, 3 no violation but the net had
+a gap (a fault that never took effect in a run of every kind, an invariant
+the checker never had a chance to judge).
 """
 
 import argparse
@@ -684,7 +688,9 @@ class Soak:
         self.kill("kill")
 
     def apply_kill_after_launch(self, e):
-        self.recorder.on_next(lambda c: c["action"] == "RunInstances" and c["status"] == 200,
+        # A start writes its marker after the call as a launch does; once the
+        # fleet is at its caps, starts are most of what a pass launches.
+        self.recorder.on_next(lambda c: c["action"] in ("RunInstances", "StartInstances") and c["status"] == 200,
                               lambda c: self.kill("kill_after_launch"))
 
     def apply_kill_after_stop(self, e):
@@ -870,6 +876,10 @@ class Soak:
             "sqs_requests": len(self.sqs_valid),
             "sqs_built": sum(1 for r in self.sqs_valid if c.builds.get(r)),
             "instances_seen": len(c.instances),
+            # Agents that never became nodes and lived (in real time, as the
+            # manager counts) past the zombie limit: what the hunt is judged on.
+            "zombie_chances": sum(1 for i in sim["instances"] if i.get("no_boot")
+                                  and i["active_seconds"] / self.scale > ZOMBIE_MINUTES * 60),
             "foreign": self.foreign,
         }
 
@@ -912,7 +922,7 @@ def markdown(results):
     ]
     for kind in kinds:
         rows.append((f"fault: {kind} (applied / scheduled)",
-                     lambda r, k=kind: f"{r['faults_applied'].get(k, 0)} / {r['faults_scheduled'].get(k, 0)}"))
+                     lambda r, k=kind: f"{done(r, k)} / {r['faults_scheduled'].get(k, 0)}"))
     for name in invariants.INVARIANTS:
         rows.append((f"violations: {name}", lambda r, n=name: r["violations"][n]))
     for key in sorted(first["evidence"]):
@@ -921,6 +931,41 @@ def markdown(results):
     for title, get in rows:
         lines.append(f"| {title} | " + " | ".join(str(get(results[n])) for n in names) + " |")
     return "\n".join(lines)
+
+
+# Kinds whose effect is a kill -9: applied when the manager was killed, not
+# when the kill was scheduled or its hook armed (a hook may never fire).
+KILLS = ("kill", "kill_after_launch", "kill_after_stop")
+def always(_result):
+    return True
+
+
+# What the checker must have judged at least once for a soak to mean
+# anything: always, or when what makes it possible happened.
+EVIDENCE_NEEDED = {"passes": always, "clean_env_passes": always, "agents_made": always, "cap_checks": always,
+                   "cap_reached_readings": always, "calls_on_instances": always, "stops_checked": always,
+                   "sqs_requests": always, "zombies_seen": lambda r: r["zombie_chances"] > 0,
+                   "old_ami_checks": lambda r: done(r, "ami_rollout") > 0}
+
+
+def done(result, kind):
+    if kind in KILLS:
+        return result["kills"].get(kind, 0)
+    return result["faults_applied"].get(kind, 0)
+
+
+def net_gaps(result, every_kind):
+    """Why a soak without violations would still prove little: a fault that
+    could not be applied, a kind that never happened in a run of every kind,
+    an invariant the checker never had a chance to judge."""
+    gaps = [f"a fault could not be applied: {e}" for e in result["apply_errors"]]
+    for kind, scheduled in sorted(result["faults_scheduled"].items()):
+        if every_kind and scheduled and not done(result, kind):
+            gaps.append(f"fault {kind}: scheduled {scheduled}, never took effect")
+    for key, needs in EVIDENCE_NEEDED.items():
+        if needs(result) and not result["evidence"].get(key):
+            gaps.append(f"the checker never judged {key}")
+    return gaps
 
 
 def fmt(value):
@@ -1017,6 +1062,12 @@ def main(argv):
     if total:
         log(f"{total} violation(s); replay with --seed {args.seed}")
         return 1
+    gaps = net_gaps(results["faults"], args.every_kind)
+    if gaps:
+        for gap in gaps:
+            log(f"NET GAP: {gap}")
+        log(f"the soak held no violation but did not test what it claims; seed {args.seed}")
+        return 3
     log("no violation")
     return 0
 

@@ -66,8 +66,10 @@ KINDS = [
          unclean=False),
     # The manager itself.
     Kind("kill", "manager", 8, (0, 0), "kill -9 of the manager at a random time, then the next run"),
+    # Early: launches come mostly while the fleet fills up to its caps.
     Kind("kill_after_launch", "manager", 4, (0, 0),
-         "kill -9 right after a RunInstances reached EC2, before its markers"),
+         "kill -9 right after a RunInstances or StartInstances reached EC2, before its markers",
+         within=(0.0, 0.3)),
     Kind("kill_after_stop", "manager", 3, (0, 0),
          "kill -9 right after a stop or terminate reached EC2"),
     # The fleet.

@@ -388,7 +388,7 @@ def test_sqs_requests_built_twice_lost_or_refused_are_violations():
     c.command({"time": 3, "argv": build + ["REQUEST_ID=r2"]})
     c.command({"time": 4, "argv": build + ["REQUEST_ID=r2"]})
     c.command({"time": 5, "argv": ["safe-restart"]})
-    c.command({"time": 6, "argv": ["groovy", "="]})
+    c.command({"time": 6, "argv": ["groovy", "=", "ami-1", "idle_minutes=10"]})
     c.command({"time": 7, "argv": ["groovy", "soak-remote"]})
     c.finish(10, drained_after=9)
     assert [v["invariant"] for v in c.violations] == ["sqs_built_twice", "sqs_refused_ran", "sqs_refused_ran",
