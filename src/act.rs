@@ -69,6 +69,9 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
         let Some(outcome) = outcome else { continue };
         if let Some(counter) = outcome.counter {
             acted.stats.add(counter, 1);
+            if matches!(action, Action::Create { replacement_for: Some(_), .. }) {
+                acted.stats.add(Counter::ReplacementsLaunched, 1);
+            }
         }
         if outcome.failed {
             acted.stats.add(Counter::ActionFailed, 1);
@@ -159,7 +162,7 @@ async fn run_logged(world: &World, action: &Action, failed: &mut BTreeSet<String
 
 /// Awaits every future, polling them together (they borrow the world, so
 /// they cannot be spawned); their outputs in the order given.
-async fn join_all<T>(futures: Vec<BoxFuture<'_, T>>) -> Vec<T> {
+pub(crate) async fn join_all<T>(futures: Vec<BoxFuture<'_, T>>) -> Vec<T> {
     let mut pending: Vec<Option<BoxFuture<'_, T>>> = futures.into_iter().map(Some).collect();
     let mut outputs: Vec<Option<T>> = pending.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
@@ -197,6 +200,8 @@ enum ActError {
     UnknownEnv(String),
     #[error("no AMI for env {0} in --ami_ids")]
     NoAmi(String),
+    #[error(transparent)]
+    Jenkins(#[from] crate::jenkins::CliError),
 }
 
 enum Done {
@@ -217,7 +222,7 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> Resul
             markers::write_working(dir, job_key)?;
             Ok(Done::Acted(Some(Counter::InstancesStarted), None))
         }
-        Action::Create { env, label, job_key, client_token, replaces, on_demand_fallback } => {
+        Action::Create { env, label, job_key, client_token, replaces, on_demand_fallback, replacement_for } => {
             if replaces.as_ref().is_some_and(|id| failed.contains(id)) {
                 return Ok(Done::Skipped("the make-room termination failed, the cap would be exceeded"));
             }
@@ -236,7 +241,10 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> Resul
                 other => other?,
             };
             markers::write_start(dir, env, &id, &label.raw)?;
-            markers::write_working(dir, job_key)?;
+            // A replacement waits for no queue item: no working marker.
+            if replacement_for.is_none() {
+                markers::write_working(dir, job_key)?;
+            }
             Ok(Done::Acted(Some(Counter::InstancesCreated), Some(id)))
         }
         Action::Terminate { env, instance_id, .. } => {
@@ -264,8 +272,17 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> Resul
             markers::remove(dir, &markers::working_file(job_key))?;
             Ok(Done::Acted(None, None))
         }
-        Action::RemoveStartMarker { file_name } => {
+        Action::RemoveStartMarker { file_name } | Action::ForgetInterruption { file_name } => {
             markers::remove(dir, file_name)?;
+            Ok(Done::Acted(None, None))
+        }
+        Action::OfflineNode { node, reason, .. } => {
+            let words = ["offline-node", node, "-m", reason].map(str::to_string).to_vec();
+            crate::world::run_cli(&world.jenkins, words, Vec::new()).await?;
+            Ok(Done::Acted(None, None))
+        }
+        Action::MarkInterrupted { env, instance_id, kind, event } => {
+            markers::write_interrupted(dir, env, instance_id, *kind, event)?;
             Ok(Done::Acted(None, None))
         }
     }
@@ -355,6 +372,7 @@ mod tests {
             client_token: format!("token-{label}"),
             replaces: replaces.map(str::to_string),
             on_demand_fallback: fallback,
+            replacement_for: None,
         }
     }
 
@@ -468,6 +486,7 @@ mod tests {
             client_token: format!("token-{env}-{n}"),
             replaces: None,
             on_demand_fallback: false,
+            replacement_for: None,
         }
     }
 

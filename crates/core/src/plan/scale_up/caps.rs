@@ -23,7 +23,15 @@ pub(super) struct Usage {
 impl ScaleUp<'_> {
     /// Creates an agent for the item within the env's caps; at the on-demand
     /// cap, a stopped agent makes room first (or only brings usage down).
-    pub(super) fn create(&mut self, instances: &[Instance], label: Label, item: &QueueItem, key: &str) {
+    /// `replacement_for`: the warned agent whose at-risk build it is for.
+    pub(super) fn create(
+        &mut self,
+        instances: &[Instance],
+        label: Label,
+        item: &QueueItem,
+        key: &str,
+        replacement_for: Option<String>,
+    ) {
         let job = &item.job_name;
         let env = label.env.clone();
         if !matches!(self.cfg.amis.get(&env), Some(Some(_))) {
@@ -104,15 +112,19 @@ impl ScaleUp<'_> {
             client_token,
             replaces,
             on_demand_fallback,
+            replacement_for,
         });
     }
 
     /// Our active instances of the env, spot and not.
     fn usage(&mut self, env: &str, instances: &[Instance]) -> Usage {
-        let cfg = self.cfg;
+        let (cfg, doomed) = (self.cfg, self.doomed);
         *self.usage.entry(env.to_string()).or_insert_with(|| {
             let mut usage = Usage::default();
-            for inst in instances.iter().filter(|i| cfg.is_ours(env, i) && i.state.is_active()) {
+            // A warned agent is EC2's to take within two minutes: its
+            // replacement must not wait for it to go.
+            let counted = |i: &&Instance| cfg.is_ours(env, i) && i.state.is_active() && !doomed.contains(&i.id);
+            for inst in instances.iter().filter(counted) {
                 if inst.spot {
                     usage.spot += 1;
                 } else {
@@ -215,6 +227,7 @@ mod tests {
                 job_key,
                 replaces: None,
                 on_demand_fallback: false,
+                replacement_for: None,
             }]
         );
     }
