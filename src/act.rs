@@ -4,7 +4,8 @@
 //! instance, in the planner's order, and a create after the make-room
 //! termination it depends on — and the chains run concurrently, at most
 //! `--max_parallel_calls` calls in flight per env. Marker upkeep (local
-//! files) runs first, in order. A failed action is logged and counted; the
+//! files) runs first, in order, then every `offline-node` at once (Jenkins
+//! calls, outside the EC2 bound). A failed action is logged and counted; the
 //! rest goes on, except what depended on it (a create whose make-room
 //! termination failed, a termination whose volumes could not be set to go
 //! with it).
@@ -57,6 +58,16 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
     for (at, action) in actions.iter().enumerate().filter(|(_, a)| a.env().is_none()) {
         outcomes[at] = Some(run_logged(world, action, &mut no_instances).await);
     }
+    // Then every offline-node at once, ahead of the EC2 calls and outside
+    // their bound: a warned agent's node takes builds until Jenkins hears.
+    let offline: Vec<usize> =
+        actions.iter().enumerate().filter(|(_, a)| matches!(a, Action::OfflineNode { .. })).map(|(at, _)| at).collect();
+    let calls = offline.iter().map(|&at| -> BoxFuture<'_, Outcome> {
+        Box::pin(async move { run_logged(world, &actions[at], &mut BTreeSet::new()).await })
+    });
+    for (at, outcome) in offline.iter().zip(join_all(calls.collect()).await) {
+        outcomes[*at] = Some(outcome);
+    }
     let bound = world.config.aws.max_parallel_calls.max(1);
     let envs = chains_per_env(actions)
         .into_values()
@@ -98,6 +109,10 @@ pub(crate) fn chains_per_env(actions: &[Action]) -> BTreeMap<&str, Vec<Vec<usize
     let mut per_env: BTreeMap<&str, Vec<Vec<usize>>> = BTreeMap::new();
     let mut chain_of: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for (at, action) in actions.iter().enumerate() {
+        // Jenkins calls, made before every chain (see `act`).
+        if matches!(action, Action::OfflineNode { .. }) {
+            continue;
+        }
         let Some(env) = action.env() else { continue };
         let chains = per_env.entry(env).or_default();
         let key = match action {

@@ -21,8 +21,6 @@ use super::{Action, Plan, PlanConfig, Snapshot, TerminateReason};
 /// What scale-up must know of the agents taken out of service.
 #[derive(Debug, Default)]
 pub(super) struct Taken {
-    /// Warned agents: EC2 takes them, so they count against no cap.
-    pub doomed: BTreeSet<String>,
     /// Agents to launch now for the labels of warned agents whose builds
     /// are at risk (the build's retry finds one booting).
     pub replacements: Vec<Replacement>,
@@ -135,7 +133,6 @@ pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet
         }
         claimed.insert(inst.id.clone());
         if kind == Interruption::Warned {
-            taken.doomed.insert(inst.id.clone());
             match node.filter(|n| is_busy(n)) {
                 Some(node) => match agent_label(cfg, &event.env, inst) {
                     Some(label) => {
@@ -168,7 +165,7 @@ pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet
         }
     }
     for marker in &snap.markers.interrupted {
-        follow_up(cfg, snap, marker, &mut taken, claimed, plan);
+        follow_up(cfg, snap, marker, claimed, plan);
     }
     taken
 }
@@ -179,7 +176,6 @@ fn follow_up(
     cfg: &PlanConfig,
     snap: &Snapshot<'_>,
     marker: &InterruptedMarker,
-    taken: &mut Taken,
     claimed: &mut BTreeSet<String>,
     plan: &mut Plan,
 ) {
@@ -194,9 +190,6 @@ fn follow_up(
         return;
     }
     let node = node_of(&snap.dump.nodes, inst);
-    if marker.kind == Interruption::Warned {
-        taken.doomed.insert(id.clone());
-    }
     if let Some(node) = node.filter(|n| !n.offline) {
         // Back online (the CLI call failed, or someone put it back): no
         // build may land there.
@@ -263,13 +256,9 @@ mod tests {
     }
 
     #[test]
-    fn a_warning_on_a_busy_agent_launches_one_replacement_even_at_the_cap() {
-        // Spot cap 2, both agents active: the warned one counts no more.
-        let s = snap(vec![("dev", vec![spot("i-1"), spot("i-2")])])
-            .nodes(vec![
-                busy(online("dev_spot-10.0.0.1", "i-1", "dev_spot", 0)),
-                busy(online("dev_spot-10.0.0.2", "i-2", "dev_spot", 0)),
-            ])
+    fn a_warning_on_a_busy_agent_launches_one_replacement() {
+        let s = snap(vec![("dev", vec![spot("i-1")])])
+            .nodes(vec![busy(online("dev_spot-10.0.0.1", "i-1", "dev_spot", 0))])
             .event("e-1", "dev", "i-1", EventKind::Warning);
         let plan = run(&s);
         assert_eq!(brief(&plan.actions), ["mark i-1 warned", "offline dev_spot-10.0.0.1", "create dev dev_spot"]);
@@ -282,8 +271,8 @@ mod tests {
 
     #[test]
     fn a_replacement_stays_within_the_caps() {
-        // Two other spot agents besides the warned one: the cap is full.
-        let s = snap(vec![("dev", vec![spot("i-1"), spot("i-2"), spot("i-3")])])
+        // Spot cap 2: the warned agent bills until EC2 takes it, and counts.
+        let s = snap(vec![("dev", vec![spot("i-1"), spot("i-2")])])
             .nodes(vec![busy(online("dev_spot-10.0.0.1", "i-1", "dev_spot", 0))])
             .event("e-1", "dev", "i-1", EventKind::Warning);
         assert_eq!(brief(&run(&s).actions), ["mark i-1 warned", "offline dev_spot-10.0.0.1"]);

@@ -118,13 +118,10 @@ impl ScaleUp<'_> {
 
     /// Our active instances of the env, spot and not.
     fn usage(&mut self, env: &str, instances: &[Instance]) -> Usage {
-        let (cfg, doomed) = (self.cfg, self.doomed);
+        let cfg = self.cfg;
         *self.usage.entry(env.to_string()).or_insert_with(|| {
             let mut usage = Usage::default();
-            // A warned agent is EC2's to take within two minutes: its
-            // replacement must not wait for it to go.
-            let counted = |i: &&Instance| cfg.is_ours(env, i) && i.state.is_active() && !doomed.contains(&i.id);
-            for inst in instances.iter().filter(counted) {
+            for inst in instances.iter().filter(|i| cfg.is_ours(env, i) && i.state.is_active()) {
                 if inst.spot {
                     usage.spot += 1;
                 } else {

@@ -31,8 +31,6 @@ struct ScaleUp<'a> {
     snap: Snapshot<'a>,
     /// Instances some action of this pass already uses.
     claimed: &'a mut BTreeSet<String>,
-    /// Warned agents: EC2 takes them, so they count against no cap.
-    doomed: &'a BTreeSet<String>,
     rng: &'a mut fastrand::Rng,
     plan: &'a mut Plan,
     known_envs: BTreeSet<String>,
@@ -57,7 +55,6 @@ pub(super) fn plan(
         cfg,
         snap: *snap,
         claimed,
-        doomed: &taken.doomed,
         rng,
         plan,
         known_envs: cfg.known_envs(),
