@@ -217,6 +217,8 @@ def analyse(stats, run, caps, scale):
         "dumps": summary["dumps"], "poll_seconds_median": summary["poll_seconds_median"],
         "warned": summary.get("warned", 0),
         "started_on_warned": summary.get("started_on_warned", 0),
+        "started_on_warned_after_offline": summary.get("started_on_warned_after_offline", 0),
+        "warning_to_offline": summary.get("warning_to_offline", []),
         "killed_by_reclaim": summary.get("killed_by_reclaim", 0),
         "retried": summary.get("retried", 0),
         "replacement_online": summary.get("replacement_online", []),
@@ -299,8 +301,12 @@ def interruption_rows(r):
          "replacements_launched)",
          f"{r['warned']} ({csv.get('spot_interruptions', '?')} / "
          f"{csv.get('replacements_launched', '?')})"],
-        ["… builds started on a warned agent after its warning (must be 0)",
-         str(r["started_on_warned"])],
+        ["… builds started on a warned agent after its warning (must be 0); of them, after "
+         "Jenkins had the manager's offline-node",
+         f"{r['started_on_warned']}; {r['started_on_warned_after_offline']}"],
+        ["… warning → offline-node reached Jenkins, median / max",
+         f"{bc.fmt(bc.median(r['warning_to_offline']), 1)} / "
+         f"{bc.fmt(max(r['warning_to_offline']) if r['warning_to_offline'] else None, 1)} sim s"],
         ["… builds killed by the reclaim (retried)",
          f"{r['killed_by_reclaim']} ({r['retried']})"],
         ["… warning → an agent of its label online, median / max",

@@ -289,6 +289,7 @@ class SimInstance:
         self.no_boot = False        # a soak fault: it never registers
         self.registered_at = None   # when its node first registered
         self.warned_at = None       # when EC2 warned it would reclaim it
+        self.offline_at = None      # when `offline-node` first reached its node
 
     def update(self, description):
         """Tags and addresses from a DescribeInstances entry."""
@@ -569,6 +570,9 @@ class Simulation:
             if node is None:
                 return False
             node.offline = cause or "offline-node"
+            instance = self.instances.get(node.instance_id)
+            if instance is not None and instance.offline_at is None:
+                instance.offline_at = self.clock.now()
             return True
 
     def interrupt(self, share, seed):
@@ -693,6 +697,7 @@ class Simulation:
                 "starts": i.starts, "stops": i.stops,
                 "terminated_at": i.terminated_at, "no_boot": i.no_boot,
                 "registered_at": i.registered_at, "warned_at": i.warned_at,
+                "offline_at": i.offline_at,
                 "active_seconds": i.active_seconds(now),
                 "billed_seconds": i.billed_seconds(now),
             } for i in self.instances.values()]
@@ -744,6 +749,14 @@ class Simulation:
             "started_on_warned": sum(
                 j["started"] is not None and j["instance"] in warned
                 and j["started"] >= warned[j["instance"]]["warned_at"] for j in jobs),
+            # Of those, the ones that started once Jenkins had the manager's
+            # offline-node (a node that registered after it, say): 0 is the aim.
+            "started_on_warned_after_offline": sum(
+                j["started"] is not None and j["instance"] in warned
+                and warned[j["instance"]]["offline_at"] is not None
+                and j["started"] >= warned[j["instance"]]["offline_at"] for j in jobs),
+            "warning_to_offline": [i["offline_at"] - i["warned_at"] for i in warned.values()
+                                   if i["offline_at"] is not None],
             "killed_by_reclaim": sum(j["killed"] is not None and j["instance"] in warned
                                      for j in jobs),
             "retried": sum("retry_of" in j for j in jobs),
