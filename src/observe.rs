@@ -1,5 +1,6 @@
-//! Observe: one Jenkins dump and one EC2 describe per env, all at once, plus
-//! the marker files. Nothing here decides anything.
+//! Observe: one Jenkins dump, one EC2 describe per env and one read of each
+//! env's interruption queue, all at once, plus the marker files. Nothing
+//! here decides anything.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -5,7 +5,8 @@ public-key auth for one user, its name matched ignoring case as Jenkins'
 default user-id strategy does; one exec per connection, split into words as
 Jenkins splits them (tokenizer.py) and answered from the scenario:
 `groovy =` prints the dump (or misbehaves as the injected fault says),
-`build JOB` prints the job's output, `who-am-i` names the user. Every command
+`build JOB` prints the job's output, `who-am-i` names the user,
+`offline-node NAME… -m CAUSE` takes nodes offline. Every command
 is recorded with when its connection was accepted and how long it took.
 """
 
