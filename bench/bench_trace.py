@@ -184,7 +184,8 @@ def analyse(stats, run, caps, scale):
     return {
         "jobs": summary["trace_jobs"], "started": summary["started"],
         "finished": summary["finished"], "killed": summary["killed"],
-        "never_started": summary["trace_jobs"] - summary["started"],
+        # Retries of builds EC2 reclaimed are jobs too (started counts them).
+        "never_started": sum(j["started"] is None for j in stats["jobs"]),
         "served_by_manager": len(served), "served_how": by_how,
         "reaction_sim_s_median": bc.median(reaction),
         "reaction_sim_s_p95": bc.percentile(reaction, 0.95),
