@@ -4,7 +4,8 @@
 //! instance, in the planner's order, and a create after the make-room
 //! termination it depends on — and the chains run concurrently, at most
 //! `--max_parallel_calls` calls in flight per env. Marker upkeep (local
-//! files) runs first, in order. A failed action is logged and counted; the
+//! files) runs first, in order, then every `offline-node` at once (Jenkins
+//! calls, outside the EC2 bound). A failed action is logged and counted; the
 //! rest goes on, except what depended on it (a create whose make-room
 //! termination failed, a termination whose volumes could not be set to go
 //! with it).
@@ -57,6 +58,16 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
     for (at, action) in actions.iter().enumerate().filter(|(_, a)| a.env().is_none()) {
         outcomes[at] = Some(run_logged(world, action, &mut no_instances).await);
     }
+    // Then every offline-node at once, ahead of the EC2 calls and outside
+    // their bound: a warned agent's node takes builds until Jenkins hears.
+    let offline: Vec<usize> =
+        actions.iter().enumerate().filter(|(_, a)| matches!(a, Action::OfflineNode { .. })).map(|(at, _)| at).collect();
+    let calls = offline.iter().map(|&at| -> BoxFuture<'_, Outcome> {
+        Box::pin(async move { run_logged(world, &actions[at], &mut BTreeSet::new()).await })
+    });
+    for (at, outcome) in offline.iter().zip(join_all(calls.collect()).await) {
+        outcomes[*at] = Some(outcome);
+    }
     let bound = world.config.aws.max_parallel_calls.max(1);
     let envs = chains_per_env(actions)
         .into_values()
@@ -69,6 +80,9 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
         let Some(outcome) = outcome else { continue };
         if let Some(counter) = outcome.counter {
             acted.stats.add(counter, 1);
+            if matches!(action, Action::Create { replacement_for: Some(_), .. }) {
+                acted.stats.add(Counter::ReplacementsLaunched, 1);
+            }
         }
         if outcome.failed {
             acted.stats.add(Counter::ActionFailed, 1);
@@ -95,6 +109,10 @@ pub(crate) fn chains_per_env(actions: &[Action]) -> BTreeMap<&str, Vec<Vec<usize
     let mut per_env: BTreeMap<&str, Vec<Vec<usize>>> = BTreeMap::new();
     let mut chain_of: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for (at, action) in actions.iter().enumerate() {
+        // Jenkins calls, made before every chain (see `act`).
+        if matches!(action, Action::OfflineNode { .. }) {
+            continue;
+        }
         let Some(env) = action.env() else { continue };
         let chains = per_env.entry(env).or_default();
         let key = match action {
@@ -159,7 +177,7 @@ async fn run_logged(world: &World, action: &Action, failed: &mut BTreeSet<String
 
 /// Awaits every future, polling them together (they borrow the world, so
 /// they cannot be spawned); their outputs in the order given.
-async fn join_all<T>(futures: Vec<BoxFuture<'_, T>>) -> Vec<T> {
+pub(crate) async fn join_all<T>(futures: Vec<BoxFuture<'_, T>>) -> Vec<T> {
     let mut pending: Vec<Option<BoxFuture<'_, T>>> = futures.into_iter().map(Some).collect();
     let mut outputs: Vec<Option<T>> = pending.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
@@ -197,6 +215,8 @@ enum ActError {
     UnknownEnv(String),
     #[error("no AMI for env {0} in --ami_ids")]
     NoAmi(String),
+    #[error(transparent)]
+    Jenkins(#[from] crate::jenkins::CliError),
 }
 
 enum Done {
@@ -217,7 +237,7 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> Resul
             markers::write_working(dir, job_key)?;
             Ok(Done::Acted(Some(Counter::InstancesStarted), None))
         }
-        Action::Create { env, label, job_key, client_token, replaces, on_demand_fallback } => {
+        Action::Create { env, label, job_key, client_token, replaces, on_demand_fallback, replacement_for } => {
             if replaces.as_ref().is_some_and(|id| failed.contains(id)) {
                 return Ok(Done::Skipped("the make-room termination failed, the cap would be exceeded"));
             }
@@ -236,7 +256,10 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> Resul
                 other => other?,
             };
             markers::write_start(dir, env, &id, &label.raw)?;
-            markers::write_working(dir, job_key)?;
+            // A replacement waits for no queue item: no working marker.
+            if replacement_for.is_none() {
+                markers::write_working(dir, job_key)?;
+            }
             Ok(Done::Acted(Some(Counter::InstancesCreated), Some(id)))
         }
         Action::Terminate { env, instance_id, .. } => {
@@ -264,8 +287,17 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> Resul
             markers::remove(dir, &markers::working_file(job_key))?;
             Ok(Done::Acted(None, None))
         }
-        Action::RemoveStartMarker { file_name } => {
+        Action::RemoveStartMarker { file_name } | Action::ForgetInterruption { file_name } => {
             markers::remove(dir, file_name)?;
+            Ok(Done::Acted(None, None))
+        }
+        Action::OfflineNode { node, reason, .. } => {
+            let words = ["offline-node", node, "-m", reason].map(str::to_string).to_vec();
+            crate::world::run_cli(&world.jenkins, words, Vec::new()).await?;
+            Ok(Done::Acted(None, None))
+        }
+        Action::MarkInterrupted { env, instance_id, kind, event } => {
+            markers::write_interrupted(dir, env, instance_id, *kind, event)?;
             Ok(Done::Acted(None, None))
         }
     }
@@ -355,6 +387,7 @@ mod tests {
             client_token: format!("token-{label}"),
             replaces: replaces.map(str::to_string),
             on_demand_fallback: fallback,
+            replacement_for: None,
         }
     }
 
@@ -468,6 +501,7 @@ mod tests {
             client_token: format!("token-{env}-{n}"),
             replaces: None,
             on_demand_fallback: false,
+            replacement_for: None,
         }
     }
 
