@@ -6,10 +6,11 @@
 //! (one call per instance when EC2 refuses the list for one of them), the
 //! dependent steps in order (volumes set to go → terminate → the create it
 //! makes room for). At most `--max_parallel_calls` calls are in flight per
-//! env. Marker upkeep (local files) runs first, in order. A failed action is
-//! logged and counted; the rest goes on, except what depended on it (a
-//! create whose make-room termination failed, a termination whose volumes
-//! could not be set to go with it).
+//! env. Marker upkeep (local files) runs first, in order, then every
+//! `offline-node` at once (Jenkins calls, outside the EC2 bound). A failed
+//! action is logged and counted; the rest goes on, except what depended on
+//! it (a create whose make-room termination failed, a termination whose
+//! volumes could not be set to go with it).
 
 use std::collections::BTreeSet;
 use std::task::Poll;
@@ -61,6 +62,19 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
         let result = run(world, action, &no_instances).await;
         outcomes[at] = Some(logged(world, action, result, &mut no_instances));
     }
+    // Then every offline-node at once, ahead of the EC2 calls and outside
+    // their bound: a warned agent's node takes builds until Jenkins hears.
+    let offline: Vec<usize> =
+        actions.iter().enumerate().filter(|(_, a)| matches!(a, Action::OfflineNode { .. })).map(|(at, _)| at).collect();
+    let calls = offline.iter().map(|&at| -> BoxFuture<'_, Outcome> {
+        Box::pin(async move {
+            let result = run(world, &actions[at], &BTreeSet::new()).await;
+            logged(world, &actions[at], result, &mut BTreeSet::new())
+        })
+    });
+    for (at, outcome) in offline.iter().zip(join_all(calls.collect()).await) {
+        outcomes[*at] = Some(outcome);
+    }
     let bound = world.config.aws.max_parallel_calls.max(1);
     let subnets = |env: &str| world.config.fleet.envs.get(env).map_or(1, |e| e.subnets.len());
     let envs = env_calls(actions, subnets).into_values().map(|sequences| -> BoxFuture<'_, Vec<(usize, Outcome)>> {
@@ -74,6 +88,9 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
         let Some(outcome) = outcome else { continue };
         if let Some(counter) = outcome.counter {
             acted.stats.add(counter, 1);
+            if matches!(action, Action::Create { replacement_for: Some(_), .. }) {
+                acted.stats.add(Counter::ReplacementsLaunched, 1);
+            }
         }
         if outcome.failed {
             acted.stats.add(Counter::ActionFailed, 1);
@@ -168,7 +185,7 @@ fn logged(world: &World, action: &Action, result: Result<Done, ActError>, failed
 
 /// Awaits every future, polling them together (they borrow the world, so
 /// they cannot be spawned); their outputs in the order given.
-async fn join_all<T>(futures: Vec<BoxFuture<'_, T>>) -> Vec<T> {
+pub(crate) async fn join_all<T>(futures: Vec<BoxFuture<'_, T>>) -> Vec<T> {
     let mut pending: Vec<Option<BoxFuture<'_, T>>> = futures.into_iter().map(Some).collect();
     let mut outputs: Vec<Option<T>> = pending.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
@@ -209,6 +226,8 @@ enum ActError {
     /// The one call of several actions failed (the error is the first's).
     #[error("{0}")]
     Batch(String),
+    #[error(transparent)]
+    Jenkins(#[from] crate::jenkins::CliError),
 }
 
 enum Done {
@@ -257,8 +276,17 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> Resul
             markers::remove(dir, &markers::working_file(job_key))?;
             Ok(Done::Acted(None, None))
         }
-        Action::RemoveStartMarker { file_name } => {
+        Action::RemoveStartMarker { file_name } | Action::ForgetInterruption { file_name } => {
             markers::remove(dir, file_name)?;
+            Ok(Done::Acted(None, None))
+        }
+        Action::OfflineNode { node, reason, .. } => {
+            let words = ["offline-node", node, "-m", reason].map(str::to_string).to_vec();
+            crate::world::run_cli(&world.jenkins, words, Vec::new()).await?;
+            Ok(Done::Acted(None, None))
+        }
+        Action::MarkInterrupted { env, instance_id, kind, event } => {
+            markers::write_interrupted(dir, env, instance_id, *kind, event)?;
             Ok(Done::Acted(None, None))
         }
     }
@@ -361,9 +389,12 @@ async fn launch_creates(world: &World, creates: &[&Action], subnet: usize) -> Ve
             creates
                 .iter()
                 .map(|create| match (create, ids.next()) {
-                    (Action::Create { env, label, job_key, .. }, Some(id)) => {
+                    (Action::Create { env, label, job_key, replacement_for, .. }, Some(id)) => {
                         markers::write_start(&world.workdir, env, &id, &label.raw)?;
-                        markers::write_working(&world.workdir, job_key)?;
+                        // A replacement waits for no queue item: no working marker.
+                        if replacement_for.is_none() {
+                            markers::write_working(&world.workdir, job_key)?;
+                        }
                         Ok(Done::Acted(Some(Counter::InstancesCreated), Some(id)))
                     }
                     _ => Ok(Done::Skipped("EC2 launched fewer instances than asked; planned again next pass")),
@@ -503,6 +534,7 @@ mod tests {
             client_token: format!("token-{label}"),
             replaces: replaces.map(str::to_string),
             on_demand_fallback: fallback,
+            replacement_for: None,
         }
     }
 
@@ -616,6 +648,7 @@ mod tests {
             client_token: format!("token-{env}-{n}"),
             replaces: None,
             on_demand_fallback: false,
+            replacement_for: None,
         }
     }
 

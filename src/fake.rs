@@ -67,6 +67,8 @@ struct State {
     rules: Vec<Held>,
     queued: Vec<Message>,
     in_flight: Vec<Message>,
+    /// Each env's interruption queue: (queued, in flight).
+    events: BTreeMap<String, (Vec<Message>, Vec<Message>)>,
     calls: Vec<Call>,
     faults: Vec<Fault>,
     launched: u32,
@@ -188,6 +190,20 @@ impl FakeCloud {
             body: body.to_string(),
             sender: sender.map(str::to_string),
         });
+    }
+
+    /// Puts an EC2 event (its body) on `env`'s interruption queue.
+    pub fn send_event(&self, env: &str, body: &str) {
+        let mut state = self.state();
+        let n = state.calls.len() + state.events.values().map(|(q, f)| q.len() + f.len()).sum::<usize>();
+        let message =
+            Message { id: format!("e-{n}"), receipt: format!("er-{n}"), body: body.to_string(), sender: None };
+        state.events.entry(env.to_string()).or_default().0.push(message);
+    }
+
+    /// Messages of `env`'s interruption queue: (waiting, received and not deleted).
+    pub fn events_left(&self, env: &str) -> (usize, usize) {
+        self.state().events.get(env).map_or((0, 0), |(q, f)| (q.len(), f.len()))
     }
 
     /// Messages received and not deleted (SQS would show them again later).
@@ -475,6 +491,47 @@ impl Queue for FakeCloud {
     }
 }
 
+/// One env's interruption queue: calls are recorded under the env.
+struct FakeEventQueue {
+    env: String,
+    cloud: FakeCloud,
+}
+
+impl Queue for FakeEventQueue {
+    fn queue_url<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, Result<String, SqsError>> {
+        Box::pin(async move {
+            self.cloud.call(&self.env, "GetQueueUrl", name).map_err(|_| SqsError::QueueUrl {
+                queue: name.to_string(),
+                owner: owner.to_string(),
+                message: "injected".into(),
+            })?;
+            Ok(format!("https://sqs.example/{owner}/{name}"))
+        })
+    }
+
+    fn receive<'a>(&'a self, url: &'a str, max: i32) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
+        Box::pin(async move {
+            self.cloud.call(&self.env, "ReceiveMessage", url).map_err(|_| SqsError::Receive("injected".into()))?;
+            let mut state = self.cloud.state();
+            let (queued, in_flight) = state.events.entry(self.env.clone()).or_default();
+            let n = queued.len().min(usize::try_from(max.clamp(1, 10)).unwrap_or(10));
+            let batch: Vec<Message> = queued.drain(..n).collect();
+            in_flight.extend(batch.iter().cloned());
+            Ok(batch)
+        })
+    }
+
+    fn delete<'a>(&'a self, _url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>> {
+        Box::pin(async move {
+            self.cloud.call(&self.env, "DeleteMessage", receipt).map_err(|_| SqsError::Delete("injected".into()))?;
+            if let Some((_, in_flight)) = self.cloud.state().events.get_mut(&self.env) {
+                in_flight.retain(|m| m.receipt != receipt);
+            }
+            Ok(())
+        })
+    }
+}
+
 #[derive(Default)]
 struct JenkinsState {
     queue: Vec<Value>,
@@ -549,6 +606,13 @@ impl Jenkins for FakeJenkins {
                 CliErrorKind::BadOutput => CliError::TooMuchOutput { command, limit: 1 << 20 },
             });
         }
+        if command == "offline-node" {
+            // As Jenkins: the named nodes are temporarily offline from now on.
+            let names: Vec<String> = words.iter().skip(1).take_while(|w| *w != "-m").cloned().collect();
+            for node in state.nodes.iter_mut().filter(|n| names.iter().any(|name| n["slaveName"] == name.as_str())) {
+                node["isOffLine"] = "true".into();
+            }
+        }
         let stdout = match command.as_str() {
             "groovy" => json!({ "build_queue": state.queue, "slave_queue": state.nodes, "messages": [] }).to_string(),
             "build" if words.get(1).is_some_and(|j| j == GC_JOB) => "Garbage collector executed: 0 freed.\n".into(),
@@ -613,6 +677,7 @@ pub fn config(names: &[&str]) -> Config {
         },
         security_group: None,
         sqs: None,
+        interruption_queue: None,
         gc_job: Some(GC_JOB.into()),
         run: RunBounds {
             loop_counter: 3,
@@ -654,6 +719,16 @@ pub fn world(config: Config, cloud: &FakeCloud, jenkins: &Arc<FakeJenkins>, work
         ec2: config.fleet.envs.keys().map(|env| (env.clone(), cloud.ec2(env))).collect(),
         master_ec2: Arc::new(cloud.clone()),
         sqs: config.sqs.as_ref().map(|_| Arc::new(cloud.clone()) as Arc<dyn Queue>),
+        interruptions: config
+            .interruption_queue
+            .iter()
+            .flat_map(|name| {
+                config.fleet.envs.values().map(|env| {
+                    let queue = Arc::new(FakeEventQueue { env: env.name.clone(), cloud: cloud.clone() });
+                    (env.name.clone(), crate::interruption::EventQueue::new(queue, name, &env.account_id))
+                })
+            })
+            .collect(),
         jenkins: Arc::clone(jenkins) as Arc<dyn Jenkins>,
         ec2_calls: cloud.counter.clone(),
         clock: cloud.clock,

@@ -46,6 +46,10 @@ pub type Sequence = Vec<Vec<Call>>;
 pub fn env_calls(actions: &[Action], subnets: impl Fn(&str) -> usize) -> BTreeMap<&str, Vec<Sequence>> {
     let mut per_env: BTreeMap<&str, EnvCalls> = BTreeMap::new();
     for (at, action) in actions.iter().enumerate() {
+        // Jenkins calls, made before any EC2 call (see act).
+        if matches!(action, Action::OfflineNode { .. }) {
+            continue;
+        }
         let Some(env) = action.env() else { continue };
         let calls = per_env.entry(env).or_default();
         match action {
@@ -194,6 +198,7 @@ mod tests {
             client_token: token.into(),
             replaces: None,
             on_demand_fallback: false,
+            replacement_for: None,
         }
     }
 
@@ -353,6 +358,19 @@ mod tests {
         let actions = [Action::RemoveStartMarker { file_name: "x.start_instance".into() }, stop("i-1")];
         let calls = env_calls(&actions, one_subnet);
         assert_eq!(calls.len(), 1);
+        assert_eq!(calls["dev"], [vec![vec![Call::List(ListKind::Stop, vec![1])]]]);
+    }
+
+    #[test]
+    fn offline_node_is_no_ec2_call() {
+        let offline = Action::OfflineNode {
+            env: "dev".into(),
+            instance_id: "i-1".into(),
+            node: "dev-i-1".into(),
+            reason: "spot interruption".into(),
+        };
+        let actions = [offline, stop("i-2")];
+        let calls = env_calls(&actions, one_subnet);
         assert_eq!(calls["dev"], [vec![vec![Call::List(ListKind::Stop, vec![1])]]]);
     }
 
