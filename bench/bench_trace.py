@@ -22,7 +22,16 @@ from enqueue to the manager's decision, and in which pass relative to the
 first dump that showed the item (the target: the same pass); for every job,
 enqueue to start; instance-minutes billed; instances created vs started;
 make-room terminations; the peak of agents per env against the caps; builds
-killed under a running job (must be 0).
+killed under a running job (must be 0 but for those EC2 reclaims).
+
+The interruption wave (issue 13; `--interruption-at`, default minute 12,
+`--interruption-share` 0.2, off with `--interruption-at -1`): EC2's spot
+interruption warning for 20 % of the running spot agents at once, through
+each env's EventBridge queue (`--interruption_queue`), and the instances
+reclaimed two minutes later; a build killed by the reclaim is retried.
+Figures: builds started on a warned agent after its warning (must be 0),
+and the time from each warning until an agent of the same label came
+online.
 
   bench_trace.py generate [--jobs N] [--minutes M] [--seed S]   prints a trace
   bench_trace.py run --binary PATH --workdir DIR [--time-scale X] ...
@@ -57,6 +66,7 @@ PREEXISTING = [
     {"env": "prod", "labels": "prod", "state": "running"},
     {"env": "prod", "labels": "prod_shared", "state": "stopped"},
 ]
+INTERRUPTION_QUEUE = "slave-manager-ec2-events"
 ACTION = re.compile(r"^(\S+): (start|create) .*?for label (\S+) \((\S+?)[,)]")
 TERMINATE = re.compile(r"^(\S+): terminate (\S+) \((.*)\)")
 STOP = re.compile(r"^(\S+): stop (\S+) ")
@@ -174,7 +184,8 @@ def analyse(stats, run, caps, scale):
     return {
         "jobs": summary["trace_jobs"], "started": summary["started"],
         "finished": summary["finished"], "killed": summary["killed"],
-        "never_started": summary["trace_jobs"] - summary["started"],
+        # Retries of builds EC2 reclaimed are jobs too (started counts them).
+        "never_started": sum(j["started"] is None for j in stats["jobs"]),
         "served_by_manager": len(served), "served_how": by_how,
         "reaction_sim_s_median": bc.median(reaction),
         "reaction_sim_s_p95": bc.percentile(reaction, 0.95),
@@ -205,7 +216,29 @@ def analyse(stats, run, caps, scale):
         "pass_ms_median": bc.median(steady_ms), "pass_ms_p95": bc.percentile(steady_ms, 0.95),
         "sim_minutes": summary["sim_seconds"] / 60, "wall_s": run.wall,
         "dumps": summary["dumps"], "poll_seconds_median": summary["poll_seconds_median"],
+        "warned": summary.get("warned", 0),
+        "started_on_warned": summary.get("started_on_warned", 0),
+        "started_on_warned_after_offline": summary.get("started_on_warned_after_offline", 0),
+        "warning_to_offline": summary.get("warning_to_offline", []),
+        "killed_by_reclaim": summary.get("killed_by_reclaim", 0),
+        "retried": summary.get("retried", 0),
+        "replacement_online": summary.get("replacement_online", []),
+        "interruption_csv": interruption_csv(run.cwd),
     }
+
+
+def interruption_csv(cwd):
+    """The manager's interruption counters from properties_error.csv."""
+    path = os.path.join(cwd, "properties_error.csv")
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as f:
+        rows = [line.strip().split(",") for line in f if line.strip()]
+    if len(rows) != 2:
+        return {}
+    wanted = ("spot_interruptions", "replacements_launched", "interruption_dropped",
+              "interruption_failed")
+    return {k: v for k, v in zip(rows[0], rows[1]) if k in wanted}
 
 
 def markdown(r, args):
@@ -247,6 +280,7 @@ def markdown(r, args):
          f"{r['stops']} / {r['make_room_terminations']} / {r['other_terminations']}"],
         ["peak agents per env", peaks],
         ["caps respected", "yes" if r["caps_respected"] else "**NO**"],
+        *interruption_rows(r),
         ["passes; pass latency median / p95",
          f"{r['passes']}; {bc.fmt(r['pass_ms_median'])} / {bc.fmt(r['pass_ms_p95'])} ms"],
         ["simulated / real time", f"{bc.fmt(r['sim_minutes'], 1)} min / {bc.fmt(r['wall_s'], 1)} s"],
@@ -255,6 +289,31 @@ def markdown(r, args):
             f"boot delay {args.boot_delay} s, idle limit {args.idle_minutes} min, "
             f"caps on-demand {args.on_demand_cap} / spot {args.spot_cap} per env, --cli {args.cli}")
     return head + "\n\n" + bc.table(["figure", "value"], rows)
+
+
+def interruption_rows(r):
+    """The interruption wave's rows; none without a wave."""
+    if not r["warned"]:
+        return []
+    online = [t for t in r["replacement_online"] if t is not None]
+    csv = r["interruption_csv"]
+    return [
+        ["interruption wave: spot agents warned (manager's spot_interruptions / "
+         "replacements_launched)",
+         f"{r['warned']} ({csv.get('spot_interruptions', '?')} / "
+         f"{csv.get('replacements_launched', '?')})"],
+        ["… builds started on a warned agent after its warning (must be 0); of them, after "
+         "Jenkins had the manager's offline-node",
+         f"{r['started_on_warned']}; {r['started_on_warned_after_offline']}"],
+        ["… warning → offline-node reached Jenkins, median / max",
+         f"{bc.fmt(bc.median(r['warning_to_offline']), 1)} / "
+         f"{bc.fmt(max(r['warning_to_offline']) if r['warning_to_offline'] else None, 1)} sim s"],
+        ["… builds killed by the reclaim (retried)",
+         f"{r['killed_by_reclaim']} ({r['retried']})"],
+        ["… warning → an agent of its label online, median / max",
+         f"{bc.fmt(bc.median(online), 1)} / {bc.fmt(max(online) if online else None, 1)} sim s"
+         f" ({len(online)} of {r['warned']})"],
+    ]
 
 
 class MarkerClock:
@@ -331,18 +390,24 @@ def run(args):
         world = bc.two_env_world(moto, "trace", args.workdir, "http://jenkins.invalid/",
                                  "--agents", agents_path)
         sim_out = os.path.join(args.workdir, "sim-stats.json")
+        wave, wave_flags = [], []
+        if args.interruption_at >= 0:
+            wave = ["--interruption-queue", INTERRUPTION_QUEUE,
+                    "--interruption-at", str(args.interruption_at * 60),
+                    "--interruption-share", str(args.interruption_share)]
+            wave_flags = ["--interruption_queue", INTERRUPTION_QUEUE]
         jenkins, emulator = services.emulator("emulator-sim", [
             "--moto-endpoint", moto, "--environment", world["environment_json"],
             "--trace", trace_path, "--time-scale", str(args.time_scale),
             "--boot-delay", str(args.boot_delay), "--idle-minutes", str(args.idle_minutes),
-            "--sim-out", sim_out, "--http-port", "0", "--ssh-port", "0"],
+            "--sim-out", sim_out, "--http-port", "0", "--ssh-port", "0", *wave],
             script=os.path.join(bc.BENCH, "sim_jenkins.py"))
         manager_args = bc.manager_args(
             jenkins, world, args.cli,
             "--loop_counter", "1000000", "--pass_interval", f"{5 / args.time_scale:.3f}",
             "--idle_minutes", str(args.idle_minutes),
             "--max_num_of_slaves_in_env", str(args.on_demand_cap),
-            "--max_num_of_spot_slaves_in_env", str(args.spot_cap))
+            "--max_num_of_spot_slaves_in_env", str(args.spot_cap), *wave_flags)
         last_check = {"at": 0.0, "stop": False}
         limit_sim = (args.minutes + args.idle_minutes + 60) * 60
 
@@ -411,6 +476,9 @@ def main(argv):
     parser.add_argument("--idle-minutes", type=int, default=10)
     parser.add_argument("--on-demand-cap", type=int, default=8)
     parser.add_argument("--spot-cap", type=int, default=8)
+    parser.add_argument("--interruption-at", type=float, default=12, metavar="MINUTE",
+                        help="simulated minute of the interruption wave (negative: none)")
+    parser.add_argument("--interruption-share", type=float, default=0.2)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     return run(args)

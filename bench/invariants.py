@@ -59,6 +59,16 @@ The invariants (names as printed):
   inventory; clean: its env described, no fault on it, no kill).
 - sqs_built_twice / sqs_lost: a valid SQS request was built more than once,
   or never; sqs_refused_ran: a command ran that no valid request asks for.
+- warned_build: a build started on an agent EC2 had warned it reclaims,
+  after the manager had a whole pass to take its node offline (the second
+  dump showing the node after the warning). Before that it is a race the
+  manager cannot win; a build killed by the reclaim is EC2's doing.
+
+Interruption events (`warned`, `rebalanced`) also change two readings: an
+agent warned or drained counts no capacity for double agents from the pass
+that may have read the event on (the manager takes it out of service), and
+a warned agent that was busy allows its label one more new agent in the
+passes right after the warning (the replacement for the build at risk).
 """
 
 import bisect
@@ -78,7 +88,11 @@ INVARIANTS = {
     "sqs_built_twice": "an SQS request was built twice",
     "sqs_lost": "an SQS request was lost",
     "sqs_refused_ran": "a command no valid SQS request asks for ran",
+    "warned_build": "a build started on a warned agent a whole pass after the warning",
 }
+# A replacement for a warned agent's build is launched in the pass that
+# reads the warning: allowed in the dumps up to this long after it.
+REPLACEMENT_WINDOW = 30.0
 
 ACTIVE, STOPPED, GONE = "active", "stopped", "gone"
 STATE_CLASS = {"pending": ACTIVE, "running": ACTIVE, "stopping": STOPPED,
@@ -105,7 +119,7 @@ class CheckConfig:
     def __init__(self, envs, slave_name, on_demand_cap, spot_cap, labels,
                  boot_grace=600.0, zombie_limit=None, starve_passes=3,
                  zombie_passes=3, margin=2.0, key_name="jenkins.cloud",
-                 sqs_job="soak-remote", commands=("groovy", "build", "who-am-i")):
+                 sqs_job="soak-remote", commands=("groovy", "build", "who-am-i", "offline-node")):
         self.envs = envs
         self.slave_name = slave_name
         self.on_demand_cap = on_demand_cap
@@ -131,6 +145,10 @@ class Instance:
         self.id = instance_id
         self.env = env
         self.tags = {}
+        # The tags it had when first read: whose it is is decided then, so a
+        # tag the manager writes later (a stray TagMaster on another
+        # master's agent) cannot make it ours after the fact.
+        self.owner_tags = None
         self.spot = False
         self.key = None
         self.image = None
@@ -153,12 +171,13 @@ class Instance:
 
     def why_foreign(self, cfg):
         """None when ours; else what makes it somebody else's."""
-        if self.tags.get("Name") != cfg.slave_name:
-            return f"Name tag {self.tags.get('Name')!r}"
+        tags = self.owner_tags if self.owner_tags is not None else self.tags
+        if tags.get("Name") != cfg.slave_name:
+            return f"Name tag {tags.get('Name')!r}"
         if self.key != cfg.key_name:
             return f"key pair {self.key!r}"
         master = cfg.envs[self.env]["master"]
-        tag = self.tags.get("jenkins_master")
+        tag = tags.get("jenkins_master")
         if tag is not None and not same_master(tag, master):
             return f"jenkins_master {tag!r}"
         if tag is None and not same_master(self.master(), master):
@@ -255,6 +274,8 @@ class Checker:
         self._over_cap = {}          # (env, class) -> violation being extended
         self._runs_judged = set()
         self.race_stops = []        # stops of nodes busy only after the dump
+        self.warnings = {}          # instance -> (env, time EC2 warned it)
+        self.rebalances = {}        # instance -> (env, time of the recommendation)
 
     # --- evidence -------------------------------------------------------------
 
@@ -273,6 +294,8 @@ class Checker:
         for d in described:
             inst = self.instance(d["id"], env)
             inst.tags = dict(d.get("tags", {}))
+            if inst.owner_tags is None:
+                inst.owner_tags = dict(inst.tags)
             inst.spot = bool(d.get("spot"))
             inst.key = d.get("key")
             inst.image = d.get("image")
@@ -339,7 +362,10 @@ class Checker:
         if not argv:
             return
         if argv[0] not in self.cfg.commands or (
-                argv[0] == "build" and (len(argv) < 2 or argv[1] != self.cfg.sqs_job)):
+                argv[0] == "build" and (len(argv) < 2 or argv[1] != self.cfg.sqs_job)) or (
+                # The manager's own scripts come on stdin (`groovy =`); a
+                # script named by a request would be the script console.
+                argv[0] == "groovy" and argv[1:2] != ["="]):
             self.violate("sqs_refused_ran", record["time"], None,
                          f"Jenkins ran {' '.join(argv)[:200]!r}")
         if argv[0] == "build":
@@ -376,6 +402,21 @@ class Checker:
 
     def sqs_sent(self, request_id, t):
         self.sqs[request_id] = t
+
+    def warned(self, instance_id, env, t):
+        """EC2's spot interruption warning for the instance was queued at `t`."""
+        self.warnings.setdefault(instance_id, (env, t))
+
+    def rebalanced(self, instance_id, env, t):
+        """A rebalance recommendation for the instance was queued at `t`."""
+        self.rebalances.setdefault(instance_id, (env, t))
+
+    def _out_of_service(self, instance_id, t):
+        """Warned or drained at or before `t` (within the margin)."""
+        for events in (self.warnings, self.rebalances):
+            if instance_id in events and events[instance_id][1] <= t + self.cfg.margin:
+                return True
+        return False
 
     # --- verdicts ---------------------------------------------------------------
 
@@ -518,6 +559,8 @@ class Checker:
                 continue
             if current and inst.image != current:
                 continue
+            if not generous and self._out_of_service(inst.id, dump.time):
+                continue
             node = dump.node_of(inst)
             if node is not None:
                 slots += 0 if node["offline"] else node["idle"]
@@ -580,7 +623,7 @@ class Checker:
                 spec = cfg.labels[label]
                 capacity = self._capacity(env, label, dump, claimed, generous=False)
                 need = max(0, queued[label] - capacity)
-                allowed = -(-need // spec["executors"])
+                allowed = -(-need // spec["executors"]) + self._replacements(env, label, dump)
                 if count > allowed:
                     self.violate("double_agent", dump.time, env,
                                  f"label {label}: {count} new agent(s) for {queued[label]} queued "
@@ -593,6 +636,48 @@ class Checker:
             self._judge_starvation(env, dump, claimed)
             self._judge_zombies(env, dump, claimed)
         self.evidence["passes"] += 1
+
+    def _replacements(self, env, label, dump):
+        """Warned agents of the label, busy in the dump, warned shortly
+        before it: each may get a replacement in this pass."""
+        count = 0
+        for instance_id, (warned_env, t) in self.warnings.items():
+            inst = self.instances.get(instance_id)
+            if warned_env != env or inst is None or label not in inst.labels():
+                continue
+            if not t - self.cfg.margin <= dump.time <= t + REPLACEMENT_WINDOW:
+                continue
+            node = dump.node_of(inst)
+            if node is not None and node["busy"] > 0:
+                count += 1
+                self.evidence["replacements_allowed"] += 1
+        return count
+
+    def _judge_warned_builds(self, sim_jobs):
+        """Builds started on a warned agent once the manager had a whole
+        pass to take its node offline: the second whole dump showing its
+        node after the warning (a node that registers later is taken
+        offline then). Excused while a fault touched its env or Jenkins."""
+        for job in sim_jobs:
+            instance_id = job.get("instance")
+            started = job.get("started_at_real")
+            if instance_id not in self.warnings or started is None:
+                continue
+            env, t = self.warnings[instance_id]
+            inst = self.instances.get(instance_id)
+            if started < t or inst is None:
+                continue
+            shown = [d.time for d in self.dumps
+                     if d.time > t + self.cfg.margin and d.whole and d.node_of(inst) is not None]
+            if len(shown) < 2 or started <= shown[1] + self.cfg.margin:
+                self.evidence["warned_builds_in_the_race"] += 1
+                continue
+            if self.faulted(env, t, started):
+                self.evidence["warned_builds_excused_by_faults"] += 1
+                continue
+            self.violate("warned_build", started, env,
+                         f"build {job.get('job')} #{job.get('queue_id')} started on {job.get('node')} "
+                         f"({instance_id}) {started - t:.1f} s after EC2 warned it")
 
     def _room(self, env, label, dump):
         """Whether the manager could give `label` an agent in `env` now."""
@@ -719,12 +804,17 @@ class Checker:
             self.evidence["sqs_requests"] += 1
             if not self.builds.get(request) and (drained_after is None or sent <= drained_after):
                 self.violate("sqs_lost", sent, None, f"request {request} sent, never built")
+        self._judge_warned_builds(sim_jobs)
         for job in sim_jobs:
             if job.get("killed") is None:
                 continue
             self.evidence["builds_killed"] += 1
             if job.get("slipped"):
                 self.race_stops.append(job)
+                continue
+            if job.get("instance") in self.warnings:
+                # EC2 reclaimed the agent after its warning: not ours.
+                self.evidence["builds_killed_by_reclaim"] += 1
                 continue
             self.violate("busy_stopped", job.get("killed_at_real") or now, None,
                          f"build {job.get('job')} #{job.get('queue_id')} on {job.get('node')} "

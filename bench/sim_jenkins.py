@@ -10,8 +10,14 @@ than real time, from the first dump on. `GET /emulator/sim` reports what
 happened (the model's stats); `--sim-out` also writes them at exit;
 `--dump-log` appends every dump served, as a JSON line {index, time,
 sim_time, whole, dump}; `POST /emulator/sim/fault` {"no_boot": N, "slip":
-N} injects the soak's faults into the model (bench/simulation.py). Every
-other flag, endpoint and the READY line are the emulator's.
+N} injects the soak's faults into the model (bench/simulation.py).
+`--interruption-at S` makes an interruption wave at simulated second S:
+EC2's spot interruption warning for `--interruption-share` of the running
+spot agents, sent as EventBridge envelopes to the queue
+`--interruption-queue` in each env's account and region (made at start),
+and the warned instances terminated in moto `--reclaim-after` simulated
+seconds later, as EC2 reclaims them. `offline-node` reaches the model.
+Every other flag, endpoint and the READY line are the emulator's.
 
 The poller reads moto directly, never through the fault proxy: faults
 injected on the manager's path do not blur what the simulation sees.
@@ -20,7 +26,8 @@ Run: python3 bench/sim_jenkins.py --user USER --authorized-keys FILE
          --moto-endpoint URL --environment FILE [--trace FILE]
          [--slave-name NAME] [--boot-delay S] [--time-scale X]
          [--idle-minutes M] [--poll-interval S] [--sim-out FILE]
-         [--dump-log FILE]
+         [--dump-log FILE] [--interruption-queue NAME --interruption-at S
+         [--interruption-share F] [--reclaim-after S]]
          [emulator flags: --http-port N --ssh-port N --log FILE ...]
 """
 
@@ -28,6 +35,7 @@ import json
 import sys
 import threading
 import time
+import uuid
 
 import bench_common  # noqa: F401  (puts tests/support, where the emulator lives, on sys.path)
 import simulation
@@ -54,10 +62,11 @@ class Ec2Follower:
         self.endpoint = endpoint
         self.slave_name = slave_name
         self._clients = {}
+        self._queues = {}
 
-    def _client(self, env):
-        """An EC2 client in the env's account, by the manager's role."""
-        if env not in self._clients:
+    def _client(self, env, service="ec2"):
+        """A client of `service` in the env's account, by the manager's role."""
+        if (env, service) not in self._clients:
             import boto3  # imported late: only the simulation needs boto3
             from botocore.config import Config
             account, region = self.envs[env]
@@ -70,13 +79,36 @@ class Ec2Follower:
             creds = sts.assume_role(
                 RoleArn=f"arn:aws:iam::{account}:role/{self.role}",
                 RoleSessionName=ROLE_SESSION)["Credentials"]
-            self._clients[env] = boto3.client(
-                "ec2", region_name=region, config=config,
+            self._clients[(env, service)] = boto3.client(
+                service, region_name=region, config=config,
                 endpoint_url=self.endpoint,
                 aws_access_key_id=creds["AccessKeyId"],
                 aws_secret_access_key=creds["SecretAccessKey"],
                 aws_session_token=creds["SessionToken"])
-        return self._clients[env]
+        return self._clients[(env, service)]
+
+    def make_queues(self, name):
+        """The interruption queue `name` in every env (made if missing)."""
+        for env in self.envs:
+            self._queues[env] = self._client(env, "sqs").create_queue(QueueName=name)["QueueUrl"]
+
+    def warn(self, env, instance_id):
+        """EC2's spot interruption warning for the instance, as EventBridge
+        puts it on the env's queue."""
+        account, region = self.envs[env]
+        body = {"version": "0", "id": str(uuid.uuid4()),
+                "detail-type": "EC2 Spot Instance Interruption Warning",
+                "source": "aws.ec2", "account": account,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "region": region,
+                "resources": [f"arn:aws:ec2:{region}a:instance/{instance_id}"],
+                "detail": {"instance-id": instance_id, "instance-action": "terminate"}}
+        self._client(env, "sqs").send_message(QueueUrl=self._queues[env],
+                                              MessageBody=json.dumps(body))
+
+    def reclaim(self, env, instance_id):
+        """EC2 takes the instance back."""
+        self._client(env).terminate_instances(InstanceIds=[instance_id])
 
     def describe(self, env):
         """Every instance of ours in the env, as DescribeInstances lists it."""
@@ -92,12 +124,15 @@ class ClosedLoop:
     seconds and advances it every tick, in two background threads. What the
     emulator asks of a simulation (`dump`, `stats`, `start`, `stop`)."""
 
-    def __init__(self, model, follower, poll_interval, sim_out=None, dump_log=None):
+    def __init__(self, model, follower, poll_interval, sim_out=None, dump_log=None,
+                 wave=None):
         self.model = model
         self.follower = follower
         self.poll_interval = poll_interval
         self.sim_out = sim_out
         self.dump_log = dump_log
+        # {"at", "share", "reclaim_after"} in simulated seconds, or None.
+        self.wave = wave
         self._log_lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -140,6 +175,32 @@ class ClosedLoop:
     def _tick_loop(self):
         while not self._stop.wait(TICK_SECONDS):
             self.model.advance()
+            if self.wave is not None and self.model.clock.now() >= self.wave["at"]:
+                wave, self.wave = self.wave, None
+                threading.Thread(target=self._interrupt, args=(wave,), daemon=True).start()
+
+    def _interrupt(self, wave):
+        """Warn, then reclaim after the warning's time."""
+        warned = self.model.interrupt(wave["share"], seed=int(wave["at"]))
+        started = self.model.clock.now()
+        for env, instance_id in warned:
+            try:
+                self.follower.warn(env, instance_id)
+            except Exception as err:  # noqa: BLE001 - the figures will show it
+                print(f"sim-jenkins: warning {instance_id} failed: {err!r}", file=sys.stderr)
+        print(f"sim-jenkins: interruption wave at {started:.0f} s: warned {len(warned)} "
+              f"spot agents", file=sys.stderr)
+        while self.model.clock.now() < started + wave["reclaim_after"]:
+            if self._stop.wait(TICK_SECONDS):
+                return
+        for env, instance_id in warned:
+            try:
+                self.follower.reclaim(env, instance_id)
+            except Exception as err:  # noqa: BLE001
+                print(f"sim-jenkins: reclaiming {instance_id} failed: {err!r}", file=sys.stderr)
+
+    def offline_node(self, name, cause):
+        return self.model.offline_node(name, cause)
 
     def dump(self, words, whole=True):
         """The model's dump; `whole`: it goes out whole (not cut by a
@@ -193,8 +254,18 @@ def parse_args(argv):
     sim.add_argument("--dump-log", metavar="FILE",
                      help="append every dump served as a JSON line "
                           "{index, time, sim_time, whole, dump}")
+    sim.add_argument("--interruption-queue", metavar="NAME",
+                     help="the envs' queue of EC2 events (made at start)")
+    sim.add_argument("--interruption-at", type=float, metavar="SECONDS",
+                     help="simulated second of the interruption wave")
+    sim.add_argument("--interruption-share", type=float, default=0.2, metavar="F",
+                     help="share of the running spot agents warned (default 0.2)")
+    sim.add_argument("--reclaim-after", type=float, default=120.0, metavar="SECONDS",
+                     help="simulated seconds from warning to reclaim (default 120)")
     args = parser.parse_args(argv)
     emulator.check_args(parser, args)
+    if (args.interruption_at is None) != (args.interruption_queue is None):
+        parser.error("--interruption-at and --interruption-queue go together")
     if args.time_scale <= 0 or args.boot_delay < 0 or args.poll_interval <= 0:
         parser.error("--time-scale and --poll-interval must be positive, "
                      "--boot-delay not negative")
@@ -212,8 +283,13 @@ def main(argv):
     except (OSError, ValueError) as err:
         print(f"sim-jenkins: cannot simulate: {err}", file=sys.stderr)
         return 2
+    wave = None
+    if args.interruption_at is not None:
+        follower.make_queues(args.interruption_queue)
+        wave = {"at": args.interruption_at, "share": args.interruption_share,
+                "reclaim_after": args.reclaim_after}
     return emulator.serve(args, ClosedLoop(model, follower, args.poll_interval,
-                                           args.sim_out, args.dump_log))
+                                           args.sim_out, args.dump_log, wave))
 
 
 if __name__ == "__main__":

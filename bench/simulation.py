@@ -31,6 +31,15 @@ following moto's EC2.
     sim.stats()                     # {"summary", "jobs", "instances"}
     sim.fault({"no_boot": N, "slip": N})   # the soak's faults (bench/soak.py)
     sim.slip(dump)                  # after a dump went out whole
+    sim.offline_node(name, cause)   # the CLI's `offline-node`
+    sim.interrupt(share, seed)      # EC2 warns a share of the spot agents
+
+An interruption wave: `interrupt` marks a share of the running spot agents
+warned (EC2 reclaims them two minutes later; the harness sends the warnings
+and terminates them); a build killed on a reclaimed agent is queued again,
+as a retry. The stats then tell the builds that started on an agent after
+its warning (a manager's failure) and how long until an agent of the same
+label registered after each warning (the replacement).
 """
 
 import hashlib
@@ -241,6 +250,20 @@ def is_old_ami(node, amis):
 # ------------------------------------------------------------------ the model
 
 
+def replacement_online(warned, instances):
+    """Per warned instance, seconds from its warning until the node of an
+    instance first seen after it, sharing a label, registered (None: none
+    did)."""
+    out = []
+    for lost in warned:
+        labels = set(lost["labels"])
+        times = [i["registered_at"] - lost["warned_at"] for i in instances
+                 if i["registered_at"] is not None and i["first_seen"] >= lost["warned_at"]
+                 and labels & set(i["labels"])]
+        out.append(min(times) if times else None)
+    return out
+
+
 class SimInstance:
     """One agent instance as the simulation sees it in EC2."""
 
@@ -264,6 +287,9 @@ class SimInstance:
         self.terminated_at = None
         self.node = None            # its node's name, once registered
         self.no_boot = False        # a soak fault: it never registers
+        self.registered_at = None   # when its node first registered
+        self.warned_at = None       # when EC2 warned it would reclaim it
+        self.offline_at = None      # when `offline-node` first reached its node
 
     def update(self, description):
         """Tags and addresses from a DescribeInstances entry."""
@@ -432,6 +458,16 @@ class Simulation:
             return
         for job in node.busy:
             job["killed"] = now
+            if instance.warned_at is not None:
+                # Reclaimed by EC2: the build is retried (Jenkins' retry of
+                # a build whose agent went away).
+                self._queue_ids += 1
+                retry = dict(job, at=now, queue_id=self._queue_ids, enqueued=now,
+                             first_dump=None, first_dump_index=None, started=None,
+                             finished=None, node=None, instance=None, killed=None,
+                             retry_of=job["queue_id"])
+                self.jobs.append(retry)
+                self.queue.append(retry)
 
     def _register(self, instance, at):
         node = SimNode(instance, at)
@@ -440,6 +476,8 @@ class Simulation:
             self._remove_node(self.instances[stale.instance_id], at)
         self.nodes[node.name] = node
         instance.node = node.name
+        if instance.registered_at is None:
+            instance.registered_at = at
 
     def advance(self):
         """Arrivals, completions, registrations and scheduling up to now."""
@@ -522,19 +560,61 @@ class Simulation:
         return {"build_queue": queue, "slave_queue": nodes,
                 "messages": messages}
 
+    # -- interruptions -----------------------------------------------------------
+
+    def offline_node(self, name, cause):
+        """The CLI's `offline-node`: the node takes no new build; False when
+        there is no such node."""
+        with self._lock:
+            node = self.nodes.get(name)
+            if node is None:
+                return False
+            node.offline = cause or "offline-node"
+            instance = self.instances.get(node.instance_id)
+            if instance is not None and instance.offline_at is None:
+                instance.offline_at = self.clock.now()
+            return True
+
+    def interrupt(self, share, seed):
+        """EC2 warns `share` of the running spot agents (at least one, if
+        any) that it reclaims them; [(env, instance id)] of those warned."""
+        with self._lock:
+            now = self.clock.now()
+            candidates = sorted((i for i in self.instances.values()
+                                 if i.spot and i.state == "running" and i.warned_at is None),
+                                key=lambda i: i.id)
+            if not candidates:
+                return []
+            count = max(1, round(share * len(candidates)))
+            picked = random.Random(seed).sample(candidates, count)
+            for instance in picked:
+                instance.warned_at = now
+            return [(i.env, i.id) for i in picked]
+
     # -- the soak's faults -------------------------------------------------------
 
     def fault(self, request):
-        """`{"no_boot": N, "slip": N}`: the next N agents that appear never
-        register a node (a broken boot script); the next N dumps that newly
-        report a node `terminate_me` see a build land on it right after (see
-        `slip`). ValueError on another shape; answers what is pending."""
-        if not isinstance(request, dict) or set(request) - {"no_boot", "slip"}:
-            raise ValueError('a simulation fault is {"no_boot": N, "slip": N}')
+        """`{"no_boot": N, "slip": N, "warn": [ids]}`: the next N agents that
+        appear never register a node (a broken boot script); the next N
+        dumps that newly report a node `terminate_me` see a build land on it
+        right after (see `slip`); EC2 warned these instances that it
+        reclaims them (see `interrupt`). ValueError on another shape;
+        answers what is pending."""
+        if not isinstance(request, dict) or set(request) - {"no_boot", "slip", "warn"}:
+            raise ValueError('a simulation fault is {"no_boot": N, "slip": N, "warn": [ids]}')
+        warn = request.get("warn", [])
+        if not (isinstance(warn, list) and all(isinstance(i, str) for i in warn)):
+            raise ValueError("warn must be a list of instance ids")
         for key, value in request.items():
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            if key != "warn" and not (isinstance(value, int) and not isinstance(value, bool)
+                                      and value >= 0):
                 raise ValueError(f"{key} must be an integer >= 0")
         with self._lock:
+            now = self.clock.now()
+            for instance_id in warn:
+                instance = self.instances.get(instance_id)
+                if instance is not None and instance.warned_at is None:
+                    instance.warned_at = now
             self._no_boot_left += request.get("no_boot", 0)
             self._slip_left += request.get("slip", 0)
             return {"no_boot": self._no_boot_left, "slip": self._slip_left}
@@ -616,6 +696,8 @@ class Simulation:
                                             else []),
                 "starts": i.starts, "stops": i.stops,
                 "terminated_at": i.terminated_at, "no_boot": i.no_boot,
+                "registered_at": i.registered_at, "warned_at": i.warned_at,
+                "offline_at": i.offline_at,
                 "active_seconds": i.active_seconds(now),
                 "billed_seconds": i.billed_seconds(now),
             } for i in self.instances.values()]
@@ -628,6 +710,7 @@ class Simulation:
             queued = len(self.queue)
         waits = [j["started"] - j["enqueued"] for j in jobs
                  if j["started"] is not None]
+        warned = {i["id"]: i for i in instances if i["warned_at"] is not None}
         summary = {
             "sim_seconds": now,
             "time_scale": self.clock.scale,
@@ -662,6 +745,22 @@ class Simulation:
             "polls": polls,
             "poll_errors": poll_errors,
             "poll_seconds_median": percentile(poll_seconds, 0.5),
+            "warned": len(warned),
+            "started_on_warned": sum(
+                j["started"] is not None and j["instance"] in warned
+                and j["started"] >= warned[j["instance"]]["warned_at"] for j in jobs),
+            # Of those, the ones that started once Jenkins had the manager's
+            # offline-node (a node that registered after it, say): 0 is the aim.
+            "started_on_warned_after_offline": sum(
+                j["started"] is not None and j["instance"] in warned
+                and warned[j["instance"]]["offline_at"] is not None
+                and j["started"] >= warned[j["instance"]]["offline_at"] for j in jobs),
+            "warning_to_offline": [i["offline_at"] - i["warned_at"] for i in warned.values()
+                                   if i["offline_at"] is not None],
+            "killed_by_reclaim": sum(j["killed"] is not None and j["instance"] in warned
+                                     for j in jobs),
+            "retried": sum("retry_of" in j for j in jobs),
+            "replacement_online": replacement_online(warned.values(), instances),
         }
         summary["done"] = (summary["arrived_all"] and queued == 0
                            and summary["running"] == 0)

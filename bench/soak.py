@@ -9,7 +9,9 @@ with the manager run as the cron job runs it: consecutive bounded runs
 at random, several at once (bench/soak_faults.py: EC2 throttling, 500s,
 launches whose answer is lost, no capacity in an AZ, an env unreachable,
 STS refusing an env, the dump hanging, cut short or garbage, SSH refused, a
-build slipping onto a retiring node, SQS garbage and failed deletes, agents
+build slipping onto a retiring node, SQS garbage and failed deletes, EC2's
+interruption events (warnings with the reclaim after them, rebalance
+recommendations, state changes, duplicates, foreign events, garbage), agents
 that never boot, an AMI rollout, and `kill -9` of the manager at random
 points and right after a launch or a stop). bench/invariants.py judges every
 pass and every EC2 call from moto's state (read straight from moto), the
@@ -25,8 +27,12 @@ the fault proxy (tests/support/fault_proxy.py) in front of it, the Jenkins
 emulator with the simulation making its dumps (bench/sim_jenkins.py, which
 reads moto directly), and the manager with AWS_ENDPOINT_URL at the proxy. Every violation is printed as it is found
 with the seed, the run and the pass; the same seed replays the same trace
-and fault schedule (in simulated time). Exit status: 0 no violation, 1
-violations, 2 the soak itself could not run.
+and fault schedule (in simulated time), not the same interleaving: the
+manager's random picks, moto's ids and the wall-clock timing of runs and
+kills differ from one replay to the next. Exit status: 0 no violation, 1
+violations, 2 the soak itself could not run, 3 no violation but the net had
+a gap (a fault that never took effect in a run of every kind, an invariant
+the checker never had a chance to judge).
 """
 
 import argparse
@@ -63,6 +69,8 @@ ENVS = [("dev", "111111111111", "us-east-2"), ("prod", "222222222222", "us-west-
 MASTER_REGION = "us-west-2"
 SQS_REGION = "us-east-2"
 SQS_JOB = "soak-remote"
+INTERRUPTION_QUEUE = "slave-manager-ec2-events"
+RECLAIM_SIM_SECONDS = 120.0
 ROLE = "jenkins_master"
 DUMMY = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 PASS_SIM_SECONDS = 5.0
@@ -412,6 +420,11 @@ class Soak:
             sqs_job=SQS_JOB))
         for name, account, region in ENVS:
             self.stock_amis[name] = self.stock_images(account, region)
+        # Each env's queue of EC2 events, in its account and region.
+        self.event_queues = {
+            name: self.aws.client("sqs", region, account).create_queue(
+                QueueName=INTERRUPTION_QUEUE)["QueueUrl"]
+            for name, account, region in ENVS}
 
     def write_keys(self, accept):
         """The emulator re-reads the keys at every login: an empty file is
@@ -477,6 +490,7 @@ class Soak:
                 "--jenkins_master_region", MASTER_REGION,
                 "--aws_sqs_account_id", self.world["master_account"], "--aws_sqs_region", SQS_REGION,
                 "--zombie_minutes", str(ZOMBIE_MINUTES), "--aws_timeout", str(AWS_TIMEOUT),
+                "--interruption_queue", INTERRUPTION_QUEUE,
                 "--jenkins_timeout", str(JENKINS_TIMEOUT), "--debug"]
 
     def manager_env(self):
@@ -684,7 +698,9 @@ class Soak:
         self.kill("kill")
 
     def apply_kill_after_launch(self, e):
-        self.recorder.on_next(lambda c: c["action"] == "RunInstances" and c["status"] == 200,
+        # A start writes its marker after the call as a launch does; once the
+        # fleet is at its caps, starts are most of what a pass launches.
+        self.recorder.on_next(lambda c: c["action"] in ("RunInstances", "StartInstances") and c["status"] == 200,
                               lambda c: self.kill("kill_after_launch"))
 
     def apply_kill_after_stop(self, e):
@@ -698,6 +714,74 @@ class Soak:
         fresh = [i for i in self.stock_amis[env] if i not in used]
         self.amis[env] = fresh[int(e["at"]) % len(fresh)]
         log(f"{env}: AMI {self.amis[env]} from the next run on")
+
+    def event(self, env, detail_type, detail, event_id=None):
+        """An EventBridge envelope as EC2 sends it to the env's queue."""
+        account, region = next((a, r) for n, a, r in ENVS if n == env)
+        return json.dumps({
+            "version": "0", "id": event_id or f"soak-{random.getrandbits(64):016x}",
+            "detail-type": detail_type, "source": "aws.ec2", "account": account,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "region": region,
+            "resources": [f"arn:aws:ec2:{region}a:instance/{detail.get('instance-id')}"],
+            "detail": detail})
+
+    def apply_interruption(self, e):
+        """A batch of EC2 events in one env's queue: a warning for a running
+        spot agent of ours, twice (EC2 reclaims it two minutes later), a
+        rebalance recommendation for another agent, state changes as they
+        are, a warning for an instance that is not ours, one for an
+        instance that does not exist, and garbage."""
+        env = e["env"]
+        account, region = next((a, r) for n, a, r in ENVS if n == env)
+        rng = random.Random(e["pick"])
+        ours = [i for i in self.aws.describe(account, region)
+                if i["tags"].get("Name") == SLAVE_NAME and i["key"] == KEY_NAME
+                and i["tags"].get("jenkins_master") == JENKINS_URL and i["state"] == "running"]
+        spot = sorted((i for i in ours if i["spot"]), key=lambda i: i["id"])
+        warned = rng.choice(spot) if spot else None
+        others = sorted((i for i in ours if i is not warned), key=lambda i: i["id"])
+        rebalanced = rng.choice(others) if others else None
+        bodies = []
+        now = time.time()
+        if warned is not None:
+            warning = self.event(env, "EC2 Spot Instance Interruption Warning",
+                                 {"instance-id": warned["id"], "instance-action": "terminate"})
+            bodies += [warning, warning]
+            http(self.jenkins + "emulator/sim/fault", "POST", {"warn": [warned["id"]]})
+            self.events.put(("warned", (warned["id"], env, now)))
+            threading.Timer(RECLAIM_SIM_SECONDS / self.scale, self.reclaim,
+                            args=(env, warned["id"])).start()
+        if rebalanced is not None:
+            bodies.append(self.event(env, "EC2 Instance Rebalance Recommendation",
+                                     {"instance-id": rebalanced["id"]}))
+            self.events.put(("rebalanced", (rebalanced["id"], env, now)))
+        for i in ours[:2]:
+            bodies.append(self.event(env, "EC2 Instance State-change Notification",
+                                     {"instance-id": i["id"], "state": i["state"]}))
+        foreign = [f["id"] for f in self.foreign if f["env"] == env]
+        bodies.append(self.event(env, "EC2 Spot Instance Interruption Warning",
+                                 {"instance-id": rng.choice(foreign), "instance-action": "terminate"}))
+        bodies.append(self.event(env, "EC2 Instance Rebalance Recommendation",
+                                 {"instance-id": "i-0000000000000dead"}))
+        bodies += ["this is not JSON", self.event(env, "EC2 Instance Launch Successful",
+                                                  {"instance-id": "i-1"}), "[]"]
+        sqs = self.aws.client("sqs", region, account)
+        for body in bodies:
+            sqs.send_message(QueueUrl=self.event_queues[env], MessageBody=body)
+
+    def reclaim(self, env, instance_id):
+        """EC2 takes the warned instance back, and says so."""
+        if self.finished.is_set():
+            return
+        account, region = next((a, r) for n, a, r in ENVS if n == env)
+        try:
+            self.aws.client("ec2", region, account).terminate_instances(InstanceIds=[instance_id])
+            self.aws.client("sqs", region, account).send_message(
+                QueueUrl=self.event_queues[env],
+                MessageBody=self.event(env, "EC2 Instance State-change Notification",
+                                       {"instance-id": instance_id, "state": "shutting-down"}))
+        except Exception as err:  # noqa: BLE001 - one reclaim lost, not the soak
+            log(f"could not reclaim {instance_id}: {err!r}")
 
     def requests_settled(self):
         """The build-request queue is empty (visible or in flight) and every
@@ -748,6 +832,10 @@ class Soak:
                 c.fault(record)
             elif kind == "sqs":
                 c.sqs_sent(*record)
+            elif kind == "warned":
+                c.warned(*record)
+            elif kind == "rebalanced":
+                c.rebalanced(*record)
         # moto first, then the calls: a snapshot is applied once every call
         # that arrived before it is in.
         for name, account, region in ENVS:
@@ -833,6 +921,8 @@ class Soak:
         for job in sim["jobs"]:
             if job.get("killed") is not None:
                 job["killed_at_real"] = self.real_at(job["killed"])
+            if job.get("started") is not None:
+                job["started_at_real"] = self.real_at(job["started"])
         self.checker.finish(time.time(), sim["jobs"], drained_after=faults_end)
         self.report()
         with open(os.path.join(self.workdir, "checker.json"), "w") as out:
@@ -867,9 +957,16 @@ class Soak:
             "builds_killed": sum(j.get("killed") is not None for j in sim["jobs"]),
             "slipped_builds": sum(1 for j in sim["jobs"] if j.get("slipped")),
             "slipped_killed": sum(1 for j in sim["jobs"] if j.get("slipped") and j.get("killed") is not None),
+            "warned": len(c.warnings),
+            "reclaim_killed": sum(1 for j in sim["jobs"]
+                                  if j.get("killed") is not None and j.get("instance") in c.warnings),
             "sqs_requests": len(self.sqs_valid),
             "sqs_built": sum(1 for r in self.sqs_valid if c.builds.get(r)),
             "instances_seen": len(c.instances),
+            # Agents that never became nodes and lived (in real time, as the
+            # manager counts) past the zombie limit: what the hunt is judged on.
+            "zombie_chances": sum(1 for i in sim["instances"] if i.get("no_boot")
+                                  and i["active_seconds"] / self.scale > ZOMBIE_MINUTES * 60),
             "foreign": self.foreign,
         }
 
@@ -904,15 +1001,16 @@ def markdown(results):
          lambda r: f"{fmt(r['wait_p50'])} / {fmt(r['wait_p95'])}"),
         ("… jobs that found no free executor on arrival: count, p50 / p95 sim s",
          lambda r: f"{r['waited']}, {fmt(r['waited_p50'])} / {fmt(r['waited_p95'])}"),
-        ("builds killed: slipped onto a retiring node after its dump / any other",
+        ("builds killed: slipped onto a retiring node after its dump / reclaimed by EC2 / any other",
          lambda r: f"{r['slipped_killed']} of {r['slipped_builds']} slipped / "
-                   f"{r['builds_killed'] - r['slipped_killed']}"),
+                   f"{r.get('reclaim_killed', 0)} of {r.get('warned', 0)} warned agents / "
+                   f"{r['builds_killed'] - r['slipped_killed'] - r.get('reclaim_killed', 0)}"),
         ("SQS requests built / sent", lambda r: f"{r['sqs_built']} / {r['sqs_requests']}"),
         ("instances seen", lambda r: r["instances_seen"]),
     ]
     for kind in kinds:
         rows.append((f"fault: {kind} (applied / scheduled)",
-                     lambda r, k=kind: f"{r['faults_applied'].get(k, 0)} / {r['faults_scheduled'].get(k, 0)}"))
+                     lambda r, k=kind: f"{done(r, k)} / {r['faults_scheduled'].get(k, 0)}"))
     for name in invariants.INVARIANTS:
         rows.append((f"violations: {name}", lambda r, n=name: r["violations"][n]))
     for key in sorted(first["evidence"]):
@@ -921,6 +1019,41 @@ def markdown(results):
     for title, get in rows:
         lines.append(f"| {title} | " + " | ".join(str(get(results[n])) for n in names) + " |")
     return "\n".join(lines)
+
+
+# Kinds whose effect is a kill -9: applied when the manager was killed, not
+# when the kill was scheduled or its hook armed (a hook may never fire).
+KILLS = ("kill", "kill_after_launch", "kill_after_stop")
+def always(_result):
+    return True
+
+
+# What the checker must have judged at least once for a soak to mean
+# anything: always, or when what makes it possible happened.
+EVIDENCE_NEEDED = {"passes": always, "clean_env_passes": always, "agents_made": always, "cap_checks": always,
+                   "cap_reached_readings": always, "calls_on_instances": always, "stops_checked": always,
+                   "sqs_requests": always, "zombies_seen": lambda r: r["zombie_chances"] > 0,
+                   "old_ami_checks": lambda r: done(r, "ami_rollout") > 0}
+
+
+def done(result, kind):
+    if kind in KILLS:
+        return result["kills"].get(kind, 0)
+    return result["faults_applied"].get(kind, 0)
+
+
+def net_gaps(result, every_kind):
+    """Why a soak without violations would still prove little: a fault that
+    could not be applied, a kind that never happened in a run of every kind,
+    an invariant the checker never had a chance to judge."""
+    gaps = [f"a fault could not be applied: {e}" for e in result["apply_errors"]]
+    for kind, scheduled in sorted(result["faults_scheduled"].items()):
+        if every_kind and scheduled and not done(result, kind):
+            gaps.append(f"fault {kind}: scheduled {scheduled}, never took effect")
+    for key, needs in EVIDENCE_NEEDED.items():
+        if needs(result) and not result["evidence"].get(key):
+            gaps.append(f"the checker never judged {key}")
+    return gaps
 
 
 def fmt(value):
@@ -1017,6 +1150,12 @@ def main(argv):
     if total:
         log(f"{total} violation(s); replay with --seed {args.seed}")
         return 1
+    gaps = net_gaps(results["faults"], args.every_kind)
+    if gaps:
+        for gap in gaps:
+            log(f"NET GAP: {gap}")
+        log(f"the soak held no violation but did not test what it claims; seed {args.seed}")
+        return 3
     log("no violation")
     return 0
 

@@ -6,9 +6,9 @@ APIs, and tells the checker when each was active.
 Every kind names its layer and how often it comes per simulated hour;
 `schedule()` draws the times and parameters from the seed alone, so a seed
 replays the same faults at the same simulated times (the manager's own
-timing still varies from run to run). To add a kind (interruption events,
-a RunInstances MaxCount cap, a token-bucket burst): add it to KINDS and give
-soak.py's `Injector` an `apply_<name>` method.
+timing still varies from run to run). To add a kind (a RunInstances
+MaxCount cap, a token-bucket burst): add it to KINDS and give soak.py's
+`Injector` an `apply_<name>` method.
 """
 
 import math
@@ -64,10 +64,19 @@ KINDS = [
          "a storm of garbage and refused requests in the build-request queue", unclean=False),
     Kind("sqs_delete_fails", "sqs", 3, (60, 300), "SQS DeleteMessage answers 500",
          unclean=False),
+    # EC2's events, through one env's interruption queue (issue 13). Not
+    # before the first minute: agents must exist to be warned.
+    Kind("interruption", "events", 4, (0, 0),
+         "EC2 events in one env's interruption queue: a spot interruption warning (the "
+         "instance reclaimed two minutes later), a rebalance recommendation, state changes, "
+         "the same event twice, events for instances not ours, garbage", unclean=False,
+         within=(0.1, 0.8)),
     # The manager itself.
     Kind("kill", "manager", 8, (0, 0), "kill -9 of the manager at a random time, then the next run"),
+    # Early: launches come mostly while the fleet fills up to its caps.
     Kind("kill_after_launch", "manager", 4, (0, 0),
-         "kill -9 right after a RunInstances reached EC2, before its markers"),
+         "kill -9 right after a RunInstances or StartInstances reached EC2, before its markers",
+         within=(0.0, 0.3)),
     Kind("kill_after_stop", "manager", 3, (0, 0),
          "kill -9 right after a stop or terminate reached EC2"),
     # The fleet.
@@ -120,6 +129,8 @@ def schedule(seed, sim_seconds, kinds, envs, every_kind=False, warmup=60.0, cool
                 entry["count"] = rng.randint(10, 25)
             elif name == "kill":
                 entry["jitter"] = round(rng.random(), 3)
+            elif name == "interruption":
+                entry["pick"] = rng.randrange(1 << 30)
             entries.append(entry)
     entries.sort(key=lambda e: (e["at"], e["kind"]))
     return entries

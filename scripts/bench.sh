@@ -11,8 +11,10 @@
 #      (bench/bench_reference.py);
 #   d. a 20- and a 50-item spot burst over two envs under the proxy's model
 #      of real AWS latency and throttling (bench/bench_burst.py: first pass,
-#      EC2 calls, calls in flight, throttled answers); --before PATH runs a
-#      second binary (e.g. an earlier build) beside this one.
+#      EC2 calls, calls in flight, throttled answers, the original's modelled
+#      figure), then the isolation run (prod's calls held 30 s: when dev's
+#      launches were answered); --before PATH runs a second binary (e.g. an
+#      earlier build) beside this one.
 #   soak. the long chaos soak (issue 15; only when asked, ~30 min): hours of
 #      simulated time with every fault kind and an independent invariant
 #      checker, then the same seed without faults (bench/soak.py).

@@ -1,15 +1,18 @@
 //! Act: carry out a plan through the world's EC2 clients. Envs act in
 //! parallel, each on its own: one env's slow or failing calls never hold up
-//! another's. Within an env the actions form chains — the actions on one
-//! instance, in the planner's order, and a create after the make-room
-//! termination it depends on — and the chains run concurrently, at most
-//! `--max_parallel_calls` calls in flight per env. Marker upkeep (local
-//! files) runs first, in order. A failed action is logged and counted; the
-//! rest goes on, except what depended on it (a create whose make-room
-//! termination failed, a termination whose volumes could not be set to go
-//! with it).
+//! another's. Within an env the actions go out as EC2 calls grouped by the
+//! planner's [`env_calls`]: the creates sharing a launch spec and subnet as
+//! one RunInstances, the starts, stops and terminations as one call each
+//! (one call per instance when EC2 refuses the list for one of them), the
+//! dependent steps in order (volumes set to go → terminate → the create it
+//! makes room for). At most `--max_parallel_calls` calls are in flight per
+//! env. Marker upkeep (local files) runs first, in order, then every
+//! `offline-node` at once (Jenkins calls, outside the EC2 bound). A failed
+//! action is logged and counted; the rest goes on, except what depended on
+//! it (a create whose make-room termination failed, a termination whose
+//! volumes could not be set to go with it).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::task::Poll;
 use std::time::SystemTime;
 
@@ -21,6 +24,7 @@ use crate::config::EnvConfig;
 use crate::counter::Counter;
 use crate::markers;
 use crate::model::{Label, MASTER_TAG};
+use crate::plan::calls::{env_calls, launch_token, subnet_index, Call, ListKind, Sequence};
 use crate::plan::Action;
 use crate::record::stats::Stats;
 use crate::record::ActionRecord;
@@ -57,12 +61,27 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
     // same file would lose the new one.
     let mut no_instances = BTreeSet::new();
     for (at, action) in actions.iter().enumerate().filter(|(_, a)| a.env().is_none()) {
-        outcomes[at] = Some(run_logged(world, action, &mut no_instances).await);
+        let result = run(world, action, &no_instances).await;
+        outcomes[at] = Some(logged(world, action, result, &mut no_instances));
+    }
+    // Then every offline-node at once, ahead of the EC2 calls and outside
+    // their bound: a warned agent's node takes builds until Jenkins hears.
+    let offline: Vec<usize> =
+        actions.iter().enumerate().filter(|(_, a)| matches!(a, Action::OfflineNode { .. })).map(|(at, _)| at).collect();
+    let calls = offline.iter().map(|&at| -> BoxFuture<'_, Outcome> {
+        Box::pin(async move {
+            let result = run(world, &actions[at], &BTreeSet::new()).await;
+            logged(world, &actions[at], result, &mut BTreeSet::new())
+        })
+    });
+    for (at, outcome) in offline.iter().zip(join_all(calls.collect()).await) {
+        outcomes[*at] = Some(outcome);
     }
     let bound = world.config.aws.max_parallel_calls.max(1);
-    let envs = chains_per_env(actions)
-        .into_values()
-        .map(|chains| -> BoxFuture<'_, Vec<(usize, Outcome)>> { Box::pin(act_env(world, actions, chains, bound)) });
+    let subnets = |env: &str| world.config.fleet.envs.get(env).map_or(1, |e| e.subnets.len());
+    let envs = env_calls(actions, subnets).into_values().map(|sequences| -> BoxFuture<'_, Vec<(usize, Outcome)>> {
+        Box::pin(act_env(world, actions, sequences, bound))
+    });
     for (at, outcome) in join_all(envs.collect()).await.into_iter().flatten() {
         outcomes[at] = Some(outcome);
     }
@@ -71,6 +90,9 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
         let Some(outcome) = outcome else { continue };
         if let Some(counter) = outcome.counter {
             acted.stats.add(counter, 1);
+            if matches!(action, Action::Create { replacement_for: Some(_), .. }) {
+                acted.stats.add(Counter::ReplacementsLaunched, 1);
+            }
         }
         if outcome.failed {
             acted.stats.add(Counter::ActionFailed, 1);
@@ -95,57 +117,61 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
     acted
 }
 
-/// The env actions' positions in `actions`, per env, as chains that must
-/// run in order: the actions on one instance (volumes set → terminate), and
-/// a create after the make-room termination it `replaces`. Any other create
-/// is a chain of its own.
-pub(crate) fn chains_per_env(actions: &[Action]) -> BTreeMap<&str, Vec<Vec<usize>>> {
-    let mut per_env: BTreeMap<&str, Vec<Vec<usize>>> = BTreeMap::new();
-    let mut chain_of: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    for (at, action) in actions.iter().enumerate() {
-        let Some(env) = action.env() else { continue };
-        let chains = per_env.entry(env).or_default();
-        let key = match action {
-            Action::Create { replaces, .. } => replaces.as_deref(),
-            other => other.instance_id(),
-        };
-        match key.and_then(|id| chain_of.get(&(env, id))) {
-            Some(&chain) => chains[chain].push(at),
-            None => {
-                if let Some(id) = key {
-                    chain_of.insert((env, id), chains.len());
-                }
-                chains.push(vec![at]);
-            }
-        }
-    }
-    per_env
-}
-
-/// One env's chains, concurrently, at most `bound` actions under way.
-async fn act_env(world: &World, actions: &[Action], chains: Vec<Vec<usize>>, bound: usize) -> Vec<(usize, Outcome)> {
+/// One env's call sequences, side by side, at most `bound` calls under way.
+async fn act_env(world: &World, actions: &[Action], sequences: Vec<Sequence>, bound: usize) -> Vec<(usize, Outcome)> {
     let permits = Semaphore::new(bound);
     let permits = &permits;
-    let chains = chains.into_iter().map(|chain| -> BoxFuture<'_, Vec<(usize, Outcome)>> {
+    let sequences = sequences.into_iter().map(|stages| -> BoxFuture<'_, Vec<(usize, Outcome)>> {
         Box::pin(async move {
             // Instances whose preparatory action failed: their follow-up is skipped.
             let mut failed = BTreeSet::new();
-            let mut done = Vec::with_capacity(chain.len());
-            for at in chain {
-                // Never closed, so acquiring cannot fail.
-                let _permit = permits.acquire().await.ok();
-                done.push((at, run_logged(world, &actions[at], &mut failed).await));
+            let mut done = Vec::new();
+            for stage in stages {
+                let before = &failed;
+                let calls = stage.into_iter().map(|call| -> BoxFuture<'_, Vec<(usize, Outcome)>> {
+                    Box::pin(async move {
+                        // Never closed, so acquiring cannot fail.
+                        let _permit = permits.acquire().await.ok();
+                        run_call(world, actions, call, before).await
+                    })
+                });
+                let outcomes: Vec<(usize, Outcome)> = join_all(calls.collect()).await.into_iter().flatten().collect();
+                for (at, outcome) in &outcomes {
+                    if let (true, Some(id)) = (outcome.failed, actions[*at].instance_id()) {
+                        failed.insert(id.to_string());
+                    }
+                }
+                done.extend(outcomes);
             }
             done
         })
     });
-    join_all(chains.collect()).await.into_iter().flatten().collect()
+    join_all(sequences.collect()).await.into_iter().flatten().collect()
 }
 
-/// Runs one action and logs what came of it as soon as it is known.
-async fn run_logged(world: &World, action: &Action, failed: &mut BTreeSet<String>) -> Outcome {
+/// Carries out one call's actions; each one's outcome.
+async fn run_call(world: &World, actions: &[Action], call: Call, failed: &BTreeSet<String>) -> Vec<(usize, Outcome)> {
+    let mut scratch = BTreeSet::new();
+    match call {
+        Call::One(at) => {
+            let result = run(world, &actions[at], failed).await;
+            vec![(at, logged(world, &actions[at], result, &mut scratch))]
+        }
+        Call::List(kind, ats) => {
+            let results = run_list(world, actions, kind, &ats, failed).await;
+            ats.into_iter().zip(results).map(|(at, r)| (at, logged(world, &actions[at], r, &mut scratch))).collect()
+        }
+        Call::Launch { subnet, creates } => {
+            let results = launch(world, actions, subnet, &creates).await;
+            creates.into_iter().zip(results).map(|(at, r)| (at, logged(world, &actions[at], r, &mut scratch))).collect()
+        }
+    }
+}
+
+/// Logs what came of one action as soon as it is known.
+fn logged(world: &World, action: &Action, result: Result<Done, ActError>, failed: &mut BTreeSet<String>) -> Outcome {
     let mut instance_id = action.instance_id().map(str::to_string);
-    let (text, result, counter, is_failure) = match run(world, action, failed).await {
+    let (text, result, counter, is_failure) = match result {
         Ok(Done::Acted(counter, id)) => {
             let text = format!("{action}{}", id.as_ref().map(|id| format!(" → {id}")).unwrap_or_default());
             tracing::info!("{text}");
@@ -169,7 +195,7 @@ async fn run_logged(world: &World, action: &Action, failed: &mut BTreeSet<String
 
 /// Awaits every future, polling them together (they borrow the world, so
 /// they cannot be spawned); their outputs in the order given.
-async fn join_all<T>(futures: Vec<BoxFuture<'_, T>>) -> Vec<T> {
+pub(crate) async fn join_all<T>(futures: Vec<BoxFuture<'_, T>>) -> Vec<T> {
     let mut pending: Vec<Option<BoxFuture<'_, T>>> = futures.into_iter().map(Some).collect();
     let mut outputs: Vec<Option<T>> = pending.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
@@ -207,6 +233,11 @@ enum ActError {
     UnknownEnv(String),
     #[error("no AMI for env {0} in --ami_ids")]
     NoAmi(String),
+    /// The one call of several actions failed (the error is the first's).
+    #[error("{0}")]
+    Batch(String),
+    #[error(transparent)]
+    Jenkins(#[from] crate::jenkins::CliError),
 }
 
 enum Done {
@@ -215,80 +246,228 @@ enum Done {
     Skipped(&'static str),
 }
 
+fn client<'w>(world: &'w World, env: &str) -> Result<&'w dyn Ec2, ActError> {
+    world.ec2.get(env).map(|c| c.as_ref()).ok_or_else(|| ActError::UnknownEnv(env.to_string()))
+}
+
 async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> Result<Done, ActError> {
     let dir = &world.workdir;
-    let client = |env: &str| -> Result<&dyn Ec2, ActError> {
-        world.ec2.get(env).map(|c| c.as_ref()).ok_or_else(|| ActError::UnknownEnv(env.to_string()))
-    };
     match action {
-        Action::Start { env, instance_id, label, job_key, .. } => {
-            client(env)?.start(instance_id).await?;
-            markers::write_start(dir, env, instance_id, label)?;
-            markers::write_working(dir, job_key)?;
-            Ok(Done::Acted(Some(Counter::InstancesStarted), None))
+        Action::Start { env, .. } | Action::Stop { env, .. } | Action::Terminate { env, .. } => {
+            let kind = match action {
+                Action::Start { .. } => ListKind::Start,
+                Action::Stop { .. } => ListKind::Stop,
+                _ => ListKind::Terminate,
+            };
+            let ids = match action.instance_id() {
+                Some(id) if !(kind == ListKind::Terminate && failed.contains(id)) => vec![id.to_string()],
+                _ => return Ok(Done::Skipped("its volumes could not be set to delete on termination")),
+            };
+            call_list(client(world, env)?, kind, &ids).await?;
+            finish_listed(world, action)
         }
-        Action::Create { env, label, job_key, client_token, replaces, on_demand_fallback } => {
+        Action::Create { env, client_token, replaces, .. } => {
             if replaces.as_ref().is_some_and(|id| failed.contains(id)) {
                 return Ok(Done::Skipped("the make-room termination failed, the cap would be exceeded"));
             }
-            let env_config = world.config.fleet.envs.get(env).ok_or_else(|| ActError::UnknownEnv(env.clone()))?;
-            let mut spec = launch_spec(world, env_config, label, client_token)?;
-            let id = match client(env)?.run_instance(&spec).await {
-                Err(e) if *on_demand_fallback && e.is_capacity_shortage() => {
-                    tracing::warn!("{env}: no spot capacity for {} ({e}); launching on-demand", label.instance_type);
-                    spec.spot_price = None;
-                    spec.tags.retain(|(k, _)| k != "is_spot");
-                    spec.tags.push(("is_spot".into(), "false".into()));
-                    // A distinct token: the spot call's token is spent.
-                    spec.client_token = format!("{}-od", spec.client_token);
-                    client(env)?.run_instance(&spec).await?
-                }
-                other => other?,
-            };
-            markers::write_start(dir, env, &id, &label.raw)?;
-            markers::write_working(dir, job_key)?;
-            Ok(Done::Acted(Some(Counter::InstancesCreated), Some(id)))
-        }
-        Action::Terminate { env, instance_id, .. } => {
-            // The planner sets volumes to go first; a failure there would
-            // leave the disks billing after the instance is gone.
-            if failed.contains(instance_id) {
-                return Ok(Done::Skipped("its volumes could not be set to delete on termination"));
-            }
-            client(env)?.terminate(instance_id).await?;
-            Ok(Done::Acted(Some(Counter::InstancesTerminated), None))
-        }
-        Action::Stop { env, instance_id, .. } => {
-            client(env)?.stop(instance_id).await?;
-            Ok(Done::Acted(Some(Counter::InstancesStopped), None))
+            let subnets = world.config.fleet.envs.get(env).map_or(1, |e| e.subnets.len());
+            let mut results = launch_creates(world, &[action], subnet_index(client_token, subnets)).await;
+            results.pop().unwrap_or(Ok(Done::Skipped("nothing to launch")))
         }
         Action::SetDeleteOnTermination { env, instance_id, devices } => {
-            client(env)?.set_delete_on_termination(instance_id, devices).await?;
+            client(world, env)?.set_delete_on_termination(instance_id, devices).await?;
             Ok(Done::Acted(None, None))
         }
         Action::TagMaster { env, instance_id, master } => {
-            client(env)?.tag(instance_id, MASTER_TAG, master).await?;
+            client(world, env)?.tag(instance_id, MASTER_TAG, master).await?;
             Ok(Done::Acted(None, None))
         }
         Action::RemoveWorkingMarker { job_key, .. } => {
             markers::remove(dir, &markers::working_file(job_key))?;
             Ok(Done::Acted(None, None))
         }
-        Action::RemoveStartMarker { file_name } => {
+        Action::RemoveStartMarker { file_name } | Action::ForgetInterruption { file_name } => {
             markers::remove(dir, file_name)?;
+            Ok(Done::Acted(None, None))
+        }
+        Action::OfflineNode { node, reason, .. } => {
+            let words = ["offline-node", node, "-m", reason].map(str::to_string).to_vec();
+            crate::world::run_cli(&world.jenkins, words, Vec::new()).await?;
+            Ok(Done::Acted(None, None))
+        }
+        Action::MarkInterrupted { env, instance_id, kind, event } => {
+            markers::write_interrupted(dir, env, instance_id, *kind, event)?;
             Ok(Done::Acted(None, None))
         }
     }
 }
 
-/// The launch of one agent for `label` (SPEC A5 step 2, tagged at launch).
-fn launch_spec(world: &World, env: &EnvConfig, label: &Label, client_token: &str) -> Result<LaunchSpec, ActError> {
+async fn call_list(client: &dyn Ec2, kind: ListKind, ids: &[String]) -> Result<(), Ec2Error> {
+    match kind {
+        ListKind::Start => client.start(ids).await,
+        ListKind::Stop => client.stop(ids).await,
+        ListKind::Terminate => client.terminate(ids).await,
+    }
+}
+
+/// What follows a start, stop or termination EC2 accepted.
+fn finish_listed(world: &World, action: &Action) -> Result<Done, ActError> {
+    match action {
+        Action::Start { env, instance_id, label, job_key, .. } => {
+            markers::write_start(&world.workdir, env, instance_id, label)?;
+            markers::write_working(&world.workdir, job_key)?;
+            Ok(Done::Acted(Some(Counter::InstancesStarted), None))
+        }
+        Action::Stop { .. } => Ok(Done::Acted(Some(Counter::InstancesStopped), None)),
+        _ => Ok(Done::Acted(Some(Counter::InstancesTerminated), None)),
+    }
+}
+
+/// Starts, stops or terminates the instances of `ats` (one env) in one
+/// call; if EC2 refuses the list because of one instance, one call each.
+async fn run_list(
+    world: &World,
+    actions: &[Action],
+    kind: ListKind,
+    ats: &[usize],
+    failed: &BTreeSet<String>,
+) -> Vec<Result<Done, ActError>> {
+    let mut results: Vec<Option<Result<Done, ActError>>> = ats.iter().map(|_| None).collect();
+    let mut go = Vec::new();
+    for (n, &at) in ats.iter().enumerate() {
+        let id = actions[at].instance_id().unwrap_or_default();
+        // The planner sets volumes to go first; a failure there would
+        // leave the disks billing after the instance is gone.
+        if kind == ListKind::Terminate && failed.contains(id) {
+            results[n] = Some(Ok(Done::Skipped("its volumes could not be set to delete on termination")));
+        } else {
+            go.push((n, id.to_string()));
+        }
+    }
+    let env = actions[ats[0]].env().unwrap_or_default();
+    let ids: Vec<String> = go.iter().map(|(_, id)| id.clone()).collect();
+    let answer = match client(world, env) {
+        Ok(client) if !ids.is_empty() => Some((client, call_list(client, kind, &ids).await)),
+        Ok(_) => None,
+        Err(e) => {
+            let message = e.to_string();
+            for (n, _) in &go {
+                results[*n] = Some(Err(ActError::Batch(message.clone())));
+            }
+            None
+        }
+    };
+    match answer {
+        Some((_, Ok(()))) => {
+            for (n, _) in &go {
+                results[*n] = Some(finish_listed(world, &actions[ats[*n]]));
+            }
+        }
+        Some((client, Err(e))) if ids.len() > 1 && e.is_about_one_instance() => {
+            tracing::warn!("{env}: {e}; one call per instance");
+            for (n, id) in &go {
+                let result = match call_list(client, kind, std::slice::from_ref(id)).await {
+                    Ok(()) => finish_listed(world, &actions[ats[*n]]),
+                    Err(e) => Err(e.into()),
+                };
+                results[*n] = Some(result);
+            }
+        }
+        Some((_, Err(e))) => {
+            for (n, _) in &go {
+                results[*n] = Some(Err(e.clone().into()));
+            }
+        }
+        None => {}
+    }
+    results.into_iter().map(|r| r.unwrap_or(Ok(Done::Skipped("not called")))).collect()
+}
+
+/// Launches the creates of `ats` (one launch spec) in one RunInstances.
+async fn launch(world: &World, actions: &[Action], subnet: usize, ats: &[usize]) -> Vec<Result<Done, ActError>> {
+    let creates: Vec<&Action> = ats.iter().map(|&at| &actions[at]).collect();
+    launch_creates(world, &creates, subnet).await
+}
+
+/// One RunInstances for `creates` (same env and launch spec) in the env's
+/// `subnet`: EC2 may launch fewer; the first creates in plan order get
+/// the instances, the rest nothing (planned again next pass).
+async fn launch_creates(world: &World, creates: &[&Action], subnet: usize) -> Vec<Result<Done, ActError>> {
+    match launch_ids(world, creates, subnet).await {
+        Ok(ids) => {
+            let mut ids = ids.into_iter();
+            creates
+                .iter()
+                .map(|create| match (create, ids.next()) {
+                    (Action::Create { env, label, job_key, replacement_for, .. }, Some(id)) => {
+                        markers::write_start(&world.workdir, env, &id, &label.raw)?;
+                        // A replacement waits for no queue item: no working marker.
+                        if replacement_for.is_none() {
+                            markers::write_working(&world.workdir, job_key)?;
+                        }
+                        Ok(Done::Acted(Some(Counter::InstancesCreated), Some(id)))
+                    }
+                    _ => Ok(Done::Skipped("EC2 launched fewer instances than asked; planned again next pass")),
+                })
+                .collect()
+        }
+        Err(e) => {
+            let message = e.to_string();
+            let mut first = Some(e);
+            // The error itself for the first, its text for the rest.
+            creates
+                .iter()
+                .map(|_| match first.take() {
+                    Some(e) => Err(e),
+                    None => Err(ActError::Batch(message.clone())),
+                })
+                .collect()
+        }
+    }
+}
+
+async fn launch_ids(world: &World, creates: &[&Action], subnet: usize) -> Result<Vec<String>, ActError> {
+    let Some(Action::Create { env, label, on_demand_fallback, .. }) = creates.first() else {
+        return Ok(Vec::new());
+    };
+    let tokens: Vec<&str> = creates
+        .iter()
+        .filter_map(|c| match c {
+            Action::Create { client_token, .. } => Some(client_token.as_str()),
+            _ => None,
+        })
+        .collect();
+    let env_config = world.config.fleet.envs.get(env).ok_or_else(|| ActError::UnknownEnv(env.clone()))?;
+    let mut spec = launch_spec(world, env_config, label, &launch_token(&tokens), subnet)?;
+    let count = i32::try_from(creates.len()).unwrap_or(i32::MAX);
+    let client = client(world, env)?;
+    let ids = match client.run_instances(&spec, count).await {
+        Err(e) if *on_demand_fallback && e.is_capacity_shortage() => {
+            tracing::warn!("{env}: no spot capacity for {} ({e}); launching on-demand", label.instance_type);
+            spec.spot_price = None;
+            spec.tags.retain(|(k, _)| k != "is_spot");
+            spec.tags.push(("is_spot".into(), "false".into()));
+            // A distinct token: the spot call's token is spent.
+            spec.client_token = format!("{}-od", spec.client_token);
+            client.run_instances(&spec, count).await?
+        }
+        other => other?,
+    };
+    Ok(ids)
+}
+
+/// The launch of agents for `label` (SPEC A5 step 2, tagged at launch) in
+/// the env's subnet number `subnet` (see [`subnet_index`]).
+fn launch_spec(
+    world: &World,
+    env: &EnvConfig,
+    label: &Label,
+    client_token: &str,
+    subnet: usize,
+) -> Result<LaunchSpec, ActError> {
     let config = &world.config.fleet;
     let ami = env.ami.clone().ok_or_else(|| ActError::NoAmi(env.name.clone()))?;
-    // Spread over the subnets, but the same for the same token: EC2 answers
-    // a repeated token with other parameters by IdempotentParameterMismatch.
-    let spread = client_token.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
-    let subnet = &env.subnets[spread % env.subnets.len()];
+    let subnet = &env.subnets[subnet % env.subnets.len()];
     let slave_data = json!({
         "num_of_executors": label.pricing.executors(),
         "environment": "infra",
@@ -365,6 +544,7 @@ mod tests {
             client_token: format!("token-{label}"),
             replaces: replaces.map(str::to_string),
             on_demand_fallback: fallback,
+            replacement_for: None,
         }
     }
 
@@ -478,30 +658,112 @@ mod tests {
             client_token: format!("token-{env}-{n}"),
             replaces: None,
             on_demand_fallback: false,
+            replacement_for: None,
         }
     }
 
-    #[test]
-    fn an_instance_s_actions_and_a_create_after_its_make_room_termination_form_one_chain() {
-        let mut prod = create_in("prod", 1);
-        if let Action::Create { replaces, .. } = &mut prod {
-            // Another env's instance of the same id is another instance.
-            *replaces = Some("i-1".into());
+    #[tokio::test]
+    async fn creates_of_one_label_go_out_as_one_launch_and_each_gets_its_instance() {
+        let s = setup(vec![]);
+        let actions: Vec<Action> = (0..5).map(|n| create_in("dev", n)).collect();
+        let acted = act(&s.world, &actions, 1).await;
+        let launches: Vec<String> =
+            s.cloud.calls().into_iter().filter(|c| c.op == "RunInstances").map(|c| c.target).collect();
+        let tokens: Vec<String> = (0..5).map(|n| format!("token-dev-{n}")).collect();
+        let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        assert_eq!(launches, [launch_token(&tokens)], "one call, its token from the items");
+        assert_eq!(s.cloud.active("dev"), 5);
+        assert_eq!(acted.stats.get(Counter::InstancesCreated), 5);
+        let dir = &s.world.workdir;
+        for (n, record) in acted.records.iter().enumerate() {
+            let id = record.text.rsplit(' ').next().unwrap();
+            assert!(id.starts_with("i-"), "{record:?}");
+            assert!(dir.join(markers::start_file("dev", id)).exists());
+            assert!(dir.join(markers::working_file(&format!("job-dev-{n}___x"))).exists());
         }
-        let actions = [
-            Action::RemoveStartMarker { file_name: "x.start_instance".into() },
-            set_volumes("i-1"),
-            terminate("i-2"),
-            create_in("dev", 1),
-            terminate("i-1"),
-            create_in("dev", 2),
-            create("dev", Pricing::OnDemand, Some("i-2"), false),
-            prod,
-        ];
-        let chains = chains_per_env(&actions);
-        assert_eq!(chains["dev"], [vec![1, 4], vec![2, 6], vec![3], vec![5]]);
-        assert_eq!(chains["prod"], [vec![7]]);
-        assert_eq!(chains.len(), 2, "marker upkeep belongs to no env");
+    }
+
+    #[tokio::test]
+    async fn a_launch_ec2_fills_only_partly_marks_only_the_items_served() {
+        let s = setup(vec![]);
+        s.cloud.limit_launches(2);
+        let actions: Vec<Action> = (0..5).map(|n| create_in("dev", n)).collect();
+        let acted = act(&s.world, &actions, 1).await;
+        assert_eq!(s.cloud.count("RunInstances"), 1);
+        assert_eq!(s.cloud.active("dev"), 2);
+        assert_eq!(acted.stats.get(Counter::InstancesCreated), 2);
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 0, "a short fill is no failure");
+        let dir = &s.world.workdir;
+        let marked: Vec<bool> =
+            (0..5).map(|n| dir.join(markers::working_file(&format!("job-dev-{n}___x"))).exists()).collect();
+        assert_eq!(marked, [true, true, false, false, false], "the first items in plan order are served");
+        let starts = std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".start_instance"));
+        assert_eq!(starts.count(), 2);
+        assert!(acted.records[2].outcome.as_ref().unwrap_err().starts_with("skipped:"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_launch_fails_every_item_of_it() {
+        let s = setup(vec![]);
+        s.cloud.fail(None, "RunInstances", Times::Once, Ec2ErrorKind::Other);
+        let actions: Vec<Action> = (0..3).map(|n| create_in("dev", n)).collect();
+        let acted = act(&s.world, &actions, 1).await;
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 3);
+        assert!(acted.records.iter().all(|r| r.outcome.as_ref().unwrap_err().contains("InternalError")));
+        assert_eq!(std::fs::read_dir(&s.world.workdir).unwrap().count(), 0, "no marker: all planned again");
+    }
+
+    #[tokio::test]
+    async fn stops_of_an_env_go_out_as_one_call_and_one_bad_id_does_not_block_the_others() {
+        let running = |id: &str| agent("dev", id, InstanceState::Running, "dev", SystemTime::now());
+        let stop = |id: &str| Action::Stop { env: "dev".into(), instance_id: id.into(), node: format!("dev-{id}") };
+        let s = setup(vec![running("i-1"), running("i-2"), running("i-3")]);
+        let acted = act(&s.world, &[stop("i-1"), stop("i-2")], 1).await;
+        assert_eq!(s.cloud.mutations(), [("StopInstances", "i-1,i-2".to_string())]);
+        assert_eq!(acted.stats.get(Counter::InstancesStopped), 2);
+
+        // i-9 is unknown: EC2 refuses the whole list; one call each then.
+        let acted = act(&s.world, &[stop("i-3"), stop("i-9"), stop("i-1")], 2).await;
+        assert_eq!(
+            s.cloud.mutations()[1..],
+            [
+                ("StopInstances", "i-3,i-9,i-1".to_string()),
+                ("StopInstances", "i-3".to_string()),
+                ("StopInstances", "i-9".to_string()),
+                ("StopInstances", "i-1".to_string()),
+            ]
+        );
+        assert_eq!(s.cloud.instance("dev", "i-3").unwrap().state, InstanceState::Stopped);
+        assert_eq!(acted.stats.get(Counter::InstancesStopped), 2);
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 1);
+        assert!(acted.records[1].outcome.as_ref().unwrap_err().contains("InvalidInstanceID"));
+
+        // Any other refusal is the whole list's: no call per instance.
+        s.cloud.fail(None, "TerminateInstances", Times::Once, Ec2ErrorKind::Throttled);
+        let acted = act(&s.world, &[terminate("i-1"), terminate("i-2")], 3).await;
+        assert_eq!(s.cloud.count("TerminateInstances"), 1);
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 2);
+    }
+
+    #[tokio::test]
+    async fn starts_of_an_env_go_out_as_one_call_each_item_marked() {
+        let s = setup(vec![stopped("i-1"), stopped("i-2")]);
+        let start = |id: &str| Action::Start {
+            env: "dev".into(),
+            instance_id: id.into(),
+            label: "dev".into(),
+            job_key: format!("job-{id}___x"),
+            why: "random".into(),
+        };
+        let acted = act(&s.world, &[start("i-1"), start("i-2")], 1).await;
+        assert_eq!(s.cloud.mutations(), [("StartInstances", "i-1,i-2".to_string())]);
+        assert_eq!(acted.stats.get(Counter::InstancesStarted), 2);
+        for id in ["i-1", "i-2"] {
+            assert!(s.world.workdir.join(markers::start_file("dev", id)).exists());
+            assert!(s.world.workdir.join(markers::working_file(&format!("job-{id}___x"))).exists());
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -535,14 +797,22 @@ mod tests {
         for bound in [1, 3, 20] {
             let mut s = fake::setup(fake::config(&["dev", "prod"]));
             s.world.config.aws.max_parallel_calls = bound;
-            s.cloud.delay(None, "RunInstances", Duration::from_secs(1));
+            s.cloud.delay(None, "ModifyInstanceAttribute", Duration::from_secs(1));
+            // Setting volumes takes one call per instance.
+            let mut actions = Vec::new();
+            for n in 0..10 {
+                for env in ["dev", "prod"] {
+                    let id = format!("i-{n}");
+                    s.cloud.add(env, agent(env, &id, InstanceState::Stopped, env, SystemTime::now()));
+                    let devices = vec!["/dev/xvda".into()];
+                    actions.push(Action::SetDeleteOnTermination { env: env.into(), instance_id: id, devices });
+                }
+            }
             let start = tokio::time::Instant::now();
-            let actions: Vec<Action> = (0..10).flat_map(|n| [create_in("dev", n), create_in("prod", n)]).collect();
             let acted = act(&s.world, &actions, 1).await;
-            assert_eq!(acted.stats.get(Counter::InstancesCreated), 20);
+            assert!(acted.records.iter().all(|r| r.outcome.is_ok()), "{:?}", acted.records);
             for env in ["dev", "prod"] {
                 assert_eq!(s.cloud.max_in_flight(env), bound.min(10), "{env}, bound {bound}");
-                assert_eq!(s.cloud.active(env), 10);
             }
             // Rounds of `bound` one-second calls; the two envs side by side.
             let rounds = 10u64.div_ceil(bound as u64);
@@ -569,9 +839,11 @@ mod tests {
         assert!(acted.records.iter().all(|r| r.outcome.is_ok()), "{:?}", acted.records);
         let done = s.cloud.mutations();
         let at = |op: &str, target: &str| done.iter().position(|(o, t)| *o == op && t == target).unwrap();
-        assert!(at("ModifyInstanceAttribute", "i-1") < at("TerminateInstances", "i-1"), "{done:?}");
-        assert!(at("TerminateInstances", "i-2") < at("RunInstances", "token-dev"), "{done:?}");
-        assert_eq!(s.cloud.max_in_flight("dev"), 3, "three chains side by side");
+        // Both terminations in one call, after the volumes, before the
+        // create that replaces one of them.
+        assert!(at("ModifyInstanceAttribute", "i-1") < at("TerminateInstances", "i-1,i-2"), "{done:?}");
+        assert!(at("TerminateInstances", "i-1,i-2") < at("RunInstances", "token-dev"), "{done:?}");
+        assert_eq!(s.cloud.max_in_flight("dev"), 2, "the other create's launch runs alongside");
         assert!(s.cloud.instance("dev", "i-1").unwrap().volumes[0].delete_on_termination);
     }
 

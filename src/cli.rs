@@ -133,6 +133,12 @@ pub struct Args {
     #[arg(long = "spot_fallback")]
     pub spot_fallback: bool,
 
+    /// SQS queue, of this name in each env's account and region, that an
+    /// EventBridge rule fills with EC2's spot interruption warnings,
+    /// rebalance recommendations and instance state changes (none: off).
+    #[arg(long = "interruption_queue", value_name = "NAME")]
+    pub interruption_queue: Option<String>,
+
     /// Host whose IPv4 addresses (their /24s) may reach the master on 443,
     /// for SCM webhooks; resolved with the system resolver every 3rd pass.
     #[arg(long = "scm_host", default_value = "github.com", value_name = "HOST")]

@@ -245,6 +245,9 @@ pub struct Config {
     pub security_group: Option<SecurityGroupConfig>,
     /// `None`: SQS off.
     pub sqs: Option<SqsConfig>,
+    /// The queue of EC2 events read in every env (`--interruption_queue`);
+    /// `None`: off.
+    pub interruption_queue: Option<String>,
     /// `None`: no GC trigger.
     pub gc_job: Option<String>,
     pub run: RunBounds,
@@ -467,6 +470,7 @@ impl Config {
             sqs: args.aws_sqs_account_id.clone().zip(args.aws_sqs_region.clone()).map(|(account_id, region)| {
                 SqsConfig { account_id, region, queue: args.sqs_queue.clone(), policy: sqs_policy }
             }),
+            interruption_queue: args.interruption_queue.clone().filter(|q| !q.trim().is_empty()),
             gc_job: Some(gc_job.to_string()).filter(|j| !j.is_empty()),
             run: RunBounds {
                 loop_counter: args.loop_counter,

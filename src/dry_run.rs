@@ -27,10 +27,12 @@ impl Row {
             | Action::Terminate { instance_id, .. }
             | Action::Stop { instance_id, .. }
             | Action::SetDeleteOnTermination { instance_id, .. }
-            | Action::TagMaster { instance_id, .. } => instance_id.clone(),
+            | Action::TagMaster { instance_id, .. }
+            | Action::MarkInterrupted { instance_id, .. } => instance_id.clone(),
+            Action::OfflineNode { node, .. } => format!("node {node}"),
             Action::Create { label, .. } => format!("label {}", label.raw),
             Action::RemoveWorkingMarker { job_key, .. } => job_key.clone(),
-            Action::RemoveStartMarker { file_name } => file_name.clone(),
+            Action::RemoveStartMarker { file_name } | Action::ForgetInterruption { file_name } => file_name.clone(),
         };
         Row {
             env: action.env().unwrap_or("-").to_string(),
@@ -52,7 +54,7 @@ pub async fn plan(world: &World, plan_config: &PlanConfig) -> (Vec<Row>, Vec<Str
         }
     }
     let mut terminated = std::collections::BTreeSet::new();
-    match decide(plan_config, &obs.dump, &obs.envs, &obs.markers, obs.now, fastrand::u64(..)) {
+    match decide(plan_config, &obs.dump, &obs.envs, &obs.markers, &obs.events.events, obs.now, fastrand::u64(..)) {
         Decision::NoDump(e) => notes.push(format!("Jenkins dump failed: {e}; a real pass would scale nothing")),
         Decision::NoMarkers(e) => notes.push(format!("{e}; a real pass would scale nothing")),
         Decision::Scale { plan, .. } => {

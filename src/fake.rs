@@ -67,9 +67,13 @@ struct State {
     rules: Vec<Held>,
     queued: Vec<Message>,
     in_flight: Vec<Message>,
+    /// Each env's interruption queue: (queued, in flight).
+    events: BTreeMap<String, (Vec<Message>, Vec<Message>)>,
     calls: Vec<Call>,
     faults: Vec<Fault>,
     launched: u32,
+    /// The most instances one RunInstances launches, when capacity is short.
+    launch_limit: Option<usize>,
     /// How long EC2 calls take: per env (`None`: every env) and operation.
     delays: Vec<(Option<String>, &'static str, Duration)>,
     /// EC2 calls under way, and the most seen at once, per env.
@@ -137,6 +141,12 @@ impl FakeCloud {
         self.state().delays.push((env.map(str::to_string), op, delay));
     }
 
+    /// Each RunInstances launches at most `limit` of the instances asked
+    /// for, as EC2 does when capacity is short.
+    pub fn limit_launches(&self, limit: usize) {
+        self.state().launch_limit = Some(limit);
+    }
+
     /// The most EC2 calls `env` had under way at once.
     pub fn max_in_flight(&self, env: &str) -> usize {
         self.state().max_in_flight.get(env).copied().unwrap_or(0)
@@ -182,6 +192,20 @@ impl FakeCloud {
         });
     }
 
+    /// Puts an EC2 event (its body) on `env`'s interruption queue.
+    pub fn send_event(&self, env: &str, body: &str) {
+        let mut state = self.state();
+        let n = state.calls.len() + state.events.values().map(|(q, f)| q.len() + f.len()).sum::<usize>();
+        let message =
+            Message { id: format!("e-{n}"), receipt: format!("er-{n}"), body: body.to_string(), sender: None };
+        state.events.entry(env.to_string()).or_default().0.push(message);
+    }
+
+    /// Messages of `env`'s interruption queue: (waiting, received and not deleted).
+    pub fn events_left(&self, env: &str) -> (usize, usize) {
+        self.state().events.get(env).map_or((0, 0), |(q, f)| (q.len(), f.len()))
+    }
+
     /// Messages received and not deleted (SQS would show them again later).
     pub fn in_flight(&self) -> usize {
         self.state().in_flight.len()
@@ -223,29 +247,31 @@ impl FakeCloud {
         })
     }
 
-    /// Changes one instance of `env`, or fails as EC2 does for an unknown id.
-    fn with_instance(
+    /// Changes instances of `env` in one call, or none of them, as EC2
+    /// fails a whole call for one unknown id.
+    fn with_instances(
         &self,
         env: &str,
         op: &'static str,
-        id: &str,
-        change: impl FnOnce(&mut Instance),
+        ids: &[String],
+        change: impl Fn(&mut Instance),
     ) -> Result<(), Ec2Error> {
-        self.ec2_call(env, op, id)?;
+        self.ec2_call(env, op, &ids.join(","))?;
         let mut state = self.state();
-        let instance = state.instances.get_mut(env).and_then(|all| all.iter_mut().find(|i| i.id == id));
-        match instance {
-            Some(instance) if instance.state != InstanceState::Terminated => {
-                change(instance);
-                Ok(())
-            }
-            _ => Err(Ec2Error {
+        let all = state.instances.entry(env.to_string()).or_default();
+        let known = |id: &String| all.iter().any(|i| &i.id == id && i.state != InstanceState::Terminated);
+        if let Some(bad) = ids.iter().find(|id| !known(id)) {
+            return Err(Ec2Error {
                 operation: op,
                 kind: Ec2ErrorKind::Other,
                 code: Some("InvalidInstanceID.NotFound".into()),
-                message: format!("InvalidInstanceID.NotFound: {id}"),
-            }),
+                message: format!("InvalidInstanceID.NotFound: {bad}"),
+            });
         }
+        for instance in all.iter_mut().filter(|i| ids.contains(&i.id)) {
+            change(instance);
+        }
+        Ok(())
     }
 }
 
@@ -285,8 +311,13 @@ struct FakeEc2 {
 }
 
 impl FakeEc2 {
-    fn launch(&self, spec: &LaunchSpec) -> Result<String, Ec2Error> {
+    fn launch(&self, spec: &LaunchSpec, count: usize) -> Result<Vec<String>, Ec2Error> {
         self.cloud.ec2_call(&self.env, "RunInstances", &spec.client_token)?;
+        let limit = self.cloud.state().launch_limit.unwrap_or(usize::MAX);
+        Ok((0..count.min(limit)).map(|_| self.launch_one(spec)).collect())
+    }
+
+    fn launch_one(&self, spec: &LaunchSpec) -> String {
         let now = self.cloud.clock.now();
         let mut state = self.cloud.state();
         state.launched += 1;
@@ -316,7 +347,7 @@ impl FakeEc2 {
             slave_data_master: slave_data.as_ref().and_then(|d| Some(d.get("jenkins_url")?.as_str()?.to_string())),
             key_name: Some(spec.key_name.clone()),
         });
-        Ok(id)
+        id
     }
 }
 
@@ -329,35 +360,35 @@ impl Ec2 for FakeEc2 {
         })
     }
 
-    fn run_instance<'a>(&'a self, spec: &'a LaunchSpec) -> BoxFuture<'a, Result<String, Ec2Error>> {
+    fn run_instances<'a>(&'a self, spec: &'a LaunchSpec, count: i32) -> BoxFuture<'a, Result<Vec<String>, Ec2Error>> {
         Box::pin(async move {
             let _call = self.cloud.begin(&self.env, "RunInstances").await;
-            self.launch(spec)
+            self.launch(spec, usize::try_from(count).unwrap_or(0))
         })
     }
 
-    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+    fn start<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(async move {
             let _call = self.cloud.begin(&self.env, "StartInstances").await;
             let now = self.cloud.clock.now();
-            self.cloud.with_instance(&self.env, "StartInstances", id, |i| {
+            self.cloud.with_instances(&self.env, "StartInstances", ids, |i| {
                 i.state = InstanceState::Running;
                 i.launched = Some(now);
             })
         })
     }
 
-    fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+    fn stop<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(async move {
             let _call = self.cloud.begin(&self.env, "StopInstances").await;
-            self.cloud.with_instance(&self.env, "StopInstances", id, |i| i.state = InstanceState::Stopped)
+            self.cloud.with_instances(&self.env, "StopInstances", ids, |i| i.state = InstanceState::Stopped)
         })
     }
 
-    fn terminate<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+    fn terminate<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(async move {
             let _call = self.cloud.begin(&self.env, "TerminateInstances").await;
-            self.cloud.with_instance(&self.env, "TerminateInstances", id, |i| i.state = InstanceState::Terminated)
+            self.cloud.with_instances(&self.env, "TerminateInstances", ids, |i| i.state = InstanceState::Terminated)
         })
     }
 
@@ -368,7 +399,8 @@ impl Ec2 for FakeEc2 {
     ) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(async move {
             let _call = self.cloud.begin(&self.env, "ModifyInstanceAttribute").await;
-            self.cloud.with_instance(&self.env, "ModifyInstanceAttribute", id, |i| {
+            let ids = [id.to_string()];
+            self.cloud.with_instances(&self.env, "ModifyInstanceAttribute", &ids, |i| {
                 for v in i.volumes.iter_mut().filter(|v| devices.contains(&v.device)) {
                     v.delete_on_termination = true;
                 }
@@ -379,7 +411,8 @@ impl Ec2 for FakeEc2 {
     fn tag<'a>(&'a self, id: &'a str, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
         Box::pin(async move {
             let _call = self.cloud.begin(&self.env, "CreateTags").await;
-            self.cloud.with_instance(&self.env, "CreateTags", id, |i| match key {
+            let ids = [id.to_string()];
+            self.cloud.with_instances(&self.env, "CreateTags", &ids, |i| match key {
                 MASTER_TAG => i.master_tag = Some(value.to_string()),
                 "Name" => i.name = Some(value.to_string()),
                 _ => {}
@@ -453,6 +486,47 @@ impl Queue for FakeCloud {
         Box::pin(async move {
             self.call(SQS_ENV, "DeleteMessage", receipt).map_err(|_| SqsError::Delete("injected".into()))?;
             self.state().in_flight.retain(|m| m.receipt != receipt);
+            Ok(())
+        })
+    }
+}
+
+/// One env's interruption queue: calls are recorded under the env.
+struct FakeEventQueue {
+    env: String,
+    cloud: FakeCloud,
+}
+
+impl Queue for FakeEventQueue {
+    fn queue_url<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, Result<String, SqsError>> {
+        Box::pin(async move {
+            self.cloud.call(&self.env, "GetQueueUrl", name).map_err(|_| SqsError::QueueUrl {
+                queue: name.to_string(),
+                owner: owner.to_string(),
+                message: "injected".into(),
+            })?;
+            Ok(format!("https://sqs.example/{owner}/{name}"))
+        })
+    }
+
+    fn receive<'a>(&'a self, url: &'a str, max: i32) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
+        Box::pin(async move {
+            self.cloud.call(&self.env, "ReceiveMessage", url).map_err(|_| SqsError::Receive("injected".into()))?;
+            let mut state = self.cloud.state();
+            let (queued, in_flight) = state.events.entry(self.env.clone()).or_default();
+            let n = queued.len().min(usize::try_from(max.clamp(1, 10)).unwrap_or(10));
+            let batch: Vec<Message> = queued.drain(..n).collect();
+            in_flight.extend(batch.iter().cloned());
+            Ok(batch)
+        })
+    }
+
+    fn delete<'a>(&'a self, _url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>> {
+        Box::pin(async move {
+            self.cloud.call(&self.env, "DeleteMessage", receipt).map_err(|_| SqsError::Delete("injected".into()))?;
+            if let Some((_, in_flight)) = self.cloud.state().events.get_mut(&self.env) {
+                in_flight.retain(|m| m.receipt != receipt);
+            }
             Ok(())
         })
     }
@@ -532,6 +606,13 @@ impl Jenkins for FakeJenkins {
                 CliErrorKind::BadOutput => CliError::TooMuchOutput { command, limit: 1 << 20 },
             });
         }
+        if command == "offline-node" {
+            // As Jenkins: the named nodes are temporarily offline from now on.
+            let names: Vec<String> = words.iter().skip(1).take_while(|w| *w != "-m").cloned().collect();
+            for node in state.nodes.iter_mut().filter(|n| names.iter().any(|name| n["slaveName"] == name.as_str())) {
+                node["isOffLine"] = "true".into();
+            }
+        }
         let stdout = match command.as_str() {
             "groovy" => json!({ "build_queue": state.queue, "slave_queue": state.nodes, "messages": [] }).to_string(),
             "build" if words.get(1).is_some_and(|j| j == GC_JOB) => "Garbage collector executed: 0 freed.\n".into(),
@@ -596,6 +677,7 @@ pub fn config(names: &[&str]) -> Config {
         },
         security_group: None,
         sqs: None,
+        interruption_queue: None,
         gc_job: Some(GC_JOB.into()),
         run: RunBounds {
             loop_counter: 3,
@@ -637,6 +719,16 @@ pub fn world(config: Config, cloud: &FakeCloud, jenkins: &Arc<FakeJenkins>, work
         ec2: config.fleet.envs.keys().map(|env| (env.clone(), cloud.ec2(env))).collect(),
         master_ec2: Arc::new(cloud.clone()),
         sqs: config.sqs.as_ref().map(|_| Arc::new(cloud.clone()) as Arc<dyn Queue>),
+        interruptions: config
+            .interruption_queue
+            .iter()
+            .flat_map(|name| {
+                config.fleet.envs.values().map(|env| {
+                    let queue = Arc::new(FakeEventQueue { env: env.name.clone(), cloud: cloud.clone() });
+                    (env.name.clone(), crate::interruption::EventQueue::new(queue, name, &env.account_id))
+                })
+            })
+            .collect(),
         jenkins: Arc::clone(jenkins) as Arc<dyn Jenkins>,
         ec2_calls: cloud.counter.clone(),
         clock: cloud.clock,

@@ -9,7 +9,8 @@
 //!   the SDK clients ([`aws`]) and [`jenkins`]' transports (and, in unit
 //!   tests, by an in-memory fake);
 //! - [`observe`]: one Jenkins dump and one EC2 describe per env, in parallel,
-//!   plus the [`markers`] → a snapshot of [`model`] types;
+//!   plus the [`markers`] and the EC2 events of the envs' [`interruption`]
+//!   queues → a snapshot of [`model`] types;
 //! - [`plan`]: a pure function from the snapshot to a list of actions
 //!   (scale up, scale down, inventory), with the [`label`] and [`job_key`] rules;
 //!   [`plan::decide`] is the gate a pass and [`dry_run`] share;
@@ -42,6 +43,7 @@ pub mod dry_run;
 #[cfg(test)]
 pub mod fake;
 pub mod files;
+pub mod interruption;
 pub mod jenkins;
 pub mod logging;
 pub mod markers;

@@ -3,17 +3,21 @@
 //! - `working_on_<key>.working`: the queue item `<key>` has been given an
 //!   instance; expires by file age;
 //! - `<ENV>__<instance-id>.start_instance`: we started or created that
-//!   instance for the labels inside (`labels=…`, `instance_id=…` lines).
+//!   instance for the labels inside (`labels=…`, `instance_id=…` lines);
+//! - `<ENV>__<instance-id>.interrupted`: ours, not the original's: the agent
+//!   was taken out of service on an EC2 event (`kind=warned|draining`,
+//!   `event=…` lines); it goes when the instance does.
 
 use std::io;
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::model::{Markers, StartMarker};
+use crate::model::{InterruptedMarker, Interruption, Markers, StartMarker};
 
 const WORKING_PREFIX: &str = "working_on_";
 const WORKING_SUFFIX: &str = ".working";
 const START_SUFFIX: &str = ".start_instance";
+const INTERRUPTED_SUFFIX: &str = ".interrupted";
 /// A `.start_instance` marker holds two short lines; more is not read.
 const MAX_MARKER_BYTES: u64 = 64 * 1024;
 
@@ -23,6 +27,10 @@ pub fn working_file(key: &str) -> String {
 
 pub fn start_file(env: &str, instance_id: &str) -> String {
     format!("{env}__{instance_id}{START_SUFFIX}")
+}
+
+pub fn interrupted_file(env: &str, instance_id: &str) -> String {
+    format!("{env}__{instance_id}{INTERRUPTED_SUFFIX}")
 }
 
 /// Reads every marker in `dir`; ages are measured against `now`. Unreadable
@@ -40,6 +48,20 @@ pub fn read_markers(dir: &Path, now: SystemTime) -> io::Result<Markers> {
             if let Some(age) = age() {
                 markers.working.insert(key.to_string(), age);
             }
+        } else if let Some((env, id)) = name.strip_suffix(INTERRUPTED_SUFFIX).and_then(|n| n.split_once("__")) {
+            let Ok(bytes) = crate::files::read_regular(&entry.path(), MAX_MARKER_BYTES) else { continue };
+            let text = String::from_utf8_lossy(&bytes);
+            let value = |key: &str| text.lines().find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()));
+            // Unreadable, it still holds the agent out of service, as warned:
+            // the stronger of the two, which never terminates it.
+            let kind = value("kind=").and_then(|k| Interruption::parse(&k)).unwrap_or(Interruption::Warned);
+            markers.interrupted.push(InterruptedMarker {
+                file_name: name.clone(),
+                env: env.to_string(),
+                instance_id: id.to_string(),
+                kind,
+                event: value("event=").unwrap_or_default(),
+            });
         } else if let Some((env, id)) = name.strip_suffix(START_SUFFIX).and_then(|n| n.split_once("__")) {
             // Not through a link, not from a FIFO, not more than a marker holds.
             let text = crate::files::read_regular(&entry.path(), MAX_MARKER_BYTES)
@@ -56,6 +78,7 @@ pub fn read_markers(dir: &Path, now: SystemTime) -> io::Result<Markers> {
         }
     }
     markers.started.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    markers.interrupted.sort_by(|a, b| a.file_name.cmp(&b.file_name));
     Ok(markers)
 }
 
@@ -68,6 +91,11 @@ pub fn write_working(dir: &Path, key: &str) -> io::Result<()> {
 pub fn write_start(dir: &Path, env: &str, instance_id: &str, labels: &str) -> io::Result<()> {
     let text = format!("labels={labels}\ninstance_id={instance_id}\n");
     crate::files::replace(&dir.join(start_file(env, instance_id)), text.as_bytes())
+}
+
+pub fn write_interrupted(dir: &Path, env: &str, instance_id: &str, kind: Interruption, event: &str) -> io::Result<()> {
+    let text = format!("kind={}\nevent={event}\n", kind.as_str());
+    crate::files::replace(&dir.join(interrupted_file(env, instance_id)), text.as_bytes())
 }
 
 /// Removes a marker; one already gone is fine.
@@ -102,6 +130,28 @@ mod tests {
         remove(dir.path(), &working_file("job-000___0229e1082c8dd9a2f7f2d7f51901a614")).unwrap();
         remove(dir.path(), "absent.working").unwrap();
         assert!(read_markers(dir.path(), SystemTime::now()).unwrap().working.is_empty());
+    }
+
+    #[test]
+    fn reads_the_interruption_markers_it_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        write_interrupted(dir.path(), "dev", "i-1", Interruption::Draining, "e-1").unwrap();
+        write_interrupted(dir.path(), "dev", "i-2", Interruption::Warned, "e-2").unwrap();
+        std::fs::write(dir.path().join("dev__i-3.interrupted"), "garbage").unwrap();
+        let m = read_markers(dir.path(), SystemTime::now()).unwrap();
+        let read: Vec<(&str, Interruption, &str)> =
+            m.interrupted.iter().map(|m| (m.instance_id.as_str(), m.kind, m.event.as_str())).collect();
+        assert_eq!(
+            read,
+            [
+                ("i-1", Interruption::Draining, "e-1"),
+                ("i-2", Interruption::Warned, "e-2"),
+                ("i-3", Interruption::Warned, "")
+            ]
+        );
+        assert!(m.started.is_empty() && m.working.is_empty());
+        remove(dir.path(), &interrupted_file("dev", "i-1")).unwrap();
+        assert_eq!(read_markers(dir.path(), SystemTime::now()).unwrap().interrupted.len(), 2);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Observe: one Jenkins dump and one EC2 describe per env, all at once, plus
-//! the marker files. Nothing here decides anything.
+//! Observe: one Jenkins dump, one EC2 describe per env and one read of each
+//! env's interruption queue, all at once, plus the marker files. Nothing
+//! here decides anything.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::task::JoinSet;
 
+use crate::interruption::{self, Received};
 use crate::jenkins::dump::{parse_dump, DumpError};
 use crate::jenkins::CliError;
 use crate::markers;
@@ -43,6 +45,8 @@ pub struct Observation {
     /// launch twice for one item.
     pub markers: Result<Markers, MarkersUnreadable>,
     pub now: SystemTime,
+    /// The EC2 events of the envs' interruption queues.
+    pub events: Received,
     /// How long the slowest observation took (the pass cannot be faster).
     pub elapsed: std::time::Duration,
 }
@@ -66,12 +70,17 @@ pub async fn observe(world: &World) -> Observation {
             (name, result)
         });
     }
-    let mut envs = BTreeMap::new();
-    while let Some(joined) = describes.join_next().await {
-        if let Ok((name, result)) = joined {
-            envs.insert(name, result);
+    let describe_all = async {
+        let mut envs = BTreeMap::new();
+        while let Some(joined) = describes.join_next().await {
+            if let Ok((name, result)) = joined {
+                envs.insert(name, result);
+            }
         }
-    }
+        envs
+    };
+    // The events are read alongside: a warning gives two minutes.
+    let (mut envs, events) = tokio::join!(describe_all, interruption::receive(&world.interruptions));
     // A describe task that panicked leaves its env out; say so instead.
     for name in world.ec2.keys() {
         envs.entry(name.clone()).or_insert_with(|| Err("describe task failed".to_string()));
@@ -80,5 +89,5 @@ pub async fn observe(world: &World) -> Observation {
     let now = world.clock.now();
     let markers = markers::read_markers(&world.workdir, now)
         .map_err(|source| MarkersUnreadable { dir: world.workdir.clone(), source });
-    Observation { dump, envs, markers, now, elapsed: started.elapsed() }
+    Observation { dump, envs, markers, now, events, elapsed: started.elapsed() }
 }

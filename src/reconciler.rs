@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::act::act;
 use crate::config::{Config, FleetConfig};
 use crate::counter::Counter;
+use crate::interruption;
 use crate::model::{EnvObservation, InstanceState};
 use crate::observe::{observe, Observation};
 use crate::periodic::schedule::{self, Job};
@@ -135,7 +136,16 @@ impl<'w> Reconciler<'w> {
             }
         }
         let mut queue_len = None;
-        match decide(&self.plan_config, &obs.dump, &obs.envs, &obs.markers, obs.now, fastrand::u64(..)) {
+        let stats = &mut self.record.stats;
+        stats.add(Counter::InterruptionDropped, obs.events.dropped);
+        for failure in &obs.events.failures {
+            tracing::error!("{failure}");
+            stats.add(Counter::InterruptionFailed, 1);
+        }
+        let events = &obs.events.events;
+        // Events stay on their queues unless a plan handled them.
+        let mut kept: Option<Vec<String>> = None;
+        match decide(&self.plan_config, &obs.dump, &obs.envs, &obs.markers, events, obs.now, fastrand::u64(..)) {
             Decision::NoDump(e) => {
                 tracing::error!("Jenkins dump failed, nothing scaled this pass: {e}");
                 self.record.stats.add(Counter::JarFileError, 1);
@@ -171,6 +181,13 @@ impl<'w> Reconciler<'w> {
                     }
                 }
                 self.record.acted(acted);
+                kept = Some(plan.kept_events.clone());
+            }
+        }
+        if let Some(kept) = kept {
+            for failure in interruption::delete_handled(&self.world.interruptions, &obs.events, &kept).await {
+                tracing::error!("{failure}");
+                self.record.stats.add(Counter::InterruptionFailed, 1);
             }
         }
 
@@ -522,6 +539,57 @@ mod tests {
         // Passes start at 0, 5, …, 55 s; at 60 s the bound has passed.
         assert_eq!(r.record.run.passes.len(), 12);
         assert_eq!(started.elapsed(), Duration::from_secs(60), "never sleeps past the bound");
+    }
+
+    fn warning(id: &str, instance: &str) -> String {
+        serde_json::json!({
+            "version": "0", "id": id, "detail-type": "EC2 Spot Instance Interruption Warning", "source": "aws.ec2",
+            "account": "111111111111", "time": "2026-11-29T21:00:00Z", "region": "us-east-2",
+            "resources": [format!("arn:aws:ec2:us-east-2a:instance/{instance}")],
+            "detail": {"instance-id": instance, "instance-action": "terminate"},
+        })
+        .to_string()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warned_busy_agent_goes_offline_and_gets_one_replacement_however_often_warned() {
+        let mut config = passes(3);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        let warned = agent("dev", "i-1", InstanceState::Running, "dev_spot", s.world.clock.now());
+        let mut node = fake::node(&warned, "dev", false, false);
+        node["busy_executors"] = "1".into();
+        node["ope_idle_count"] = "0".into();
+        s.jenkins.add_node(node);
+        s.cloud.add("dev", warned);
+        s.cloud.send_event("dev", &warning("e-1", "i-1"));
+        s.cloud.send_event("dev", &warning("e-1", "i-1"));
+        s.cloud.send_event("dev", "garbage");
+        let r = run(&s.world).await;
+        let offline: Vec<Vec<String>> = s.jenkins.commands().into_iter().filter(|c| c[0] == "offline-node").collect();
+        assert_eq!(offline.len(), 1, "{offline:?}");
+        assert_eq!(offline[0][1..3], ["dev-10.0.0.1".to_string(), "-m".to_string()]);
+        assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1);
+        assert_eq!(r.record.stats.get(Counter::ReplacementsLaunched), 1);
+        assert_eq!(r.record.stats.get(Counter::InterruptionDropped), 1);
+        assert_eq!(s.cloud.count("RunInstances"), 1);
+        assert_eq!(s.cloud.count("TerminateInstances") + s.cloud.count("StopInstances"), 0, "EC2 takes it");
+        assert_eq!(s.cloud.events_left("dev"), (0, 0), "every message deleted");
+        assert_eq!(s.cloud.count("GetQueueUrl"), 2, "looked up once per env and run");
+        assert!(s.world.workdir.join("dev__i-1.interrupted").exists());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_receive_is_counted_and_the_run_goes_on() {
+        let mut config = passes(2);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        s.cloud.fail(Some("dev"), "ReceiveMessage", Times::Once, Ec2ErrorKind::Other);
+        s.cloud.send_event("dev", &warning("e-1", "i-9"));
+        let r = run(&s.world).await;
+        assert_eq!(r.record.run.passes.len(), 2);
+        assert_eq!(r.record.stats.get(Counter::InterruptionFailed), 1);
+        assert_eq!(s.cloud.events_left("dev"), (0, 0), "read and handled (not ours) the next pass");
     }
 
     #[tokio::test(start_paused = true)]

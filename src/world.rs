@@ -32,11 +32,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Ec2: Send + Sync {
     /// Our agents (every state; terminated ones too, while EC2 lists them).
     fn describe_agents<'a>(&'a self, slave_name: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, Ec2Error>>;
-    /// Launches one agent, tagged at launch; returns its instance id.
-    fn run_instance<'a>(&'a self, spec: &'a LaunchSpec) -> BoxFuture<'a, Result<String, Ec2Error>>;
-    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>>;
-    fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>>;
-    fn terminate<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>>;
+    /// Launches up to `count` agents in one call, tagged at launch; returns
+    /// the ids of those EC2 launched (at least one).
+    fn run_instances<'a>(&'a self, spec: &'a LaunchSpec, count: i32) -> BoxFuture<'a, Result<Vec<String>, Ec2Error>>;
+    /// Starts, stops, terminates the instances in one call: all or none.
+    fn start<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>>;
+    fn stop<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>>;
+    fn terminate<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>>;
     /// Makes the named EBS volumes go with the instance.
     fn set_delete_on_termination<'a>(
         &'a self,
@@ -112,6 +114,8 @@ pub struct World {
     pub master_ec2: Arc<dyn SecurityGroups>,
     /// The build-request queue's region, when SQS is on.
     pub sqs: Option<Arc<dyn Queue>>,
+    /// Each env's queue of EC2 events, when `--interruption_queue` is on.
+    pub interruptions: BTreeMap<String, crate::interruption::EventQueue>,
     /// EC2 requests sent so far, across envs.
     pub ec2_calls: aws::CallCounter,
     pub clock: Clock,
@@ -125,8 +129,15 @@ impl World {
         let base = aws::base_config(&config.aws.master_region, config.aws.timeout).await;
         let ec2_calls = aws::CallCounter::default();
         let mut ec2 = BTreeMap::new();
+        let mut interruptions = BTreeMap::new();
         for (name, env) in &config.fleet.envs {
             let env_conf = aws::env_config(&base, env, &config.aws.role_name).await;
+            if let Some(queue) = &config.interruption_queue {
+                // The env's own role and region: the queue is the env's.
+                let client = Arc::new(aws_sdk_sqs::Client::new(&env_conf)) as Arc<dyn Queue>;
+                interruptions
+                    .insert(name.clone(), crate::interruption::EventQueue::new(client, queue, &env.account_id));
+            }
             let ec2_conf = aws_sdk_ec2::config::Builder::from(&env_conf)
                 .interceptor(ec2_calls.clone())
                 .retry_classifier(aws::ec2::CapacityShortageIsFinal)
@@ -146,7 +157,7 @@ impl World {
             Arc::new(aws_sdk_sqs::Client::new(&base.to_builder().region(region).build())) as Arc<dyn Queue>
         });
         let jenkins = Arc::new(jenkins_cli(&config.jenkins, &workdir));
-        World { config, workdir, jenkins, ec2, master_ec2, sqs, ec2_calls, clock: Clock::System }
+        World { config, workdir, jenkins, ec2, master_ec2, sqs, interruptions, ec2_calls, clock: Clock::System }
     }
 
     /// The dump script's arguments for this run (see [`dump_args`]).

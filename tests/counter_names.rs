@@ -36,11 +36,16 @@ fn counted() -> Stats {
         (Counter::SecurityGroupFailed, 20),
         (Counter::SqsFailed, 21),
         (Counter::Ec2Throttled, 22),
+        (Counter::SpotInterruptions, 23),
+        (Counter::RebalanceRecommendations, 24),
+        (Counter::ReplacementsLaunched, 25),
+        (Counter::InterruptionDropped, 26),
+        (Counter::InterruptionFailed, 27),
     ] {
         s.add(counter, n);
     }
     // A new counter is a new column: pin it here too.
-    assert_eq!(Counter::ALL.len(), 22);
+    assert_eq!(Counter::ALL.len(), 27);
     s
 }
 
@@ -53,8 +58,8 @@ fn csv(stats: &Stats, file: &str) -> String {
 #[test]
 fn the_csv_columns_are_the_originals() {
     for (stats, values) in [
-        (Stats::default(), ["0,0,0,0", "0,0", "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0"]),
-        (counted(), ["1,2,3,4", "5,6", "14,15,22,7,19,8,9,18,16,10,11,12,20,21,17,13"]),
+        (Stats::default(), ["0,0,0,0", "0,0", "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0"]),
+        (counted(), ["1,2,3,4", "5,6", "14,15,22,7,19,8,9,18,26,27,16,10,11,12,24,25,20,23,21,17,13"]),
     ] {
         assert_eq!(
             csv(&stats, "properties_run.csv"),
@@ -65,8 +70,10 @@ fn the_csv_columns_are_the_originals() {
             csv(&stats, "properties_error.csv"),
             format!(
                 "action_failed,describe_failed,ec2_throttled,error_stopping_instance,gc_failed,instance_not_slave,\
-                 instance_stopped_state,instance_type_refused,inventory_failed,jar_file_error,job_on_queue,\
-                 jobs_waited_too_long,security_group_failed,sqs_failed,unknown_label,zombie_instance\r\n{}\r\n",
+                 instance_stopped_state,instance_type_refused,interruption_dropped,interruption_failed,\
+                 inventory_failed,jar_file_error,job_on_queue,jobs_waited_too_long,rebalance_recommendations,\
+                 replacements_launched,security_group_failed,spot_interruptions,sqs_failed,unknown_label,\
+                 zombie_instance\r\n{}\r\n",
                 values[2]
             )
         );
@@ -77,8 +84,9 @@ fn the_csv_columns_are_the_originals() {
 #[test]
 fn the_failures_are_the_originals_and_ours() {
     // error_stopping_instance, jar_file_error, action_failed,
-    // describe_failed, inventory_failed, gc_failed, security_group_failed, sqs_failed.
-    assert_eq!(counted().errors(), 7 + 10 + 14 + 15 + 16 + 19 + 20 + 21);
+    // describe_failed, inventory_failed, gc_failed, security_group_failed,
+    // sqs_failed, interruption_failed.
+    assert_eq!(counted().errors(), 7 + 10 + 14 + 15 + 16 + 19 + 20 + 21 + 27);
     assert_eq!(Stats::default().errors(), 0);
 }
 
@@ -118,6 +126,11 @@ slave_manager_errors_total{kind="gc_failed"} 19
 slave_manager_errors_total{kind="security_group_failed"} 20
 slave_manager_errors_total{kind="sqs_failed"} 21
 slave_manager_errors_total{kind="ec2_throttled"} 22
+slave_manager_errors_total{kind="spot_interruptions"} 23
+slave_manager_errors_total{kind="rebalance_recommendations"} 24
+slave_manager_errors_total{kind="replacements_launched"} 25
+slave_manager_errors_total{kind="interruption_dropped"} 26
+slave_manager_errors_total{kind="interruption_failed"} 27
 # HELP slave_manager_agents Our agents per env and EC2 state at the last observation.
 # TYPE slave_manager_agents gauge
 # HELP slave_manager_instance_minutes_total Instance-minutes of our agents in this run, by env, label and use (booting, busy and idle are paid; stopped pays its volumes only).
@@ -156,7 +169,7 @@ fn the_report_counters_are_pinned() {
 <div class="card"><b>4</b>instances terminated</div>
 <div class="card"><b>5</b>sqs dropped</div>
 <div class="card"><b>6</b>sqs handled</div>
-<div class="card"><b>122</b>errors</div>
+<div class="card"><b>149</b>errors</div>
 </div>
 "#,
         r#"<table id="counters"><tr><th>counter</th><th>value</th></tr>
@@ -182,6 +195,11 @@ fn the_report_counters_are_pinned() {
 <tr><td>security_group_failed</td><td>20</td></tr>
 <tr><td>sqs_failed</td><td>21</td></tr>
 <tr><td>ec2_throttled</td><td>22</td></tr>
+<tr><td>spot_interruptions</td><td>23</td></tr>
+<tr><td>rebalance_recommendations</td><td>24</td></tr>
+<tr><td>replacements_launched</td><td>25</td></tr>
+<tr><td>interruption_dropped</td><td>26</td></tr>
+<tr><td>interruption_failed</td><td>27</td></tr>
 </table>
 "#,
     ] {

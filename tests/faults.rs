@@ -558,11 +558,13 @@ fn most_at_once(calls: &[&Value]) -> usize {
 #[test]
 fn envs_launch_side_by_side_each_within_the_bound_of_calls_in_flight() {
     let w = World::new(json!([])).with_proxy();
-    let items: Vec<Value> = (0..3)
-        .flat_map(|n| {
+    // Three instance types per env: three launch specs, three launches.
+    let items: Vec<Value> = ["", "_t3.small", "_m5.large"]
+        .iter()
+        .flat_map(|size| {
             [
-                item(&format!("job-dev-{n}"), "dev", "UNKNOWN", "NONE"),
-                item(&format!("job-prod-{n}"), "prod", "UNKNOWN", "NONE"),
+                item(&format!("job-dev{size}"), &format!("dev{size}"), "UNKNOWN", "NONE"),
+                item(&format!("job-prod{size}"), &format!("prod{size}"), "UNKNOWN", "NONE"),
             ]
         })
         .collect();
@@ -601,21 +603,38 @@ fn max_parallel_calls_below_one_is_refused_in_one_line() {
 #[test]
 fn a_throttled_burst_completes_and_every_throttled_answer_is_counted() {
     let w = World::new(json!([])).with_proxy();
-    let items: Vec<Value> = (0..6).map(|n| item(&format!("job-{n}"), "dev_spot", "UNKNOWN", "NONE")).collect();
+    // Three launch specs (instance types), two subnets: up to six launches
+    // of one pass, each batched, at once.
+    let items: Vec<Value> = (0..6)
+        .flat_map(|n| ["dev_spot", "dev_spot_t3.small", "dev_spot_m5.large"].map(|label| (n, label)))
+        .map(|(n, label)| item(&format!("job-{label}-{n}"), label, "UNKNOWN", "NONE"))
+        .collect();
     w.jenkins.set_state(&json!({ "queue": items }));
-    // EC2's RunInstances bucket, small: 2 calls at once, 2 more a second.
+    // EC2's RunInstances bucket, small: 1 call at once, 1 more a second.
     w.proxy().latency(json!({
         "delays": [{"action": "RunInstances", "seconds": 0.5}],
-        "buckets": [{"action": "RunInstances", "burst": 2, "refill": 2}],
+        "buckets": [{"action": "RunInstances", "burst": 1, "refill": 1}],
     }));
     // A launch whose retries all met an empty bucket is counted failed and
     // planned again next pass (no marker was written): the burst completes.
-    let out = run_with(&w, &["--loop_counter", "4", "--pass_interval", "1", "--aws_timeout", "60"]);
+    let out = run_with(
+        &w,
+        &[
+            "--loop_counter",
+            "4",
+            "--pass_interval",
+            "1",
+            "--aws_timeout",
+            "60",
+            "--max_num_of_spot_slaves_in_env",
+            "15",
+        ],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let calls = w.proxy().calls();
     let throttled = calls.iter().filter(|c| c["throttled"] == true).count();
     assert!(throttled > 0, "the bucket was too big to prove anything: {calls:#?}");
-    assert_eq!(live(&w, "dev").len(), 6, "every item got its agent, none twice");
+    assert_eq!(live(&w, "dev").len(), 15, "the spot cap reached, never passed; no item served twice");
     let errors = w.csv("properties_error.csv");
     assert_eq!(errors["ec2_throttled"], u64::try_from(throttled).unwrap());
 }

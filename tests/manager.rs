@@ -291,8 +291,9 @@ fn aws_calls_per_pass_do_not_grow_with_the_queue() {
         let line = log.lines().find(|l| l.contains(&format!("pass {pass} cost "))).expect("cost line");
         line.split("cost ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
     };
-    // One describe per env, plus the two launches the cap allows.
-    assert_eq!(cost(1), 2 + 2);
+    // One describe per env, plus one launch per subnet the two creates the
+    // cap allows fall in (the env has two; which depends on their tokens).
+    assert!((2 + 1..=2 + 2).contains(&cost(1)), "{}", cost(1));
     assert_eq!(cost(2), 2, "40 queued items, nothing to do: just the describes");
     assert_eq!(cost(3), 2);
     assert_eq!(w.csv("properties_run.csv")["instances_created"], 2);

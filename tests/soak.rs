@@ -31,7 +31,7 @@ fn a_short_chaos_soak_of_every_fault_kind_breaks_no_invariant() {
             out.status,
             stderr
                 .lines()
-                .filter(|l| l.contains("VIOLATION") || l.contains("could not"))
+                .filter(|l| l.contains("VIOLATION") || l.contains("NET GAP") || l.contains("could not"))
                 .collect::<Vec<_>>()
                 .join("\n")
         );

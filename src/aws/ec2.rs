@@ -73,6 +73,15 @@ impl Ec2Error {
     pub fn is_capacity_shortage(&self) -> bool {
         self.kind == Ec2ErrorKind::CapacityShortage
     }
+
+    /// EC2 refused a call on a list of instances because of one of them (an
+    /// unknown id, one in the wrong state): the others may well go through
+    /// one by one.
+    pub fn is_about_one_instance(&self) -> bool {
+        self.code.as_deref().is_some_and(|code| {
+            code.starts_with("InvalidInstanceID") || code == "IncorrectInstanceState" || code == "IncorrectState"
+        })
+    }
 }
 
 /// Answers that stay the same however soon the call is repeated: a capacity
@@ -110,7 +119,7 @@ impl ClassifyRetry for CapacityShortageIsFinal {
     }
 }
 
-/// Everything RunInstances needs for one agent.
+/// Everything RunInstances needs for agents of one label.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaunchSpec {
     pub ami: String,
@@ -122,7 +131,7 @@ pub struct LaunchSpec {
     /// `Some(bid)`: a one-time spot instance.
     pub spot_price: Option<String>,
     pub tags: Vec<(String, String)>,
-    /// Idempotency token: a retried call returns the same instance.
+    /// Idempotency token: a retried call returns the same instances.
     pub client_token: String,
     pub root_volume_gb: i32,
 }
@@ -207,8 +216,9 @@ pub async fn tag(client: &Client, instance_id: &str, key: &str, value: &str) -> 
     Ok(())
 }
 
-/// Launches one agent, tagged at launch; returns its instance id.
-pub async fn run_instance(client: &Client, spec: &LaunchSpec) -> Result<String, Ec2Error> {
+/// Launches up to `count` agents in one call (MinCount 1: EC2 may launch
+/// fewer when capacity is short), tagged at launch; returns their ids.
+pub async fn run_instances(client: &Client, spec: &LaunchSpec, count: i32) -> Result<Vec<String>, Ec2Error> {
     let tags: Vec<Tag> = spec.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
     let tag_spec =
         |rt: ResourceType| TagSpecification::builder().resource_type(rt).set_tags(Some(tags.clone())).build();
@@ -217,7 +227,7 @@ pub async fn run_instance(client: &Client, spec: &LaunchSpec) -> Result<String, 
         .image_id(&spec.ami)
         .instance_type(InstanceType::from(spec.instance_type.as_str()))
         .min_count(1)
-        .max_count(1)
+        .max_count(count)
         .key_name(&spec.key_name)
         .client_token(&spec.client_token)
         .iam_instance_profile(IamInstanceProfileSpecification::builder().arn(&spec.instance_profile_arn).build())
@@ -261,26 +271,34 @@ pub async fn run_instance(client: &Client, spec: &LaunchSpec) -> Result<String, 
         );
     }
     let out = req.send().await.map_err(|e| Ec2Error::new("RunInstances", e))?;
-    out.instances().first().and_then(|i| i.instance_id()).map(str::to_string).ok_or_else(|| Ec2Error {
-        operation: "RunInstances",
-        kind: Ec2ErrorKind::Other,
-        code: None,
-        message: "no instance in the answer".into(),
-    })
+    let ids: Vec<String> = out.instances().iter().filter_map(|i| i.instance_id()).map(str::to_string).collect();
+    if ids.is_empty() {
+        return Err(Ec2Error {
+            operation: "RunInstances",
+            kind: Ec2ErrorKind::Other,
+            code: None,
+            message: "no instance in the answer".into(),
+        });
+    }
+    Ok(ids)
 }
 
-pub async fn start(client: &Client, id: &str) -> Result<(), Ec2Error> {
-    client.start_instances().instance_ids(id).send().await.map_err(|e| Ec2Error::new("StartInstances", e))?;
+pub async fn start(client: &Client, ids: &[String]) -> Result<(), Ec2Error> {
+    let ids = Some(ids.to_vec());
+    client.start_instances().set_instance_ids(ids).send().await.map_err(|e| Ec2Error::new("StartInstances", e))?;
     Ok(())
 }
 
-pub async fn stop(client: &Client, id: &str) -> Result<(), Ec2Error> {
-    client.stop_instances().instance_ids(id).send().await.map_err(|e| Ec2Error::new("StopInstances", e))?;
+pub async fn stop(client: &Client, ids: &[String]) -> Result<(), Ec2Error> {
+    let ids = Some(ids.to_vec());
+    client.stop_instances().set_instance_ids(ids).send().await.map_err(|e| Ec2Error::new("StopInstances", e))?;
     Ok(())
 }
 
-pub async fn terminate(client: &Client, id: &str) -> Result<(), Ec2Error> {
-    client.terminate_instances().instance_ids(id).send().await.map_err(|e| Ec2Error::new("TerminateInstances", e))?;
+pub async fn terminate(client: &Client, ids: &[String]) -> Result<(), Ec2Error> {
+    let ids = Some(ids.to_vec());
+    let call = client.terminate_instances().set_instance_ids(ids);
+    call.send().await.map_err(|e| Ec2Error::new("TerminateInstances", e))?;
     Ok(())
 }
 
@@ -311,20 +329,20 @@ impl crate::world::Ec2 for Client {
         Box::pin(describe_agents(self, slave_name))
     }
 
-    fn run_instance<'a>(&'a self, spec: &'a LaunchSpec) -> BoxFuture<'a, Result<String, Ec2Error>> {
-        Box::pin(run_instance(self, spec))
+    fn run_instances<'a>(&'a self, spec: &'a LaunchSpec, count: i32) -> BoxFuture<'a, Result<Vec<String>, Ec2Error>> {
+        Box::pin(run_instances(self, spec, count))
     }
 
-    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
-        Box::pin(start(self, id))
+    fn start<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(start(self, ids))
     }
 
-    fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
-        Box::pin(stop(self, id))
+    fn stop<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(stop(self, ids))
     }
 
-    fn terminate<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
-        Box::pin(terminate(self, id))
+    fn terminate<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
+        Box::pin(terminate(self, ids))
     }
 
     fn set_delete_on_termination<'a>(
@@ -348,6 +366,22 @@ mod tests {
     fn a_spot_bid_under_the_market_is_final_but_never_a_shortage() {
         assert!(is_final_for_the_call("SpotMaxPriceTooLow"));
         assert_eq!(Ec2ErrorKind::of(Some("SpotMaxPriceTooLow")), Ec2ErrorKind::Other);
+    }
+
+    #[test]
+    fn a_list_call_refused_for_one_instance_is_worth_trying_one_by_one() {
+        let error = |code: &str| Ec2Error {
+            operation: "StopInstances",
+            kind: Ec2ErrorKind::of(Some(code)),
+            code: Some(code.into()),
+            message: code.into(),
+        };
+        for code in ["InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed", "IncorrectInstanceState"] {
+            assert!(error(code).is_about_one_instance(), "{code}");
+        }
+        for code in ["RequestLimitExceeded", "UnauthorizedOperation", "InternalError"] {
+            assert!(!error(code).is_about_one_instance(), "{code}");
+        }
     }
 
     #[test]

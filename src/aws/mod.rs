@@ -23,9 +23,19 @@ pub const SESSION_NAME: &str = "slave-manager-script";
 
 /// The base configuration: standard credential chain, bounded retries with
 /// backoff, and timeouts on every call so a hung endpoint cannot stall a pass.
-/// Standard, not adaptive, retries: the adaptive mode's client-side rate
-/// limiter drops to half a call per second after the first throttled answer,
-/// which stalled a describe past a short `--aws_timeout` (issue 11).
+///
+/// Standard, not adaptive, retries (issue 11). In aws-smithy-runtime 1.16
+/// the adaptive mode's client rate limiter, once a call is throttled, holds
+/// at most max(rate, 1) token refilled at 0.5 a second, while a retry after
+/// a throttle asks it for 10 (`RETRY_TIMEOUT_COST`): every throttled retry
+/// then waits the 20 s maximum backoff, past any short `--aws_timeout` (a
+/// describe throttled twice never finished). Its fix, Retry Behavior 2.1
+/// (one token per attempt), is still a preview (`AWS_NEW_RETRIES_2026`, a
+/// `#[doc(hidden)]` `RetrySpec`). Bursts stay within
+/// EC2's buckets by batching instead (a burst of one label is one launch per
+/// subnet, see `plan::calls`), at most `--max_parallel_calls` calls per env;
+/// a throttle left after the standard mode's backed-off retries fails that
+/// call only, and the next pass plans its items again.
 pub async fn base_config(fallback_region: &str, timeout: Duration) -> SdkConfig {
     // The base region only serves STS; IMDS is not asked (it is slow and noisy
     // off EC2), the master's region stands in when the environment names none.

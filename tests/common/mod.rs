@@ -488,6 +488,24 @@ impl World {
         serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
     }
 
+    /// Sends `messages` (`[{env, body}]`) to each env's queue `queue` (made
+    /// in the env's account and region if missing); then the messages left
+    /// on each, visible or in flight.
+    pub fn events(&self, queue: &str, messages: Value) -> std::collections::BTreeMap<String, u64> {
+        let file = self.path().join("events-to-send.json");
+        std::fs::write(&file, messages.to_string()).unwrap();
+        let out = Command::new("python3")
+            .arg(repo().join("tests/support/moto_world.py"))
+            .args(["events", "--endpoint", &self.moto.endpoint(), "--queue", queue, "--send"])
+            .arg(&file)
+            .arg("--environment")
+            .arg(self.path().join("environment.json"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "events: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     pub fn instance(&self, id: &str) -> Value {
         self.fleet().into_iter().find(|r| r["instance"] == id).unwrap_or_else(|| panic!("no instance {id}"))
     }

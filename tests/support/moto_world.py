@@ -11,6 +11,8 @@ exactly where the manager will look.
       [--environment-json PATH] [--world-json PATH] [--agents FILE] \\
       [--slave-name NAME] [--owner-email EMAIL] [--sqs-region R] [--reset]
   moto_world.py fleet --endpoint URL [--environment PATH]
+  moto_world.py events --endpoint URL --queue NAME [--send FILE]
+      [--environment PATH]
 
 `build` writes environment.json (SPEC A3) and prints the world JSON (ids the
 tests need); `fleet` prints every instance of every environment as a table,
@@ -369,6 +371,34 @@ def cmd_volumes(args):
     print()
 
 
+def cmd_events(args):
+    """Each env's interruption queue `--queue`, in the env's account and
+    region (made if missing): send the `--send` file's `[{env, body}]` to
+    it, then print {env: messages left (visible or in flight)}."""
+    with open(args.environment, encoding="utf-8") as source:
+        environment = json.load(source)
+    aws = Aws(args.endpoint)
+    role = environment["jenkins-master"]["jenkins-master-sg-name"]
+    queues = {}
+    for name, env in sorted(environment["environments"].items()):
+        creds = aws.assume_role(env["account-id"], role, env["region"])
+        sqs = aws.client("sqs", env["region"], creds)
+        queues[name] = (sqs, sqs.create_queue(QueueName=args.queue)["QueueUrl"])
+    if args.send:
+        with open(args.send, encoding="utf-8") as source:
+            for message in json.load(source):
+                sqs, url = queues[message["env"]]
+                sqs.send_message(QueueUrl=url, MessageBody=message["body"])
+    left = {}
+    for name, (sqs, url) in queues.items():
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
+                                          "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        left[name] = sum(int(v) for v in attributes.values())
+    json.dump(left, sys.stdout)
+    print()
+
+
 def cmd_fleet(args):
     """Print the fleet table."""
     with open(args.environment, encoding="utf-8") as source:
@@ -390,9 +420,11 @@ def cmd_fleet(args):
 
 
 def parse_args(argv):
-    """`fleet …`, `volumes …` or (the default) `[build] …`."""
+    """`fleet …`, `volumes …`, `events …` or (the default) `[build] …`."""
     readers = {"volumes": (cmd_volumes, "Print every EBS volume of every env as JSON."),
-               "fleet": (cmd_fleet, "Print every instance of every env as a table.")}
+               "fleet": (cmd_fleet, "Print every instance of every env as a table."),
+               "events": (cmd_events, "Send EC2 events to the envs' interruption queues; "
+                                      "print what is left on them.")}
     if argv[:1] and argv[0] in readers:
         run, description = readers[argv[0]]
         parser = argparse.ArgumentParser(prog=f"moto_world.py {argv[0]}", description=description)
@@ -402,6 +434,10 @@ def parse_args(argv):
         if run is cmd_fleet:
             parser.add_argument("--json", action="store_true",
                                 help="print a JSON list of rows instead of a table")
+        if run is cmd_events:
+            parser.add_argument("--queue", required=True, help="the queue's name in every env")
+            parser.add_argument("--send", metavar="FILE",
+                                help="JSON list of {env, body} to send first")
         args = parser.parse_args(argv[1:])
         args.run = run
         return args

@@ -230,6 +230,17 @@ def test_an_agent_of_ours_from_before_the_master_tag_is_ours():
     assert c.violations == [], c.violations
 
 
+
+def test_a_foreign_instance_stays_foreign_after_the_manager_tags_it_ours():
+    c = checker()
+    settle(c, 0.5, dev=[agent("i-1", master="https://other/")])
+    call(c, 1, "CreateTags", ids=["i-1"])
+    call(c, 2, "StopInstances", ids=["i-1"])
+    # moto now shows our master's tag on it: the stray tag must not launder the stop.
+    settle(c, 20, dev=[agent("i-1", state="stopped")])
+    assert [v["detail"].split()[0] for v in found(c, "foreign_touched")] == ["CreateTags", "StopInstances"], \
+        c.violations
+
 # --- starvation -----------------------------------------------------------------------------
 
 
@@ -377,9 +388,12 @@ def test_sqs_requests_built_twice_lost_or_refused_are_violations():
     c.command({"time": 3, "argv": build + ["REQUEST_ID=r2"]})
     c.command({"time": 4, "argv": build + ["REQUEST_ID=r2"]})
     c.command({"time": 5, "argv": ["safe-restart"]})
+    c.command({"time": 6, "argv": ["groovy", "=", "ami-1", "idle_minutes=10"]})
+    c.command({"time": 7, "argv": ["groovy", "soak-remote"]})
     c.finish(10, drained_after=9)
-    assert [v["invariant"] for v in c.violations] == ["sqs_built_twice", "sqs_refused_ran", "sqs_lost"], \
-        c.violations
+    assert [v["invariant"] for v in c.violations] == ["sqs_built_twice", "sqs_refused_ran", "sqs_refused_ran",
+                                                      "sqs_lost"], c.violations
+    assert "groovy soak-remote" in found(c, "sqs_refused_ran")[1]["detail"]
     assert "r3" in found(c, "sqs_lost")[0]["detail"]
 
 
@@ -393,3 +407,55 @@ def test_a_request_built_again_after_a_kill_during_its_first_build_is_explained(
     c.command({"time": 40.0, "finished": 40.1, "argv": build})
     c.finish(50)
     assert c.violations == [] and c.evidence["sqs_rebuilt_after_kill_mid_build"] == 1, c.violations
+
+
+# --- interruption events ---------------------------------------------------------------
+
+
+def test_a_build_on_a_warned_agent_a_whole_pass_after_the_warning_is_a_violation():
+    c = checker()
+    spot = agent("i-w", labels="dev_spot", spot=True)
+    settle(c, 0.5, dev=[spot])
+    c.warned("i-w", "dev", 10.0)
+    n = node("dev-" + spot["ip"], "i-w")
+    for index, t in enumerate((15.0, 20.0, 25.0), start=1):
+        dump(c, t, index, nodes=[n])
+    settle(c, 30, dev=[spot])
+    jobs = [{"job": "race", "queue_id": 1, "instance": "i-w", "started_at_real": 21.0},
+            {"job": "late", "queue_id": 2, "instance": "i-w", "started_at_real": 26.0},
+            {"job": "before", "queue_id": 3, "instance": "i-w", "started_at_real": 9.0,
+             "killed": 40.0, "killed_at_real": 40.0}]
+    c.finish(41, sim_jobs=jobs)
+    assert [v["detail"].split()[1] for v in found(c, "warned_build")] == ["late"], c.violations
+    assert c.evidence["warned_builds_in_the_race"] == 1
+    assert found(c, "busy_stopped") == [], "a build killed by EC2's reclaim is not the manager's"
+
+
+def test_a_warned_busy_agent_may_get_one_replacement_and_counts_no_capacity():
+    c = checker()
+    spot = agent("i-w", labels="dev_spot", spot=True)
+    settle(c, 0.5, dev=[spot])
+    c.warned("i-w", "dev", 9.5)
+    # Its node is busy: one replacement for the build at risk is allowed.
+    dump(c, 10, 1, nodes=[node("dev-" + spot["ip"], "i-w", busy=1, idle=0)])
+    call(c, 10.5, "RunInstances", made=["i-r"])
+    dump(c, 12, 2)
+    settle(c, 20, dev=[spot, agent("i-r", labels="dev_spot", spot=True, launched=10.5)])
+    assert found(c, "double_agent") == [], c.violations
+    # An idle warned agent's free executor covers nothing: a queued item gets a new agent.
+    c = checker()
+    settle(c, 0.5, dev=[spot])
+    c.rebalanced("i-w", "dev", 9.5)
+    dump(c, 10, 1, queue=[(1, "dev_spot")], nodes=[node("dev-" + spot["ip"], "i-w")])
+    call(c, 10.5, "RunInstances", made=["i-r"])
+    dump(c, 12, 2)
+    settle(c, 20, dev=[spot, agent("i-r", labels="dev_spot", spot=True, launched=10.5)])
+    assert found(c, "double_agent") == [], c.violations
+    # Two new agents for it are still one too many.
+    call(c, 12.5, "RunInstances", made=["i-x"])
+    call(c, 12.6, "RunInstances", made=["i-y"])
+    dump(c, 14, 3, queue=[(2, "dev_spot")])
+    settle(c, 30, dev=[spot, agent("i-r", labels="dev_spot", spot=True, launched=10.5),
+                       agent("i-x", labels="dev_spot", spot=True, launched=12.5),
+                       agent("i-y", labels="dev_spot", spot=True, launched=12.6)])
+    assert len(found(c, "double_agent")) >= 1, c.violations

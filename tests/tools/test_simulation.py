@@ -127,3 +127,34 @@ def test_the_soaks_faults_an_agent_that_never_boots_and_a_build_that_slips_in():
         pass
     else:
         raise AssertionError("an unknown fault is refused")
+
+
+def test_an_interruption_wave_warns_spot_agents_retries_their_killed_builds_and_times_the_replacement():
+    clock = ManualClock()
+    jobs = [{"at_seconds": 5, "job": "app/e2e", "label": "dev_spot", "duration_seconds": 300},
+            {"at_seconds": 40, "job": "app/e2e2", "label": "dev_spot", "duration_seconds": 30}]
+    sim = Simulation(["dev"], check_trace(jobs), clock, boot_delay=60, idle_minutes=45)
+    spot = agent("i-1", "running", "dev_spot", "10.0.0.1", spot=True)
+    sim.observe("dev", [spot, agent("i-2", "running", "dev", "10.0.0.2")])
+    sim.end_poll(0.01)
+    at(sim, clock, 5)                        # app/e2e starts on i-1
+    at(sim, clock, 10)
+    assert sim.interrupt(0.2, seed=1) == [("dev", "i-1")], "at least one, and only spot agents"
+    assert sim.interrupt(0.2, seed=1) == [], "an agent is warned once"
+    # The manager takes the node offline: the next build waits.
+    assert sim.offline_node("dev-10.0.0.1", "reclaimed") and not sim.offline_node("dev-x", "y")
+    at(sim, clock, 45)
+    assert [q["jobName"] for q in sim.dump([])["build_queue"]] == ["app/e2e2"]
+    # EC2 reclaims it: the running build is killed and queued again; a new
+    # agent of the label registers 60 s after it appears.
+    at(sim, clock, 130, agent("i-2", "running", "dev", "10.0.0.2"),
+       agent("i-3", "running", "dev_spot", "10.0.0.3", spot=True))
+    at(sim, clock, 200)
+    summary = sim.stats()["summary"]
+    assert (summary["warned"], summary["killed_by_reclaim"], summary["retried"]) == (1, 1, 1)
+    # app/e2e started before the warning, app/e2e2 and the retry on i-3.
+    assert (summary["started_on_warned"], summary["started_on_warned_after_offline"]) == (0, 0)
+    assert summary["warning_to_offline"] == [0.0]
+    assert summary["replacement_online"] == [180.0]
+    started = {j["job"]: j["instance"] for j in sim.stats()["jobs"] if j["started"] is not None}
+    assert started["app/e2e2"] == "i-3"

@@ -111,6 +111,16 @@ counters! {
     SqsFailed: "sqs_failed", Error, true;
     /// EC2 answers `RequestLimitExceeded` (the SDK retried them, more slowly).
     Ec2Throttled: "ec2_throttled", Error, false;
+    /// A spot interruption warning for one of our agents (`--interruption_queue`).
+    SpotInterruptions: "spot_interruptions", Error, false;
+    /// A rebalance recommendation for one of our agents: it is drained.
+    RebalanceRecommendations: "rebalance_recommendations", Error, false;
+    /// An agent launched for the label of a warned agent whose build is at risk.
+    ReplacementsLaunched: "replacements_launched", Error, false;
+    /// A message on the interruption queue that is no EC2 event we know.
+    InterruptionDropped: "interruption_dropped", Error, false;
+    /// Receiving from or deleting on an interruption queue failed.
+    InterruptionFailed: "interruption_failed", Error, true;
 }
 
 impl Counter {

@@ -197,6 +197,73 @@ pub struct Markers {
     /// `working_on_<key>.working`: job key → age of the file.
     pub working: BTreeMap<String, Duration>,
     pub started: Vec<StartMarker>,
+    /// `<ENV>__<instance-id>.interrupted`: agents taken out of service on an
+    /// EC2 event, remembered until the instance is gone.
+    pub interrupted: Vec<InterruptedMarker>,
+}
+
+/// What an EC2 event routed to the interruption queue says of one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// `EC2 Spot Instance Interruption Warning`: EC2 takes it in two minutes.
+    Warning,
+    /// `EC2 Instance Rebalance Recommendation`: at elevated risk of one.
+    Rebalance,
+    /// `EC2 Instance State-change Notification`.
+    StateChange(InstanceState),
+}
+
+/// One EC2 event from an env's interruption queue, read this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceEvent {
+    /// The event's `id`: EventBridge may deliver one event twice.
+    pub id: String,
+    /// The env whose queue it came from.
+    pub env: String,
+    pub instance_id: String,
+    pub kind: EventKind,
+    /// The event's `time`; `None` when unreadable.
+    pub time: Option<SystemTime>,
+}
+
+/// Why an agent was taken out of service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// A spot interruption warning: EC2 reclaims it; we never stop or
+    /// terminate it ourselves.
+    Warned,
+    /// A rebalance recommendation: its running build finishes, then it goes.
+    Draining,
+}
+
+impl Interruption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interruption::Warned => "warned",
+            Interruption::Draining => "draining",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Interruption> {
+        match text {
+            "warned" => Some(Interruption::Warned),
+            "draining" => Some(Interruption::Draining),
+            _ => None,
+        }
+    }
+}
+
+/// A `<ENV>__<instance-id>.interrupted` file: an agent taken out of service
+/// on an EC2 event. Passes and runs after read it: the agent is no capacity,
+/// the event is not acted on twice, a drained agent goes once idle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterruptedMarker {
+    pub file_name: String,
+    pub env: String,
+    pub instance_id: String,
+    pub kind: Interruption,
+    /// The event that took it out of service.
+    pub event: String,
 }
 
 #[cfg(test)]

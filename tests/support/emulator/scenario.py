@@ -164,6 +164,33 @@ class Jenkins:
             self._dumps_served += whole
         return json.dumps(dump)
 
+    def offline_node(self, name, cause):
+        """`offline-node`: mark the node temporarily offline with `cause`, as
+        Computer.cliOffline does; False when Jenkins has no such node. The
+        scenario's node (and the same node in a `dumps` sequence) reports
+        `isOffLine` "true" from now on; a simulation is told."""
+        if self.simulation is not None and hasattr(self.simulation, "offline_node"):
+            return self.simulation.offline_node(name, cause)
+        with self._lock:
+            scenario = self._scenario
+            lists = [scenario["nodes"]] + [d.get("slave_queue", []) for d in scenario["dumps"] or []]
+            found = False
+            for nodes in lists:
+                for node in nodes:
+                    if isinstance(node, dict) and node.get("slaveName") == name:
+                        node["isOffLine"] = "true"
+                        node["offlineCause"] = cause
+                        found = True
+            return found
+
+    def node_names(self):
+        """Every node name the emulated Jenkins knows."""
+        with self._lock:
+            scenario = self._scenario
+            lists = [scenario["nodes"]] + [d.get("slave_queue", []) for d in scenario["dumps"] or []]
+            return sorted({n.get("slaveName") for nodes in lists for n in nodes
+                           if isinstance(n, dict) and n.get("slaveName")})
+
     def job(self, name):
         """The scenario's job of that name, or None."""
         with self._lock:

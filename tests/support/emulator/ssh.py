@@ -5,11 +5,13 @@ public-key auth for one user, its name matched ignoring case as Jenkins'
 default user-id strategy does; one exec per connection, split into words as
 Jenkins splits them (tokenizer.py) and answered from the scenario:
 `groovy =` prints the dump (or misbehaves as the injected fault says),
-`build JOB` prints the job's output, `who-am-i` names the user. Every command
+`build JOB` prints the job's output, `who-am-i` names the user,
+`offline-node NAME… -m CAUSE` takes nodes offline. Every command
 is recorded with when its connection was accepted and how long it took.
 """
 
 import base64
+import difflib
 import socket
 import sys
 import threading
@@ -204,7 +206,45 @@ def cmd_who_am_i(jenkins, argv, channel):
                         "Authorities:\n  authenticated\n")
 
 
-COMMANDS = {"groovy": cmd_groovy, "build": cmd_build, "who-am-i": cmd_who_am_i}
+def cmd_offline_node(jenkins, argv, channel):
+    """`offline-node NAME… [-m CAUSE]`, as Jenkins' OfflineNodeCommand: every
+    named node goes temporarily offline with the cause. An unknown node
+    fails the command (exit 3, IllegalArgumentException) when it is the only
+    one named; among several, each unknown one is reported and the command
+    ends with exit 5 (AbortException) after the others went offline."""
+    names, cause = [], None
+    words = iter(argv[1:])
+    for word in words:
+        if word == "-m":
+            cause = next(words, None)
+            if cause is None:
+                return Reply(stderr='ERROR: Option "-m" takes an operand\n', exit=2)
+        elif word.startswith("-") and word != "-":
+            return Reply(stderr=f'ERROR: "{word}" is not a valid option\n', exit=2)
+        else:
+            names.append(word)
+    if not names:
+        return Reply(stderr='ERROR: Argument "NAME" is required\n', exit=2)
+    unique = list(dict.fromkeys(names))
+    errors = []
+    for name in unique:
+        if not jenkins.offline_node(name, cause):
+            known = jenkins.node_names()
+            advice = difflib.get_close_matches(name, known, n=1)
+            message = (f'No such agent "{name}" exists. Did you mean "{advice[0]}"?'
+                       if advice else f'No such agent "{name}" exists.')
+            if len(unique) == 1:
+                return Reply(stderr=f"ERROR: {message}\n", exit=3)
+            errors.append(f"{name}: {message}\n")
+    if errors:
+        return Reply(stderr="".join(errors) + "\nERROR: Error occurred while "
+                     "performing this command, see previous stderr output.\n",
+                     exit=5)
+    return Reply()
+
+
+COMMANDS = {"groovy": cmd_groovy, "build": cmd_build, "who-am-i": cmd_who_am_i,
+            "offline-node": cmd_offline_node}
 
 
 def run_command(jenkins, session, channel, connected):

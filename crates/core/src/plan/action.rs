@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::model::{Label, Pricing, MASTER_TAG};
+use crate::model::{Interruption, Label, Pricing, MASTER_TAG};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TerminateReason {
@@ -16,6 +16,8 @@ pub enum TerminateReason {
     Spot { node: String },
     /// An agent on a replaced AMI; `node` is `None` from the inventory sweep.
     OldAmi { node: Option<String>, ami: String },
+    /// Drained on a rebalance recommendation, and now idle.
+    Drained { node: Option<String> },
     /// Running this long without ever becoming a Jenkins node.
     NeverRegistered { minutes: u64 },
 }
@@ -38,6 +40,27 @@ pub enum Action {
         replaces: Option<String>,
         /// A spot launch that may fall back to on-demand (room is reserved).
         on_demand_fallback: bool,
+        /// The warned agent whose at-risk build this agent is for: no queue
+        /// item, so no working marker.
+        replacement_for: Option<String>,
+    },
+    /// `offline-node`: Jenkins gives the node no new build.
+    OfflineNode {
+        env: String,
+        instance_id: String,
+        node: String,
+        reason: String,
+    },
+    /// Writes the `.interrupted` marker of an agent taken out of service.
+    MarkInterrupted {
+        env: String,
+        instance_id: String,
+        kind: Interruption,
+        event: String,
+    },
+    /// The interrupted agent is gone: its marker goes.
+    ForgetInterruption {
+        file_name: String,
     },
     Terminate {
         env: String,
@@ -79,8 +102,12 @@ impl Action {
             | Action::Terminate { env, .. }
             | Action::Stop { env, .. }
             | Action::SetDeleteOnTermination { env, .. }
-            | Action::TagMaster { env, .. } => Some(env),
-            Action::RemoveWorkingMarker { .. } | Action::RemoveStartMarker { .. } => None,
+            | Action::TagMaster { env, .. }
+            | Action::OfflineNode { env, .. } => Some(env),
+            Action::RemoveWorkingMarker { .. }
+            | Action::RemoveStartMarker { .. }
+            | Action::MarkInterrupted { .. }
+            | Action::ForgetInterruption { .. } => None,
         }
     }
 
@@ -91,8 +118,13 @@ impl Action {
             | Action::Terminate { instance_id, .. }
             | Action::Stop { instance_id, .. }
             | Action::SetDeleteOnTermination { instance_id, .. }
-            | Action::TagMaster { instance_id, .. } => Some(instance_id),
-            Action::Create { .. } | Action::RemoveWorkingMarker { .. } | Action::RemoveStartMarker { .. } => None,
+            | Action::TagMaster { instance_id, .. }
+            | Action::OfflineNode { instance_id, .. } => Some(instance_id),
+            Action::Create { .. }
+            | Action::RemoveWorkingMarker { .. }
+            | Action::RemoveStartMarker { .. }
+            | Action::MarkInterrupted { .. }
+            | Action::ForgetInterruption { .. } => None,
         }
     }
 
@@ -104,7 +136,11 @@ impl Action {
             Action::Stop { .. } => "stop",
             Action::SetDeleteOnTermination { .. } => "set-delete-on-termination",
             Action::TagMaster { .. } => "tag",
-            Action::RemoveWorkingMarker { .. } | Action::RemoveStartMarker { .. } => "remove-marker",
+            Action::OfflineNode { .. } => "offline-node",
+            Action::MarkInterrupted { .. } => "mark",
+            Action::RemoveWorkingMarker { .. }
+            | Action::RemoveStartMarker { .. }
+            | Action::ForgetInterruption { .. } => "remove-marker",
         }
     }
 }
@@ -129,6 +165,10 @@ impl fmt::Display for TerminateReason {
             TerminateReason::Spot { node } => write!(f, "spot agent, node {node} is to go"),
             TerminateReason::OldAmi { node: Some(node), ami } => write!(f, "old AMI {ami}, node {node} is to go"),
             TerminateReason::OldAmi { node: None, ami } => write!(f, "stopped on old AMI {ami}"),
+            TerminateReason::Drained { node: Some(node) } => {
+                write!(f, "drained on a rebalance recommendation, node {node} is idle")
+            }
+            TerminateReason::Drained { node: None } => write!(f, "drained on a rebalance recommendation, no node"),
             TerminateReason::NeverRegistered { minutes } => {
                 write!(f, "running {minutes} min without becoming a Jenkins node")
             }
@@ -142,7 +182,7 @@ impl fmt::Display for Action {
             Action::Start { env, instance_id, label, job_key, why } => {
                 write!(f, "{env}: start {instance_id} for label {label} ({job_key}, {why})")
             }
-            Action::Create { env, label, job_key, replaces, .. } => {
+            Action::Create { env, label, job_key, replaces, replacement_for, .. } => {
                 write!(
                     f,
                     "{env}: create {} {} agent for label {} ({job_key}",
@@ -150,6 +190,9 @@ impl fmt::Display for Action {
                     label.instance_type,
                     label.raw
                 )?;
+                if let Some(id) = replacement_for {
+                    write!(f, ", replacement for reclaimed {id}")?;
+                }
                 match replaces {
                     Some(id) => write!(f, ", replacing {id})"),
                     None => write!(f, ")"),
@@ -174,6 +217,15 @@ impl fmt::Display for Action {
             }
             Action::RemoveStartMarker { file_name } => {
                 write!(f, "remove start marker {file_name} (expired)")
+            }
+            Action::OfflineNode { env, instance_id, node, reason } => {
+                write!(f, "{env}: offline-node {node} of {instance_id} ({reason})")
+            }
+            Action::MarkInterrupted { env, instance_id, kind, event } => {
+                write!(f, "{env}: mark {instance_id} {} (event {event})", kind.as_str())
+            }
+            Action::ForgetInterruption { file_name } => {
+                write!(f, "remove interruption marker {file_name} (the instance is gone)")
             }
         }
     }
@@ -206,6 +258,7 @@ mod tests {
                     client_token: "t".into(),
                     replaces: Some("i-9".into()),
                     on_demand_fallback: false,
+                    replacement_for: None,
                 },
                 false,
             ),
@@ -254,6 +307,7 @@ mod tests {
             client_token: "t".into(),
             replaces: Some("i-9".into()),
             on_demand_fallback: false,
+            replacement_for: None,
         };
         assert_eq!(
             create.to_string(),

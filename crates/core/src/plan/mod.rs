@@ -5,8 +5,11 @@
 //! - `config`: the planner's view of the configuration ([`PlanConfig`]);
 //! - `snapshot`: what one pass observed ([`Snapshot`]);
 //! - `action`: the decisions as data ([`Action`]), each one log line;
+//! - [`calls`]: how an env's actions go out as EC2 calls (batched);
 //! - `output`: what a plan hands back ([`Plan`], [`Inventory`], [`Note`]);
 //! - `nodes`: tying Jenkins nodes to instances;
+//! - `interruption`: EC2's spot interruption warnings, rebalance
+//!   recommendations and state changes (issue 13);
 //! - `scale_down`: nodes Jenkins wants gone (SPEC A5 step 3);
 //! - `scale_up`: queue items that need an agent (SPEC A5 step 2, part B);
 //! - `inventory`: the periodic sweep (SPEC A9);
@@ -14,8 +17,10 @@
 //! - [`security_group`]: the master's ingress rules (SPEC A7).
 
 mod action;
+pub mod calls;
 mod config;
 pub mod cost;
+mod interruption;
 mod inventory;
 mod nodes;
 mod output;
@@ -29,7 +34,7 @@ pub(crate) mod test_kit;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-use crate::model::{EnvObservation, JenkinsDump, Markers};
+use crate::model::{EnvObservation, InstanceEvent, JenkinsDump, Markers};
 
 pub use action::{Action, TerminateReason};
 pub use config::PlanConfig;
@@ -58,6 +63,7 @@ pub fn decide<'a, D, M>(
     dump: &'a Result<JenkinsDump, D>,
     envs: &'a BTreeMap<String, EnvObservation>,
     markers: &'a Result<Markers, M>,
+    events: &'a [InstanceEvent],
     now: SystemTime,
     seed: u64,
 ) -> Decision<'a, D, M> {
@@ -65,24 +71,29 @@ pub fn decide<'a, D, M>(
         (Err(e), _) => Decision::NoDump(e),
         (Ok(_), Err(e)) => Decision::NoMarkers(e),
         (Ok(dump), Ok(markers)) => {
-            let snapshot = Snapshot { dump, envs, markers, now };
+            let snapshot = Snapshot { dump, envs, markers, events, now };
             let plan = plan_pass(cfg, &snapshot, seed);
             Decision::Scale { snapshot, plan }
         }
     }
 }
 
-/// Plans one pass: scale down, then scale up.
+/// Plans one pass: EC2's events, scale down, then scale up.
 ///
-/// Scale-down decides first so scale-up never starts or removes an instance
-/// that a scale-down action already claimed (one action per instance).
+/// Events decide first: an agent EC2 takes is out of service before
+/// anything counts on it. Scale-down decides before scale-up so scale-up
+/// never starts or removes an instance that a scale-down action already
+/// claimed (one action per instance).
 pub fn plan_pass(cfg: &PlanConfig, snap: &Snapshot<'_>, seed: u64) -> Plan {
     let mut plan = Plan::default();
+    let envs = interruption::apply_state_changes(snap, &mut plan);
+    let snap = &Snapshot { envs: &envs, ..*snap };
     let mut claimed = BTreeSet::new();
+    let taken = interruption::plan(cfg, snap, &mut claimed, &mut plan);
     scale_down::plan(cfg, snap, &mut claimed, &mut plan);
     scale_down::plan_zombies(cfg, snap, &mut claimed, &mut plan);
     let mut rng = fastrand::Rng::with_seed(seed);
-    scale_up::plan(cfg, snap, &mut claimed, &mut rng, &mut plan);
+    scale_up::plan(cfg, snap, &mut claimed, &taken, &mut rng, &mut plan);
     plan
 }
 
@@ -118,7 +129,10 @@ mod tests {
         let unreadable: Result<Markers, String> = Err("no markers".into());
         let readable: Result<Markers, String> = Ok(Markers::default());
         for markers in [&unreadable, &readable] {
-            assert_eq!(decide(&cfg(), &dump, &s.envs, markers, now(), 1), Decision::NoDump(&"no dump".to_string()));
+            assert_eq!(
+                decide(&cfg(), &dump, &s.envs, markers, &[], now(), 1),
+                Decision::NoDump(&"no dump".to_string())
+            );
         }
     }
 
@@ -127,7 +141,7 @@ mod tests {
         let s = snap(vec![("dev", vec![])]).queue(vec![item("job", "dev")]);
         let unreadable: Result<Markers, String> = Err("no markers".into());
         let dump: Result<JenkinsDump, String> = Ok(s.dump.clone());
-        let d = decide(&cfg(), &dump, &s.envs, &unreadable, now(), 1);
+        let d = decide(&cfg(), &dump, &s.envs, &unreadable, &[], now(), 1);
         assert_eq!(d, Decision::NoMarkers(&"no markers".to_string()));
     }
 
@@ -137,7 +151,7 @@ mod tests {
             .queue(vec![item("job", "dev"), item("other", "dev")])
             .working("other", 10);
         let (dump, markers) = (Ok::<_, String>(s.dump.clone()), Ok::<_, String>(s.markers.clone()));
-        match decide(&cfg(), &dump, &s.envs, &markers, s.now, 5) {
+        match decide(&cfg(), &dump, &s.envs, &markers, &s.events, s.now, 5) {
             Decision::Scale { snapshot, plan } => {
                 assert_eq!(snapshot, s.view());
                 assert_eq!(plan, plan_pass(&cfg(), &s.view(), 5));

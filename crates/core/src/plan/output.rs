@@ -35,6 +35,9 @@ pub struct Plan {
     /// is gone): the caller counts each (counter, subject) once per run, not
     /// every pass it is seen again.
     pub once: BTreeSet<(Counter, String)>,
+    /// EC2 events this pass could not act on (their env was not observed):
+    /// left on their queue for a later pass. Every other event is handled.
+    pub kept_events: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -76,6 +79,12 @@ impl Plan {
 
     pub(super) fn count(&mut self, counter: Counter) {
         *self.counts.entry(counter).or_default() += 1;
+    }
+
+    pub(super) fn keep_event(&mut self, id: &str) {
+        if !self.kept_events.iter().any(|e| e == id) {
+            self.kept_events.push(id.to_string());
+        }
     }
 
     pub(super) fn count_once(&mut self, counter: Counter, subject: impl Into<String>) {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::model::{EnvObservation, Instance, JenkinsDump, Markers};
+use crate::model::{EnvObservation, Instance, InstanceEvent, JenkinsDump, Markers};
 
 /// Everything one pass observed; the planner decides from this alone. It
 /// borrows the observation: a large fleet is neither copied nor moved.
@@ -13,6 +13,8 @@ pub struct Snapshot<'a> {
     pub dump: &'a JenkinsDump,
     pub envs: &'a BTreeMap<String, EnvObservation>,
     pub markers: &'a Markers,
+    /// EC2 events read from the envs' interruption queues this pass.
+    pub events: &'a [InstanceEvent],
     pub now: SystemTime,
 }
 

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::counter::Counter;
 use crate::label::InstanceTypes;
 use crate::model::{
-    EnvObservation, Instance, InstanceState, JenkinsDump, Markers, Node, QueueItem, StartMarker, Volume, KEY_NAME,
+    EnvObservation, EventKind, Instance, InstanceEvent, InstanceState, InterruptedMarker, Interruption, JenkinsDump,
+    Markers, Node, QueueItem, StartMarker, Volume, KEY_NAME,
 };
 use crate::plan::{Action, Note, NoteLevel, Plan, PlanConfig, Snapshot, TerminateReason};
 
@@ -130,12 +131,13 @@ pub struct Scene {
     pub dump: JenkinsDump,
     pub envs: BTreeMap<String, EnvObservation>,
     pub markers: Markers,
+    pub events: Vec<InstanceEvent>,
     pub now: SystemTime,
 }
 
 impl Scene {
     pub fn view(&self) -> Snapshot<'_> {
-        Snapshot { dump: &self.dump, envs: &self.envs, markers: &self.markers, now: self.now }
+        Snapshot { dump: &self.dump, envs: &self.envs, markers: &self.markers, events: &self.events, now: self.now }
     }
 }
 
@@ -145,6 +147,7 @@ pub fn snap(envs: Vec<(&str, Vec<Instance>)>) -> Scene {
         dump: JenkinsDump::default(),
         envs: envs.into_iter().map(|(env, list)| (env.to_string(), Ok(list))).collect(),
         markers: Markers::default(),
+        events: Vec::new(),
         now: now(),
     }
 }
@@ -165,6 +168,32 @@ pub trait SceneExt: Sized {
     fn working(self, job: &str, age_secs: u64) -> Self {
         self.with(|s| {
             s.markers.working.insert(key(job), Duration::from_secs(age_secs));
+        })
+    }
+    /// An EC2 event of this pass, sent a second ago.
+    fn event(self, id: &str, env: &str, instance: &str, kind: EventKind) -> Self {
+        self.event_at(id, env, instance, kind, 1)
+    }
+    fn event_at(self, id: &str, env: &str, instance: &str, kind: EventKind, secs_ago: u64) -> Self {
+        self.with(|s| {
+            s.events.push(InstanceEvent {
+                id: id.into(),
+                env: env.into(),
+                instance_id: instance.into(),
+                kind,
+                time: Some(now() - Duration::from_secs(secs_ago)),
+            })
+        })
+    }
+    fn interrupted(self, env: &str, id: &str, kind: Interruption) -> Self {
+        self.with(|s| {
+            s.markers.interrupted.push(InterruptedMarker {
+                file_name: format!("{env}__{id}.interrupted"),
+                env: env.into(),
+                instance_id: id.into(),
+                kind,
+                event: "e-0".into(),
+            })
         })
     }
     fn start_marker(self, env: &str, id: &str, label: &str, age_secs: u64) -> Self {
@@ -204,6 +233,7 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                     TerminateReason::Spot { .. } => "spot",
                     TerminateReason::OldAmi { .. } => "old-ami",
                     TerminateReason::NeverRegistered { .. } => "zombie",
+                    TerminateReason::Drained { .. } => "drained",
                 };
                 format!("terminate {instance_id} {why}")
             }
@@ -215,6 +245,9 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
             Action::RemoveWorkingMarker { job_key, expired: true } => format!("rm-working {job_key} expired"),
             Action::RemoveWorkingMarker { job_key, expired: false } => format!("rm-working {job_key} gone"),
             Action::RemoveStartMarker { file_name } => format!("rm-start {file_name}"),
+            Action::OfflineNode { node, .. } => format!("offline {node}"),
+            Action::MarkInterrupted { instance_id, kind, .. } => format!("mark {instance_id} {}", kind.as_str()),
+            Action::ForgetInterruption { file_name } => format!("rm-interrupted {file_name}"),
         })
         .collect()
 }

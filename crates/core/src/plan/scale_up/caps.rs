@@ -23,7 +23,15 @@ pub(super) struct Usage {
 impl ScaleUp<'_> {
     /// Creates an agent for the item within the env's caps; at the on-demand
     /// cap, a stopped agent makes room first (or only brings usage down).
-    pub(super) fn create(&mut self, instances: &[Instance], label: Label, item: &QueueItem, key: &str) {
+    /// `replacement_for`: the warned agent whose at-risk build it is for.
+    pub(super) fn create(
+        &mut self,
+        instances: &[Instance],
+        label: Label,
+        item: &QueueItem,
+        key: &str,
+        replacement_for: Option<String>,
+    ) {
         let job = &item.job_name;
         let env = label.env.clone();
         if !matches!(self.cfg.amis.get(&env), Some(Some(_))) {
@@ -104,6 +112,7 @@ impl ScaleUp<'_> {
             client_token,
             replaces,
             on_demand_fallback,
+            replacement_for,
         });
     }
 
@@ -215,6 +224,7 @@ mod tests {
                 job_key,
                 replaces: None,
                 on_demand_fallback: false,
+                replacement_for: None,
             }]
         );
     }

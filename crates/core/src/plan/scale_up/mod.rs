@@ -19,6 +19,7 @@ use crate::job_key::job_key;
 use crate::label::parse_label;
 use crate::model::{Label, QueueItem};
 
+use super::interruption::{Replacement, Taken};
 use super::snapshot::observed;
 use super::{Action, Plan, PlanConfig, Snapshot};
 use capacity::{Pool, Provider};
@@ -46,6 +47,7 @@ pub(super) fn plan(
     cfg: &PlanConfig,
     snap: &Snapshot<'_>,
     claimed: &mut BTreeSet<String>,
+    taken: &Taken,
     rng: &mut fastrand::Rng,
     plan: &mut Plan,
 ) {
@@ -61,11 +63,11 @@ pub(super) fn plan(
         usage: BTreeMap::new(),
         creates: 0,
     };
-    up.run();
+    up.run(&taken.replacements);
 }
 
 impl ScaleUp<'_> {
-    fn run(&mut self) {
+    fn run(&mut self, replacements: &[Replacement]) {
         let snap = self.snap;
         let items: Vec<(&QueueItem, String)> =
             snap.dump.queue.iter().map(|i| (i, job_key(&i.job_name, i.parameters.as_deref()))).collect();
@@ -78,6 +80,11 @@ impl ScaleUp<'_> {
                     self.plan.debug(Some(key), format!("{}: waits for {provider}", item.job_name));
                 }
             }
+        }
+        // The at-risk builds of warned agents before new items: theirs ran
+        // already and will be retried.
+        for replacement in replacements {
+            self.replace(replacement);
         }
         for (item, key) in unhandled {
             self.provide(item, key);
@@ -155,7 +162,20 @@ impl ScaleUp<'_> {
             });
             return;
         }
-        self.create(instances, label, item, key);
+        self.create(instances, label, item, key, None);
+    }
+
+    /// Launches an agent for the label of a warned agent whose build is at
+    /// risk, within the caps.
+    fn replace(&mut self, r: &Replacement) {
+        let (Ok(label), Ok(instances)) = (parse_label(&r.label, &self.known_envs), observed(self.snap.envs, &r.env))
+        else {
+            return;
+        };
+        let item =
+            QueueItem { job_name: format!("the build on {}", r.node), label: r.label.clone(), ..QueueItem::default() };
+        let key = format!("replacement-of-{}", r.instance_id);
+        self.create(instances, label, &item, &key, Some(r.instance_id.clone()));
     }
 
     /// The controller (the GC job runs on `master_node`) or a node that is

@@ -1,0 +1,414 @@
+//! EC2 events from the envs' interruption queues (`--interruption_queue`):
+//! a spot interruption warning takes the agent out of service at once (and
+//! launches a replacement when a build is at risk), a rebalance
+//! recommendation drains it, a state change forgets it without waiting for
+//! the next describe. What was decided lives on in `.interrupted` markers:
+//! the agent stays out of service, the same event never acts twice, a
+//! drained agent goes once idle, and the marker goes with the instance.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::counter::Counter;
+use crate::label::parse_label;
+use crate::model::{EnvObservation, EventKind, Instance, InstanceState, InterruptedMarker, Interruption};
+
+use super::nodes::{is_busy, node_of};
+use super::output::terminate;
+use super::snapshot::observed;
+use super::{Action, Plan, PlanConfig, Snapshot, TerminateReason};
+
+/// What scale-up must know of the agents taken out of service.
+#[derive(Debug, Default)]
+pub(super) struct Taken {
+    /// Agents to launch now for the labels of warned agents whose builds
+    /// are at risk (the build's retry finds one booting).
+    pub replacements: Vec<Replacement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Replacement {
+    pub env: String,
+    pub instance_id: String,
+    pub node: String,
+    pub label: String,
+}
+
+const WARNING_REASON: &str = "EC2 reclaims this spot instance in two minutes (spot interruption warning)";
+const REBALANCE_REASON: &str = "draining: EC2 recommends rebalancing this spot instance";
+
+/// The observation with the state changes of this pass's events applied:
+/// an agent EC2 reports stopping or gone is forgotten now, not at the next
+/// describe. Borrowed as it is when no event changes anything.
+pub(super) fn apply_state_changes<'a>(
+    snap: &Snapshot<'a>,
+    plan: &mut Plan,
+) -> Cow<'a, BTreeMap<String, EnvObservation>> {
+    let mut envs = Cow::Borrowed(snap.envs);
+    for event in snap.events {
+        let EventKind::StateChange(state) = event.kind else { continue };
+        if matches!(state, InstanceState::Pending | InstanceState::Running) {
+            continue;
+        }
+        let Some(Ok(instances)) = snap.envs.get(&event.env) else { continue };
+        let Some(at) = instances.iter().position(|i| i.id == event.instance_id) else { continue };
+        let inst = &instances[at];
+        // An event from before the instance's last start tells nothing new.
+        if matches!((event.time, inst.launched), (Some(t), Some(launched)) if t < launched)
+            || inst.state == state
+            || !inst.state.is_active()
+        {
+            continue;
+        }
+        plan.debug(
+            None,
+            format!("{}: {} is {} (EC2 event {}); forgotten now", event.env, inst.id, state.as_str(), event.id),
+        );
+        if let Some(Ok(list)) = envs.to_mut().get_mut(&event.env) {
+            list[at].state = state;
+        }
+    }
+    envs
+}
+
+/// Acts on the warnings and rebalance recommendations of this pass and on
+/// the markers of earlier ones. Every agent out of service is claimed: no
+/// other action touches it and it serves no queue item.
+pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet<String>, plan: &mut Plan) -> Taken {
+    let mut taken = Taken::default();
+    let mut marked: BTreeMap<(&str, &str), Interruption> = BTreeMap::new();
+    for marker in &snap.markers.interrupted {
+        marked.insert((&marker.env, &marker.instance_id), marker.kind);
+    }
+    for event in snap.events {
+        let kind = match event.kind {
+            EventKind::Warning => Interruption::Warned,
+            EventKind::Rebalance => Interruption::Draining,
+            EventKind::StateChange(_) => continue,
+        };
+        let instances = match observed(snap.envs, &event.env) {
+            Ok(instances) => instances,
+            Err(e) => {
+                plan.info(None, format!("EC2 event {}: {e}; kept for a later pass", event.id));
+                plan.keep_event(&event.id);
+                continue;
+            }
+        };
+        let Some(inst) = instances.iter().find(|i| i.id == event.instance_id && cfg.is_ours(&event.env, i)) else {
+            plan.debug(None, format!("EC2 event {}: {} is no agent of ours; ignored", event.id, event.instance_id));
+            continue;
+        };
+        let key = (event.env.as_str(), inst.id.as_str());
+        match marked.get(&key) {
+            // Already out of service for this reason, or for a stronger one:
+            // a duplicate, or a rebalance after the warning.
+            Some(Interruption::Warned) => continue,
+            Some(Interruption::Draining) if kind == Interruption::Draining => continue,
+            _ => {}
+        }
+        if !inst.state.is_active() {
+            plan.debug(None, format!("EC2 event {}: {} is already {}", event.id, inst.id, inst.state.as_str()));
+            continue;
+        }
+        marked.insert(key, kind);
+        let node = node_of(&snap.dump.nodes, inst);
+        let (counter, reason) = match kind {
+            Interruption::Warned => (Counter::SpotInterruptions, WARNING_REASON),
+            Interruption::Draining => (Counter::RebalanceRecommendations, REBALANCE_REASON),
+        };
+        plan.count(counter);
+        plan.act(Action::MarkInterrupted {
+            env: event.env.clone(),
+            instance_id: inst.id.clone(),
+            kind,
+            event: event.id.clone(),
+        });
+        if let Some(node) = node.filter(|n| !n.offline) {
+            plan.act(Action::OfflineNode {
+                env: event.env.clone(),
+                instance_id: inst.id.clone(),
+                node: node.name.clone(),
+                reason: reason.to_string(),
+            });
+        }
+        claimed.insert(inst.id.clone());
+        if kind == Interruption::Warned {
+            match node.filter(|n| is_busy(n)) {
+                Some(node) => match agent_label(cfg, &event.env, inst) {
+                    Some(label) => {
+                        plan.info(
+                            None,
+                            format!(
+                                "node {}: its build is at risk, EC2 reclaims {} in two minutes; a replacement for label {label} is launched",
+                                node.name, inst.id
+                            ),
+                        );
+                        taken.replacements.push(Replacement {
+                            env: event.env.clone(),
+                            instance_id: inst.id.clone(),
+                            node: node.name.clone(),
+                            label,
+                        });
+                    }
+                    None => plan.info(
+                        None,
+                        format!(
+                            "node {}: its build is at risk, and {} has no label to replace it by",
+                            node.name, inst.id
+                        ),
+                    ),
+                },
+                None => plan.info(None, format!("{}: EC2 reclaims {} in two minutes; it was idle", event.env, inst.id)),
+            }
+        } else {
+            plan.info(None, format!("{}: {} drains on a rebalance recommendation", event.env, inst.id));
+        }
+    }
+    for marker in &snap.markers.interrupted {
+        follow_up(cfg, snap, marker, claimed, plan);
+    }
+    taken
+}
+
+/// An agent taken out of service in an earlier pass: forgotten once gone,
+/// kept offline, and — drained — terminated once idle.
+fn follow_up(
+    cfg: &PlanConfig,
+    snap: &Snapshot<'_>,
+    marker: &InterruptedMarker,
+    claimed: &mut BTreeSet<String>,
+    plan: &mut Plan,
+) {
+    let Ok(instances) = observed(snap.envs, &marker.env) else { return };
+    let id = &marker.instance_id;
+    let Some(inst) = instances.iter().find(|i| &i.id == id && i.state.is_active()) else {
+        plan.act(Action::ForgetInterruption { file_name: marker.file_name.clone() });
+        return;
+    };
+    if !claimed.insert(id.clone()) {
+        // A warning of this pass upgraded it; that decided already.
+        return;
+    }
+    let node = node_of(&snap.dump.nodes, inst);
+    if let Some(node) = node.filter(|n| !n.offline) {
+        // Back online (the CLI call failed, or someone put it back): no
+        // build may land there.
+        let reason = match marker.kind {
+            Interruption::Warned => WARNING_REASON,
+            Interruption::Draining => REBALANCE_REASON,
+        };
+        plan.act(Action::OfflineNode {
+            env: marker.env.clone(),
+            instance_id: id.clone(),
+            node: node.name.clone(),
+            reason: reason.to_string(),
+        });
+        return;
+    }
+    if marker.kind != Interruption::Draining || !cfg.is_ours(&marker.env, inst) {
+        return;
+    }
+    let busy = snap.dump.nodes.iter().any(|n| is_busy(n) && node_of(std::slice::from_ref(n), inst).is_some());
+    if busy {
+        plan.debug(None, format!("{}: {id} drains; a build is still running on it", marker.env));
+        return;
+    }
+    terminate(plan, &marker.env, inst, TerminateReason::Drained { node: node.map(|n| n.name.clone()) });
+}
+
+/// The label the agent was launched for: the first of its tag's labels
+/// that names its env.
+fn agent_label(cfg: &PlanConfig, env: &str, inst: &Instance) -> Option<String> {
+    let known = cfg.known_envs();
+    inst.slave_labels.as_ref()?.iter().find(|l| parse_label(l, &known).is_ok_and(|label| label.env == env)).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::counter::Counter;
+    use crate::model::InstanceState::*;
+    use crate::model::{EventKind, Interruption, Node};
+    use crate::plan::test_kit::*;
+    use crate::plan::*;
+
+    fn run(s: &Scene) -> Plan {
+        plan_pass(&cfg(), &s.view(), 3)
+    }
+
+    fn busy(node: Node) -> Node {
+        Node { busy_executors: Some(1), idle_executors: Some(0), ..node }
+    }
+
+    fn spot(id: &str) -> crate::model::Instance {
+        agent(id, Running, "dev_spot")
+    }
+
+    #[test]
+    fn a_warning_on_an_idle_agent_takes_it_offline_and_its_queued_item_gets_another() {
+        let s = snap(vec![("dev", vec![spot("i-1")])])
+            .nodes(vec![online("dev_spot-10.0.0.1", "i-1", "dev_spot", 1)])
+            .queue(vec![item("job", "dev_spot")])
+            .event("e-1", "dev", "i-1", EventKind::Warning);
+        let plan = run(&s);
+        assert_eq!(brief(&plan.actions), ["mark i-1 warned", "offline dev_spot-10.0.0.1", "create dev dev_spot"]);
+        assert_eq!(count(&plan.counts, Counter::SpotInterruptions), 1);
+        assert!(plan.terminated().is_empty(), "EC2 takes it, not us");
+    }
+
+    #[test]
+    fn a_warning_on_a_busy_agent_launches_one_replacement() {
+        let s = snap(vec![("dev", vec![spot("i-1")])])
+            .nodes(vec![busy(online("dev_spot-10.0.0.1", "i-1", "dev_spot", 0))])
+            .event("e-1", "dev", "i-1", EventKind::Warning);
+        let plan = run(&s);
+        assert_eq!(brief(&plan.actions), ["mark i-1 warned", "offline dev_spot-10.0.0.1", "create dev dev_spot"]);
+        match &plan.actions[2] {
+            Action::Create { replacement_for, .. } => assert_eq!(replacement_for.as_deref(), Some("i-1")),
+            other => panic!("{other:?}"),
+        }
+        assert!(info_notes(&plan.notes).iter().any(|n| n.contains("node dev_spot-10.0.0.1: its build is at risk")));
+    }
+
+    #[test]
+    fn a_replacement_stays_within_the_caps() {
+        // Spot cap 2: the warned agent bills until EC2 takes it, and counts.
+        let s = snap(vec![("dev", vec![spot("i-1"), spot("i-2")])])
+            .nodes(vec![busy(online("dev_spot-10.0.0.1", "i-1", "dev_spot", 0))])
+            .event("e-1", "dev", "i-1", EventKind::Warning);
+        assert_eq!(brief(&run(&s).actions), ["mark i-1 warned", "offline dev_spot-10.0.0.1"]);
+    }
+
+    #[test]
+    fn a_warned_agent_stays_out_of_service_and_is_never_stopped_or_terminated_by_us() {
+        // The idle policy wants it gone; EC2 will take it anyway.
+        let s = snap(vec![("dev", vec![spot("i-1")])])
+            .nodes(vec![doomed("dev_spot-10.0.0.1", "i-1", "dev_spot")])
+            .queue(vec![item("job", "dev_spot")])
+            .interrupted("dev", "i-1", Interruption::Warned);
+        assert_eq!(brief(&run(&s).actions), ["create dev dev_spot"]);
+    }
+
+    #[test]
+    fn the_same_warning_twice_acts_once() {
+        let nodes = vec![busy(online("dev_spot-10.0.0.1", "i-1", "dev_spot", 0))];
+        let s = snap(vec![("dev", vec![spot("i-1")])])
+            .nodes(nodes.clone())
+            .event("e-1", "dev", "i-1", EventKind::Warning)
+            .event("e-1", "dev", "i-1", EventKind::Warning);
+        assert_eq!(count(&run(&s).counts, Counter::SpotInterruptions), 1);
+        assert_eq!(brief(&run(&s).actions).len(), 3);
+        // And in a later pass, with the marker written.
+        let s = snap(vec![("dev", vec![spot("i-1")])])
+            .nodes(vec![Node { offline: true, ..nodes[0].clone() }])
+            .interrupted("dev", "i-1", Interruption::Warned)
+            .event("e-1", "dev", "i-1", EventKind::Warning);
+        let plan = run(&s);
+        assert_eq!(plan.actions, []);
+        assert!(plan.counts.is_empty());
+    }
+
+    #[test]
+    fn an_event_for_an_instance_not_ours_is_ignored() {
+        let stranger = spot("i-1").named(Some("somebody-else"));
+        let s = snap(vec![("dev", vec![stranger])]).event("e-1", "dev", "i-1", EventKind::Warning).event(
+            "e-2",
+            "dev",
+            "i-9",
+            EventKind::Rebalance,
+        );
+        let plan = run(&s);
+        assert_eq!(plan.actions, []);
+        assert!(plan.counts.is_empty());
+        assert!(plan.kept_events.is_empty(), "ignored events are handled");
+    }
+
+    #[test]
+    fn an_event_of_an_env_not_observed_is_kept_for_a_later_pass() {
+        let s = snap(vec![]).env_err("dev").event("e-1", "dev", "i-1", EventKind::Warning);
+        let plan = run(&s);
+        assert_eq!(plan.actions, []);
+        assert_eq!(plan.kept_events, ["e-1"]);
+    }
+
+    #[test]
+    fn a_rebalance_drains_the_agent_and_terminates_it_once_idle() {
+        let node = busy(online("dev_spot-10.0.0.1", "i-1", "dev_spot", 0));
+        let s = snap(vec![("dev", vec![spot("i-1")])])
+            .nodes(vec![node.clone()])
+            .queue(vec![item("job", "dev_spot")])
+            .event("e-1", "dev", "i-1", EventKind::Rebalance);
+        let plan = run(&s);
+        assert_eq!(brief(&plan.actions), ["mark i-1 draining", "offline dev_spot-10.0.0.1", "create dev dev_spot"]);
+        assert_eq!(count(&plan.counts, Counter::RebalanceRecommendations), 1);
+
+        // Next pass: offline, the build still runs: kept.
+        let offline_busy = Node { offline: true, ..node.clone() };
+        let later = snap(vec![("dev", vec![spot("i-1")])]).nodes(vec![offline_busy.clone()]).interrupted(
+            "dev",
+            "i-1",
+            Interruption::Draining,
+        );
+        assert_eq!(run(&later).actions, []);
+
+        // The build finished: terminated.
+        let idle = Node { busy_executors: Some(0), idle_executors: Some(1), ..offline_busy };
+        let done = later.nodes(vec![idle]);
+        assert_eq!(brief(&run(&done).actions), ["terminate i-1 drained"]);
+    }
+
+    #[test]
+    fn a_drained_node_back_online_is_taken_offline_again_not_terminated() {
+        let s = snap(vec![("dev", vec![spot("i-1")])])
+            .nodes(vec![online("dev_spot-10.0.0.1", "i-1", "dev_spot", 1)])
+            .interrupted("dev", "i-1", Interruption::Draining);
+        assert_eq!(brief(&run(&s).actions), ["offline dev_spot-10.0.0.1"]);
+    }
+
+    #[test]
+    fn a_warning_after_a_rebalance_upgrades_the_drain() {
+        let s = snap(vec![("dev", vec![spot("i-1")])])
+            .nodes(vec![busy(Node { offline: true, ..online("dev_spot-10.0.0.1", "i-1", "dev_spot", 0) })])
+            .interrupted("dev", "i-1", Interruption::Draining)
+            .event("e-2", "dev", "i-1", EventKind::Warning);
+        let plan = run(&s);
+        assert_eq!(brief(&plan.actions), ["mark i-1 warned", "create dev dev_spot"]);
+        assert_eq!(count(&plan.counts, Counter::SpotInterruptions), 1);
+    }
+
+    #[test]
+    fn the_marker_of_a_gone_instance_is_removed() {
+        let gone = snap(vec![("dev", vec![spot("i-1").with(|i| i.state = Terminated)])])
+            .interrupted("dev", "i-1", Interruption::Warned)
+            .interrupted("dev", "i-2", Interruption::Draining);
+        assert_eq!(
+            brief(&run(&gone).actions),
+            ["rm-interrupted dev__i-1.interrupted", "rm-interrupted dev__i-2.interrupted"]
+        );
+        // Not when its env could not be observed.
+        let unseen = snap(vec![]).env_err("dev").interrupted("dev", "i-1", Interruption::Warned);
+        assert_eq!(run(&unseen).actions, []);
+    }
+
+    #[test]
+    fn a_state_change_forgets_the_agent_at_once() {
+        for state in [ShuttingDown, Terminated, Stopping] {
+            let s = snap(vec![("dev", vec![spot("i-1").with(|i| i.state = Pending)])])
+                .queue(vec![item("job", "dev_spot")])
+                .event("e-1", "dev", "i-1", EventKind::StateChange(state));
+            assert_eq!(brief(&run(&s).actions), ["create dev dev_spot"], "{state:?}");
+        }
+        // Running says nothing new; the pending agent serves the item.
+        let s = snap(vec![("dev", vec![spot("i-1").with(|i| i.state = Pending)])])
+            .queue(vec![item("job", "dev_spot")])
+            .event("e-1", "dev", "i-1", EventKind::StateChange(Running));
+        assert_eq!(run(&s).actions, []);
+    }
+
+    #[test]
+    fn a_state_change_older_than_the_last_start_is_ignored() {
+        let s = snap(vec![("dev", vec![spot("i-1").with(|i| i.state = Pending).launched_ago(10)])])
+            .queue(vec![item("job", "dev_spot")])
+            .event_at("e-1", "dev", "i-1", EventKind::StateChange(Stopped), 60);
+        assert_eq!(run(&s).actions, []);
+    }
+}
