@@ -24,10 +24,11 @@ use crate::config::EnvConfig;
 use crate::counter::Counter;
 use crate::markers;
 use crate::model::{Label, MASTER_TAG};
-use crate::plan::calls::{env_calls, launch_token, subnet_index, Call, ListKind, Sequence};
+use crate::plan::calls::{env_calls, launch_token, subnet_index, subnet_token, Call, ListKind, Sequence};
 use crate::plan::Action;
 use crate::record::stats::Stats;
 use crate::record::ActionRecord;
+use crate::shortage::Offering;
 use crate::world::{BoxFuture, Ec2, World};
 
 pub use crate::model::KEY_NAME;
@@ -233,6 +234,9 @@ enum ActError {
     UnknownEnv(String),
     #[error("no AMI for env {0} in --ami_ids")]
     NoAmi(String),
+    /// Every subnet was short of the offering lately: no call was made.
+    #[error("every subnet was short of it lately")]
+    AllShort,
     /// The one call of several actions failed (the error is the first's).
     #[error("{0}")]
     Batch(String),
@@ -411,6 +415,10 @@ async fn launch_creates(world: &World, creates: &[&Action], subnet: usize) -> Ve
                 })
                 .collect()
         }
+        // Nothing asked of EC2: the items wait for a subnet with room.
+        Err(ActError::AllShort) => {
+            creates.iter().map(|_| Ok(Done::Skipped("every subnet was short of it lately; it waits"))).collect()
+        }
         Err(e) => {
             let message = e.to_string();
             let mut first = Some(e);
@@ -441,19 +449,90 @@ async fn launch_ids(world: &World, creates: &[&Action], subnet: usize) -> Result
     let mut spec = launch_spec(world, env_config, label, &launch_token(&tokens), subnet)?;
     let count = i32::try_from(creates.len()).unwrap_or(i32::MAX);
     let client = client(world, env)?;
-    let ids = match client.run_instances(&spec, count).await {
-        Err(e) if *on_demand_fallback && e.is_capacity_shortage() => {
-            tracing::warn!("{env}: no spot capacity for {} ({e}); launching on-demand", label.instance_type);
+    match launch_in_subnets(world, client, env_config, &spec, subnet, count).await {
+        // Every subnet is short of spot: only now does on-demand stand in.
+        Err(Shortfall::Short(e)) if *on_demand_fallback => {
+            let why = e.as_ref().map_or_else(|| "every subnet recently short".to_string(), ToString::to_string);
+            tracing::warn!("{env}: no spot capacity for {} ({why}); launching on-demand", label.instance_type);
             spec.spot_price = None;
             spec.tags.retain(|(k, _)| k != "is_spot");
             spec.tags.push(("is_spot".into(), "false".into()));
             // A distinct token: the spot call's token is spent.
             spec.client_token = format!("{}-od", spec.client_token);
-            client.run_instances(&spec, count).await?
+            Ok(launch_in_subnets(world, client, env_config, &spec, subnet, count).await?)
         }
-        other => other?,
-    };
-    Ok(ids)
+        other => Ok(other?),
+    }
+}
+
+/// Why a launch into an env's subnets launched nothing.
+#[derive(Debug)]
+enum Shortfall {
+    /// EC2 has no room for it in any subnet (each refused it now, or lately
+    /// and is skipped); EC2's last answer, if a call was made.
+    Short(Option<Ec2Error>),
+    /// Any other failure: the other subnets are not tried.
+    Failed(Ec2Error),
+}
+
+impl From<Shortfall> for ActError {
+    fn from(shortfall: Shortfall) -> ActError {
+        match shortfall {
+            Shortfall::Short(Some(e)) | Shortfall::Failed(e) => ActError::Ec2(e),
+            Shortfall::Short(None) => ActError::AllShort,
+        }
+    }
+}
+
+/// One RunInstances of `spec` in the env's subnet `first`; refused there
+/// for want of capacity, one in each other subnet in turn (another AZ may
+/// have room), skipping the offerings short lately. A shortage is
+/// remembered for the next passes.
+async fn launch_in_subnets(
+    world: &World,
+    client: &dyn Ec2,
+    env: &EnvConfig,
+    spec: &LaunchSpec,
+    first: usize,
+    count: i32,
+) -> Result<Vec<String>, Shortfall> {
+    let subnets = env.subnets.len().max(1);
+    let mut last = None;
+    for n in 0..subnets {
+        let at = (first + n) % subnets;
+        let Some(subnet) = env.subnets.get(at) else { continue };
+        let offering = Offering {
+            env: env.name.clone(),
+            instance_type: spec.instance_type.clone(),
+            subnet: subnet.id.clone(),
+            az: subnet.az.clone(),
+            spot: spec.spot_price.is_some(),
+        };
+        let now = world.clock.now();
+        if let Some(until) = world.shortages.short_until(&offering, now) {
+            let left = until.duration_since(now).unwrap_or_default().as_secs();
+            tracing::debug!("{}: subnet skipped: {offering} was short, tried again in {left} s", env.name);
+            continue;
+        }
+        let mut attempt = spec.clone();
+        attempt.subnet = subnet.id.clone();
+        if n > 0 {
+            attempt.client_token = subnet_token(&spec.client_token, &subnet.id);
+        }
+        match client.run_instances(&attempt, count).await {
+            Ok(ids) => return Ok(ids),
+            Err(e) if e.is_short_in_subnet() => {
+                tracing::warn!("{}: {offering} is short ({e}); skipped for the next 3 minutes", env.name);
+                world.shortages.remember(offering, world.clock.now());
+                last = Some(e);
+            }
+            // Short everywhere at once (the account's spot limit): no
+            // other subnet helps.
+            Err(e) if e.is_capacity_shortage() => return Err(Shortfall::Short(Some(e))),
+            Err(e) => return Err(Shortfall::Failed(e)),
+        }
+    }
+    Err(Shortfall::Short(last))
 }
 
 /// The launch of agents for `label` (SPEC A5 step 2, tagged at launch) in
@@ -642,6 +721,126 @@ mod tests {
         s.cloud.fail(None, "RunInstances", Times::Once, Ec2ErrorKind::Throttled);
         let acted = act(&s.world, &[create("dev_spot", Pricing::Spot, None, true)], 1).await;
         assert_eq!((s.cloud.count("RunInstances"), acted.stats.get(Counter::ActionFailed)), (1, 1));
+    }
+
+    /// One env `dev` with the subnets `subnet-a`, `subnet-b`, `subnet-c`
+    /// (AZs a, b, c).
+    fn three_subnets() -> Setup {
+        let mut config = fake::config(&["dev"]);
+        let env = config.fleet.envs.get_mut("dev").unwrap();
+        env.subnets = ["a", "b", "c"]
+            .map(|az| crate::config::Subnet { id: format!("subnet-{az}"), az: format!("us-east-2{az}") })
+            .to_vec();
+        fake::setup(config)
+    }
+
+    /// The env's subnets in the order a launch with `token` tries them.
+    fn subnets_from(token: &str) -> Vec<String> {
+        let first = subnet_index(token, 3);
+        (0..3).map(|n| format!("subnet-{}", ["a", "b", "c"][(first + n) % 3])).collect()
+    }
+
+    #[tokio::test]
+    async fn a_launch_refused_for_capacity_lands_in_another_subnet_in_the_same_pass() {
+        let s = three_subnets();
+        let order = subnets_from("token-dev_spot");
+        s.cloud.short_of_room(&order[0], false);
+        let acted = act(&s.world, &[create("dev_spot", Pricing::Spot, None, true)], 1).await;
+        let moved = subnet_token("token-dev_spot", &order[1]);
+        assert_eq!(
+            s.cloud.launches(),
+            [("token-dev_spot".to_string(), order[0].clone()), (moved, order[1].clone())],
+            "one call in the next subnet, with a token of its own"
+        );
+        let agents = s.cloud.instances("dev");
+        assert_eq!(agents.len(), 1);
+        assert!(agents[0].spot, "room elsewhere: no on-demand fallback");
+        assert_eq!(acted.stats.get(Counter::InstancesCreated), 1);
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 0);
+        assert!(s.world.workdir.join(markers::working_file("job-dev_spot___x")).exists());
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_for_capacity_moves_on_whole_to_the_next_subnet() {
+        let s = three_subnets();
+        // Three items the planner's spread puts in one subnet: one call.
+        let actions: Vec<Action> =
+            (0..30).map(|n| create_in("dev", n)).filter(|c| subnet_index(&token_of(c), 3) == 0).take(3).collect();
+        let order = subnets_from(&token_of(&actions[0]));
+        s.cloud.short_of_room(&order[0], false);
+        let acted = act(&s.world, &actions, 1).await;
+        let subnets: Vec<String> = s.cloud.launches().into_iter().map(|(_, subnet)| subnet).collect();
+        assert_eq!(subnets, order[..2]);
+        assert_eq!(s.cloud.active("dev"), 3);
+        assert_eq!(acted.stats.get(Counter::InstancesCreated), 3);
+    }
+
+    fn token_of(create: &Action) -> String {
+        match create {
+            Action::Create { client_token, .. } => client_token.clone(),
+            _ => unreachable!("a create"),
+        }
+    }
+
+    #[tokio::test]
+    async fn spot_falls_back_to_on_demand_only_when_every_subnet_is_short() {
+        let s = three_subnets();
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.short_of_room(subnet, true);
+        }
+        let acted = act(&s.world, &[create("dev_spot", Pricing::Spot, None, true)], 1).await;
+        let launches = s.cloud.launches();
+        assert_eq!(launches.len(), 4, "each subnet once, then on-demand: {launches:?}");
+        assert_eq!(launches[3], ("token-dev_spot-od".to_string(), subnets_from("token-dev_spot")[0].clone()));
+        let agents = s.cloud.instances("dev");
+        assert_eq!(agents.len(), 1);
+        assert!(!agents[0].spot);
+        assert_eq!(acted.stats.get(Counter::InstancesCreated), 1);
+
+        // Without the flag the item waits: one failure, no agent.
+        let s = three_subnets();
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.short_of_room(subnet, true);
+        }
+        let acted = act(&s.world, &[create("dev_spot", Pricing::Spot, None, false)], 1).await;
+        assert_eq!(s.cloud.launches().len(), 3);
+        assert_eq!(s.cloud.active("dev"), 0);
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 1);
+        assert!(!s.world.workdir.join(markers::working_file("job-dev_spot___x")).exists(), "tried again later");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_offering_is_skipped_for_three_minutes_then_tried_again() {
+        let s = three_subnets();
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.short_of_room(subnet, true);
+        }
+        let spot = create("dev_spot", Pricing::Spot, None, false);
+        act(&s.world, std::slice::from_ref(&spot), 1).await;
+        assert_eq!(s.cloud.launches().len(), 3);
+        let short: Vec<String> =
+            s.world.shortages.current(s.world.clock.now()).iter().map(|(o, _)| o.subnet.clone()).collect();
+        assert_eq!(short, ["subnet-a", "subnet-b", "subnet-c"]);
+
+        // The next pass asks EC2 nothing; the item waits, no failure.
+        let acted = act(&s.world, std::slice::from_ref(&spot), 2).await;
+        assert_eq!(s.cloud.launches().len(), 3, "every offering skipped");
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 0);
+        assert!(acted.records[0].outcome.as_ref().unwrap_err().contains("short"));
+        // On-demand is another offering: not skipped.
+        act(&s.world, &[create("dev", Pricing::OnDemand, None, false)], 2).await;
+        assert_eq!(s.cloud.launches().len(), 4);
+        assert_eq!(s.cloud.active("dev"), 1);
+
+        // Once the shortage expires the first subnet is asked again.
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.has_room(subnet);
+        }
+        tokio::time::advance(crate::shortage::SHORTAGE_TTL).await;
+        let acted = act(&s.world, std::slice::from_ref(&spot), 3).await;
+        assert_eq!(s.cloud.launches()[4], ("token-dev_spot".to_string(), subnets_from("token-dev_spot")[0].clone()));
+        assert_eq!(acted.stats.get(Counter::InstancesCreated), 1);
+        assert!(s.world.shortages.current(s.world.clock.now()).is_empty());
     }
 
     /// The `n`th on-demand create of `env`, for its own item.

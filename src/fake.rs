@@ -74,6 +74,11 @@ struct State {
     launched: u32,
     /// The most instances one RunInstances launches, when capacity is short.
     launch_limit: Option<usize>,
+    /// Subnets with no room for launches (spot and on-demand alike, or spot
+    /// only), as EC2 answers when an AZ runs out of a type.
+    short_subnets: BTreeMap<String, bool>,
+    /// Each RunInstances: its client token and subnet.
+    launches: Vec<(String, String)>,
     /// How long EC2 calls take: per env (`None`: every env) and operation.
     delays: Vec<(Option<String>, &'static str, Duration)>,
     /// EC2 calls under way, and the most seen at once, per env.
@@ -145,6 +150,22 @@ impl FakeCloud {
     /// for, as EC2 does when capacity is short.
     pub fn limit_launches(&self, limit: usize) {
         self.state().launch_limit = Some(limit);
+    }
+
+    /// RunInstances into `subnet` is refused with InsufficientInstanceCapacity
+    /// (spot launches only, when `spot_only`) until [`FakeCloud::has_room`].
+    pub fn short_of_room(&self, subnet: &str, spot_only: bool) {
+        self.state().short_subnets.insert(subnet.to_string(), spot_only);
+    }
+
+    /// `subnet` has room again.
+    pub fn has_room(&self, subnet: &str) {
+        self.state().short_subnets.remove(subnet);
+    }
+
+    /// Each RunInstances asked for: its client token and subnet.
+    pub fn launches(&self) -> Vec<(String, String)> {
+        self.state().launches.clone()
     }
 
     /// The most EC2 calls `env` had under way at once.
@@ -313,6 +334,14 @@ struct FakeEc2 {
 impl FakeEc2 {
     fn launch(&self, spec: &LaunchSpec, count: usize) -> Result<Vec<String>, Ec2Error> {
         self.cloud.ec2_call(&self.env, "RunInstances", &spec.client_token)?;
+        let short = {
+            let mut state = self.cloud.state();
+            state.launches.push((spec.client_token.clone(), spec.subnet.clone()));
+            state.short_subnets.get(&spec.subnet).is_some_and(|spot_only| !spot_only || spec.spot_price.is_some())
+        };
+        if short {
+            return Err(ec2_error("RunInstances", Ec2ErrorKind::CapacityShortage));
+        }
         let limit = self.cloud.state().launch_limit.unwrap_or(usize::MAX);
         Ok((0..count.min(limit)).map(|_| self.launch_one(spec)).collect())
     }
@@ -732,6 +761,7 @@ pub fn world(config: Config, cloud: &FakeCloud, jenkins: &Arc<FakeJenkins>, work
         jenkins: Arc::clone(jenkins) as Arc<dyn Jenkins>,
         ec2_calls: cloud.counter.clone(),
         clock: cloud.clock,
+        shortages: Default::default(),
         config,
         workdir: workdir.to_path_buf(),
     }

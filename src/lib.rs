@@ -15,7 +15,8 @@
 //!   (scale up, scale down, inventory), with the [`label`] and [`job_key`] rules;
 //!   [`plan::decide`] is the gate a pass and [`dry_run`] share;
 //! - [`act`]: carries the actions out through the [`world`], writing the
-//!   [`markers`] the next passes read;
+//!   [`markers`] the next passes read, and remembering the offerings EC2 was
+//!   [`shortage`]-short of, so launches go to the env's other subnets;
 //! - [`record`]: one recorder per run — the [`counter`]s every stage counts,
 //!   the passes and actions, the [`time_to_agent`] of each queue item (its
 //!   items in flight kept between runs) and the instance-time per use
@@ -51,6 +52,7 @@ pub mod observe;
 pub mod periodic;
 pub mod reconciler;
 pub mod record;
+pub mod shortage;
 pub mod tls;
 pub mod world;
 

@@ -119,6 +119,8 @@ pub struct World {
     /// EC2 requests sent so far, across envs.
     pub ec2_calls: aws::CallCounter,
     pub clock: Clock,
+    /// Offerings EC2 was short of lately: launches go elsewhere meanwhile.
+    pub shortages: crate::shortage::Shortages,
 }
 
 impl World {
@@ -157,7 +159,18 @@ impl World {
             Arc::new(aws_sdk_sqs::Client::new(&base.to_builder().region(region).build())) as Arc<dyn Queue>
         });
         let jenkins = Arc::new(jenkins_cli(&config.jenkins, &workdir));
-        World { config, workdir, jenkins, ec2, master_ec2, sqs, interruptions, ec2_calls, clock: Clock::System }
+        World {
+            config,
+            workdir,
+            jenkins,
+            ec2,
+            master_ec2,
+            sqs,
+            interruptions,
+            ec2_calls,
+            clock: Clock::System,
+            shortages: Default::default(),
+        }
     }
 
     /// The dump script's arguments for this run (see [`dump_args`]).

@@ -74,6 +74,21 @@ impl Ec2Error {
         self.kind == Ec2ErrorKind::CapacityShortage
     }
 
+    /// EC2 has no room for the launch in the subnet asked for (its AZ is out
+    /// of the type, the subnet out of addresses, the type not offered in
+    /// that AZ): another subnet of the env may well have some.
+    pub fn is_short_in_subnet(&self) -> bool {
+        matches!(
+            self.code.as_deref(),
+            Some(
+                "InsufficientInstanceCapacity"
+                    | "InsufficientCapacity"
+                    | "InsufficientFreeAddressesInSubnet"
+                    | "Unsupported"
+            )
+        )
+    }
+
     /// EC2 refused a call on a list of instances because of one of them (an
     /// unknown id, one in the wrong state): the others may well go through
     /// one by one.

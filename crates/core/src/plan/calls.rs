@@ -179,6 +179,14 @@ pub fn launch_token(tokens: &[&str]) -> String {
     Md5::digest(sorted.join(",").as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The idempotency token of a launch moved from its first subnet to
+/// `subnet` after a capacity shortage: another request, so another token
+/// (EC2 would answer the first one's with IdempotentParameterMismatch), the
+/// same on every retry of it.
+pub fn subnet_token(token: &str, subnet: &str) -> String {
+    Md5::digest(format!("{token}@{subnet}").as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,5 +389,15 @@ mod tests {
         assert_ne!(launch_token(&["a", "b"]), launch_token(&["a", "c"]));
         assert_ne!(launch_token(&["a", "b"]), launch_token(&["a", "b", "c"]));
         assert_eq!(launch_token(&["a", "b"]).len(), 32, "EC2 takes tokens of up to 64 characters");
+    }
+
+    #[test]
+    fn a_launch_moved_to_another_subnet_gets_its_own_lasting_token() {
+        let moved = subnet_token("a", "subnet-b");
+        assert_eq!(moved, subnet_token("a", "subnet-b"), "a retry repeats it");
+        assert_ne!(moved, "a");
+        assert_ne!(moved, subnet_token("a", "subnet-c"));
+        assert_ne!(moved, subnet_token("b", "subnet-b"));
+        assert_eq!(moved.len(), 32);
     }
 }
