@@ -172,15 +172,58 @@ fn a_reset_connection_is_retried() {
     assert_eq!(w.csv("properties_error.csv")["action_failed"], 0);
 }
 
+/// The RunInstances calls the proxy saw.
+fn launches(w: &World) -> Vec<Value> {
+    w.proxy().calls().into_iter().filter(|c| c["action"] == "RunInstances").collect()
+}
+
+#[test]
+fn capacity_short_in_one_subnet_lands_the_launch_in_the_other_in_the_same_pass() {
+    let w = World::new(json!([])).with_proxy();
+    w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
+    // The first launch is refused, whichever subnet (AZ) it asks for.
+    w.proxy().faults(json!([
+        {"service": "ec2", "action": "RunInstances", "fault": "insufficient_capacity", "count": 1},
+    ]));
+    let out = run_with(&w, &["--loop_counter", "1"]);
+    assert!(out.status.success());
+    let calls = launches(&w);
+    assert_eq!(calls.len(), 2, "one more call, in the other subnet: {calls:#?}");
+    assert_eq!(calls[0]["fault"], "insufficient_capacity");
+    assert!(calls[1]["fault"].is_null());
+    assert_ne!(calls[0]["subnet"], calls[1]["subnet"]);
+    let dev = live(&w, "dev");
+    assert_eq!(dev.len(), 1);
+    assert_eq!(dev[0]["lifecycle"], "spot", "room in another AZ: no fallback needed");
+    assert_eq!(dev[0]["subnet"], calls[1]["subnet"]);
+    assert_eq!(w.csv("properties_error.csv")["action_failed"], 0);
+}
+
+#[test]
+fn a_short_offering_is_skipped_on_the_next_pass() {
+    let w = World::new(json!([])).with_proxy();
+    w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
+    w.proxy().faults(json!([{"service": "ec2", "action": "RunInstances", "fault": "insufficient_capacity"}]));
+    let out = run_with(&w, &["--loop_counter", "3", "--pass_interval", "0.2", "--debug"]);
+    assert!(out.status.success());
+    let calls = launches(&w);
+    assert_eq!(calls.len(), 2, "each subnet once in the first pass, then skipped for 3 minutes: {calls:#?}");
+    assert_ne!(calls[0]["subnet"], calls[1]["subnet"]);
+    assert!(live(&w, "dev").is_empty(), "the item waits");
+    assert_eq!(w.csv("properties_error.csv")["action_failed"], 1, "a skip is no failure");
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("subnet skipped"), "--debug says why: {log}");
+}
+
 #[test]
 fn no_spot_capacity_falls_back_to_on_demand_only_when_asked_and_within_the_cap() {
     for fallback in [false, true] {
         let w = World::new(json!([])).with_proxy();
         w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
-        // One answer without capacity: it is final for the call (no SDK
-        // retry that would land the spot agent after all, seconds later).
+        // No spot room in either subnet; each answer is final for its call
+        // (no SDK retry that would land the spot agent after all, seconds later).
         w.proxy().faults(json!([
-            {"service": "ec2", "action": "RunInstances", "fault": "insufficient_capacity", "count": 1},
+            {"service": "ec2", "action": "RunInstances", "fault": "insufficient_capacity", "count": 2},
         ]));
         let mut extra = vec!["--loop_counter", "1"];
         if fallback {
@@ -188,8 +231,9 @@ fn no_spot_capacity_falls_back_to_on_demand_only_when_asked_and_within_the_cap()
         }
         let out = run_with(&w, &extra);
         assert!(out.status.success());
-        let launches = w.proxy().calls().iter().filter(|c| c["action"] == "RunInstances").count();
-        assert_eq!(launches, if fallback { 2 } else { 1 }, "the capacity error is not retried");
+        let calls = launches(&w);
+        assert_eq!(calls.len(), if fallback { 3 } else { 2 }, "each subnet once, not retried: {calls:#?}");
+        assert_ne!(calls[0]["subnet"], calls[1]["subnet"], "every subnet tried before the fallback");
         let dev = live(&w, "dev");
         if fallback {
             assert_eq!(dev.len(), 1, "{dev:#?}");

@@ -247,6 +247,10 @@ class Handler(BaseHTTPRequestHandler):
         call = {"time": time.time(), "service": request.service, "region": request.region,
                 "action": request.action, "status": None, "fault": None,
                 "throttled": False, "delay": None, "end": None, "bytes": None}
+        if request.action == "RunInstances":
+            # The subnet (AZ) a launch asked for: what capacity tests check.
+            call["subnet"] = (request.params.get("NetworkInterface.1.SubnetId")
+                              or request.params.get("SubnetId"))
         state.record(call)
         if request.service is None:
             self.send(call, *self.forward(call, body))
