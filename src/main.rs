@@ -89,6 +89,7 @@ fn main() -> ExitCode {
             tracing::warn!("{warning}");
         }
         reconciler.run(shutdown_signal()).await;
+        reconciler.record.run.shortages = world.shortages.current(world.clock.now());
         let title = format!("slave_manager run of {}", world.config.jenkins.url);
         match reconciler.record.finish(&title, &problems.snapshot()) {
             Ok(()) => ExitCode::SUCCESS,

@@ -296,6 +296,7 @@ mod tests {
             actions: vec![action("create", Ok(())), action("create", Ok(())), action("stop", Err("x".into()))],
             cost: CostLedger::default(),
             served: Vec::new(),
+            shortages: Vec::new(),
         };
         let usage = |entries: &[(Usage, u32)]| {
             let usage = entries.iter().map(|(u, n)| (("dev_spot".to_string(), *u), *n)).collect();

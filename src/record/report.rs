@@ -83,6 +83,8 @@ svg text {{ font-size: 11px; fill: #444; }}
         let _ = writeln!(h, "</table>");
     }
 
+    h.push_str(&shortages(run));
+
     let _ = writeln!(h, r#"<h2>Errors and warnings ({})</h2>"#, problems.len());
     if problems.is_empty() {
         let _ = writeln!(h, r#"<p id="problems">None.</p>"#);
@@ -105,6 +107,22 @@ svg text {{ font-size: 11px; fill: #444; }}
         let _ = writeln!(h, "<tr><td>{c}</td><td>{}</td></tr>", stats.get(c));
     }
     let _ = writeln!(h, "</table>\n</body></html>");
+    h
+}
+
+/// The offerings short at the end of the run: where launches do not go.
+fn shortages(run: &RunRecord) -> String {
+    let mut h = String::new();
+    let _ = writeln!(h, r#"<h2>Capacity shortages ({})</h2>"#, run.shortages.len());
+    if run.shortages.is_empty() {
+        let _ = writeln!(h, r#"<p id="shortages">None at the end of the run.</p>"#);
+        return h;
+    }
+    let _ = writeln!(h, r#"<table id="shortages"><tr><th>offering</th><th>skipped until</th></tr>"#);
+    for (offering, until) in &run.shortages {
+        let _ = writeln!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(&offering.to_string()), clock(*until));
+    }
+    let _ = writeln!(h, "</table>");
     h
 }
 
@@ -356,9 +374,25 @@ mod tests {
             }],
             cost: CostLedger::default(),
             served: Vec::new(),
+            shortages: Vec::new(),
         };
         let html = render(&run, &Stats::default(), &[], "no agents");
         assert!(html.contains(r#"<p id="cost">No agent was seen"#));
+        assert!(html.contains(r#"<p id="shortages">None"#));
+        let offering = crate::shortage::Offering {
+            env: "dev".into(),
+            instance_type: "c5.large".into(),
+            subnet: "subnet-a".into(),
+            az: "us-east-2a".into(),
+            spot: true,
+        };
+        run.shortages = vec![(offering, SystemTime::UNIX_EPOCH + Duration::from_secs(3841))];
+        let html = render(&run, &Stats::default(), &[], "a shortage");
+        assert!(
+            html.contains("<tr><td>dev: c5.large spot in subnet-a (us-east-2a)</td><td>01:04:01</td></tr>"),
+            "the short offering, and when it is tried again: {html}"
+        );
+        run.shortages.clear();
         assert!(html.contains(r#"<p id="time-to-agent">No queue item"#));
         let t = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
         let served = |job: &str, kind: Kind, phases: [Option<u64>; 3], left| Finished {

@@ -47,4 +47,7 @@ pub struct RunRecord {
     /// The queue items that left the queue during the run, with their
     /// phases (some first seen by an earlier run).
     pub served: Vec<Finished>,
+    /// The offerings EC2 was short of at the end, with when each may be
+    /// tried again.
+    pub shortages: Vec<(crate::shortage::Offering, SystemTime)>,
 }
