@@ -51,6 +51,17 @@ pub async fn run(world: &World) -> Vec<Check> {
     for env in world.config.fleet.envs.values() {
         checks.extend(env_checks(world, &base, env).await);
     }
+    // Not a fault of the set-up: shown so the operator knows where launches
+    // will not go for the next minutes.
+    let short = world.shortages.current(world.clock.now());
+    if !short.is_empty() {
+        let now = world.clock.now();
+        let list: Vec<String> = short
+            .iter()
+            .map(|(o, until)| format!("{o} for {} s more", until.duration_since(now).unwrap_or_default().as_secs()))
+            .collect();
+        checks.push(pass(format!("capacity shortages ({})", crate::shortage::FILE), list.join("; ")));
+    }
     checks.extend(jenkins_checks(world).await);
     if let (Some(sqs), Some(config)) = (&world.sqs, &world.config.sqs) {
         let (name, owner) = (&config.queue, &config.account_id);

@@ -139,7 +139,11 @@ fn preflight(args: &Args) -> ExitCode {
         }
     };
     let checks = runtime.block_on(async {
-        let world = World::connect(config, workdir.clone()).await;
+        let mut world = World::connect(config, workdir.clone()).await;
+        // The shortages the runs in this directory (the job's workspace) saw.
+        if let Ok(dir) = std::env::current_dir() {
+            world.shortages = slave_manager::shortage::Shortages::load(&dir, std::time::SystemTime::now());
+        }
         let mut checks = vec![first];
         checks.extend(check::run(&world).await);
         checks

@@ -207,6 +207,7 @@ impl<'w> Reconciler<'w> {
         }
 
         in_flight::save(&self.world.workdir, &self.in_flight);
+        self.world.shortages.save_if_changed(&self.world.workdir, self.world.clock.now());
         if let Some((item, waited)) = self.in_flight.slowest_waiting(self.world.clock.now()) {
             let phase = match item.phases() {
                 [_, _, Some(_)] => "its agent online".to_string(),

@@ -4,17 +4,29 @@
 //! subnet's addresses) and passes within minutes, so a launch goes to the
 //! env's other subnets meanwhile instead of asking again where EC2 just
 //! said no.
+//!
+//! Kept in `capacity_shortages.json` too, rewritten atomically after a pass
+//! that found a new shortage, so the next run (cron) skips it as well and
+//! `check` can list it. A missing, unreadable or corrupt file is an empty
+//! cache: it only saves calls, it never decides.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 /// How long a refused offering is skipped.
 pub const SHORTAGE_TTL: Duration = Duration::from_secs(180);
 
+pub const FILE: &str = "capacity_shortages.json";
+
+/// Far more than the offerings of any fleet: a bigger file is not ours.
+const MAX_BYTES: u64 = 1 << 20;
+
 /// What EC2 can be short of: one instance type, at one price model, in one
 /// subnet of one env.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Offering {
     pub env: String,
     pub instance_type: String,
@@ -36,12 +48,78 @@ impl std::fmt::Display for Offering {
 #[derive(Debug, Default)]
 pub struct Shortages {
     until: Mutex<BTreeMap<Offering, SystemTime>>,
+    /// A shortage was found since the file was last written.
+    changed: AtomicBool,
+}
+
+/// One line of the file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    #[serde(flatten)]
+    offering: Offering,
+    /// Seconds since the Unix epoch.
+    until: u64,
 }
 
 impl Shortages {
+    /// The shortages an earlier run saved in `dir`, those still current at `now`.
+    pub fn load(dir: &Path, now: SystemTime) -> Shortages {
+        let shortages = Shortages::default();
+        let bytes = match crate::files::read_regular(&dir.join(FILE), MAX_BYTES + 1) {
+            Ok(bytes) if bytes.len() as u64 <= MAX_BYTES => bytes,
+            Ok(_) => {
+                tracing::warn!("{FILE} is larger than {MAX_BYTES} bytes; ignored");
+                return shortages;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return shortages,
+            Err(e) => {
+                tracing::warn!("cannot read {FILE} ({e}); ignored");
+                return shortages;
+            }
+        };
+        match serde_json::from_slice::<Vec<Saved>>(&bytes) {
+            Ok(saved) => {
+                let mut until = shortages.lock();
+                for s in saved {
+                    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(s.until);
+                    // Never longer than a fresh shortage: a clock set back
+                    // must not pin an offering.
+                    if at > now {
+                        until.insert(s.offering, at.min(now + SHORTAGE_TTL));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("{FILE} is corrupt ({e}); ignored"),
+        }
+        shortages
+    }
+
+    /// Writes the current shortages to `dir` if one was found since the
+    /// last write.
+    pub fn save_if_changed(&self, dir: &Path, now: SystemTime) {
+        if !self.changed.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let saved: Vec<Saved> = self
+            .current(now)
+            .into_iter()
+            .map(|(offering, until)| Saved {
+                offering,
+                until: until.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            })
+            .collect();
+        let result = serde_json::to_vec_pretty(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|json| crate::files::replace(&dir.join(FILE), &json));
+        if let Err(e) = result {
+            tracing::warn!("cannot write {FILE}: {e}");
+        }
+    }
+
     /// EC2 refused `offering` at `now`: skip it for [`SHORTAGE_TTL`].
     pub fn remember(&self, offering: Offering, now: SystemTime) {
         self.lock().insert(offering, now + SHORTAGE_TTL);
+        self.changed.store(true, Ordering::Relaxed);
     }
 
     /// Until when `offering` is skipped, if it is short at `now`.
@@ -88,5 +166,23 @@ mod tests {
         assert!(!short("subnet-a", true, t0 + SHORTAGE_TTL), "expired");
         assert_eq!(shortages.current(t0).len(), 1);
         assert!(shortages.current(t0 + SHORTAGE_TTL).is_empty());
+    }
+
+    #[test]
+    fn shortages_saved_by_one_run_are_skipped_by_the_next_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let first = Shortages::default();
+        first.save_if_changed(dir.path(), t0);
+        assert!(!dir.path().join(FILE).exists(), "no shortage, no file");
+        first.remember(offering("subnet-a", true), t0);
+        first.save_if_changed(dir.path(), t0);
+
+        let next = Shortages::load(dir.path(), t0 + Duration::from_secs(60));
+        assert!(next.short_until(&offering("subnet-a", true), t0 + Duration::from_secs(60)).is_some());
+        assert!(Shortages::load(dir.path(), t0 + SHORTAGE_TTL).current(t0 + SHORTAGE_TTL).is_empty(), "expired");
+
+        std::fs::write(dir.path().join(FILE), "{not json").unwrap();
+        assert!(Shortages::load(dir.path(), t0).current(t0).is_empty(), "corrupt: ignored");
     }
 }

@@ -159,6 +159,8 @@ impl World {
             Arc::new(aws_sdk_sqs::Client::new(&base.to_builder().region(region).build())) as Arc<dyn Queue>
         });
         let jenkins = Arc::new(jenkins_cli(&config.jenkins, &workdir));
+        // An earlier run's shortages: a cron run skips them too.
+        let shortages = crate::shortage::Shortages::load(&workdir, SystemTime::now());
         World {
             config,
             workdir,
@@ -169,7 +171,7 @@ impl World {
             interruptions,
             ec2_calls,
             clock: Clock::System,
-            shortages: Default::default(),
+            shortages,
         }
     }
 

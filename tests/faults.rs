@@ -213,6 +213,23 @@ fn a_short_offering_is_skipped_on_the_next_pass() {
     assert_eq!(w.csv("properties_error.csv")["action_failed"], 1, "a skip is no failure");
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(log.contains("subnet skipped"), "--debug says why: {log}");
+
+    // The next run (cron) skips them too, and `check` lists them.
+    assert!(run_with(&w, &["--loop_counter", "1"]).status.success());
+    assert_eq!(launches(&w).len(), 2, "skipped by the next run as well");
+    let mut check = w.command();
+    check
+        .arg("check")
+        .args(["--url", &w.jenkins.url(), "--id_rsa", "id_rsa", "--jenkins_user", common::USER])
+        .args(["--owner_email", "ops@example.com", "--ami_ids", &w.ami_ids()])
+        .args(QUIET);
+    let table = String::from_utf8_lossy(&common::output(check).stdout).to_string();
+    let line = table.lines().find(|l| l.contains("capacity shortages")).unwrap_or_else(|| panic!("{table}"));
+    assert!(line.starts_with('✔'), "a shortage is no set-up fault: {line}");
+    for call in &calls {
+        let subnet = call["subnet"].as_str().unwrap();
+        assert!(line.contains(&format!("spot in {subnet}")), "{line}");
+    }
 }
 
 #[test]
