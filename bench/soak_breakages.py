@@ -8,8 +8,11 @@ run a short soak against it, and report which invariants fired.
                     [--target-dir DIR] [--workdir DIR] [--markdown FILE]
 
 Each patch starts with `Breaks: <invariant>` and a line saying what it
-does. The copy is `git archive HEAD` (committed code only) extracted anew
-for each patch; the builds share one cargo target directory (default
+does; an optional third line `Soak: <soak.py arguments>` is added to its
+soak's (a liveness invariant is judged on clean passes only, so its patch
+may need a soak without the faults that excuse passes). The copy is
+`git archive HEAD` (committed code only) extracted anew for each patch;
+the builds share one cargo target directory (default
 `$CARGO_TARGET_DIR/soak-breakages`), so after the first only the
 workspace's own crates are rebuilt. Never run in CI (a build and a soak
 per patch). Exit status 0 when every patch made its invariant fire, 1
@@ -35,12 +38,14 @@ def log(message):
 
 
 def header(path):
-    """(invariant it should trip, what it does) from the patch's first lines."""
+    """(invariant it should trip, what it does, extra soak arguments) from
+    the patch's first lines."""
     with open(path) as source:
-        first, second = source.readline().strip(), source.readline().strip()
+        first, second, third = (source.readline().strip() for _ in range(3))
     if not first.startswith("Breaks: "):
         raise SystemExit(f"{path}: the first line must be 'Breaks: <invariant>'")
-    return first.split(": ", 1)[1], second
+    extra = third.split(": ", 1)[1].split() if third.startswith("Soak: ") else []
+    return first.split(": ", 1)[1], second, extra
 
 
 def main(argv):
@@ -65,7 +70,9 @@ def main(argv):
     try:
         for patch in patches:
             name = os.path.basename(patch)[:-len(".patch")]
-            expected, what = header(patch)
+            expected, what, extra = header(patch)
+            if extra:
+                what += f" (soaked with `{' '.join(extra)}`)"
             shutil.rmtree(tree, ignore_errors=True)
             os.makedirs(tree)
             archive = subprocess.run(["git", "-C", REPO, "archive", "HEAD"], check=True,
@@ -89,7 +96,7 @@ def main(argv):
                 [sys.executable, os.path.join(BENCH, "soak.py"), "--binary", binary,
                  "--seed", str(args.seed), "--sim-minutes", str(args.sim_minutes),
                  "--time-scale", str(args.time_scale), "--every-kind", "--drain", "20",
-                 "--json", result, "--workdir", os.path.join(work, name)],
+                 "--json", result, "--workdir", os.path.join(work, name)] + extra,
                 capture_output=True, text=True)
             if soak.returncode not in (0, 1):
                 log(f"{name}: the soak could not run:\n{soak.stderr[-2000:]}")

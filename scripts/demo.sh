@@ -91,7 +91,7 @@ cp id_rsa.pub authorized_keys
 
 moto_port="$(free_port)"
 aws="http://127.0.0.1:$moto_port"
-"$python" -m moto.server -H 127.0.0.1 -p "$moto_port" >moto.log 2>&1 &
+"$python" "$repo/tests/support/moto_ec2.py" -H 127.0.0.1 -p "$moto_port" >moto.log 2>&1 &
 moto_pid=$!
 pids+=("$moto_pid")
 moto_up() {

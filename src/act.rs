@@ -367,7 +367,7 @@ async fn run_list(
                 results[*n] = Some(finish_listed(world, &actions[ats[*n]]));
             }
         }
-        Some((client, Err(e))) if ids.len() > 1 && e.is_about_one_instance() => {
+        Some((client, Err(e))) if ids.len() > 1 && e.may_be_about_one_instance() => {
             tracing::warn!("{env}: {e}; one call per instance");
             for (n, id) in &go {
                 let result = match call_list(client, kind, std::slice::from_ref(id)).await {

@@ -89,13 +89,17 @@ impl Ec2Error {
         )
     }
 
-    /// EC2 refused a call on a list of instances because of one of them (an
-    /// unknown id, one in the wrong state): the others may well go through
-    /// one by one.
-    pub fn is_about_one_instance(&self) -> bool {
-        self.code.as_deref().is_some_and(|code| {
-            code.starts_with("InvalidInstanceID") || code == "IncorrectInstanceState" || code == "IncorrectState"
-        })
+    /// EC2 refused a call on a list of instances with an answer that may be
+    /// about one of them — an unknown id, one in the wrong state, one under
+    /// termination protection (`OperationNotPermitted`), one the role's tag
+    /// condition denies (`UnauthorizedOperation`), no capacity in one AZ for a
+    /// start: the others may well go through one by one. Only a throttle or
+    /// a failure of EC2 itself (5xx, no answer) is about the call, and one
+    /// call per instance would only make it worse.
+    pub fn may_be_about_one_instance(&self) -> bool {
+        let Some(code) = self.code.as_deref() else { return false };
+        self.kind != Ec2ErrorKind::Throttled
+            && !matches!(code, "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable")
     }
 }
 
@@ -391,12 +395,21 @@ mod tests {
             code: Some(code.into()),
             message: code.into(),
         };
-        for code in ["InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed", "IncorrectInstanceState"] {
-            assert!(error(code).is_about_one_instance(), "{code}");
+        for code in [
+            "InvalidInstanceID.NotFound",
+            "InvalidInstanceID.Malformed",
+            "IncorrectInstanceState",
+            "OperationNotPermitted",
+            "UnauthorizedOperation",
+            "InsufficientInstanceCapacity",
+        ] {
+            assert!(error(code).may_be_about_one_instance(), "{code}");
         }
-        for code in ["RequestLimitExceeded", "UnauthorizedOperation", "InternalError"] {
-            assert!(!error(code).is_about_one_instance(), "{code}");
+        for code in ["RequestLimitExceeded", "Throttling", "InternalError", "ServiceUnavailable", "Unavailable"] {
+            assert!(!error(code).may_be_about_one_instance(), "{code}");
         }
+        let no_answer = Ec2Error { code: None, ..error("x") };
+        assert!(!no_answer.may_be_about_one_instance(), "a timeout or a reset connection is about the call");
     }
 
     #[test]

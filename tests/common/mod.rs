@@ -42,12 +42,14 @@ impl Moto {
         // A port can be taken between the probe and moto's bind; retry.
         for _ in 0..5 {
             let port = free_port();
+            // moto's server, with EC2's RunInstances fill (tests/support/moto_ec2.py).
             let child = Command::new("python3")
-                .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+                .arg(repo().join("tests/support/moto_ec2.py"))
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("python3 -m moto.server (run scripts/ensure-python-deps.sh)");
+                .expect("python3 tests/support/moto_ec2.py (run scripts/ensure-python-deps.sh)");
             let mut guard = Guard(child);
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {

@@ -4,6 +4,7 @@ benchmark (the Rust tests and the demo start theirs in tests/common/mod.rs
 and scripts/demo.sh).
 """
 
+import os
 import socket
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import time
 import urllib.request
 
 HOST = "127.0.0.1"
+# moto's server with EC2's RunInstances fill.
+MOTO_EC2 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_ec2.py")
 
 
 def free_port():
@@ -22,7 +25,7 @@ def free_port():
 
 
 class MotoServer:
-    """`python3 -m moto.server` on a free port, ready once constructed.
+    """moto's server (tests/support/moto_ec2.py) on a free port, ready once constructed.
 
     Its output goes to `log` (a file object); by default to a temporary
     file whose tail a failure to start shows. RuntimeError if it does not
@@ -34,7 +37,7 @@ class MotoServer:
         self.url = f"http://{HOST}:{self.port}"
         own_log = tempfile.TemporaryFile() if log is None else None
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)],
+            [sys.executable, MOTO_EC2, "-H", HOST, "-p", str(self.port)],
             stdout=own_log or log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
