@@ -8,6 +8,7 @@
 //! with the instance.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::counter::Counter;
 use crate::label::parse_label;
@@ -35,6 +36,8 @@ pub(super) struct Replacement {
 }
 
 const WARNING_REASON: &str = "EC2 reclaims this spot instance in two minutes (spot interruption warning)";
+/// A warned agent still running this long after its warning drains.
+const UNRECLAIMED_AFTER: Duration = Duration::from_secs(10 * 60);
 const REBALANCE_REASON: &str = "draining: EC2 recommends rebalancing this spot instance";
 
 /// The agents this pass's state-change events report stopping or gone:
@@ -94,6 +97,11 @@ pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet
             plan.debug(None, format!("EC2 event {}: {} is no agent of ours; ignored", event.id, event.instance_id));
             continue;
         };
+        if !inst.spot {
+            // EC2 sends these for spot instances only: someone else sent it.
+            plan.info(None, format!("EC2 event {}: {} is no spot instance; ignored", event.id, inst.id));
+            continue;
+        }
         let key = (event.env.as_str(), inst.id.as_str());
         match marked.get(&key) {
             // Already out of service for this reason, or for a stronger one:
@@ -167,7 +175,8 @@ pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet
 }
 
 /// An agent taken out of service in an earlier pass: forgotten once gone,
-/// kept offline, and — drained — terminated once idle.
+/// kept offline, and — drained, or warned but never reclaimed — terminated
+/// once idle.
 fn follow_up(
     cfg: &PlanConfig,
     snap: &Snapshot<'_>,
@@ -201,7 +210,15 @@ fn follow_up(
         });
         return;
     }
-    if marker.kind != Interruption::Draining || !cfg.is_ours(&marker.env, inst) {
+    // EC2 reclaims within two minutes of its warning: still running long
+    // after, it never will, and it must not sit out of service (billing)
+    // for good on a warning nobody can check — it drains instead.
+    let unreclaimed = inst.state == InstanceState::Running && marker.age >= UNRECLAIMED_AFTER;
+    let drains = match marker.kind {
+        Interruption::Draining => true,
+        Interruption::Warned => unreclaimed,
+    };
+    if !drains || !cfg.is_ours(&marker.env, inst) {
         return;
     }
     let busy = snap.dump.nodes.iter().any(|n| is_busy(n) && node_of(std::slice::from_ref(n), inst).is_some());
@@ -369,6 +386,43 @@ mod tests {
         let plan = run(&s);
         assert_eq!(brief(&plan.actions), ["mark i-1 warned", "create dev dev_spot"]);
         assert_eq!(count(&plan.counts, Counter::SpotInterruptions), 1);
+    }
+
+    #[test]
+    fn a_warning_or_rebalance_for_an_on_demand_agent_is_ignored() {
+        // EC2 sends both only for spot instances: this one is forged.
+        for kind in [EventKind::Warning, EventKind::Rebalance] {
+            let s = snap(vec![("dev", vec![agent("i-1", Running, "dev")])])
+                .nodes(vec![busy(online("dev-10.0.0.1", "i-1", "dev", 0))])
+                .event("e-1", "dev", "i-1", kind);
+            let plan = run(&s);
+            assert_eq!(plan.actions, [], "{kind:?}");
+            assert!(plan.counts.is_empty());
+            assert!(plan.kept_events.is_empty(), "deleted, not kept");
+        }
+    }
+
+    #[test]
+    fn an_agent_still_running_long_after_its_warning_drains() {
+        // EC2 reclaims within two minutes: a warned agent still running ten
+        // minutes on was never reclaimed, and must not bill out of service.
+        let node = Node { offline: true, ..online("dev_spot-10.0.0.1", "i-1", "dev_spot", 1) };
+        let fresh = snap(vec![("dev", vec![spot("i-1")])]).nodes(vec![node.clone()]).interrupted_ago(
+            "dev",
+            "i-1",
+            Interruption::Warned,
+            9 * 60,
+        );
+        assert_eq!(run(&fresh).actions, [], "EC2 may still take it");
+        let stale = snap(vec![("dev", vec![spot("i-1")])]).nodes(vec![busy(node.clone())]).interrupted_ago(
+            "dev",
+            "i-1",
+            Interruption::Warned,
+            10 * 60,
+        );
+        assert_eq!(run(&stale).actions, [], "its build finishes first");
+        let idle = stale.nodes(vec![node]);
+        assert_eq!(brief(&run(&idle).actions), ["terminate i-1 drained"]);
     }
 
     #[test]
