@@ -426,6 +426,16 @@ mod tests {
     }
 
     #[test]
+    fn the_dump_script_knows_the_offline_reasons() {
+        // Its offlineByUs lets a drained node whose marker was lost go once
+        // idle; it matches these texts.
+        let script = include_str!("../../../../jenkins/get_queue_jobs.groovy");
+        for reason in [super::WARNING_REASON, super::REBALANCE_REASON] {
+            assert!(script.contains(&format!("'{reason}'")), "{reason}");
+        }
+    }
+
+    #[test]
     fn the_marker_of_a_gone_instance_is_removed() {
         let gone = snap(vec![("dev", vec![spot("i-1").with(|i| i.state = Terminated)])])
             .interrupted("dev", "i-1", Interruption::Warned)
