@@ -32,6 +32,13 @@ import jenkins.model.Jenkins
 @Field static final String THROTTLE_PROPERTY = 'hudson.plugins.throttleconcurrents.ThrottleJobProperty'
 @Field static final String KILLED = 'groovy_script_killed_me'
 @Field static final String OLD_AMI = 'groovy_script_says_old_ami'
+/**
+ * The manager's offline-node -m texts for a spot agent EC2 warned of or recommended rebalancing
+ * (crates/core/src/plan/interruption.rs): should its .interrupted marker be lost, the node still
+ * goes once idle instead of staying offline for good.
+ */
+@Field static final String INTERRUPTED = 'EC2 reclaims this spot instance in two minutes (spot interruption warning)'
+@Field static final String REBALANCED = 'draining: EC2 recommends rebalancing this spot instance'
 /** Only agents whose description says this were made by the manager (its slave_data tag). */
 @Field static final String CREATED_BY = 'Created by Swarm'
 /** How many earlier Pipeline runs, and flow nodes per run, are searched for the last agent used. */
@@ -254,7 +261,7 @@ boolean offlineByUs(Computer c) {
     if (cause == null) { return false }
     String text = cause.toString()
     if (cause.metaClass.hasProperty(cause, 'message') && cause.message != null) { text += ' ' + cause.message }
-    text.contains(KILLED) || text.contains(OLD_AMI)
+    [KILLED, OLD_AMI, INTERRUPTED, REBALANCED].any { text.contains(it) }
 }
 
 void markOffline(Computer c, String why, String detail) {

@@ -42,6 +42,9 @@ pub struct Acted {
     /// One record per action (marker upkeep excluded), for the report, in
     /// the planner's order.
     pub records: Vec<ActionRecord>,
+    /// EC2 events whose `.interrupted` marker could not be written: their
+    /// messages stay on the queue, so a later pass decides them again.
+    pub unmarked_events: Vec<String>,
 }
 
 /// What one action came to, when it was done.
@@ -97,6 +100,9 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
         }
         if outcome.failed {
             acted.stats.add(Counter::ActionFailed, 1);
+            if let Action::MarkInterrupted { event, .. } = action {
+                acted.unmarked_events.push(event.clone());
+            }
         }
         if action.env().is_some() {
             let job_key = match action {

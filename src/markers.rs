@@ -6,7 +6,8 @@
 //!   instance for the labels inside (`labels=…`, `instance_id=…` lines);
 //! - `<ENV>__<instance-id>.interrupted`: ours, not the original's: the agent
 //!   was taken out of service on an EC2 event (`kind=warned|draining`,
-//!   `event=…` lines); it goes when the instance does.
+//!   `event=…` lines; one without a known kind is ignored); it goes when
+//!   the instance does.
 
 use std::io;
 use std::path::Path;
@@ -52,15 +53,18 @@ pub fn read_markers(dir: &Path, now: SystemTime) -> io::Result<Markers> {
             let Ok(bytes) = crate::files::read_regular(&entry.path(), MAX_MARKER_BYTES) else { continue };
             let text = String::from_utf8_lossy(&bytes);
             let value = |key: &str| text.lines().find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()));
-            // Unreadable, it still holds the agent out of service, as warned:
-            // the stronger of the two, which never terminates it.
-            let kind = value("kind=").and_then(|k| Interruption::parse(&k)).unwrap_or(Interruption::Warned);
+            // Only a marker we wrote holds an agent out of service.
+            let Some(kind) = value("kind=").and_then(|k| Interruption::parse(&k)) else {
+                tracing::warn!("marker {name}: no kind=warned|draining line; ignored");
+                continue;
+            };
             markers.interrupted.push(InterruptedMarker {
                 file_name: name.clone(),
                 env: env.to_string(),
                 instance_id: id.to_string(),
                 kind,
                 event: value("event=").unwrap_or_default(),
+                age: age().unwrap_or_default(),
             });
         } else if let Some((env, id)) = name.strip_suffix(START_SUFFIX).and_then(|n| n.split_once("__")) {
             // Not through a link, not from a FIFO, not more than a marker holds.
@@ -133,7 +137,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_interruption_markers_it_writes() {
+    fn reads_the_interruption_markers_it_writes_and_ignores_garbage() {
         let dir = tempfile::tempdir().unwrap();
         write_interrupted(dir.path(), "dev", "i-1", Interruption::Draining, "e-1").unwrap();
         write_interrupted(dir.path(), "dev", "i-2", Interruption::Warned, "e-2").unwrap();
@@ -141,17 +145,11 @@ mod tests {
         let m = read_markers(dir.path(), SystemTime::now()).unwrap();
         let read: Vec<(&str, Interruption, &str)> =
             m.interrupted.iter().map(|m| (m.instance_id.as_str(), m.kind, m.event.as_str())).collect();
-        assert_eq!(
-            read,
-            [
-                ("i-1", Interruption::Draining, "e-1"),
-                ("i-2", Interruption::Warned, "e-2"),
-                ("i-3", Interruption::Warned, "")
-            ]
-        );
+        assert_eq!(read, [("i-1", Interruption::Draining, "e-1"), ("i-2", Interruption::Warned, "e-2"),]);
+        assert!(m.interrupted[0].age < Duration::from_secs(60));
         assert!(m.started.is_empty() && m.working.is_empty());
         remove(dir.path(), &interrupted_file("dev", "i-1")).unwrap();
-        assert_eq!(read_markers(dir.path(), SystemTime::now()).unwrap().interrupted.len(), 2);
+        assert_eq!(read_markers(dir.path(), SystemTime::now()).unwrap().interrupted.len(), 1);
     }
 
     #[test]

@@ -180,8 +180,10 @@ impl<'w> Reconciler<'w> {
                         self.in_flight.acted(key, kind, r.time, r.instance_id.clone());
                     }
                 }
+                let mut keep = plan.kept_events.clone();
+                keep.extend(acted.unmarked_events.iter().cloned());
                 self.record.acted(acted);
-                kept = Some(plan.kept_events.clone());
+                kept = Some(keep);
             }
         }
         if let Some(kept) = kept {
@@ -578,6 +580,22 @@ mod tests {
         assert_eq!(s.cloud.events_left("dev"), (0, 0), "every message deleted");
         assert_eq!(s.cloud.count("GetQueueUrl"), 2, "looked up once per env and run");
         assert!(s.world.workdir.join("dev__i-1.interrupted").exists());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warning_whose_marker_cannot_be_written_stays_on_the_queue() {
+        let mut config = passes(1);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        let warned = agent("dev", "i-1", InstanceState::Running, "dev_spot", s.world.clock.now());
+        s.jenkins.add_node(fake::node(&warned, "dev", false, false));
+        s.cloud.add("dev", warned);
+        s.cloud.send_event("dev", &warning("e-1", "i-1"));
+        // A directory where the marker goes: the write fails.
+        std::fs::create_dir(s.world.workdir.join("dev__i-1.interrupted")).unwrap();
+        let r = run(&s.world).await;
+        assert_eq!(r.record.stats.get(Counter::ActionFailed), 1);
+        assert_eq!(s.cloud.events_left("dev"), (0, 1), "kept for a later pass, which writes the marker");
     }
 
     #[tokio::test(start_paused = true)]

@@ -264,6 +264,8 @@ pub struct InterruptedMarker {
     pub kind: Interruption,
     /// The event that took it out of service.
     pub event: String,
+    /// Since the marker was last written (the event that set its kind).
+    pub age: Duration,
 }
 
 #[cfg(test)]

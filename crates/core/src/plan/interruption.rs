@@ -1,17 +1,18 @@
 //! EC2 events from the envs' interruption queues (`--interruption_queue`):
 //! a spot interruption warning takes the agent out of service at once (and
 //! launches a replacement when a build is at risk), a rebalance
-//! recommendation drains it, a state change forgets it without waiting for
-//! the next describe. What was decided lives on in `.interrupted` markers:
-//! the agent stays out of service, the same event never acts twice, a
-//! drained agent goes once idle, and the marker goes with the instance.
+//! recommendation drains it, a state change takes it out of service without
+//! waiting for the next describe. What was decided lives on in
+//! `.interrupted` markers: the agent stays out of service, the same event
+//! never acts twice, a drained agent goes once idle, and the marker goes
+//! with the instance.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::counter::Counter;
 use crate::label::parse_label;
-use crate::model::{EnvObservation, EventKind, Instance, InstanceState, InterruptedMarker, Interruption};
+use crate::model::{EventKind, Instance, InstanceState, InterruptedMarker, Interruption};
 
 use super::nodes::{is_busy, node_of};
 use super::output::terminate;
@@ -35,24 +36,24 @@ pub(super) struct Replacement {
 }
 
 const WARNING_REASON: &str = "EC2 reclaims this spot instance in two minutes (spot interruption warning)";
+/// A warned agent still running this long after its warning drains.
+const UNRECLAIMED_AFTER: Duration = Duration::from_secs(10 * 60);
 const REBALANCE_REASON: &str = "draining: EC2 recommends rebalancing this spot instance";
 
-/// The observation with the state changes of this pass's events applied:
-/// an agent EC2 reports stopping or gone is forgotten now, not at the next
-/// describe. Borrowed as it is when no event changes anything.
-pub(super) fn apply_state_changes<'a>(
-    snap: &Snapshot<'a>,
-    plan: &mut Plan,
-) -> Cow<'a, BTreeMap<String, EnvObservation>> {
-    let mut envs = Cow::Borrowed(snap.envs);
+/// The agents this pass's state-change events report stopping or gone:
+/// out of service now, not at the next describe. An event only removes
+/// capacity: the agent serves no queue item and no other action touches it,
+/// but it still counts against the caps and is no start or make-room
+/// candidate — its sender is not checked, only a describe says it is gone.
+pub(super) fn gone_by_events(snap: &Snapshot<'_>, plan: &mut Plan) -> BTreeSet<String> {
+    let mut gone = BTreeSet::new();
     for event in snap.events {
         let EventKind::StateChange(state) = event.kind else { continue };
         if matches!(state, InstanceState::Pending | InstanceState::Running) {
             continue;
         }
         let Some(Ok(instances)) = snap.envs.get(&event.env) else { continue };
-        let Some(at) = instances.iter().position(|i| i.id == event.instance_id) else { continue };
-        let inst = &instances[at];
+        let Some(inst) = instances.iter().find(|i| i.id == event.instance_id) else { continue };
         // An event from before the instance's last start tells nothing new.
         if matches!((event.time, inst.launched), (Some(t), Some(launched)) if t < launched)
             || inst.state == state
@@ -62,13 +63,11 @@ pub(super) fn apply_state_changes<'a>(
         }
         plan.debug(
             None,
-            format!("{}: {} is {} (EC2 event {}); forgotten now", event.env, inst.id, state.as_str(), event.id),
+            format!("{}: {} is {} (EC2 event {}); out of service now", event.env, inst.id, state.as_str(), event.id),
         );
-        if let Some(Ok(list)) = envs.to_mut().get_mut(&event.env) {
-            list[at].state = state;
-        }
+        gone.insert(inst.id.clone());
     }
-    envs
+    gone
 }
 
 /// Acts on the warnings and rebalance recommendations of this pass and on
@@ -98,6 +97,11 @@ pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet
             plan.debug(None, format!("EC2 event {}: {} is no agent of ours; ignored", event.id, event.instance_id));
             continue;
         };
+        if !inst.spot {
+            // EC2 sends these for spot instances only: someone else sent it.
+            plan.info(None, format!("EC2 event {}: {} is no spot instance; ignored", event.id, inst.id));
+            continue;
+        }
         let key = (event.env.as_str(), inst.id.as_str());
         match marked.get(&key) {
             // Already out of service for this reason, or for a stronger one:
@@ -171,7 +175,8 @@ pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet
 }
 
 /// An agent taken out of service in an earlier pass: forgotten once gone,
-/// kept offline, and — drained — terminated once idle.
+/// kept offline, and — drained, or warned but never reclaimed — terminated
+/// once idle.
 fn follow_up(
     cfg: &PlanConfig,
     snap: &Snapshot<'_>,
@@ -186,7 +191,7 @@ fn follow_up(
         return;
     };
     if !claimed.insert(id.clone()) {
-        // A warning of this pass upgraded it; that decided already.
+        // A warning or state change of this pass decided already.
         return;
     }
     let node = node_of(&snap.dump.nodes, inst);
@@ -205,7 +210,15 @@ fn follow_up(
         });
         return;
     }
-    if marker.kind != Interruption::Draining || !cfg.is_ours(&marker.env, inst) {
+    // EC2 reclaims within two minutes of its warning: still running long
+    // after, it never will, and it must not sit out of service (billing)
+    // for good on a warning nobody can check — it drains instead.
+    let unreclaimed = inst.state == InstanceState::Running && marker.age >= UNRECLAIMED_AFTER;
+    let drains = match marker.kind {
+        Interruption::Draining => true,
+        Interruption::Warned => unreclaimed,
+    };
+    if !drains || !cfg.is_ours(&marker.env, inst) {
         return;
     }
     let busy = snap.dump.nodes.iter().any(|n| is_busy(n) && node_of(std::slice::from_ref(n), inst).is_some());
@@ -376,6 +389,53 @@ mod tests {
     }
 
     #[test]
+    fn a_warning_or_rebalance_for_an_on_demand_agent_is_ignored() {
+        // EC2 sends both only for spot instances: this one is forged.
+        for kind in [EventKind::Warning, EventKind::Rebalance] {
+            let s = snap(vec![("dev", vec![agent("i-1", Running, "dev")])])
+                .nodes(vec![busy(online("dev-10.0.0.1", "i-1", "dev", 0))])
+                .event("e-1", "dev", "i-1", kind);
+            let plan = run(&s);
+            assert_eq!(plan.actions, [], "{kind:?}");
+            assert!(plan.counts.is_empty());
+            assert!(plan.kept_events.is_empty(), "deleted, not kept");
+        }
+    }
+
+    #[test]
+    fn an_agent_still_running_long_after_its_warning_drains() {
+        // EC2 reclaims within two minutes: a warned agent still running ten
+        // minutes on was never reclaimed, and must not bill out of service.
+        let node = Node { offline: true, ..online("dev_spot-10.0.0.1", "i-1", "dev_spot", 1) };
+        let fresh = snap(vec![("dev", vec![spot("i-1")])]).nodes(vec![node.clone()]).interrupted_ago(
+            "dev",
+            "i-1",
+            Interruption::Warned,
+            9 * 60,
+        );
+        assert_eq!(run(&fresh).actions, [], "EC2 may still take it");
+        let stale = snap(vec![("dev", vec![spot("i-1")])]).nodes(vec![busy(node.clone())]).interrupted_ago(
+            "dev",
+            "i-1",
+            Interruption::Warned,
+            10 * 60,
+        );
+        assert_eq!(run(&stale).actions, [], "its build finishes first");
+        let idle = stale.nodes(vec![node]);
+        assert_eq!(brief(&run(&idle).actions), ["terminate i-1 drained"]);
+    }
+
+    #[test]
+    fn the_dump_script_knows_the_offline_reasons() {
+        // Its offlineByUs lets a drained node whose marker was lost go once
+        // idle; it matches these texts.
+        let script = include_str!("../../../../jenkins/get_queue_jobs.groovy");
+        for reason in [super::WARNING_REASON, super::REBALANCE_REASON] {
+            assert!(script.contains(&format!("'{reason}'")), "{reason}");
+        }
+    }
+
+    #[test]
     fn the_marker_of_a_gone_instance_is_removed() {
         let gone = snap(vec![("dev", vec![spot("i-1").with(|i| i.state = Terminated)])])
             .interrupted("dev", "i-1", Interruption::Warned)
@@ -402,6 +462,34 @@ mod tests {
             .queue(vec![item("job", "dev_spot")])
             .event("e-1", "dev", "i-1", EventKind::StateChange(Running));
         assert_eq!(run(&s).actions, []);
+    }
+
+    #[test]
+    fn a_state_change_event_never_frees_cap_room() {
+        // The event's sender is not EC2's describe: agents it calls gone
+        // still bill and count until a describe says so.
+        for state in [ShuttingDown, Terminated, Stopping, Stopped] {
+            let s = snap(vec![("dev", vec![spot("i-1"), spot("i-2")])])
+                .nodes(vec![
+                    busy(online("dev_spot-10.0.0.1", "i-1", "dev_spot", 0)),
+                    busy(online("dev_spot-10.0.0.2", "i-2", "dev_spot", 0)),
+                ])
+                .queue(vec![item("job", "dev_spot")])
+                .event("e-1", "dev", "i-1", EventKind::StateChange(state))
+                .event("e-2", "dev", "i-2", EventKind::StateChange(state));
+            assert_eq!(run(&s).actions, [], "{state:?}");
+        }
+    }
+
+    #[test]
+    fn a_stopped_event_for_a_running_agent_makes_it_no_start_or_make_room_candidate() {
+        let s = snap(vec![("dev", vec![agent("i-1", Running, "dev"), agent("i-2", Running, "dev")])])
+            .nodes(vec![busy(online("dev-10.0.0.1", "i-1", "dev", 0)), busy(online("dev-10.0.0.2", "i-2", "dev", 0))])
+            .queue(vec![item("job", "dev")])
+            .event("e-1", "dev", "i-1", EventKind::StateChange(Stopped));
+        let plan = run(&s);
+        assert_eq!(plan.actions, [], "at the cap with nothing stopped, the item waits");
+        assert!(plan.terminated().is_empty());
     }
 
     #[test]

@@ -31,7 +31,7 @@ mod snapshot;
 #[cfg(test)]
 pub(crate) mod test_kit;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use crate::model::{EnvObservation, InstanceEvent, JenkinsDump, Markers};
@@ -86,9 +86,7 @@ pub fn decide<'a, D, M>(
 /// claimed (one action per instance).
 pub fn plan_pass(cfg: &PlanConfig, snap: &Snapshot<'_>, seed: u64) -> Plan {
     let mut plan = Plan::default();
-    let envs = interruption::apply_state_changes(snap, &mut plan);
-    let snap = &Snapshot { envs: &envs, ..*snap };
-    let mut claimed = BTreeSet::new();
+    let mut claimed = interruption::gone_by_events(snap, &mut plan);
     let taken = interruption::plan(cfg, snap, &mut claimed, &mut plan);
     scale_down::plan(cfg, snap, &mut claimed, &mut plan);
     scale_down::plan_zombies(cfg, snap, &mut claimed, &mut plan);
@@ -102,6 +100,7 @@ mod tests {
     use super::test_kit::*;
     use super::*;
     use crate::model::InstanceState::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn plan_pass_is_reproducible_for_a_seed() {

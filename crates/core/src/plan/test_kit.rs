@@ -185,7 +185,11 @@ pub trait SceneExt: Sized {
             })
         })
     }
+    /// An `.interrupted` marker written a second ago.
     fn interrupted(self, env: &str, id: &str, kind: Interruption) -> Self {
+        self.interrupted_ago(env, id, kind, 1)
+    }
+    fn interrupted_ago(self, env: &str, id: &str, kind: Interruption, age_secs: u64) -> Self {
         self.with(|s| {
             s.markers.interrupted.push(InterruptedMarker {
                 file_name: format!("{env}__{id}.interrupted"),
@@ -193,6 +197,7 @@ pub trait SceneExt: Sized {
                 instance_id: id.into(),
                 kind,
                 event: "e-0".into(),
+                age: Duration::from_secs(age_secs),
             })
         })
     }
