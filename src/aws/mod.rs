@@ -4,6 +4,7 @@
 //! its assumed role, whose credentials the SDK refreshes before they expire.
 
 pub mod ec2;
+pub mod limiter;
 pub mod security_group;
 pub mod sqs;
 
