@@ -1,13 +1,14 @@
 //! A client-side rate limiter per EC2 account and region that learns from
 //! throttles (issue 11), in place of the SDK's adaptive retry mode (see
 //! [`super::base_config`]). EC2 throttles with a token bucket per account,
-//! region and API; ours is one token bucket in front of all of an env's
-//! requests whose rate halves on each `RequestLimitExceeded` and grows by a
-//! step on each success (AIMD, as the SDK's CUBIC limiter does in spirit).
+//! region and API; ours is one token bucket in front of all of an account
+//! and region's requests whose rate halves on each `RequestLimitExceeded`
+//! and grows back with time while EC2 answers (AIMD, as the SDK's CUBIC
+//! limiter does in spirit). Throttled calls are retried through it.
 //!
 //! It stays off until the first throttle: a fleet that is never throttled
-//! sends exactly as it did before. A wait is never longer than
-//! [`Aimd::max_wait`], so a pass cannot stall on it.
+//! sends exactly as it did before. No wait or retry outlasts the call's
+//! budget (`--aws_timeout`), so a pass cannot stall on it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,12 +19,12 @@ use aws_smithy_runtime_api::client::retries::classifiers::{RetryClassifierPriori
 use aws_smithy_types::retry::ErrorKind;
 use tokio::time::Instant;
 
-use super::ec2::{Ec2Error, Ec2ErrorKind, LaunchSpec};
+use super::ec2::{Ec2Error, LaunchSpec};
 use crate::model::Instance;
 use crate::world::{BoxFuture, Ec2};
 
-/// The slowest rate the limiter falls to: EC2's smallest bucket refills at
-/// about this (RunInstances, 2 a second), and slower would only waste a pass.
+/// The slowest rate the limiter falls to, a quarter of EC2's slowest
+/// refill (RunInstances, 2 a second): slower would only waste a pass.
 const MIN_RATE: f64 = 0.5;
 /// Past this the limiter turns itself off (EC2's describe buckets refill at
 /// 20 a second, its mutating ones slower).
@@ -195,9 +196,14 @@ impl aws_sdk_ec2::config::retry::ClassifyRetry for Limiter {
         RetryAction::NoActionIndicated
     }
 
-    fn classify_retry_v2(&self, _ctx: &InterceptorContext, previous: &RetryAction) -> RetryAction {
+    fn classify_retry_v2(&self, ctx: &InterceptorContext, previous: &RetryAction) -> RetryAction {
+        // EC2's throttle only: other throttling answers (a 503 `SlowDown`)
+        // keep the SDK's retries, and the limiter does not hear them.
+        let ec2_throttle = ctx.response().and_then(|r| r.body().bytes()).is_some_and(super::is_throttled_answer);
         match previous {
-            RetryAction::RetryIndicated(RetryReason::RetryableError { kind: ErrorKind::ThrottlingError, .. }) => {
+            RetryAction::RetryIndicated(RetryReason::RetryableError { kind: ErrorKind::ThrottlingError, .. })
+                if ec2_throttle =>
+            {
                 RetryAction::RetryForbidden
             }
             _ => RetryAction::NoActionIndicated,
@@ -224,6 +230,11 @@ pub struct Paced {
     pub limiter: Limiter,
 }
 
+/// The answers the SDK leaves to [`Paced`] to retry (see the classifier).
+fn is_ec2_throttle(e: &Ec2Error) -> bool {
+    e.code.as_deref() == Some("RequestLimitExceeded")
+}
+
 impl Paced {
     async fn call<'a, T>(&'a self, f: impl Fn() -> BoxFuture<'a, Result<T, Ec2Error>>) -> Result<T, Ec2Error> {
         let deadline = Instant::now() + self.limiter.budget;
@@ -232,7 +243,7 @@ impl Paced {
             self.limiter.admit(deadline).await;
             match f().await {
                 // Repeating is safe: a launch repeats its idempotency token.
-                Err(e) if e.kind == Ec2ErrorKind::Throttled && attempt < ATTEMPTS && Instant::now() < deadline => {
+                Err(e) if is_ec2_throttle(&e) && attempt < ATTEMPTS && Instant::now() < deadline => {
                     attempt += 1;
                 }
                 answer => return answer,
