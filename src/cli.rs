@@ -221,6 +221,12 @@ pub struct Args {
     #[arg(long = "max_parallel_calls", default_value_t = 4, value_name = "N")]
     pub max_parallel_calls: usize,
 
+    /// Send each env's EC2 requests unpaced even after EC2 throttles them
+    /// (by default a client-side rate limiter per account and region slows
+    /// down on `RequestLimitExceeded` and speeds up again on success).
+    #[arg(long = "no_rate_limiter")]
+    pub no_rate_limiter: bool,
+
     /// Upper bound on one Jenkins CLI command (the dump, a build).
     #[arg(long = "jenkins_timeout", default_value_t = 60, value_name = "SECONDS")]
     pub jenkins_timeout: u64,

@@ -198,6 +198,9 @@ pub struct AwsConfig {
     pub timeout: Duration,
     /// The EC2 calls one env may have in flight at once while acting.
     pub max_parallel_calls: usize,
+    /// Whether each account and region's EC2 requests are paced after a
+    /// throttle (`--no_rate_limiter` turns it off).
+    pub rate_limiter: bool,
 }
 
 /// The master's security group, when it is managed (not `--skip_security_group`).
@@ -459,6 +462,7 @@ impl Config {
                 master_region: args.jenkins_master_region.clone(),
                 timeout: Duration::from_secs(args.aws_timeout),
                 max_parallel_calls: args.max_parallel_calls,
+                rate_limiter: !args.no_rate_limiter,
             },
             security_group: (!args.skip_security_group).then(|| SecurityGroupConfig {
                 group_id: master.sg_id,

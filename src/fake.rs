@@ -703,6 +703,7 @@ pub fn config(names: &[&str]) -> Config {
             master_region: "us-west-2".into(),
             timeout: Duration::from_secs(30),
             max_parallel_calls: 4,
+            rate_limiter: true,
         },
         security_group: None,
         sqs: None,

@@ -132,7 +132,13 @@ impl World {
         let ec2_calls = aws::CallCounter::default();
         let mut ec2 = BTreeMap::new();
         let mut interruptions = BTreeMap::new();
+        // One limiter per account and region, where EC2 keeps its buckets.
+        let mut limiters: BTreeMap<(String, String), aws::limiter::Limiter> = BTreeMap::new();
         for (name, env) in &config.fleet.envs {
+            let limiter = limiters
+                .entry((env.account_id.clone(), env.region.clone()))
+                .or_insert_with(|| aws::limiter::Limiter::new(config.aws.timeout))
+                .clone();
             let env_conf = aws::env_config(&base, env, &config.aws.role_name).await;
             if let Some(queue) = &config.interruption_queue {
                 // The env's own role and region: the queue is the env's.
@@ -140,15 +146,24 @@ impl World {
                 interruptions
                     .insert(name.clone(), crate::interruption::EventQueue::new(client, queue, &env.account_id));
             }
-            let ec2_conf = aws_sdk_ec2::config::Builder::from(&env_conf)
+            let mut ec2_conf = aws_sdk_ec2::config::Builder::from(&env_conf)
                 .interceptor(ec2_calls.clone())
                 .retry_classifier(aws::ec2::CapacityShortageIsFinal)
                 // Each env its own retry quota: two envs in one region (other
                 // accounts) would otherwise share the region's default one,
                 // and one env's failures could spend the other's retries.
-                .retry_partition(aws_sdk_ec2::config::retry::RetryPartition::new(format!("ec2-env-{name}")))
-                .build();
-            ec2.insert(name.clone(), Arc::new(aws_sdk_ec2::Client::from_conf(ec2_conf)) as Arc<dyn Ec2>);
+                .retry_partition(aws_sdk_ec2::config::retry::RetryPartition::new(format!("ec2-env-{name}")));
+            if config.aws.rate_limiter {
+                // The limiter hears every answer and retries throttles itself.
+                ec2_conf = ec2_conf.interceptor(limiter.clone()).retry_classifier(limiter.clone());
+            }
+            let client = Arc::new(aws_sdk_ec2::Client::from_conf(ec2_conf.build())) as Arc<dyn Ec2>;
+            let client = if config.aws.rate_limiter {
+                Arc::new(aws::limiter::Paced { inner: client, limiter }) as Arc<dyn Ec2>
+            } else {
+                client
+            };
+            ec2.insert(name.clone(), client);
         }
         let master_conf = base.to_builder().region(aws_config::Region::new(config.aws.master_region.clone())).build();
         let master_ec2 = Arc::new(aws_sdk_ec2::Client::from_conf(

@@ -136,3 +136,47 @@ fn a_batched_stop_with_one_bad_instance_stops_the_others() {
     assert_eq!(w.csv("properties_error.csv")["action_failed"], 1);
     assert!(String::from_utf8_lossy(&out.stdout).contains("IncorrectInstanceState"));
 }
+
+/// A burst of six launch specs (instance types) over two subnets, twelve
+/// launches, against a RunInstances bucket of 1 refilled at 1 a second;
+/// returns the throttled answers it met, after checking every item was
+/// served within the cap.
+fn throttled_burst(extra: &[&str]) -> usize {
+    let w = World::new(json!([])).with_proxy();
+    let labels =
+        ["", "_t3.small", "_m5.large", "_c5.large", "_t3.medium", "_m5.xlarge"].map(|t| format!("dev_spot{t}"));
+    let items: Vec<Value> = labels.iter().flat_map(|label| spot_items(3, label)).collect();
+    w.jenkins.set_state(&json!({ "queue": items }));
+    w.proxy().latency(json!({
+        "delays": [{"action": "RunInstances", "seconds": 0.5}],
+        "buckets": [{"action": "RunInstances", "burst": 1, "refill": 1}],
+    }));
+    // Eight launches at once: the first wave meets the bucket either way.
+    let mut args = vec![
+        "--loop_counter",
+        "6",
+        "--aws_timeout",
+        "60",
+        "--max_parallel_calls",
+        "8",
+        "--max_num_of_spot_slaves_in_env",
+        "15",
+    ];
+    args.extend_from_slice(extra);
+    let out = run_with(&w, &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(live(&w, "dev").len(), 15, "the spot cap reached, never passed; no item served twice");
+    let throttled = w.proxy().calls().iter().filter(|c| c["throttled"] == true).count();
+    let errors = w.csv("properties_error.csv");
+    assert_eq!(errors["ec2_throttled"], u64::try_from(throttled).unwrap(), "every throttled answer counted");
+    throttled
+}
+
+#[test]
+fn the_rate_limiter_meets_fewer_throttles_in_a_burst_than_unpaced_calls() {
+    let unpaced = throttled_burst(&["--no_rate_limiter"]);
+    let paced = throttled_burst(&[]);
+    println!("throttled answers in the burst: {unpaced} unpaced, {paced} with the rate limiter");
+    assert!(unpaced > 0, "the bucket was too big to prove anything");
+    assert!(paced < unpaced, "{paced} throttles with the limiter, {unpaced} without");
+}

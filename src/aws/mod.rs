@@ -4,6 +4,7 @@
 //! its assumed role, whose credentials the SDK refreshes before they expire.
 
 pub mod ec2;
+pub mod limiter;
 pub mod security_group;
 pub mod sqs;
 
@@ -33,9 +34,14 @@ pub const SESSION_NAME: &str = "slave-manager-script";
 /// (one token per attempt), is still a preview (`AWS_NEW_RETRIES_2026`, a
 /// `#[doc(hidden)]` `RetrySpec`). Bursts stay within
 /// EC2's buckets by batching instead (a burst of one label is one launch per
-/// subnet, see `plan::calls`), at most `--max_parallel_calls` calls per env;
-/// a throttle left after the standard mode's backed-off retries fails that
-/// call only, and the next pass plans its items again.
+/// subnet, see `plan::calls`), at most `--max_parallel_calls` calls per env,
+/// and a burst that still meets an empty bucket slows down: [`limiter`] is
+/// the adaptive mode's equivalent, a rate limiter per account and region
+/// that halves its rate on each throttle, grows it again with time while
+/// EC2 answers, and retries throttled calls itself, all within the call's
+/// `--aws_timeout` (`--no_rate_limiter`: the standard retries alone). A
+/// throttle left after 4 attempts fails that call only, and the next pass
+/// plans its items again.
 pub async fn base_config(fallback_region: &str, timeout: Duration) -> SdkConfig {
     // The base region only serves STS; IMDS is not asked (it is slow and noisy
     // off EC2), the master's region stands in when the environment names none.
@@ -92,7 +98,7 @@ where
 /// Counts the HTTP requests (attempts, retries included) the EC2 clients
 /// send, so each pass can report what it cost; AWS bills and throttles by
 /// request. Also counts the answers that were throttled
-/// (`RequestLimitExceeded`), which the adaptive retry mode slows down for.
+/// (`RequestLimitExceeded`), which the rate limiter slows down for.
 #[derive(Debug, Default, Clone)]
 pub struct CallCounter {
     calls: Arc<AtomicU64>,
