@@ -81,7 +81,8 @@ impl Shortages {
             Ok(saved) => {
                 let mut until = shortages.lock();
                 for s in saved {
-                    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(s.until);
+                    // A time past what SystemTime holds is corrupt, not a panic.
+                    let Some(at) = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s.until)) else { continue };
                     // Never longer than a fresh shortage: a clock set back
                     // must not pin an offering.
                     if at > now {
@@ -184,5 +185,16 @@ mod tests {
 
         std::fs::write(dir.path().join(FILE), "{not json").unwrap();
         assert!(Shortages::load(dir.path(), t0).current(t0).is_empty(), "corrupt: ignored");
+
+        // A time no clock can hold: ignored, never a panic in every run.
+        first.remember(offering("subnet-b", true), t0);
+        first.save_if_changed(dir.path(), t0);
+        let mut saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(FILE)).unwrap()).unwrap();
+        for entry in saved.as_array_mut().unwrap() {
+            entry["until"] = u64::MAX.into();
+        }
+        std::fs::write(dir.path().join(FILE), saved.to_string()).unwrap();
+        assert!(Shortages::load(dir.path(), t0).current(t0).is_empty(), "an impossible time: ignored");
     }
 }
