@@ -154,8 +154,9 @@ impl World {
                 // and one env's failures could spend the other's retries.
                 .retry_partition(aws_sdk_ec2::config::retry::RetryPartition::new(format!("ec2-env-{name}")));
             if config.aws.rate_limiter {
-                // The limiter hears every answer and retries throttles itself.
-                ec2_conf = ec2_conf.interceptor(limiter.clone()).retry_classifier(limiter.clone());
+                // The SDK leaves EC2's throttles to the limiter, which hears
+                // every call's answer and retries them itself.
+                ec2_conf = ec2_conf.retry_classifier(limiter.clone());
             }
             let client = Arc::new(aws_sdk_ec2::Client::from_conf(ec2_conf.build())) as Arc<dyn Ec2>;
             let client = if config.aws.rate_limiter {

@@ -2,13 +2,17 @@
 //! throttles (issue 11), in place of the SDK's adaptive retry mode (see
 //! [`super::base_config`]). EC2 throttles with a token bucket per account,
 //! region and API; ours is one token bucket in front of all of an account
-//! and region's requests whose rate halves on each `RequestLimitExceeded`
-//! and grows back with time while EC2 answers (AIMD, as the SDK's CUBIC
-//! limiter does in spirit). Throttled calls are retried through it.
+//! and region's calls whose rate halves on a `RequestLimitExceeded` (once
+//! per burst: answers to requests sent before the last cut do not cut
+//! again) and grows back with time while EC2 answers (AIMD, as the SDK's
+//! CUBIC limiter does in spirit). Throttled calls are retried through it,
+//! after a short backoff.
 //!
 //! It stays off until the first throttle: a fleet that is never throttled
-//! sends exactly as it did before. No wait or retry outlasts the call's
-//! budget (`--aws_timeout`), so a pass cannot stall on it.
+//! sends exactly as it did before. Once on, it turns off again when the
+//! rate has grown to twice the rate EC2 throttled (at most [`MAX_RATE`]).
+//! No wait, retry or answer outlasts the call's budget (`--aws_timeout`),
+//! so a pass cannot stall on it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,15 +23,16 @@ use aws_smithy_runtime_api::client::retries::classifiers::{RetryClassifierPriori
 use aws_smithy_types::retry::ErrorKind;
 use tokio::time::Instant;
 
-use super::ec2::{Ec2Error, LaunchSpec};
+use super::ec2::{Ec2Error, Ec2ErrorKind, LaunchSpec};
 use crate::model::Instance;
 use crate::world::{BoxFuture, Ec2};
 
 /// The slowest rate the limiter falls to, a quarter of EC2's slowest
 /// refill (RunInstances, 2 a second): slower would only waste a pass.
 const MIN_RATE: f64 = 0.5;
-/// Past this the limiter turns itself off (EC2's describe buckets refill at
-/// 20 a second, its mutating ones slower).
+/// The limiter never runs faster than this (EC2's describe buckets refill
+/// at 20 a second, its mutating ones at 5 or less), so a throttle at any
+/// speed starts it at half of this at most.
 const MAX_RATE: f64 = 10.0;
 /// What a throttle keeps of the rate.
 const DECREASE: f64 = 0.5;
@@ -39,14 +44,20 @@ const INCREASE: f64 = 0.2;
 /// The arithmetic, without clocks or locks: `now` comes in.
 #[derive(Debug, Clone)]
 pub struct Aimd {
-    /// Requests per second; `None` while no throttle has been seen.
+    /// Requests per second; `None` while the limiter is off.
     rate: Option<f64>,
+    /// The rate at which the limiter turns off again: twice the rate EC2
+    /// last throttled, at most [`MAX_RATE`].
+    ceiling: f64,
     /// Tokens in the bucket, at most one.
     tokens: f64,
     /// When `tokens` was last brought up to date.
     refilled: Instant,
     /// When the rate last changed.
     changed: Instant,
+    /// When a throttle last cut the rate: throttles of requests sent
+    /// before it are answers to the same burst and cut nothing more.
+    cut: Option<Instant>,
     /// Requests sent since `window`, to learn the rate a throttle cut.
     sent: u32,
     window: Instant,
@@ -54,7 +65,16 @@ pub struct Aimd {
 
 impl Aimd {
     pub fn new(now: Instant) -> Aimd {
-        Aimd { rate: None, tokens: 0.0, refilled: now, changed: now, sent: 0, window: now }
+        Aimd {
+            rate: None,
+            ceiling: MAX_RATE,
+            tokens: 0.0,
+            refilled: now,
+            changed: now,
+            cut: None,
+            sent: 0,
+            window: now,
+        }
     }
 
     /// The current rate, if the limiter is on.
@@ -96,15 +116,22 @@ impl Aimd {
         self.sent += 1;
     }
 
-    /// EC2 answered a throttle: halve the rate (on the first throttle, the
-    /// rate just sent, over a second at least) and empty the bucket.
-    pub fn throttled(&mut self, now: Instant) {
+    /// EC2 throttled a request sent at `sent`: halve the rate (on the first
+    /// throttle, the rate just sent, over a second at least and at most
+    /// [`MAX_RATE`]) and empty the bucket — unless the request went out
+    /// before the last cut, which already answered its burst.
+    pub fn throttled(&mut self, now: Instant, sent: Instant) {
+        if self.rate.is_some() && self.cut.is_some_and(|cut| sent < cut) {
+            return;
+        }
         self.refill(now);
         let elapsed = now.saturating_duration_since(self.window).as_secs_f64().max(1.0);
         let measured = f64::from(self.sent.max(1)) / elapsed;
-        let rate = self.rate.unwrap_or(measured);
+        let rate = self.rate.unwrap_or(measured).min(MAX_RATE);
+        self.ceiling = (2.0 * rate).clamp(2.0 * MIN_RATE, MAX_RATE);
         self.rate = Some((rate * DECREASE).max(MIN_RATE));
         self.changed = now;
+        self.cut = Some(now);
         self.tokens = 0.0;
     }
 
@@ -114,18 +141,19 @@ impl Aimd {
         if let Some(rate) = self.rate {
             self.refill(now);
             let rate = rate + INCREASE * now.saturating_duration_since(self.changed).as_secs_f64();
-            self.rate = (rate < MAX_RATE).then_some(rate);
+            self.rate = (rate < self.ceiling).then_some(rate);
             self.changed = now;
         }
     }
 }
 
 /// One limiter, shared by the clients of one EC2 account and region and fed
-/// by the answers of each of their requests.
+/// by the answers of each of their calls.
 #[derive(Debug, Clone)]
 pub struct Limiter {
     aimd: Arc<Mutex<Aimd>>,
-    /// One call's budget (`--aws_timeout`): its waits and retries end then.
+    /// One call's budget (`--aws_timeout`): its waits, retries and answers
+    /// end then.
     budget: Duration,
 }
 
@@ -139,22 +167,23 @@ impl Limiter {
     }
 
     /// Waits for a token, or until `deadline`: then the request goes anyway
-    /// and meets EC2's own answer.
-    pub async fn admit(&self, deadline: Instant) {
+    /// and meets EC2's own answer. Returns when it was let go.
+    pub async fn admit(&self, deadline: Instant) -> Instant {
         loop {
             let now = Instant::now();
-            let Err(wait) = self.with(|aimd| aimd.acquire(now)) else { return };
+            let Err(wait) = self.with(|aimd| aimd.acquire(now)) else { return now };
             if now >= deadline {
                 self.with(|aimd| aimd.sent(now));
-                return;
+                return now;
             }
             tracing::debug!(wait_ms = wait.as_millis() as u64, "EC2 request held back by the rate limiter");
             tokio::time::sleep(wait.min(deadline - now)).await;
         }
     }
 
-    pub fn throttled(&self) {
-        self.with(|aimd| aimd.throttled(Instant::now()));
+    /// EC2 throttled a request let go at `sent`.
+    pub fn throttled(&self, sent: Instant) {
+        self.with(|aimd| aimd.throttled(Instant::now(), sent));
     }
 
     pub fn succeeded(&self) {
@@ -163,28 +192,6 @@ impl Limiter {
 
     pub fn rate(&self) -> Option<f64> {
         self.with(|aimd| aimd.rate())
-    }
-}
-
-impl aws_sdk_ec2::config::Intercept for Limiter {
-    fn name(&self) -> &'static str {
-        "Limiter"
-    }
-
-    fn read_after_deserialization(
-        &self,
-        context: &aws_sdk_ec2::config::interceptors::AfterDeserializationInterceptorContextRef<'_>,
-        _components: &aws_sdk_ec2::config::RuntimeComponents,
-        _cfg: &mut aws_sdk_ec2::config::ConfigBag,
-    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
-        let response = context.response();
-        if response.status().is_success() {
-            self.succeeded();
-        } else if response.status().is_server_error() && response.body().bytes().is_some_and(super::is_throttled_answer)
-        {
-            self.throttled();
-        }
-        Ok(())
     }
 }
 
@@ -223,8 +230,14 @@ impl aws_sdk_ec2::config::retry::ClassifyRetry for Limiter {
 /// Attempts of one call at most, as the SDK's standard retries make.
 const ATTEMPTS: u32 = 4;
 
+/// The wait before the retry of a throttled call, doubled each attempt, so
+/// a retry never goes straight back into an empty bucket even when the
+/// limiter has a token at once.
+const BACKOFF: Duration = Duration::from_millis(200);
+
 /// An env's EC2, each call (and each retry after a throttle) admitted by
-/// the limiter first, all within the call's budget.
+/// the limiter first, all within the call's budget: the limiter holds a
+/// call for half of it at most, so the answer has the other half.
 pub struct Paced {
     pub inner: Arc<dyn Ec2>,
     pub limiter: Limiter,
@@ -236,41 +249,67 @@ fn is_ec2_throttle(e: &Ec2Error) -> bool {
 }
 
 impl Paced {
-    async fn call<'a, T>(&'a self, f: impl Fn() -> BoxFuture<'a, Result<T, Ec2Error>>) -> Result<T, Ec2Error> {
-        let deadline = Instant::now() + self.limiter.budget;
-        let mut attempt = 1;
-        loop {
-            self.limiter.admit(deadline).await;
-            match f().await {
-                // Repeating is safe: a launch repeats its idempotency token.
-                Err(e) if is_ec2_throttle(&e) && attempt < ATTEMPTS && Instant::now() < deadline => {
-                    attempt += 1;
+    async fn call<'a, T>(
+        &'a self,
+        operation: &'static str,
+        f: impl Fn() -> BoxFuture<'a, Result<T, Ec2Error>>,
+    ) -> Result<T, Ec2Error> {
+        let budget = self.limiter.budget;
+        let paced = async {
+            let admit_by = Instant::now() + budget / 2;
+            let mut attempt = 1;
+            loop {
+                let sent = self.limiter.admit(admit_by).await;
+                match f().await {
+                    Ok(answer) => {
+                        self.limiter.succeeded();
+                        return Ok(answer);
+                    }
+                    Err(e) if is_ec2_throttle(&e) => {
+                        self.limiter.throttled(sent);
+                        if attempt >= ATTEMPTS || Instant::now() >= admit_by {
+                            return Err(e);
+                        }
+                        // Repeating is safe: a launch repeats its idempotency token.
+                        tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 1)).await;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
                 }
-                answer => return answer,
             }
-        }
+        };
+        // The SDK's operation timeout starts afresh at each attempt sent
+        // from here: this bounds the call as a whole.
+        tokio::time::timeout(budget, paced).await.unwrap_or_else(|_| {
+            Err(Ec2Error {
+                operation,
+                kind: Ec2ErrorKind::Other,
+                code: None,
+                message: format!("no answer within --aws_timeout ({} s)", budget.as_secs()),
+            })
+        })
     }
 }
 
 impl Ec2 for Paced {
     fn describe_agents<'a>(&'a self, slave_name: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, Ec2Error>> {
-        Box::pin(self.call(move || self.inner.describe_agents(slave_name)))
+        Box::pin(self.call("DescribeInstances", move || self.inner.describe_agents(slave_name)))
     }
 
     fn run_instances<'a>(&'a self, spec: &'a LaunchSpec, count: i32) -> BoxFuture<'a, Result<Vec<String>, Ec2Error>> {
-        Box::pin(self.call(move || self.inner.run_instances(spec, count)))
+        Box::pin(self.call("RunInstances", move || self.inner.run_instances(spec, count)))
     }
 
     fn start<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
-        Box::pin(self.call(move || self.inner.start(ids)))
+        Box::pin(self.call("StartInstances", move || self.inner.start(ids)))
     }
 
     fn stop<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
-        Box::pin(self.call(move || self.inner.stop(ids)))
+        Box::pin(self.call("StopInstances", move || self.inner.stop(ids)))
     }
 
     fn terminate<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
-        Box::pin(self.call(move || self.inner.terminate(ids)))
+        Box::pin(self.call("TerminateInstances", move || self.inner.terminate(ids)))
     }
 
     fn set_delete_on_termination<'a>(
@@ -278,11 +317,11 @@ impl Ec2 for Paced {
         id: &'a str,
         devices: &'a [String],
     ) -> BoxFuture<'a, Result<(), Ec2Error>> {
-        Box::pin(self.call(move || self.inner.set_delete_on_termination(id, devices)))
+        Box::pin(self.call("ModifyInstanceAttribute", move || self.inner.set_delete_on_termination(id, devices)))
     }
 
     fn tag<'a>(&'a self, id: &'a str, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
-        Box::pin(self.call(move || self.inner.tag(id, key, value)))
+        Box::pin(self.call("CreateTags", move || self.inner.tag(id, key, value)))
     }
 }
 
@@ -307,7 +346,7 @@ mod tests {
         for _ in 0..8 {
             assert_eq!(aimd.acquire(Instant::now()), Ok(()));
         }
-        aimd.throttled(Instant::now());
+        aimd.throttled(Instant::now(), Instant::now());
         assert_eq!(aimd.rate(), Some(4.0));
         assert_eq!(aimd.acquire(Instant::now()), Err(Duration::from_millis(250)));
         tokio::time::advance(Duration::from_millis(250)).await;
@@ -320,7 +359,10 @@ mod tests {
         let mut aimd = Aimd::new(Instant::now());
         aimd.acquire(Instant::now()).unwrap();
         for _ in 0..20 {
-            aimd.throttled(Instant::now());
+            // Each throttle answers a request sent after the last cut.
+            tokio::time::advance(Duration::from_secs(2)).await;
+            aimd.sent(Instant::now());
+            aimd.throttled(Instant::now(), Instant::now());
         }
         assert_eq!(aimd.rate(), Some(MIN_RATE));
     }
@@ -329,7 +371,7 @@ mod tests {
     async fn successes_raise_the_rate_with_time_until_the_limiter_turns_off() {
         let mut aimd = Aimd::new(Instant::now());
         aimd.acquire(Instant::now()).unwrap();
-        aimd.throttled(Instant::now());
+        aimd.throttled(Instant::now(), Instant::now());
         assert_eq!(aimd.rate(), Some(MIN_RATE));
         // Many answers at once raise it no more than one.
         for _ in 0..10 {
@@ -353,7 +395,7 @@ mod tests {
         for _ in 0..4 {
             limiter.admit(deadline).await;
         }
-        limiter.throttled();
+        limiter.throttled(Instant::now());
         assert_eq!(limiter.rate(), Some(2.0));
         let start = Instant::now();
         for _ in 0..4 {
@@ -378,7 +420,7 @@ mod tests {
         for _ in 0..4 {
             limiter.admit(deadline).await;
         }
-        limiter.throttled();
+        limiter.throttled(Instant::now());
         let waiting = tokio::spawn({
             let limiter = limiter.clone();
             async move {
@@ -389,7 +431,7 @@ mod tests {
         });
         tokio::task::yield_now().await;
         // Another answer throttled: 2 a second becomes 1.
-        limiter.throttled();
+        limiter.throttled(Instant::now());
         assert_eq!(waiting.await.unwrap(), Duration::from_secs(1));
     }
 
@@ -397,7 +439,7 @@ mod tests {
     async fn no_request_waits_past_its_deadline_however_many_queue() {
         let limiter = Limiter::new(Duration::from_secs(60));
         limiter.admit(Instant::now()).await;
-        limiter.throttled();
+        limiter.throttled(Instant::now());
         assert_eq!(limiter.rate(), Some(MIN_RATE));
         let start = Instant::now();
         let deadline = start + Duration::from_secs(3);
@@ -408,5 +450,157 @@ mod tests {
         }
         waiting.join_all().await;
         assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttles_answering_one_burst_cut_the_rate_once() {
+        let mut aimd = Aimd::new(Instant::now());
+        let burst = Instant::now();
+        for _ in 0..4 {
+            aimd.acquire(burst).unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // All four throttled: four a second sent, halved once.
+        for _ in 0..4 {
+            aimd.throttled(Instant::now(), burst);
+        }
+        assert_eq!(aimd.rate(), Some(2.0));
+        // A request sent after that cut and throttled cuts again.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let later = Instant::now();
+        aimd.acquire(later).unwrap();
+        aimd.throttled(Instant::now(), later);
+        assert_eq!(aimd.rate(), Some(1.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_at_any_speed_starts_at_half_the_maximum_and_stays_on_after_a_success() {
+        let mut aimd = Aimd::new(Instant::now());
+        for _ in 0..100 {
+            aimd.acquire(Instant::now()).unwrap();
+        }
+        aimd.throttled(Instant::now(), Instant::now());
+        assert_eq!(aimd.rate(), Some(MAX_RATE * DECREASE));
+        tokio::time::advance(Duration::from_millis(200)).await;
+        aimd.succeeded(Instant::now());
+        assert!(aimd.rate().is_some(), "a success right after a throttle leaves the limiter on");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limiter_turns_off_at_twice_the_rate_ec2_throttled() {
+        let mut aimd = Aimd::new(Instant::now());
+        for _ in 0..2 {
+            aimd.acquire(Instant::now()).unwrap();
+        }
+        aimd.throttled(Instant::now(), Instant::now());
+        assert_eq!(aimd.rate(), Some(1.0));
+        // 1 + 0.2 a second: 3.8 after 14 s, 4 (twice 2) a second later.
+        tokio::time::advance(Duration::from_secs(14)).await;
+        aimd.succeeded(Instant::now());
+        assert!(aimd.rate().is_some_and(|r| (r - 3.8).abs() < 1e-9), "{:?}", aimd.rate());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        aimd.succeeded(Instant::now());
+        assert_eq!(aimd.rate(), None);
+    }
+
+    /// An EC2 whose RunInstances answers from a script after a delay, and
+    /// notes when each request went out.
+    struct Scripted {
+        answers: Mutex<Vec<Result<Vec<String>, Ec2Error>>>,
+        delay: Duration,
+        sent: Mutex<Vec<Instant>>,
+    }
+
+    fn throttle() -> Ec2Error {
+        Ec2Error {
+            operation: "RunInstances",
+            kind: Ec2ErrorKind::Throttled,
+            code: Some("RequestLimitExceeded".into()),
+            message: "Request limit exceeded.".into(),
+        }
+    }
+
+    impl Ec2 for Scripted {
+        fn describe_agents<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, Ec2Error>> {
+            unreachable!("only launches are scripted")
+        }
+        fn run_instances<'a>(&'a self, _: &'a LaunchSpec, _: i32) -> BoxFuture<'a, Result<Vec<String>, Ec2Error>> {
+            Box::pin(async move {
+                self.sent.lock().unwrap().push(Instant::now());
+                tokio::time::sleep(self.delay).await;
+                self.answers.lock().unwrap().remove(0)
+            })
+        }
+        fn start<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
+            unreachable!("only launches are scripted")
+        }
+        fn stop<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
+            unreachable!("only launches are scripted")
+        }
+        fn terminate<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
+            unreachable!("only launches are scripted")
+        }
+        fn set_delete_on_termination<'a>(&'a self, _: &'a str, _: &'a [String]) -> BoxFuture<'a, Result<(), Ec2Error>> {
+            unreachable!("only launches are scripted")
+        }
+        fn tag<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), Ec2Error>> {
+            unreachable!("only launches are scripted")
+        }
+    }
+
+    fn paced(answers: Vec<Result<Vec<String>, Ec2Error>>, delay: Duration, budget: Duration) -> (Paced, Arc<Scripted>) {
+        let scripted = Arc::new(Scripted { answers: Mutex::new(answers), delay, sent: Mutex::new(Vec::new()) });
+        (Paced { inner: scripted.clone(), limiter: Limiter::new(budget) }, scripted)
+    }
+
+    fn spec() -> LaunchSpec {
+        LaunchSpec {
+            ami: "ami-1".into(),
+            instance_type: "t3.large".into(),
+            subnet: "subnet-1".into(),
+            security_group: "sg-1".into(),
+            instance_profile_arn: String::new(),
+            key_name: "key".into(),
+            spot_price: None,
+            tags: Vec::new(),
+            client_token: "token".into(),
+            root_volume_gb: 8,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_call_is_retried_after_a_backoff_and_its_answer_teaches_the_limiter() {
+        let answers = vec![Err(throttle()), Err(throttle()), Ok(vec!["i-1".to_string()])];
+        let (ec2, scripted) = paced(answers, Duration::ZERO, Duration::from_secs(60));
+        let got = ec2.run_instances(&spec(), 1).await;
+        assert_eq!(got.unwrap(), ["i-1"]);
+        let sent = scripted.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 3);
+        // Never straight back: 200 ms, then 400 ms at least (the limiter at
+        // its minimum rate spaces them further).
+        assert!(sent[1] - sent[0] >= BACKOFF, "{:?}", sent[1] - sent[0]);
+        assert!(sent[2] - sent[1] >= BACKOFF * 2, "{:?}", sent[2] - sent[1]);
+        assert!(ec2.limiter.rate().is_some(), "the throttles turned the limiter on");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_held_by_the_limiter_and_answered_slowly_still_ends_within_its_budget() {
+        let budget = Duration::from_secs(6);
+        let (ec2, scripted) = paced(vec![Ok(vec!["i-1".to_string()])], Duration::from_secs(5), budget);
+        // The limiter at its slowest rate, its bucket empty, a queue ahead.
+        ec2.limiter.admit(Instant::now()).await;
+        ec2.limiter.throttled(Instant::now());
+        for _ in 0..3 {
+            ec2.limiter.admit(Instant::now() + Duration::from_secs(60)).await;
+        }
+        let start = Instant::now();
+        let got = ec2.run_instances(&spec(), 1).await;
+        assert_eq!(start.elapsed(), budget, "the call's whole budget, never more");
+        let e = got.unwrap_err();
+        assert_eq!((e.operation, e.code), ("RunInstances", None), "no answer: {}", e.message);
+        // Held for half the budget at most, so the request did go out.
+        let sent = scripted.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0] - start <= budget / 2);
     }
 }
