@@ -37,9 +37,10 @@ pub const SESSION_NAME: &str = "slave-manager-script";
 /// subnet, see `plan::calls`), at most `--max_parallel_calls` calls per env,
 /// and a burst that still meets an empty bucket slows down: [`limiter`] is
 /// the adaptive mode's equivalent, a rate limiter per account and region
-/// that halves its rate on each throttle, grows it again with time while
-/// EC2 answers, and retries throttled calls itself, all within the call's
-/// `--aws_timeout` (`--no_rate_limiter`: the standard retries alone). A
+/// that halves its rate once per throttled burst, grows it again with time
+/// while EC2 answers, and retries throttled calls itself after a backoff,
+/// all within the call's `--aws_timeout` (`--no_rate_limiter`: the standard
+/// retries alone). A
 /// throttle left after 4 attempts fails that call only, and the next pass
 /// plans its items again.
 pub async fn base_config(fallback_region: &str, timeout: Duration) -> SdkConfig {
