@@ -22,6 +22,9 @@ use crate::periodic::sqs_requests::validate::{self, Policy};
 use crate::tls::CertCheck;
 
 /// The Groovy dump script shipped inside the binary (`--groovy` overrides it).
+/// The longest `--aws_timeout` or `--jenkins_timeout` taken.
+const MAX_TIMEOUT_SECONDS: u64 = 3600;
+
 pub const BUNDLED_GROOVY: &str = include_str!("../jenkins/get_queue_jobs.groovy");
 
 /// Why the flags or environment.json cannot be run with; each names the flag
@@ -354,6 +357,13 @@ impl Config {
         }
         if args.aws_timeout < 3 || args.jenkins_timeout == 0 {
             return Err(flag("--aws_timeout must be at least 3 seconds and --jenkins_timeout at least 1"));
+        }
+        // An hour is past any pass; far larger ones overflow the clock's
+        // arithmetic when a deadline is set.
+        if args.aws_timeout > MAX_TIMEOUT_SECONDS || args.jenkins_timeout > MAX_TIMEOUT_SECONDS {
+            return Err(flag(format!(
+                "--aws_timeout and --jenkins_timeout must be at most {MAX_TIMEOUT_SECONDS} seconds"
+            )));
         }
         if args.max_parallel_calls == 0 {
             return Err(flag("--max_parallel_calls must be at least 1"));

@@ -651,6 +651,19 @@ fn envs_launch_side_by_side_each_within_the_bound_of_calls_in_flight() {
 }
 
 #[test]
+fn a_timeout_beyond_an_hour_is_refused_in_one_line() {
+    let w = World::new(json!([]));
+    for timeout in ["--aws_timeout", "--jenkins_timeout"] {
+        let out = run_with(&w, &["--loop_counter", "1", timeout, "18446744073709551615"]);
+        assert_eq!(out.status.code(), Some(2), "{timeout}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("must be at most 3600 seconds"), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+    assert!(w.proxy.is_none() && w.jenkins.commands().is_empty(), "nothing was called");
+}
+
+#[test]
 fn max_parallel_calls_below_one_is_refused_in_one_line() {
     let w = World::new(json!([]));
     let out = run_with(&w, &["--loop_counter", "1", "--max_parallel_calls", "0"]);

@@ -21,6 +21,7 @@ use aws_sdk_ec2::config::interceptors::InterceptorContext;
 use aws_sdk_ec2::config::retry::RetryAction;
 use aws_smithy_runtime_api::client::retries::classifiers::{RetryClassifierPriority, RetryReason};
 use aws_smithy_types::retry::ErrorKind;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::ec2::{Ec2Error, Ec2ErrorKind, LaunchSpec};
@@ -30,10 +31,15 @@ use crate::world::{BoxFuture, Ec2};
 /// The slowest rate the limiter falls to, a quarter of EC2's slowest
 /// refill (RunInstances, 2 a second): slower would only waste a pass.
 const MIN_RATE: f64 = 0.5;
-/// The limiter never runs faster than this (EC2's describe buckets refill
-/// at 20 a second, its mutating ones at 5 or less), so a throttle at any
-/// speed starts it at half of this at most.
+/// The limiter never runs faster than this (EC2's filtered describes
+/// refill at 20 a second, CreateTags at 10, its other mutating calls at 5,
+/// RunInstances and StartInstances at 2), so a throttle at any speed
+/// starts it at half of this at most.
 const MAX_RATE: f64 = 10.0;
+/// The lowest rate at which the limiter turns off again, RunInstances'
+/// refill: below it, the first answer after a cut to the minimum would
+/// turn the limiter off while the bucket is still empty.
+const MIN_CEILING: f64 = 2.0;
 /// What a throttle keeps of the rate.
 const DECREASE: f64 = 0.5;
 /// What the rate grows by per second of successes (requests per second):
@@ -47,7 +53,7 @@ pub struct Aimd {
     /// Requests per second; `None` while the limiter is off.
     rate: Option<f64>,
     /// The rate at which the limiter turns off again: twice the rate EC2
-    /// last throttled, at most [`MAX_RATE`].
+    /// last throttled, at least [`MIN_CEILING`] and at most [`MAX_RATE`].
     ceiling: f64,
     /// Tokens in the bucket, at most one.
     tokens: f64,
@@ -128,7 +134,7 @@ impl Aimd {
         let elapsed = now.saturating_duration_since(self.window).as_secs_f64().max(1.0);
         let measured = f64::from(self.sent.max(1)) / elapsed;
         let rate = self.rate.unwrap_or(measured).min(MAX_RATE);
-        self.ceiling = (2.0 * rate).clamp(2.0 * MIN_RATE, MAX_RATE);
+        self.ceiling = (2.0 * rate).clamp(MIN_CEILING, MAX_RATE);
         self.rate = Some((rate * DECREASE).max(MIN_RATE));
         self.changed = now;
         self.cut = Some(now);
@@ -152,6 +158,9 @@ impl Aimd {
 #[derive(Debug, Clone)]
 pub struct Limiter {
     aimd: Arc<Mutex<Aimd>>,
+    /// Wakes the waiting requests when an answer raised the rate or turned
+    /// the limiter off, so none sleeps out a wait set at an older rate.
+    woken: Arc<Notify>,
     /// One call's budget (`--aws_timeout`): its waits, retries and answers
     /// end then.
     budget: Duration,
@@ -159,7 +168,7 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(budget: Duration) -> Limiter {
-        Limiter { aimd: Arc::new(Mutex::new(Aimd::new(Instant::now()))), budget }
+        Limiter { aimd: Arc::new(Mutex::new(Aimd::new(Instant::now()))), woken: Arc::new(Notify::new()), budget }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Aimd) -> T) -> T {
@@ -170,6 +179,10 @@ impl Limiter {
     /// and meets EC2's own answer. Returns when it was let go.
     pub async fn admit(&self, deadline: Instant) -> Instant {
         loop {
+            // Listening before asking: a success between the two still wakes.
+            let woken = self.woken.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             let now = Instant::now();
             let Err(wait) = self.with(|aimd| aimd.acquire(now)) else { return now };
             if now >= deadline {
@@ -177,7 +190,10 @@ impl Limiter {
                 return now;
             }
             tracing::debug!(wait_ms = wait.as_millis() as u64, "EC2 request held back by the rate limiter");
-            tokio::time::sleep(wait.min(deadline - now)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait.min(deadline - now)) => {}
+                _ = woken => {}
+            }
         }
     }
 
@@ -187,7 +203,13 @@ impl Limiter {
     }
 
     pub fn succeeded(&self) {
-        self.with(|aimd| aimd.succeeded(Instant::now()));
+        if self.with(|aimd| {
+            let was = aimd.rate();
+            aimd.succeeded(Instant::now());
+            aimd.rate() != was
+        }) {
+            self.woken.notify_waiters();
+        }
     }
 
     pub fn rate(&self) -> Option<f64> {
@@ -602,5 +624,31 @@ mod tests {
         let sent = scripted.sent.lock().unwrap().clone();
         assert_eq!(sent.len(), 1);
         assert!(sent[0] - start <= budget / 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_request_goes_as_soon_as_an_answer_turns_the_limiter_off() {
+        let limiter = Limiter::new(Duration::from_secs(60));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        limiter.admit(deadline).await;
+        limiter.throttled(Instant::now());
+        assert_eq!(limiter.rate(), Some(MIN_RATE));
+        // Ten quiet seconds refill the one token; the next request takes it
+        // and the one after it would wait two seconds at 0.5 a second.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        limiter.admit(deadline).await;
+        let waiting = tokio::spawn({
+            let limiter = limiter.clone();
+            async move {
+                let start = Instant::now();
+                limiter.admit(deadline).await;
+                start.elapsed()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The first request's answer: 0.5 + 0.2 × 10.3 is past the ceiling.
+        limiter.succeeded();
+        assert_eq!(limiter.rate(), None);
+        assert_eq!(waiting.await.unwrap(), Duration::from_millis(300));
     }
 }
