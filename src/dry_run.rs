@@ -45,7 +45,7 @@ impl Row {
 
 /// Observes once and returns what a pass would do, plus notes.
 pub async fn plan(world: &World, plan_config: &PlanConfig) -> (Vec<Row>, Vec<String>) {
-    let obs = observe(world).await;
+    let obs = observe(world, crate::interruption::receive(&world.interruptions)).await;
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for (env, result) in &obs.envs {
@@ -87,6 +87,7 @@ pub async fn plan(world: &World, plan_config: &PlanConfig) -> (Vec<Row>, Vec<Str
     if world.sqs.is_some() {
         notes.push("SQS requests are not polled in a dry run (receiving hides the messages)".into());
     }
+
     (rows, notes)
 }
 
