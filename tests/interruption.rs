@@ -202,3 +202,34 @@ fn a_warning_sent_while_the_manager_naps_is_acted_on_before_the_nap_would_end() 
     assert_eq!(w.events(QUEUE, json!([]))["dev"], 0, "the message was deleted");
     assert_eq!(w.csv("properties_error.csv")["interruption_failed"], 0, "{rest}");
 }
+
+#[test]
+fn check_finds_the_interruption_queue_in_each_env_or_names_the_fix() {
+    let w = World::new(json!([]));
+    w.events(QUEUE, json!([]));
+    let check = |queue: &str| {
+        let mut cmd = w.command();
+        cmd.arg("check")
+            .args(["--url", &w.jenkins.url(), "--id_rsa", "id_rsa", "--jenkins_user", common::USER])
+            .args(["--owner_email", "ops@example.com", "--ami_ids", &w.ami_ids(), "--cli", "ssh"])
+            .args(["--skip_security_group", "--interruption_queue", queue]);
+        common::output(cmd)
+    };
+    let out = check(QUEUE);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    for env in ["dev", "prod"] {
+        let row = format!("{env}: interruption queue {QUEUE}");
+        assert!(table.lines().any(|l| l.starts_with('✔') && l.contains(&row)), "{row}: {table}");
+    }
+
+    let out = check("no-such-queue");
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let failed: Vec<&str> = table.lines().filter(|l| l.starts_with('✘')).collect();
+    assert_eq!(failed.len(), 2, "{table}");
+    for (line, env) in failed.iter().zip(["dev", "prod"]) {
+        assert!(line.contains(&format!("{env}: interruption queue no-such-queue")), "{line}");
+        assert!(line.contains("create the queue"), "{line}");
+    }
+}
