@@ -1,7 +1,8 @@
 //! The envs' interruption queues (`--interruption_queue`): EC2 events that
 //! an EventBridge rule routes to an SQS queue in each env's account and
-//! region, read with the env's assumed role. Observe reads up to 10 per env
-//! and pass, without waiting, alongside the dump and the describes; the
+//! region, read with the env's assumed role. Observe reads each env's queue
+//! without waiting (10 messages, and on while batches come back full, up
+//! to 50), alongside the dump and the describes; the
 //! events become part of the snapshot and the planner decides what they
 //! mean. Between passes the [`Listener`] long-polls the queues, and a warning
 //! or rebalance that arrives ends the nap: the next pass runs at once with
@@ -23,8 +24,11 @@ use crate::aws::sqs::SqsError;
 use crate::model::{EventKind, InstanceEvent, InstanceState};
 use crate::world::{BoxFuture, Queue};
 
-/// Messages read per env and pass: SQS's most for one receive.
+/// Messages asked for in one receive: SQS's most.
 pub const BATCH: i32 = 10;
+/// Receives in a row while each comes back full: at most 50 messages per env
+/// and read.
+pub const MAX_BATCHES: usize = 5;
 /// SQS's longest long poll.
 pub const LONGEST_POLL: Duration = Duration::from_secs(20);
 
@@ -99,32 +103,42 @@ pub async fn receive(queues: &BTreeMap<String, Arc<EventQueue>>) -> Received {
 
 async fn receive_env(env: &str, queue: &EventQueue, wait: Duration) -> Received {
     let mut out = Received::default();
-    let messages = match queue.url().await {
-        Ok(url) => queue.client.receive(url, BATCH, wait).await,
-        Err(e) => Err(e),
-    };
-    let messages = match messages {
-        Ok(messages) => messages,
-        Err(e) => {
-            out.failures.push(format!("{env}: interruption queue {}: {e}", queue.name));
-            out.failed.insert(env.to_string());
-            return out;
-        }
-    };
-    for message in messages {
-        match parse_event(env, &message.body) {
-            Ok(event) => {
-                out.receipts.push((env.to_string(), event.id.clone(), message.receipt));
-                out.events.push(event);
+    let mut wait = wait;
+    // A full batch may mean more waiting (state changes of other instances
+    // can crowd the queue): read on, within a bound.
+    for _ in 0..MAX_BATCHES {
+        let messages = match queue.url().await {
+            Ok(url) => queue.client.receive(url, BATCH, wait).await,
+            Err(e) => Err(e),
+        };
+        let messages = match messages {
+            Ok(messages) => messages,
+            Err(e) => {
+                out.failures.push(format!("{env}: interruption queue {}: {e}", queue.name));
+                out.failed.insert(env.to_string());
+                return out;
             }
-            Err(why) => {
-                tracing::warn!("{env}: interruption queue message {} dropped: {why}", message.id);
-                out.dropped += 1;
-                if let Err(e) = delete_one(queue, &message.receipt).await {
-                    out.failures.push(format!("{env}: interruption queue {}: {e}", queue.name));
+        };
+        let full = messages.len() >= usize::try_from(BATCH).unwrap_or(10);
+        for message in messages {
+            match parse_event(env, &message.body) {
+                Ok(event) => {
+                    out.receipts.push((env.to_string(), event.id.clone(), message.receipt));
+                    out.events.push(event);
+                }
+                Err(why) => {
+                    tracing::warn!("{env}: interruption queue message {} dropped: {why}", message.id);
+                    out.dropped += 1;
+                    if let Err(e) = delete_one(queue, &message.receipt).await {
+                        out.failures.push(format!("{env}: interruption queue {}: {e}", queue.name));
+                    }
                 }
             }
         }
+        if !full {
+            break;
+        }
+        wait = Duration::ZERO;
     }
     out
 }
@@ -134,7 +148,7 @@ async fn receive_env(env: &str, queue: &EventQueue, wait: Duration) -> Received 
 /// pass begins stays out (SQS hides what it received from every other
 /// reader meanwhile, so dropping it would hide those events for the
 /// visibility timeout); that env skips the pass's own read, and the next
-/// nap or the run's last pass collects the poll.
+/// nap, or the run's end, collects the poll.
 #[derive(Default)]
 pub struct Listener {
     polls: JoinSet<(String, Received, bool)>,

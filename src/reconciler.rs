@@ -718,6 +718,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_crowded_queue_is_read_on_while_batches_come_back_full_within_a_bound() {
+        let mut config = passes(1);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        let change = |n: usize| {
+            warning(&format!("e-{n}"), &format!("i-{n}"))
+                .replace("EC2 Spot Instance Interruption Warning", "EC2 Instance State-change Notification")
+                .replace(r#""instance-action":"terminate""#, r#""state":"stopping""#)
+        };
+        for n in 0..25 {
+            s.cloud.send_event("dev", &change(n));
+        }
+        for n in 0..60 {
+            s.cloud.send_event("prod", &change(n));
+        }
+        run(&s.world).await;
+        let receives = |env: &str| s.cloud.calls().iter().filter(|c| c.env == env && c.op == "ReceiveMessage").count();
+        assert_eq!((receives("dev"), s.cloud.events_left("dev")), (3, (0, 0)), "10 + 10 + 5, all handled");
+        assert_eq!((receives("prod"), s.cloud.events_left("prod")), (5, (10, 0)), "5 batches, the rest next pass");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_state_change_mid_nap_waits_for_the_next_pass_and_is_handled_there() {
         let mut config = passes(2);
         config.interruption_queue = Some("ec2-events".into());
