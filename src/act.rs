@@ -528,8 +528,13 @@ async fn launch_in_subnets(
         match client.run_instances(&attempt, count).await {
             Ok(ids) => return Ok(ids),
             Err(e) if e.is_short_in_subnet() => {
-                tracing::warn!("{}: {offering} is short ({e}); skipped for the next 3 minutes", env.name);
-                world.shortages.remember(offering, world.clock.now());
+                // Remembered (and saved) before the next subnet is tried:
+                // see `shortage` on why the token's retries must skip it.
+                let now = world.clock.now();
+                world.shortages.remember(offering.clone(), now, &world.workdir);
+                let until = world.shortages.short_until(&offering, now).unwrap_or(now);
+                let secs = until.duration_since(now).unwrap_or_default().as_secs();
+                tracing::warn!("{}: {offering} is short ({e}); skipped for the next {secs} s", env.name);
                 last = Some(e);
             }
             // Short everywhere at once (the account's spot limit): no
@@ -767,6 +772,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_moved_launch_is_repeated_with_its_token_by_a_run_that_follows_a_kill() {
+        // The launch moved to the second subnet; the run is killed before
+        // its marker (or the answer was lost). The next run, within the
+        // token's window, finds the first subnet with room again: it must
+        // still repeat the moved token, which EC2 answers with the instance
+        // it launched, never launch a second one with the first token.
+        let mut s = three_subnets();
+        let order = subnets_from("token-dev_spot");
+        s.cloud.short_of_room(&order[0], false);
+        act(&s.world, &[create("dev_spot", Pricing::Spot, None, true)], 1).await;
+        std::fs::remove_file(s.world.workdir.join(markers::working_file("job-dev_spot___x"))).unwrap();
+        s.cloud.has_room(&order[0]);
+        s.world.shortages = crate::shortage::Shortages::load(&s.world.workdir, s.world.clock.now());
+        act(&s.world, &[create("dev_spot", Pricing::Spot, None, true)], 1).await;
+        let moved = subnet_token("token-dev_spot", &order[1]);
+        let launches = s.cloud.launches();
+        assert_eq!(launches.len(), 3, "{launches:?}");
+        assert_eq!(launches[2], (moved, order[1].clone()));
+    }
+
+    #[tokio::test]
     async fn a_batch_refused_for_capacity_moves_on_whole_to_the_next_subnet() {
         let s = three_subnets();
         // Three items the planner's spread puts in one subnet: one call.
@@ -816,7 +842,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_short_offering_is_skipped_for_three_minutes_then_tried_again() {
+    async fn a_short_offering_is_skipped_while_held_then_tried_again() {
         let s = three_subnets();
         for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
             s.cloud.short_of_room(subnet, true);
@@ -838,11 +864,12 @@ mod tests {
         assert_eq!(s.cloud.launches().len(), 4);
         assert_eq!(s.cloud.active("dev"), 1);
 
-        // Once the shortage expires the first subnet is asked again.
+        // Once the shortage expires (3 min, or the end of its token window
+        // if later) the first subnet is asked again.
         for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
             s.cloud.has_room(subnet);
         }
-        tokio::time::advance(crate::shortage::SHORTAGE_TTL).await;
+        tokio::time::advance(crate::shortage::SHORTAGE_HELD_MAX).await;
         let acted = act(&s.world, std::slice::from_ref(&spot), 3).await;
         assert_eq!(s.cloud.launches()[4], ("token-dev_spot".to_string(), subnets_from("token-dev_spot")[0].clone()));
         assert_eq!(acted.stats.get(Counter::InstancesCreated), 1);

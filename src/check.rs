@@ -1,7 +1,9 @@
 //! `slave_manager check …` (same flags): a preflight that tells, before the
 //! first cron run, whether the setup works — flags and environment.json, each
-//! env's role and resources, the Jenkins CLI and dump, the SQS queue and the
-//! master's security group. Read-only: it lists and describes, never changes.
+//! env's role and resources (its interruption queue too, when
+//! `--interruption_queue` is given), the Jenkins CLI and dump, the SQS queue
+//! and the master's security group. Read-only: it lists and describes, never
+//! changes.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -194,6 +196,22 @@ async fn env_checks(world: &World, base: &aws_config::SdkConfig, env: &EnvConfig
             format!("{key} not found — import a key pair named {key} in {}", env.region),
         ),
     });
+
+    if let Some(queue) = &world.config.interruption_queue {
+        // Read with the env's role, in its account and region, as a run does.
+        let sqs = aws_sdk_sqs::Client::new(&conf);
+        let what = format!("{name}: interruption queue {queue}");
+        checks.push(match aws::sqs::queue_url(&sqs, queue, &env.account_id).await {
+            Ok(url) => pass(what, url),
+            Err(e) => fail(
+                what,
+                format!(
+                    "{e} — create the queue in {}/{} with its EventBridge rule (docs/operating.md, Spot interruptions), or allow sqs:GetQueueUrl, ReceiveMessage, DeleteMessage and ChangeMessageVisibility on it to the role {role}",
+                    env.account_id, env.region
+                ),
+            ),
+        });
+    }
     checks
 }
 

@@ -1,5 +1,6 @@
 //! `--dry_run`: observe and decide once, print the plan as a table, and touch
-//! nothing — no AWS mutation, no Jenkins build, no marker, no CSV. The dump
+//! nothing — no AWS mutation, no Jenkins build, no marker, no CSV, no queue
+//! read (the build requests' and the interruption events'). The dump
 //! script is told `dry_run=true`, so it reports its idle policy without
 //! marking any node offline.
 
@@ -45,7 +46,9 @@ impl Row {
 
 /// Observes once and returns what a pass would do, plus notes.
 pub async fn plan(world: &World, plan_config: &PlanConfig) -> (Vec<Row>, Vec<String>) {
-    let obs = observe(world).await;
+    // Receiving would hide the events from the real runs for the queue's
+    // visibility timeout (and delete those that are no event).
+    let obs = observe(world, std::future::ready(Default::default())).await;
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for (env, result) in &obs.envs {
@@ -87,6 +90,10 @@ pub async fn plan(world: &World, plan_config: &PlanConfig) -> (Vec<Row>, Vec<Str
     if world.sqs.is_some() {
         notes.push("SQS requests are not polled in a dry run (receiving hides the messages)".into());
     }
+    if !world.interruptions.is_empty() {
+        notes.push("interruption queues are not read in a dry run (receiving hides the events)".into());
+    }
+
     (rows, notes)
 }
 
@@ -110,6 +117,19 @@ pub fn table(rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dry_run_leaves_the_interruption_events_on_their_queues_and_says_so() {
+        let mut config = crate::fake::config(&["dev"]);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = crate::fake::setup(config);
+        s.cloud.send_event("dev", "{}");
+        let plan_config = crate::reconciler::plan_config(&s.world.config.fleet);
+        let (_, notes) = plan(&s.world, &plan_config).await;
+        assert_eq!(s.cloud.events_left("dev"), (1, 0), "not received: the real run sees it at once");
+        assert_eq!(s.cloud.count("ReceiveMessage"), 0);
+        assert!(notes.iter().any(|n| n.contains("interruption queues are not read")), "{notes:?}");
+    }
 
     #[test]
     fn table_aligns_columns() {

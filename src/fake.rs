@@ -93,12 +93,19 @@ pub struct FakeCloud {
     /// Bumped by every EC2 call, as the SDK's interceptor does.
     counter: CallCounter,
     pub clock: Clock,
+    /// Wakes the long polls of the interruption queues when an event is sent.
+    event_sent: Arc<tokio::sync::Notify>,
 }
 
 impl FakeCloud {
     /// An empty cloud on Tokio's clock (paused in the tests that pause it).
     pub fn new() -> FakeCloud {
-        FakeCloud { state: Arc::default(), counter: CallCounter::default(), clock: Clock::tokio() }
+        FakeCloud {
+            state: Arc::default(),
+            counter: CallCounter::default(),
+            clock: Clock::tokio(),
+            event_sent: Arc::default(),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -220,6 +227,7 @@ impl FakeCloud {
         let message =
             Message { id: format!("e-{n}"), receipt: format!("er-{n}"), body: body.to_string(), sender: None };
         state.events.entry(env.to_string()).or_default().0.push(message);
+        self.event_sent.notify_waiters();
     }
 
     /// Messages of `env`'s interruption queue: (waiting, received and not deleted).
@@ -500,7 +508,7 @@ impl Queue for FakeCloud {
         })
     }
 
-    fn receive<'a>(&'a self, url: &'a str, max: i32) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
+    fn receive<'a>(&'a self, url: &'a str, max: i32, _wait: Duration) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
         Box::pin(async move {
             self.call(SQS_ENV, "ReceiveMessage", url).map_err(|_| SqsError::Receive("injected".into()))?;
             let mut state = self.state();
@@ -515,6 +523,16 @@ impl Queue for FakeCloud {
         Box::pin(async move {
             self.call(SQS_ENV, "DeleteMessage", receipt).map_err(|_| SqsError::Delete("injected".into()))?;
             self.state().in_flight.retain(|m| m.receipt != receipt);
+            Ok(())
+        })
+    }
+    fn release<'a>(&'a self, _url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>> {
+        Box::pin(async move {
+            self.call(SQS_ENV, "ChangeMessageVisibility", receipt).map_err(|_| SqsError::Release("injected".into()))?;
+            let mut state = self.state();
+            let back: Vec<Message> = state.in_flight.iter().filter(|m| m.receipt == receipt).cloned().collect();
+            state.in_flight.retain(|m| m.receipt != receipt);
+            state.queued.extend(back);
             Ok(())
         })
     }
@@ -538,15 +556,28 @@ impl Queue for FakeEventQueue {
         })
     }
 
-    fn receive<'a>(&'a self, url: &'a str, max: i32) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
+    fn receive<'a>(&'a self, url: &'a str, max: i32, wait: Duration) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
         Box::pin(async move {
             self.cloud.call(&self.env, "ReceiveMessage", url).map_err(|_| SqsError::Receive("injected".into()))?;
-            let mut state = self.cloud.state();
-            let (queued, in_flight) = state.events.entry(self.env.clone()).or_default();
-            let n = queued.len().min(usize::try_from(max.clamp(1, 10)).unwrap_or(10));
-            let batch: Vec<Message> = queued.drain(..n).collect();
-            in_flight.extend(batch.iter().cloned());
-            Ok(batch)
+            // A long poll, as SQS holds it: whole seconds, until a message comes.
+            let until = tokio::time::Instant::now() + Duration::from_secs(wait.as_secs());
+            loop {
+                let sent = self.cloud.event_sent.notified();
+                {
+                    let mut state = self.cloud.state();
+                    let (queued, in_flight) = state.events.entry(self.env.clone()).or_default();
+                    if !queued.is_empty() || tokio::time::Instant::now() >= until {
+                        let n = queued.len().min(usize::try_from(max.clamp(1, 10)).unwrap_or(10));
+                        let batch: Vec<Message> = queued.drain(..n).collect();
+                        in_flight.extend(batch.iter().cloned());
+                        return Ok(batch);
+                    }
+                }
+                tokio::select! {
+                    _ = sent => {}
+                    _ = tokio::time::sleep_until(until) => {}
+                }
+            }
         })
     }
 
@@ -554,6 +585,18 @@ impl Queue for FakeEventQueue {
         Box::pin(async move {
             self.cloud.call(&self.env, "DeleteMessage", receipt).map_err(|_| SqsError::Delete("injected".into()))?;
             if let Some((_, in_flight)) = self.cloud.state().events.get_mut(&self.env) {
+                in_flight.retain(|m| m.receipt != receipt);
+            }
+            Ok(())
+        })
+    }
+    fn release<'a>(&'a self, _url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>> {
+        Box::pin(async move {
+            self.cloud
+                .call(&self.env, "ChangeMessageVisibility", receipt)
+                .map_err(|_| SqsError::Release("injected".into()))?;
+            if let Some((queued, in_flight)) = self.cloud.state().events.get_mut(&self.env) {
+                queued.extend(in_flight.iter().filter(|m| m.receipt == receipt).cloned());
                 in_flight.retain(|m| m.receipt != receipt);
             }
             Ok(())
@@ -755,7 +798,7 @@ pub fn world(config: Config, cloud: &FakeCloud, jenkins: &Arc<FakeJenkins>, work
             .flat_map(|name| {
                 config.fleet.envs.values().map(|env| {
                     let queue = Arc::new(FakeEventQueue { env: env.name.clone(), cloud: cloud.clone() });
-                    (env.name.clone(), crate::interruption::EventQueue::new(queue, name, &env.account_id))
+                    (env.name.clone(), Arc::new(crate::interruption::EventQueue::new(queue, name, &env.account_id)))
                 })
             })
             .collect(),

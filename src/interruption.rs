@@ -1,14 +1,20 @@
 //! The envs' interruption queues (`--interruption_queue`): EC2 events that
 //! an EventBridge rule routes to an SQS queue in each env's account and
-//! region, read with the env's assumed role. Observe reads up to 10 per env
-//! and pass, without waiting, alongside the dump and the describes; the
+//! region, read with the env's assumed role. Observe reads each env's queue
+//! without waiting (10 messages, and on while batches come back full, up
+//! to 50), alongside the dump and the describes; the
 //! events become part of the snapshot and the planner decides what they
-//! mean. A message is deleted once its pass handled it; one that is no EC2
+//! mean. Between passes the [`Listener`] long-polls the queues, and a warning
+//! or rebalance that arrives ends the nap: the next pass runs at once with
+//! it. A message is deleted once its pass handled it; one that is no EC2
 //! event we know is deleted at once and counted `interruption_dropped`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use aws_sdk_sqs::primitives::{DateTime, DateTimeFormat};
 use serde_json::Value;
@@ -18,8 +24,13 @@ use crate::aws::sqs::SqsError;
 use crate::model::{EventKind, InstanceEvent, InstanceState};
 use crate::world::{BoxFuture, Queue};
 
-/// Messages read per env and pass: SQS's most for one receive.
+/// Messages asked for in one receive: SQS's most.
 pub const BATCH: i32 = 10;
+/// Receives in a row while each comes back full: at most 50 messages per env
+/// and read.
+pub const MAX_BATCHES: usize = 5;
+/// SQS's longest long poll.
+pub const LONGEST_POLL: Duration = Duration::from_secs(20);
 
 /// One env's queue of EC2 events; its URL is looked up once per run.
 pub struct EventQueue {
@@ -50,57 +61,215 @@ pub struct Received {
     pub dropped: u64,
     /// Failed receives and deletes, one line each.
     pub failures: Vec<String>,
+    /// The envs whose receive failed.
+    failed: BTreeSet<String>,
 }
 
-/// Reads every env's queue at once.
-pub async fn receive(queues: &BTreeMap<String, EventQueue>) -> Received {
-    let reads: Vec<BoxFuture<'_, Received>> =
-        queues.iter().map(|(env, queue)| -> BoxFuture<'_, Received> { Box::pin(receive_env(env, queue)) }).collect();
+impl Received {
+    fn extend(&mut self, other: Received) {
+        self.events.extend(other.events);
+        self.receipts.extend(other.receipts);
+        self.dropped += other.dropped;
+        self.failures.extend(other.failures);
+        self.failed.extend(other.failed);
+    }
+
+    /// Whether an event came that a pass should act on now: a warned agent
+    /// has two minutes, and a build can land on it until its node is
+    /// offline. A state change only takes capacity away; it waits for the
+    /// next pass (other instances' churn would otherwise run pass after pass).
+    pub fn urgent(&self) -> bool {
+        self.events.iter().any(|e| matches!(e.kind, EventKind::Warning | EventKind::Rebalance))
+    }
+
+    /// How many messages are held, received and not yet deleted.
+    pub fn held(&self) -> usize {
+        self.receipts.len()
+    }
+}
+
+/// Reads every env's queue at once, without waiting.
+pub async fn receive(queues: &BTreeMap<String, Arc<EventQueue>>) -> Received {
+    let reads: Vec<BoxFuture<'_, Received>> = queues
+        .iter()
+        .map(|(env, queue)| -> BoxFuture<'_, Received> { Box::pin(receive_env(env, queue, Duration::ZERO)) })
+        .collect();
     let mut all = Received::default();
     for one in crate::act::join_all(reads).await {
-        all.events.extend(one.events);
-        all.receipts.extend(one.receipts);
-        all.dropped += one.dropped;
-        all.failures.extend(one.failures);
+        all.extend(one);
     }
     all
 }
 
-async fn receive_env(env: &str, queue: &EventQueue) -> Received {
+async fn receive_env(env: &str, queue: &EventQueue, wait: Duration) -> Received {
     let mut out = Received::default();
-    let messages = match queue.url().await {
-        Ok(url) => queue.client.receive(url, BATCH).await,
-        Err(e) => Err(e),
-    };
-    let messages = match messages {
-        Ok(messages) => messages,
-        Err(e) => {
-            out.failures.push(format!("{env}: interruption queue {}: {e}", queue.name));
-            return out;
-        }
-    };
-    for message in messages {
-        match parse_event(env, &message.body) {
-            Ok(event) => {
-                out.receipts.push((env.to_string(), event.id.clone(), message.receipt));
-                out.events.push(event);
+    let mut wait = wait;
+    // A full batch may mean more waiting (state changes of other instances
+    // can crowd the queue): read on, within a bound.
+    for _ in 0..MAX_BATCHES {
+        let messages = match queue.url().await {
+            Ok(url) => queue.client.receive(url, BATCH, wait).await,
+            Err(e) => Err(e),
+        };
+        let messages = match messages {
+            Ok(messages) => messages,
+            Err(e) => {
+                out.failures.push(format!("{env}: interruption queue {}: {e}", queue.name));
+                out.failed.insert(env.to_string());
+                return out;
             }
-            Err(why) => {
-                tracing::warn!("{env}: interruption queue message {} dropped: {why}", message.id);
-                out.dropped += 1;
-                if let Err(e) = delete_one(queue, &message.receipt).await {
-                    out.failures.push(format!("{env}: interruption queue {}: {e}", queue.name));
+        };
+        let full = messages.len() >= usize::try_from(BATCH).unwrap_or(10);
+        for message in messages {
+            match parse_event(env, &message.body) {
+                Ok(event) => {
+                    out.receipts.push((env.to_string(), event.id.clone(), message.receipt));
+                    out.events.push(event);
+                }
+                Err(why) => {
+                    tracing::warn!("{env}: interruption queue message {} dropped: {why}", message.id);
+                    out.dropped += 1;
+                    if let Err(e) = delete_one(queue, &message.receipt).await {
+                        out.failures.push(format!("{env}: interruption queue {}: {e}", queue.name));
+                    }
                 }
             }
         }
+        if !full {
+            break;
+        }
+        wait = Duration::ZERO;
     }
     out
+}
+
+/// Long polls of the envs' queues while the loop naps, at most one out per
+/// env, and what they brought for the next pass. A poll still out when a
+/// pass begins stays out (SQS hides what it received from every other
+/// reader meanwhile, so dropping it would hide those events for the
+/// visibility timeout); that env skips the pass's own read, and the next
+/// nap, or the run's end, collects the poll.
+#[derive(Default)]
+pub struct Listener {
+    polls: JoinSet<(String, Received, bool)>,
+    /// The env of each poll out.
+    out: HashMap<tokio::task::Id, String>,
+    /// Envs whose last read failed (or answered an empty poll too soon): not
+    /// polled again before the next pass reads them, so a failing queue
+    /// costs a call a pass, never a spin.
+    failing: BTreeSet<String>,
+    /// What finished polls brought, for the next pass.
+    brought: Received,
+}
+
+impl Listener {
+    /// Naps until `until`, long-polling every env's queue meanwhile (each
+    /// poll at most `longest`, and never past `until`); ends early when a
+    /// poll brings an [`urgent`](Received::urgent) event.
+    pub async fn nap(&mut self, queues: &BTreeMap<String, Arc<EventQueue>>, until: Instant, longest: Duration) {
+        loop {
+            // SQS waits whole seconds: poll while one is left, then sleep.
+            let left = until.saturating_duration_since(Instant::now()).min(longest).min(LONGEST_POLL);
+            let wait = Duration::from_secs(left.as_secs());
+            if !wait.is_zero() {
+                for (env, queue) in queues {
+                    if self.failing.contains(env) || self.out.values().any(|e| e == env) {
+                        continue;
+                    }
+                    let (env, queue) = (env.clone(), Arc::clone(queue));
+                    let name = env.clone();
+                    let poll = self.polls.spawn(async move {
+                        let began = Instant::now();
+                        let got = receive_env(&env, &queue, wait).await;
+                        // SQS answers an empty long poll only when its wait is
+                        // over; an endpoint that answers sooner is not polled
+                        // again this nap, so the loop cannot spin on it.
+                        let early = got.held() == 0 && got.dropped == 0 && began.elapsed() < wait;
+                        (env, got, early)
+                    });
+                    self.out.insert(poll.id(), name);
+                }
+            }
+            if self.out.is_empty() {
+                tokio::time::sleep_until(until).await;
+                return;
+            }
+            tokio::select! {
+                Some(done) = self.polls.join_next_with_id() => {
+                    self.finished(done);
+                    if self.brought.urgent() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(until) => return,
+            }
+        }
+    }
+
+    /// What the queues hold for this pass: what polls brought, and a read
+    /// without waiting of every env with no poll out.
+    pub async fn take(&mut self, queues: &BTreeMap<String, Arc<EventQueue>>) -> Received {
+        while let Some(done) = self.polls.try_join_next_with_id() {
+            self.finished(done);
+        }
+        let busy: BTreeSet<&String> = self.out.values().collect();
+        let free: BTreeMap<String, Arc<EventQueue>> =
+            queues.iter().filter(|(env, _)| !busy.contains(env)).map(|(e, q)| (e.clone(), Arc::clone(q))).collect();
+        let read = receive(&free).await;
+        self.failing = read.failed.clone();
+        let mut got = std::mem::take(&mut self.brought);
+        got.extend(read);
+        got
+    }
+
+    /// As the run ends: waits for the polls still out (each ends within the
+    /// nap it began in) and makes what they and earlier polls received, and
+    /// no pass handled, visible again at once for the next run. Returns the
+    /// messages handed back and the failures, one line each.
+    pub async fn settle(&mut self, queues: &BTreeMap<String, Arc<EventQueue>>) -> (usize, Vec<String>) {
+        while let Some(done) = self.polls.join_next_with_id().await {
+            self.finished(done);
+        }
+        let left = std::mem::take(&mut self.brought);
+        let mut failures = left.failures;
+        for (env, _, receipt) in &left.receipts {
+            let Some(queue) = queues.get(env) else { continue };
+            let released = match queue.url().await {
+                Ok(url) => queue.client.release(url, receipt).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = released {
+                failures.push(format!("{env}: interruption queue {}: {e}", queue.name));
+            }
+        }
+        (left.receipts.len(), failures)
+    }
+
+    fn finished(&mut self, done: Result<(tokio::task::Id, (String, Received, bool)), tokio::task::JoinError>) {
+        let (id, got) = match done {
+            Ok((id, (env, got, early))) => {
+                if early {
+                    self.failing.insert(env);
+                }
+                (id, got)
+            }
+            Err(e) => {
+                // A poll that panicked: its env is polled again next time.
+                let env = self.out.remove(&e.id()).unwrap_or_default();
+                self.brought.failures.push(format!("{env}: interruption queue poll failed: {e}"));
+                return;
+            }
+        };
+        self.out.remove(&id);
+        self.failing.extend(got.failed.iter().cloned());
+        self.brought.extend(got);
+    }
 }
 
 /// Deletes the messages of every event, but those the plan `kept` for a
 /// later pass; returns the failures, one line each.
 pub async fn delete_handled(
-    queues: &BTreeMap<String, EventQueue>,
+    queues: &BTreeMap<String, Arc<EventQueue>>,
     received: &Received,
     kept: &[String],
 ) -> Vec<String> {

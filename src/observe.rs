@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::task::JoinSet;
 
-use crate::interruption::{self, Received};
+use crate::interruption::Received;
 use crate::jenkins::dump::{parse_dump, DumpError};
 use crate::jenkins::CliError;
 use crate::markers;
@@ -51,7 +51,9 @@ pub struct Observation {
     pub elapsed: std::time::Duration,
 }
 
-pub async fn observe(world: &World) -> Observation {
+/// Observes the world; `events` reads the interruption queues (or not, in
+/// a dry run).
+pub async fn observe(world: &World, events: impl std::future::Future<Output = Received>) -> Observation {
     let started = Instant::now();
     let cli = Arc::clone(&world.jenkins);
     let mut words = vec!["groovy".to_string(), "=".to_string()];
@@ -80,7 +82,7 @@ pub async fn observe(world: &World) -> Observation {
         envs
     };
     // The events are read alongside: a warning gives two minutes.
-    let (mut envs, events) = tokio::join!(describe_all, interruption::receive(&world.interruptions));
+    let (mut envs, events) = tokio::join!(describe_all, events);
     // A describe task that panicked leaves its env out; say so instead.
     for name in world.ec2.keys() {
         envs.entry(name.clone()).or_insert_with(|| Err("describe task failed".to_string()));

@@ -63,6 +63,8 @@ pub struct Reconciler<'w> {
     /// The queue items in flight, with their phases so far; kept in
     /// `time_to_agent.json` between passes and runs.
     pub in_flight: Tracker,
+    /// Polls the interruption queues between passes.
+    listener: interruption::Listener,
 }
 
 impl<'w> Reconciler<'w> {
@@ -75,6 +77,7 @@ impl<'w> Reconciler<'w> {
             counted_once: BTreeSet::new(),
             began: Instant::now(),
             in_flight: in_flight::load(&world.workdir),
+            listener: interruption::Listener::default(),
         }
     }
 
@@ -91,7 +94,7 @@ impl<'w> Reconciler<'w> {
                     "the run ended on its time bound (--max_minutes {}) after {pass} of {total} passes",
                     max_run.as_secs_f64() / 60.0
                 );
-                return;
+                break;
             }
             tokio::select! {
                 _ = self.pass(pass) => {}
@@ -100,11 +103,31 @@ impl<'w> Reconciler<'w> {
             if pass + 1 < total {
                 // Never sleep past the bound: the run ends on time.
                 let nap = self.world.config.run.pass_interval.min(max_run.saturating_sub(started.elapsed()));
+                // A poll must end within the SDK's attempt timeout.
+                let longest = (config.aws.timeout / 3).saturating_sub(Duration::from_secs(1));
+                let queues = &self.world.interruptions;
                 tokio::select! {
-                    _ = tokio::time::sleep(nap) => {}
+                    _ = self.listener.nap(queues, Instant::now() + nap, longest) => {}
                     _ = &mut shutdown => { tracing::warn!("interrupted after pass {}", pass + 1); return; }
                 }
             }
+        }
+        tokio::select! {
+            _ = self.settle() => {}
+            _ = &mut shutdown => tracing::warn!("interrupted while the interruption polls ended"),
+        }
+    }
+
+    /// Waits for the interruption polls still out as the run ends, and
+    /// hands back to their queues the events no pass took.
+    async fn settle(&mut self) {
+        let (left, failures) = self.listener.settle(&self.world.interruptions).await;
+        for failure in &failures {
+            tracing::error!("{failure}");
+            self.record.stats.add(Counter::InterruptionFailed, 1);
+        }
+        if left > 0 {
+            tracing::info!("{left} interruption event(s) received as the run ended are back on their queues");
         }
     }
 
@@ -115,7 +138,7 @@ impl<'w> Reconciler<'w> {
         let before = self.record.stats.clone();
         let calls_before = self.world.ec2_calls.get();
         let throttled_before = self.world.ec2_calls.throttled();
-        let obs = observe(self.world).await;
+        let obs = observe(self.world, self.listener.take(&self.world.interruptions)).await;
         let usage = cost::observe_usage(&self.plan_config, obs.dump.as_ref().ok(), &obs.envs);
         self.record.run.cost.observe(obs.now, usage);
         // Agents before the queue: an item whose node came online in the
@@ -609,6 +632,170 @@ mod tests {
         assert_eq!(r.record.run.passes.len(), 2);
         assert_eq!(r.record.stats.get(Counter::InterruptionFailed), 1);
         assert_eq!(s.cloud.events_left("dev"), (0, 0), "read and handled (not ours) the next pass");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warning_arriving_mid_nap_takes_the_node_offline_before_the_nap_would_end() {
+        let mut config = passes(2);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        let warned = agent("dev", "i-1", InstanceState::Running, "dev_spot", s.world.clock.now());
+        s.jenkins.add_node(fake::node(&warned, "dev", false, false));
+        s.cloud.add("dev", warned);
+        let cloud = s.cloud.clone();
+        // 2 s into the 5 s nap after the first pass.
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cloud.send_event("dev", &warning("e-1", "i-1"));
+        });
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        let offline: Vec<Vec<String>> = s.jenkins.commands().into_iter().filter(|c| c[0] == "offline-node").collect();
+        assert_eq!(offline.len(), 1, "{offline:?}");
+        let passes = &r.record.run.passes;
+        let second = passes[1].started.duration_since(passes[0].started).unwrap();
+        assert_eq!(second, Duration::from_secs(2), "the second pass ran as the warning came");
+        assert_eq!(s.cloud.events_left("dev"), (0, 0), "handled and deleted");
+        assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_still_out_when_a_warning_ends_the_nap_is_collected_later() {
+        // dev's warning at 2 s ends the nap; prod's poll is still out then
+        // and brings prod's warning at 3 s, which ends the next nap.
+        let mut config = passes(3);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        for (env, id) in [("dev", "i-1"), ("prod", "i-2")] {
+            let warned = agent(env, id, InstanceState::Running, &format!("{env}_spot"), s.world.clock.now());
+            s.jenkins.add_node(fake::node(&warned, env, false, false));
+            s.cloud.add(env, warned);
+        }
+        let cloud = s.cloud.clone();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cloud.send_event("dev", &warning("e-1", "i-1"));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cloud.send_event("prod", &warning("e-2", "i-2"));
+        });
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        let passes = &r.record.run.passes;
+        let at: Vec<u64> =
+            passes.iter().map(|p| p.started.duration_since(passes[0].started).unwrap().as_secs()).collect();
+        assert_eq!(at, [0, 2, 3]);
+        let offline: Vec<String> =
+            s.jenkins.commands().into_iter().filter(|c| c[0] == "offline-node").map(|c| c[1].clone()).collect();
+        assert_eq!(offline, ["dev-10.0.0.1", "prod-10.0.0.2"]);
+        assert_eq!((s.cloud.events_left("dev"), s.cloud.events_left("prod")), ((0, 0), (0, 0)));
+        assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_a_poll_brings_after_the_last_pass_is_handed_back_to_its_queue() {
+        // dev's warning at 2 s ends the nap, and the last pass runs; prod's
+        // poll, still out, brings an event at 3 s that no pass will take.
+        let mut config = passes(2);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        let warned = agent("dev", "i-1", InstanceState::Running, "dev_spot", s.world.clock.now());
+        s.jenkins.add_node(fake::node(&warned, "dev", false, false));
+        s.cloud.add("dev", warned);
+        let cloud = s.cloud.clone();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cloud.send_event("dev", &warning("e-1", "i-1"));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cloud.send_event("prod", &warning("e-2", "i-2"));
+        });
+        let started = tokio::time::Instant::now();
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(3), "the run waited for prod's poll");
+        assert_eq!(s.cloud.events_left("prod"), (1, 0), "visible again for the next run");
+        assert_eq!(s.cloud.events_left("dev"), (0, 0));
+        assert_eq!(r.record.stats.get(Counter::InterruptionFailed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crowded_queue_is_read_on_while_batches_come_back_full_within_a_bound() {
+        let mut config = passes(1);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        let change = |n: usize| {
+            warning(&format!("e-{n}"), &format!("i-{n}"))
+                .replace("EC2 Spot Instance Interruption Warning", "EC2 Instance State-change Notification")
+                .replace(r#""instance-action":"terminate""#, r#""state":"stopping""#)
+        };
+        for n in 0..25 {
+            s.cloud.send_event("dev", &change(n));
+        }
+        for n in 0..60 {
+            s.cloud.send_event("prod", &change(n));
+        }
+        run(&s.world).await;
+        let receives = |env: &str| s.cloud.calls().iter().filter(|c| c.env == env && c.op == "ReceiveMessage").count();
+        assert_eq!((receives("dev"), s.cloud.events_left("dev")), (3, (0, 0)), "10 + 10 + 5, all handled");
+        assert_eq!((receives("prod"), s.cloud.events_left("prod")), (5, (10, 0)), "5 batches, the rest next pass");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_state_change_mid_nap_waits_for_the_next_pass_and_is_handled_there() {
+        let mut config = passes(2);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        let cloud = s.cloud.clone();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let change = warning("e-1", "i-9")
+                .replace("EC2 Spot Instance Interruption Warning", "EC2 Instance State-change Notification")
+                .replace(r#""instance-action":"terminate""#, r#""state":"stopping""#);
+            cloud.send_event("dev", &change);
+        });
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        let passes = &r.record.run.passes;
+        assert_eq!(passes[1].started.duration_since(passes[0].started).unwrap(), Duration::from_secs(5));
+        assert_eq!(s.cloud.events_left("dev"), (0, 0), "received in the nap, deleted by the pass");
+        assert_eq!(r.record.stats.get(Counter::InterruptionDropped), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_queue_is_read_once_a_pass_and_the_naps_keep_their_length() {
+        let mut config = passes(3);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        s.cloud.fail(Some("dev"), "ReceiveMessage", Times::Always, Ec2ErrorKind::Other);
+        let started = tokio::time::Instant::now();
+        let r = run(&s.world).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        let dev_receives = s.cloud.calls().iter().filter(|c| c.env == "dev" && c.op == "ReceiveMessage").count();
+        assert_eq!(dev_receives, 3, "no poll between passes after a failed read");
+        assert_eq!(r.record.stats.get(Counter::InterruptionFailed), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_a_nap_that_polls_the_queues() {
+        let mut config = passes(300);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        let mut r = Reconciler::new(&s.world);
+        let started = tokio::time::Instant::now();
+        r.run(tokio::time::sleep(Duration::from_secs(12))).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(12));
+        assert_eq!(r.record.run.passes.len(), 3, "passes at 0, 5 and 10 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nap_that_polls_the_queues_never_runs_past_the_time_bound() {
+        let mut config = passes(300);
+        config.interruption_queue = Some("ec2-events".into());
+        config.run.max_run = Duration::from_secs(12);
+        let s = setup(config);
+        let started = tokio::time::Instant::now();
+        let r = run(&s.world).await;
+        assert_eq!(r.record.run.passes.len(), 3, "passes at 0, 5 and 10 s");
+        assert_eq!(started.elapsed(), Duration::from_secs(12));
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::aws;
 use crate::aws::ec2::{Ec2Error, LaunchSpec};
@@ -59,9 +59,12 @@ pub trait SecurityGroups: Send + Sync {
 /// The build-request queue.
 pub trait Queue: Send + Sync {
     fn queue_url<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, Result<String, SqsError>>;
-    /// Up to `max` messages, without waiting.
-    fn receive<'a>(&'a self, url: &'a str, max: i32) -> BoxFuture<'a, Result<Vec<Message>, SqsError>>;
+    /// Up to `max` messages; when none is there, waits up to `wait` (whole
+    /// seconds, SQS's long poll) for one.
+    fn receive<'a>(&'a self, url: &'a str, max: i32, wait: Duration) -> BoxFuture<'a, Result<Vec<Message>, SqsError>>;
     fn delete<'a>(&'a self, url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>>;
+    /// Makes a received message visible to other readers again at once.
+    fn release<'a>(&'a self, url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>>;
 }
 
 /// The Jenkins CLI. Blocking (the transports are): callers run it on
@@ -115,7 +118,7 @@ pub struct World {
     /// The build-request queue's region, when SQS is on.
     pub sqs: Option<Arc<dyn Queue>>,
     /// Each env's queue of EC2 events, when `--interruption_queue` is on.
-    pub interruptions: BTreeMap<String, crate::interruption::EventQueue>,
+    pub interruptions: BTreeMap<String, Arc<crate::interruption::EventQueue>>,
     /// EC2 requests sent so far, across envs.
     pub ec2_calls: aws::CallCounter,
     pub clock: Clock,
@@ -143,8 +146,8 @@ impl World {
             if let Some(queue) = &config.interruption_queue {
                 // The env's own role and region: the queue is the env's.
                 let client = Arc::new(aws_sdk_sqs::Client::new(&env_conf)) as Arc<dyn Queue>;
-                interruptions
-                    .insert(name.clone(), crate::interruption::EventQueue::new(client, queue, &env.account_id));
+                let queue = crate::interruption::EventQueue::new(client, queue, &env.account_id);
+                interruptions.insert(name.clone(), Arc::new(queue));
             }
             let mut ec2_conf = aws_sdk_ec2::config::Builder::from(&env_conf)
                 .interceptor(ec2_calls.clone())

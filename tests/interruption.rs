@@ -160,3 +160,76 @@ fn offline_node_is_quoted_for_jenkins_tokenizer() {
         assert_eq!(argv[..3], ["offline-node".to_string(), name.clone(), "-m".to_string()]);
     }
 }
+
+#[test]
+fn a_warning_sent_while_the_manager_naps_is_acted_on_before_the_nap_would_end() {
+    // A 30 s nap between the two passes; the warning comes after the first
+    // pass. moto's SQS holds a long poll until a message arrives.
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let w = World::new(json!([{"env": "dev", "state": "running", "labels": "dev_spot"}]));
+    let node = w.node(0, false, false, 0);
+    w.jenkins.set_state(&json!({"nodes": [node]}));
+    let id = s(&w.agent(0)["instance_id"]);
+    w.events(QUEUE, json!([]));
+    let mut manager = w.manager(&["--loop_counter", "2", "--skip_security_group", "--interruption_queue", QUEUE]);
+    // --aws_timeout 12: polls of at most 3 s, so the run's end waits little.
+    let mut child =
+        manager.args(["--pass_interval", "30", "--aws_timeout", "12"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut log = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("pass 1/2") {
+        line.clear();
+        assert!(log.read_line(&mut line).unwrap() > 0, "the manager ended before its first pass");
+    }
+    let sent = Instant::now();
+    w.events(QUEUE, json!([warning(&w, "e-1", "dev", &id)]));
+    let mut rest = String::new();
+    while !line.contains("offline-node") {
+        line.clear();
+        assert!(log.read_line(&mut line).unwrap() > 0, "no offline-node:\n{rest}");
+        rest.push_str(&line);
+    }
+    let acted = sent.elapsed();
+    std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{rest}");
+    assert!(acted < Duration::from_secs(15), "the run waited out its nap ({acted:?}):\n{rest}");
+    let offline = offline_commands(&w);
+    assert_eq!(offline.len(), 1, "{offline:?}\n{rest}");
+    assert_eq!(offline[0][1], s(&node["slaveName"]));
+    assert_eq!(w.events(QUEUE, json!([]))["dev"], 0, "the message was deleted");
+    assert_eq!(w.csv("properties_error.csv")["interruption_failed"], 0, "{rest}");
+}
+
+#[test]
+fn check_finds_the_interruption_queue_in_each_env_or_names_the_fix() {
+    let w = World::new(json!([]));
+    w.events(QUEUE, json!([]));
+    let check = |queue: &str| {
+        let mut cmd = w.command();
+        cmd.arg("check")
+            .args(["--url", &w.jenkins.url(), "--id_rsa", "id_rsa", "--jenkins_user", common::USER])
+            .args(["--owner_email", "ops@example.com", "--ami_ids", &w.ami_ids(), "--cli", "ssh"])
+            .args(["--skip_security_group", "--interruption_queue", queue]);
+        common::output(cmd)
+    };
+    let out = check(QUEUE);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    for env in ["dev", "prod"] {
+        let row = format!("{env}: interruption queue {QUEUE}");
+        assert!(table.lines().any(|l| l.starts_with('✔') && l.contains(&row)), "{row}: {table}");
+    }
+
+    let out = check("no-such-queue");
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let failed: Vec<&str> = table.lines().filter(|l| l.starts_with('✘')).collect();
+    assert_eq!(failed.len(), 2, "{table}");
+    for (line, env) in failed.iter().zip(["dev", "prod"]) {
+        assert!(line.contains(&format!("{env}: interruption queue no-such-queue")), "{line}");
+        assert!(line.contains("create the queue"), "{line}");
+    }
+}

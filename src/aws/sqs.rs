@@ -1,6 +1,8 @@
 //! The `jenkins-requests` queue: receive a batch, delete each message once
 //! handled. Every failure is returned, never fatal.
 
+use std::time::Duration;
+
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use aws_sdk_sqs::Client;
 
@@ -18,6 +20,8 @@ pub enum SqsError {
     Receive(String),
     #[error("DeleteMessage: {0}")]
     Delete(String),
+    #[error("ChangeMessageVisibility: {0}")]
+    Release(String),
 }
 
 /// One received message.
@@ -38,15 +42,17 @@ pub async fn queue_url(client: &Client, name: &str, owner: &str) -> Result<Strin
     out.queue_url().map(str::to_string).ok_or_else(|| SqsError::NoUrl { queue: name.to_string() })
 }
 
-/// Up to `max` messages (at most 10, SQS's own limit), without waiting,
-/// each with its `SenderId` system attribute.
-pub async fn receive(client: &Client, url: &str, max: i32) -> Result<Vec<Message>, SqsError> {
+/// Up to `max` messages (at most 10, SQS's own limit), each with its
+/// `SenderId` system attribute; when none is there, SQS holds the call up to
+/// `wait` (whole seconds, at most 20) until one comes.
+pub async fn receive(client: &Client, url: &str, max: i32, wait: Duration) -> Result<Vec<Message>, SqsError> {
+    let wait = i32::try_from(wait.as_secs().min(20)).unwrap_or(20);
     let out = client
         .receive_message()
         .queue_url(url)
         .message_system_attribute_names(MessageSystemAttributeName::SenderId)
         .max_number_of_messages(max.clamp(1, 10))
-        .wait_time_seconds(0)
+        .wait_time_seconds(wait)
         .send()
         .await
         .map_err(|e| SqsError::Receive(describe_error(&e)))?;
@@ -75,16 +81,33 @@ pub async fn delete(client: &Client, url: &str, receipt: &str) -> Result<(), Sqs
     Ok(())
 }
 
+/// Visibility timeout 0: the message is on the queue again for the next reader.
+pub async fn release(client: &Client, url: &str, receipt: &str) -> Result<(), SqsError> {
+    client
+        .change_message_visibility()
+        .queue_url(url)
+        .receipt_handle(receipt)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .map_err(|e| SqsError::Release(describe_error(&e)))?;
+    Ok(())
+}
+
 impl crate::world::Queue for Client {
     fn queue_url<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, Result<String, SqsError>> {
         Box::pin(queue_url(self, name, owner))
     }
 
-    fn receive<'a>(&'a self, url: &'a str, max: i32) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
-        Box::pin(receive(self, url, max))
+    fn receive<'a>(&'a self, url: &'a str, max: i32, wait: Duration) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
+        Box::pin(receive(self, url, max, wait))
     }
 
     fn delete<'a>(&'a self, url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>> {
         Box::pin(delete(self, url, receipt))
+    }
+
+    fn release<'a>(&'a self, url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>> {
+        Box::pin(release(self, url, receipt))
     }
 }

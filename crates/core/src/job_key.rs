@@ -9,7 +9,7 @@ use md5::{Digest, Md5};
 pub const MAX_JOB_KEY_BYTES: usize = 236;
 
 /// Seconds in one client-token window; equals the working-marker TTL.
-const CLIENT_TOKEN_WINDOW_SECS: u64 = 300;
+pub const CLIENT_TOKEN_WINDOW_SECS: u64 = 300;
 
 fn md5_hex(bytes: &[u8]) -> String {
     Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -32,6 +32,12 @@ pub fn job_key(job_name: &str, parameters: Option<&str>) -> String {
     }
     key.truncate(end);
     key
+}
+
+/// When the window of the client tokens made at `now_secs` ends (seconds
+/// since the Unix epoch): after it, no launch sends those tokens again.
+pub fn client_token_window_end(now_secs: u64) -> u64 {
+    (now_secs / CLIENT_TOKEN_WINDOW_SECS + 1) * CLIENT_TOKEN_WINDOW_SECS
 }
 
 /// RunInstances idempotency token for one item. It changes every 300 s, the
@@ -135,6 +141,13 @@ mod tests {
         assert_eq!(client_token("dev", "job-000___x", Some(42), 1_700_000_000), expected);
         assert_eq!(expected.len(), 32);
         assert_eq!(client_token("dev", "k", None, 0), md5_hex(b"dev|k|-|0"));
+    }
+
+    #[test]
+    fn a_token_window_ends_on_the_next_multiple_of_300_s() {
+        assert_eq!(client_token_window_end(1_699_999_800), 1_700_000_100);
+        assert_eq!(client_token_window_end(1_700_000_099), 1_700_000_100);
+        assert_eq!(client_token_window_end(1_700_000_100), 1_700_000_400);
     }
 
     #[test]
