@@ -514,9 +514,8 @@ async fn launch_in_subnets(
             az: subnet.az.clone(),
             spot: spec.spot_price.is_some(),
         };
-        let now = world.clock.now();
-        if let Some(until) = world.shortages.short_until(&offering, now) {
-            let left = until.duration_since(now).unwrap_or_default().as_secs();
+        if let Some(left) = world.shortages.short_for(&offering) {
+            let left = left.as_secs();
             tracing::debug!("{}: subnet skipped: {offering} was short, tried again in {left} s", env.name);
             continue;
         }
@@ -529,7 +528,7 @@ async fn launch_in_subnets(
             Ok(ids) => return Ok(ids),
             Err(e) if e.is_short_in_subnet() => {
                 tracing::warn!("{}: {offering} is short ({e}); skipped for the next 3 minutes", env.name);
-                world.shortages.remember(offering, world.clock.now());
+                world.shortages.remember(offering);
                 last = Some(e);
             }
             // Short everywhere at once (the account's spot limit): no
@@ -847,6 +846,27 @@ mod tests {
         assert_eq!(s.cloud.launches()[4], ("token-dev_spot".to_string(), subnets_from("token-dev_spot")[0].clone()));
         assert_eq!(acted.stats.get(Counter::InstancesCreated), 1);
         assert!(s.world.shortages.current(s.world.clock.now()).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_set_back_does_not_lengthen_a_shortage() {
+        let mut s = three_subnets();
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.short_of_room(subnet, true);
+        }
+        let spot = create("dev_spot", Pricing::Spot, None, false);
+        act(&s.world, std::slice::from_ref(&spot), 1).await;
+        assert_eq!(s.cloud.launches().len(), 3);
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.has_room(subnet);
+        }
+        // The wall clock is set back an hour (NTP, an operator) mid-run.
+        let crate::world::Clock::Tokio { wall, at } = s.world.clock else { unreachable!("the fake's clock") };
+        s.world.clock = crate::world::Clock::Tokio { wall: wall - Duration::from_secs(3600), at };
+        tokio::time::advance(crate::shortage::SHORTAGE_TTL).await;
+        let acted = act(&s.world, std::slice::from_ref(&spot), 2).await;
+        assert_eq!(s.cloud.launches().len(), 4, "three minutes on the monotonic clock, not an hour more");
+        assert_eq!(acted.stats.get(Counter::InstancesCreated), 1);
     }
 
     /// The `n`th on-demand create of `env`, for its own item.

@@ -9,12 +9,18 @@
 //! that found a new shortage, so the next run (cron) skips it as well and
 //! `check` can list it. A missing, unreadable or corrupt file is an empty
 //! cache: it only saves calls, it never decides.
+//!
+//! In memory an entry expires on the monotonic clock (Tokio's, paused in
+//! tests): a wall clock set back mid-run must not pin an offering. Only the
+//! file holds wall time, the one clock two runs share.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 /// How long a refused offering is skipped.
 pub const SHORTAGE_TTL: Duration = Duration::from_secs(180);
@@ -44,10 +50,10 @@ impl std::fmt::Display for Offering {
     }
 }
 
-/// The offerings short now, each with when it may be tried again.
+/// The offerings short now, each with when (monotonic) it may be tried again.
 #[derive(Debug, Default)]
 pub struct Shortages {
-    until: Mutex<BTreeMap<Offering, SystemTime>>,
+    until: Mutex<BTreeMap<Offering, Instant>>,
     /// A shortage was found since the file was last written.
     changed: AtomicBool,
 }
@@ -80,13 +86,16 @@ impl Shortages {
         match serde_json::from_slice::<Vec<Saved>>(&bytes) {
             Ok(saved) => {
                 let mut until = shortages.lock();
+                let monotonic = Instant::now();
                 for s in saved {
                     // A time past what SystemTime holds is corrupt, not a panic.
                     let Some(at) = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s.until)) else { continue };
                     // Never longer than a fresh shortage: a clock set back
                     // must not pin an offering.
-                    if at > now {
-                        until.insert(s.offering, at.min(now + SHORTAGE_TTL));
+                    if let Ok(left) = at.duration_since(now) {
+                        if !left.is_zero() {
+                            until.insert(s.offering, monotonic + left.min(SHORTAGE_TTL));
+                        }
                     }
                 }
             }
@@ -96,7 +105,8 @@ impl Shortages {
     }
 
     /// Writes the current shortages to `dir` if one was found since the
-    /// last write.
+    /// last write, each with when it may be tried again on the wall clock
+    /// at `now`.
     pub fn save_if_changed(&self, dir: &Path, now: SystemTime) {
         if !self.changed.swap(false, Ordering::Relaxed) {
             return;
@@ -117,25 +127,28 @@ impl Shortages {
         }
     }
 
-    /// EC2 refused `offering` at `now`: skip it for [`SHORTAGE_TTL`].
-    pub fn remember(&self, offering: Offering, now: SystemTime) {
-        self.lock().insert(offering, now + SHORTAGE_TTL);
+    /// EC2 refused `offering` just now: skip it for [`SHORTAGE_TTL`].
+    pub fn remember(&self, offering: Offering) {
+        self.lock().insert(offering, Instant::now() + SHORTAGE_TTL);
         self.changed.store(true, Ordering::Relaxed);
     }
 
-    /// Until when `offering` is skipped, if it is short at `now`.
-    pub fn short_until(&self, offering: &Offering, now: SystemTime) -> Option<SystemTime> {
-        self.lock().get(offering).copied().filter(|until| *until > now)
+    /// How long `offering` is still skipped, if it is short.
+    pub fn short_for(&self, offering: &Offering) -> Option<Duration> {
+        let now = Instant::now();
+        self.lock().get(offering).copied().filter(|until| *until > now).map(|until| until - now)
     }
 
-    /// The offerings short at `now`, with when each may be tried again.
+    /// The offerings short now, with when each may be tried again on the
+    /// wall clock that reads `now`.
     pub fn current(&self, now: SystemTime) -> Vec<(Offering, SystemTime)> {
+        let monotonic = Instant::now();
         let mut until = self.lock();
-        until.retain(|_, until| *until > now);
-        until.iter().map(|(o, u)| (o.clone(), *u)).collect()
+        until.retain(|_, until| *until > monotonic);
+        until.iter().map(|(o, u)| (o.clone(), now + (*u - monotonic))).collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Offering, SystemTime>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Offering, Instant>> {
         // A panic elsewhere while holding it leaves a usable map.
         self.until.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -155,39 +168,63 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_shortage_is_remembered_for_three_minutes_for_its_offering_only() {
+    #[tokio::test(start_paused = true)]
+    async fn a_shortage_is_remembered_for_three_minutes_for_its_offering_only() {
         let shortages = Shortages::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        shortages.remember(offering("subnet-a", true), t0);
-        let short = |subnet, spot, at| shortages.short_until(&offering(subnet, spot), at).is_some();
-        assert!(short("subnet-a", true, t0 + Duration::from_secs(179)));
-        assert!(!short("subnet-a", false, t0), "on-demand is another offering");
-        assert!(!short("subnet-b", true, t0), "another subnet is another offering");
-        assert!(!short("subnet-a", true, t0 + SHORTAGE_TTL), "expired");
-        assert_eq!(shortages.current(t0).len(), 1);
-        assert!(shortages.current(t0 + SHORTAGE_TTL).is_empty());
+        shortages.remember(offering("subnet-a", true));
+        let short = |subnet, spot| shortages.short_for(&offering(subnet, spot)).is_some();
+        tokio::time::advance(Duration::from_secs(179)).await;
+        assert!(short("subnet-a", true));
+        assert!(!short("subnet-a", false), "on-demand is another offering");
+        assert!(!short("subnet-b", true), "another subnet is another offering");
+        assert_eq!(shortages.current(t0), [(offering("subnet-a", true), t0 + Duration::from_secs(1))]);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!short("subnet-a", true), "expired");
+        assert!(shortages.current(t0).is_empty());
     }
 
-    #[test]
-    fn shortages_saved_by_one_run_are_skipped_by_the_next_until_they_expire() {
+    #[tokio::test(start_paused = true)]
+    async fn a_shortage_expires_on_the_monotonic_clock_whatever_the_wall_clock_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let shortages = Shortages::default();
+        shortages.remember(offering("subnet-a", true));
+        // The wall clock set back an hour: shown and saved from that clock,
+        // still three minutes long.
+        let back = t0 - Duration::from_secs(3600);
+        assert_eq!(shortages.current(back), [(offering("subnet-a", true), back + SHORTAGE_TTL)]);
+        shortages.save_if_changed(dir.path(), back);
+        let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(FILE)).unwrap()).unwrap();
+        let back_secs = back.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(saved[0]["until"], back_secs + SHORTAGE_TTL.as_secs(), "the file holds wall time");
+        tokio::time::advance(SHORTAGE_TTL).await;
+        assert!(shortages.short_for(&offering("subnet-a", true)).is_none());
+        assert!(shortages.current(back).is_empty(), "expired, whatever the wall clock says");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shortages_saved_by_one_run_are_skipped_by_the_next_until_they_expire() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let first = Shortages::default();
         first.save_if_changed(dir.path(), t0);
         assert!(!dir.path().join(FILE).exists(), "no shortage, no file");
-        first.remember(offering("subnet-a", true), t0);
+        first.remember(offering("subnet-a", true));
         first.save_if_changed(dir.path(), t0);
 
         let next = Shortages::load(dir.path(), t0 + Duration::from_secs(60));
-        assert!(next.short_until(&offering("subnet-a", true), t0 + Duration::from_secs(60)).is_some());
+        assert_eq!(next.short_for(&offering("subnet-a", true)), Some(Duration::from_secs(120)));
         assert!(Shortages::load(dir.path(), t0 + SHORTAGE_TTL).current(t0 + SHORTAGE_TTL).is_empty(), "expired");
+        // Saved by a clock far ahead of this one: never longer than a fresh shortage.
+        let behind = Shortages::load(dir.path(), t0 - Duration::from_secs(3600));
+        assert_eq!(behind.short_for(&offering("subnet-a", true)), Some(SHORTAGE_TTL));
 
         std::fs::write(dir.path().join(FILE), "{not json").unwrap();
         assert!(Shortages::load(dir.path(), t0).current(t0).is_empty(), "corrupt: ignored");
 
         // A time no clock can hold: ignored, never a panic in every run.
-        first.remember(offering("subnet-b", true), t0);
+        first.remember(offering("subnet-b", true));
         first.save_if_changed(dir.path(), t0);
         let mut saved: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join(FILE)).unwrap()).unwrap();
