@@ -28,7 +28,7 @@ use crate::plan::calls::{env_calls, launch_token, subnet_index, subnet_token, Ca
 use crate::plan::Action;
 use crate::record::stats::Stats;
 use crate::record::ActionRecord;
-use crate::shortage::Offering;
+use crate::shortage::{Offering, Refusal};
 use crate::world::{BoxFuture, Ec2, World};
 
 pub use crate::model::KEY_NAME;
@@ -477,6 +477,9 @@ enum Shortfall {
     /// EC2 has no room for it in any subnet (each refused it now, or lately
     /// and is skipped); EC2's last answer, if a call was made.
     Short(Option<Ec2Error>),
+    /// As `Short`, but in some subnet the spot price is over the bid: the
+    /// bid is a ceiling, so `--spot_fallback` does not pay around it.
+    OverBid(Option<Ec2Error>),
     /// Any other failure: the other subnets are not tried.
     Failed(Ec2Error),
 }
@@ -484,16 +487,16 @@ enum Shortfall {
 impl From<Shortfall> for ActError {
     fn from(shortfall: Shortfall) -> ActError {
         match shortfall {
-            Shortfall::Short(Some(e)) | Shortfall::Failed(e) => ActError::Ec2(e),
-            Shortfall::Short(None) => ActError::AllShort,
+            Shortfall::Short(Some(e)) | Shortfall::OverBid(Some(e)) | Shortfall::Failed(e) => ActError::Ec2(e),
+            Shortfall::Short(None) | Shortfall::OverBid(None) => ActError::AllShort,
         }
     }
 }
 
 /// One RunInstances of `spec` in the env's subnet `first`; refused there
-/// for want of capacity, one in each other subnet in turn (another AZ may
-/// have room), skipping the offerings short lately. A shortage is
-/// remembered for the next passes.
+/// for want of capacity or over the spot bid, one in each other subnet in
+/// turn (another AZ may have room, or a lower spot price), skipping the
+/// offerings short lately. A shortage is remembered for the next passes.
 async fn launch_in_subnets(
     world: &World,
     client: &dyn Ec2,
@@ -504,6 +507,7 @@ async fn launch_in_subnets(
 ) -> Result<Vec<String>, Shortfall> {
     let subnets = env.subnets.len().max(1);
     let mut last = None;
+    let mut over_bid = false;
     for n in 0..subnets {
         let at = (first + n) % subnets;
         let Some(subnet) = env.subnets.get(at) else { continue };
@@ -514,8 +518,9 @@ async fn launch_in_subnets(
             az: subnet.az.clone(),
             spot: spec.spot_price.is_some(),
         };
-        if let Some(left) = world.shortages.short_for(&offering) {
-            let left = left.as_secs();
+        if let Some(short) = world.shortages.short(&offering) {
+            over_bid |= short.why == Refusal::OverBid;
+            let left = short.left.as_secs();
             tracing::debug!("{}: subnet skipped: {offering} was short, tried again in {left} s", env.name);
             continue;
         }
@@ -526,9 +531,11 @@ async fn launch_in_subnets(
         }
         match client.run_instances(&attempt, count).await {
             Ok(ids) => return Ok(ids),
-            Err(e) if e.is_short_in_subnet() => {
+            Err(e) if e.is_short_in_subnet() || (offering.spot && e.is_over_bid()) => {
                 tracing::warn!("{}: {offering} is short ({e}); skipped for the next 3 minutes", env.name);
-                world.shortages.remember(offering);
+                let why = if e.is_over_bid() { Refusal::OverBid } else { Refusal::NoRoom };
+                over_bid |= why == Refusal::OverBid;
+                world.shortages.remember(offering, why);
                 last = Some(e);
             }
             // Short everywhere at once (the account's spot limit): no
@@ -537,7 +544,7 @@ async fn launch_in_subnets(
             Err(e) => return Err(Shortfall::Failed(e)),
         }
     }
-    Err(Shortfall::Short(last))
+    Err(if over_bid { Shortfall::OverBid(last) } else { Shortfall::Short(last) })
 }
 
 /// The launch of agents for `label` (SPEC A5 step 2, tagged at launch) in
@@ -846,6 +853,47 @@ mod tests {
         assert_eq!(s.cloud.launches()[4], ("token-dev_spot".to_string(), subnets_from("token-dev_spot")[0].clone()));
         assert_eq!(acted.stats.get(Counter::InstancesCreated), 1);
         assert!(s.world.shortages.current(s.world.clock.now()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_spot_price_over_the_bid_moves_to_the_next_subnet_at_the_same_bid_and_never_on_demand() {
+        let s = three_subnets();
+        let order = subnets_from("token-dev_spot");
+        // Spot prices are per type and AZ: the first AZ is over the bid.
+        s.cloud.refuse_launches(&order[0], true, "SpotMaxPriceTooLow");
+        let acted = act(&s.world, &[create("dev_spot", Pricing::Spot, None, true)], 1).await;
+        let subnets: Vec<String> = s.cloud.launches().into_iter().map(|(_, subnet)| subnet).collect();
+        assert_eq!(subnets, order[..2]);
+        let agents = s.cloud.instances("dev");
+        assert_eq!(agents.len(), 1);
+        assert!(agents[0].spot, "the same bid in another AZ");
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 0);
+        let short: Vec<String> =
+            s.world.shortages.current(s.world.clock.now()).iter().map(|(o, _)| o.subnet.clone()).collect();
+        assert_eq!(short, [order[0].clone()], "remembered like a shortage");
+
+        // Over the bid in every AZ: no on-demand launch pays around it,
+        // in this pass nor in the next, which asks EC2 nothing.
+        let s = three_subnets();
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.refuse_launches(subnet, true, "SpotMaxPriceTooLow");
+        }
+        let spot = create("dev_spot", Pricing::Spot, None, true);
+        let acted = act(&s.world, std::slice::from_ref(&spot), 1).await;
+        assert_eq!(s.cloud.launches().len(), 3, "each subnet once, no fallback");
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 1);
+        act(&s.world, std::slice::from_ref(&spot), 2).await;
+        assert_eq!(s.cloud.launches().len(), 3, "skipped, and still no fallback");
+        assert_eq!(s.cloud.active("dev"), 0);
+
+        // One AZ over the bid, the others short of room: still no fallback.
+        let s = three_subnets();
+        s.cloud.refuse_launches(&order[0], true, "SpotMaxPriceTooLow");
+        s.cloud.short_of_room(&order[1], true);
+        s.cloud.short_of_room(&order[2], true);
+        act(&s.world, std::slice::from_ref(&spot), 1).await;
+        assert_eq!(s.cloud.launches().len(), 3);
+        assert_eq!(s.cloud.active("dev"), 0);
     }
 
     #[tokio::test(start_paused = true)]

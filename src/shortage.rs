@@ -50,10 +50,37 @@ impl std::fmt::Display for Offering {
     }
 }
 
-/// The offerings short now, each with when (monotonic) it may be tried again.
+/// Why EC2 refused an offering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// No room for it there now.
+    #[default]
+    NoRoom,
+    /// The spot price there is above `--max_spot_price` (`SpotMaxPriceTooLow`):
+    /// the bid is a ceiling, so no on-demand launch stands in for it.
+    OverBid,
+}
+
+/// An offering skipped now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Short {
+    /// How long until it may be tried again.
+    pub left: Duration,
+    pub why: Refusal,
+}
+
+/// When (monotonic) an offering may be tried again, and why it is skipped.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    until: Instant,
+    why: Refusal,
+}
+
+/// The offerings short now, each with when it may be tried again.
 #[derive(Debug, Default)]
 pub struct Shortages {
-    until: Mutex<BTreeMap<Offering, Instant>>,
+    until: Mutex<BTreeMap<Offering, Entry>>,
     /// A shortage was found since the file was last written.
     changed: AtomicBool,
 }
@@ -65,6 +92,9 @@ struct Saved {
     offering: Offering,
     /// Seconds since the Unix epoch.
     until: u64,
+    /// Absent from a file of a version that knew no other reason.
+    #[serde(default)]
+    why: Refusal,
 }
 
 impl Shortages {
@@ -94,7 +124,8 @@ impl Shortages {
                     // must not pin an offering.
                     if let Ok(left) = at.duration_since(now) {
                         if !left.is_zero() {
-                            until.insert(s.offering, monotonic + left.min(SHORTAGE_TTL));
+                            let entry = Entry { until: monotonic + left.min(SHORTAGE_TTL), why: s.why };
+                            until.insert(s.offering, entry);
                         }
                     }
                 }
@@ -112,11 +143,12 @@ impl Shortages {
             return;
         }
         let saved: Vec<Saved> = self
-            .current(now)
+            .entries(now)
             .into_iter()
-            .map(|(offering, until)| Saved {
+            .map(|(offering, until, why)| Saved {
                 offering,
                 until: until.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                why,
             })
             .collect();
         let result = serde_json::to_vec_pretty(&saved)
@@ -128,27 +160,32 @@ impl Shortages {
     }
 
     /// EC2 refused `offering` just now: skip it for [`SHORTAGE_TTL`].
-    pub fn remember(&self, offering: Offering) {
-        self.lock().insert(offering, Instant::now() + SHORTAGE_TTL);
+    pub fn remember(&self, offering: Offering, why: Refusal) {
+        self.lock().insert(offering, Entry { until: Instant::now() + SHORTAGE_TTL, why });
         self.changed.store(true, Ordering::Relaxed);
     }
 
-    /// How long `offering` is still skipped, if it is short.
-    pub fn short_for(&self, offering: &Offering) -> Option<Duration> {
+    /// How long `offering` is still skipped and why, if it is short.
+    pub fn short(&self, offering: &Offering) -> Option<Short> {
         let now = Instant::now();
-        self.lock().get(offering).copied().filter(|until| *until > now).map(|until| until - now)
+        let entry = self.lock().get(offering).copied().filter(|e| e.until > now)?;
+        Some(Short { left: entry.until - now, why: entry.why })
     }
 
     /// The offerings short now, with when each may be tried again on the
     /// wall clock that reads `now`.
     pub fn current(&self, now: SystemTime) -> Vec<(Offering, SystemTime)> {
-        let monotonic = Instant::now();
-        let mut until = self.lock();
-        until.retain(|_, until| *until > monotonic);
-        until.iter().map(|(o, u)| (o.clone(), now + (*u - monotonic))).collect()
+        self.entries(now).into_iter().map(|(offering, until, _)| (offering, until)).collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Offering, Instant>> {
+    fn entries(&self, now: SystemTime) -> Vec<(Offering, SystemTime, Refusal)> {
+        let monotonic = Instant::now();
+        let mut until = self.lock();
+        until.retain(|_, e| e.until > monotonic);
+        until.iter().map(|(o, e)| (o.clone(), now + (e.until - monotonic), e.why)).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Offering, Entry>> {
         // A panic elsewhere while holding it leaves a usable map.
         self.until.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -172,8 +209,8 @@ mod tests {
     async fn a_shortage_is_remembered_for_three_minutes_for_its_offering_only() {
         let shortages = Shortages::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        shortages.remember(offering("subnet-a", true));
-        let short = |subnet, spot| shortages.short_for(&offering(subnet, spot)).is_some();
+        shortages.remember(offering("subnet-a", true), Refusal::NoRoom);
+        let short = |subnet, spot| shortages.short(&offering(subnet, spot)).is_some();
         tokio::time::advance(Duration::from_secs(179)).await;
         assert!(short("subnet-a", true));
         assert!(!short("subnet-a", false), "on-demand is another offering");
@@ -189,7 +226,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let shortages = Shortages::default();
-        shortages.remember(offering("subnet-a", true));
+        shortages.remember(offering("subnet-a", true), Refusal::NoRoom);
         // The wall clock set back an hour: shown and saved from that clock,
         // still three minutes long.
         let back = t0 - Duration::from_secs(3600);
@@ -199,7 +236,7 @@ mod tests {
         let back_secs = back.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
         assert_eq!(saved[0]["until"], back_secs + SHORTAGE_TTL.as_secs(), "the file holds wall time");
         tokio::time::advance(SHORTAGE_TTL).await;
-        assert!(shortages.short_for(&offering("subnet-a", true)).is_none());
+        assert!(shortages.short(&offering("subnet-a", true)).is_none());
         assert!(shortages.current(back).is_empty(), "expired, whatever the wall clock says");
     }
 
@@ -210,21 +247,27 @@ mod tests {
         let first = Shortages::default();
         first.save_if_changed(dir.path(), t0);
         assert!(!dir.path().join(FILE).exists(), "no shortage, no file");
-        first.remember(offering("subnet-a", true));
+        first.remember(offering("subnet-a", true), Refusal::NoRoom);
         first.save_if_changed(dir.path(), t0);
 
         let next = Shortages::load(dir.path(), t0 + Duration::from_secs(60));
-        assert_eq!(next.short_for(&offering("subnet-a", true)), Some(Duration::from_secs(120)));
+        assert_eq!(next.short(&offering("subnet-a", true)).map(|s| s.left), Some(Duration::from_secs(120)));
         assert!(Shortages::load(dir.path(), t0 + SHORTAGE_TTL).current(t0 + SHORTAGE_TTL).is_empty(), "expired");
         // Saved by a clock far ahead of this one: never longer than a fresh shortage.
         let behind = Shortages::load(dir.path(), t0 - Duration::from_secs(3600));
-        assert_eq!(behind.short_for(&offering("subnet-a", true)), Some(SHORTAGE_TTL));
+        assert_eq!(behind.short(&offering("subnet-a", true)).map(|s| s.left), Some(SHORTAGE_TTL));
+        // A spot price over the bid stays one for the next run: still no fallback.
+        first.remember(offering("subnet-c", true), Refusal::OverBid);
+        first.save_if_changed(dir.path(), t0);
+        let next = Shortages::load(dir.path(), t0);
+        assert_eq!(next.short(&offering("subnet-c", true)).map(|s| s.why), Some(Refusal::OverBid));
+        assert_eq!(next.short(&offering("subnet-a", true)).map(|s| s.why), Some(Refusal::NoRoom));
 
         std::fs::write(dir.path().join(FILE), "{not json").unwrap();
         assert!(Shortages::load(dir.path(), t0).current(t0).is_empty(), "corrupt: ignored");
 
         // A time no clock can hold: ignored, never a panic in every run.
-        first.remember(offering("subnet-b", true));
+        first.remember(offering("subnet-b", true), Refusal::NoRoom);
         first.save_if_changed(dir.path(), t0);
         let mut saved: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join(FILE)).unwrap()).unwrap();

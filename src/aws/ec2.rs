@@ -89,6 +89,13 @@ impl Ec2Error {
         )
     }
 
+    /// The spot price of the type in the subnet's AZ is above our bid
+    /// (`SpotMaxPriceTooLow`). Spot prices are per type and AZ: another
+    /// subnet may take the same bid.
+    pub fn is_over_bid(&self) -> bool {
+        self.code.as_deref() == Some("SpotMaxPriceTooLow")
+    }
+
     /// EC2 refused a call on a list of instances with an answer that may be
     /// about one of them — an unknown id, one in the wrong state, one under
     /// termination protection (`OperationNotPermitted`), one the role's tag
