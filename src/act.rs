@@ -505,19 +505,23 @@ async fn launch_in_subnets(
     first: usize,
     count: i32,
 ) -> Result<Vec<String>, Shortfall> {
+    let spot = spec.spot_price.is_some();
+    let account = Offering::account(&env.name, spot);
+    if let Some(short) = world.shortages.short(&account) {
+        tracing::debug!(
+            "{}: launch skipped: {account} was refused, tried again in {} s",
+            env.name,
+            short.left.as_secs()
+        );
+        return Err(Shortfall::Short(None));
+    }
     let subnets = env.subnets.len().max(1);
     let mut last = None;
     let mut over_bid = false;
     for n in 0..subnets {
         let at = (first + n) % subnets;
         let Some(subnet) = env.subnets.get(at) else { continue };
-        let offering = Offering {
-            env: env.name.clone(),
-            instance_type: spec.instance_type.clone(),
-            subnet: subnet.id.clone(),
-            az: subnet.az.clone(),
-            spot: spec.spot_price.is_some(),
-        };
+        let offering = Offering::in_subnet(&env.name, &spec.instance_type, &subnet.id, &subnet.az, spot);
         if let Some(short) = world.shortages.short(&offering) {
             over_bid |= short.why == Refusal::OverBid;
             let left = short.left.as_secs();
@@ -538,9 +542,12 @@ async fn launch_in_subnets(
                 world.shortages.remember(offering, why);
                 last = Some(e);
             }
-            // Short everywhere at once (the account's spot limit): no
-            // other subnet helps.
-            Err(e) if e.is_capacity_shortage() => return Err(Shortfall::Short(Some(e))),
+            // Short everywhere at once: no other subnet or type helps.
+            Err(e) if e.is_account_limit() => {
+                tracing::warn!("{}: {account} is refused ({e}); skipped for the next 3 minutes", env.name);
+                world.shortages.remember(account, Refusal::NoRoom);
+                return Err(if over_bid { Shortfall::OverBid(Some(e)) } else { Shortfall::Short(Some(e)) });
+            }
             Err(e) => return Err(Shortfall::Failed(e)),
         }
     }
@@ -830,8 +837,13 @@ mod tests {
         let spot = create("dev_spot", Pricing::Spot, None, false);
         act(&s.world, std::slice::from_ref(&spot), 1).await;
         assert_eq!(s.cloud.launches().len(), 3);
-        let short: Vec<String> =
-            s.world.shortages.current(s.world.clock.now()).iter().map(|(o, _)| o.subnet.clone()).collect();
+        let short: Vec<String> = s
+            .world
+            .shortages
+            .current(s.world.clock.now())
+            .iter()
+            .map(|(o, _)| o.place.as_ref().unwrap().subnet.clone())
+            .collect();
         assert_eq!(short, ["subnet-a", "subnet-b", "subnet-c"]);
 
         // The next pass asks EC2 nothing; the item waits, no failure.
@@ -868,8 +880,13 @@ mod tests {
         assert_eq!(agents.len(), 1);
         assert!(agents[0].spot, "the same bid in another AZ");
         assert_eq!(acted.stats.get(Counter::ActionFailed), 0);
-        let short: Vec<String> =
-            s.world.shortages.current(s.world.clock.now()).iter().map(|(o, _)| o.subnet.clone()).collect();
+        let short: Vec<String> = s
+            .world
+            .shortages
+            .current(s.world.clock.now())
+            .iter()
+            .map(|(o, _)| o.place.as_ref().unwrap().subnet.clone())
+            .collect();
         assert_eq!(short, [order[0].clone()], "remembered like a shortage");
 
         // Over the bid in every AZ: no on-demand launch pays around it,
@@ -894,6 +911,71 @@ mod tests {
         act(&s.world, std::slice::from_ref(&spot), 1).await;
         assert_eq!(s.cloud.launches().len(), 3);
         assert_eq!(s.cloud.active("dev"), 0);
+    }
+
+    /// `create` of `label` for an item of its own, as another instance type.
+    fn create_typed(label: &str, pricing: Pricing, instance_type: &str) -> Action {
+        let mut create = create(label, pricing, None, false);
+        if let Action::Create { label, job_key, client_token, .. } = &mut create {
+            label.instance_type = instance_type.into();
+            job_key.push_str(instance_type);
+            client_token.push_str(instance_type);
+        }
+        create
+    }
+
+    fn account_shortages(world: &World) -> Vec<(String, bool)> {
+        let now = world.clock.now();
+        world
+            .shortages
+            .current(now)
+            .into_iter()
+            .filter(|(o, _)| o.place.is_none())
+            .map(|(o, _)| (o.env, o.spot))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_accounts_spot_limit_skips_every_spot_launch_of_the_env_and_on_demand_stands_in() {
+        let s = three_subnets();
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.refuse_launches(subnet, true, "MaxSpotInstanceCountExceeded");
+        }
+        let acted = act(&s.world, &[create("dev_spot", Pricing::Spot, None, true)], 1).await;
+        let launches = s.cloud.launches();
+        assert_eq!(launches.len(), 2, "no other subnet asked, then on-demand: {launches:?}");
+        assert_eq!(launches[1].0, "token-dev_spot-od");
+        assert_eq!(acted.stats.get(Counter::InstancesCreated), 1);
+        assert_eq!(account_shortages(&s.world), [("dev".to_string(), true)]);
+
+        // Meanwhile no spot launch of any type in any subnet asks EC2.
+        let acted = act(&s.world, &[create_typed("dev_spot", Pricing::Spot, "c5.large")], 2).await;
+        assert_eq!(s.cloud.launches().len(), 2);
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 0, "a skip is no failure");
+        let acted = act(&s.world, &[create_typed("dev_spot", Pricing::Spot, "c5.large")], 2).await;
+        assert!(acted.records[0].outcome.as_ref().unwrap_err().contains("short"));
+    }
+
+    #[tokio::test]
+    async fn the_accounts_on_demand_quota_skips_every_on_demand_launch_of_the_env_for_three_minutes() {
+        let s = three_subnets();
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.refuse_launches(subnet, false, "VcpuLimitExceeded");
+        }
+        let acted = act(&s.world, &[create("dev", Pricing::OnDemand, None, false)], 1).await;
+        assert_eq!(s.cloud.launches().len(), 1, "no other subnet helps");
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 1);
+        assert_eq!(account_shortages(&s.world), [("dev".to_string(), false)]);
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.has_room(subnet);
+        }
+        // On-demand of another type waits, asking nothing; spot is another pool.
+        let acted = act(&s.world, &[create_typed("dev", Pricing::OnDemand, "c5.large")], 2).await;
+        assert_eq!(s.cloud.launches().len(), 1);
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 0);
+        act(&s.world, &[create("dev_spot", Pricing::Spot, None, true)], 2).await;
+        assert_eq!(s.cloud.launches().len(), 2);
+        assert_eq!(s.cloud.active("dev"), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -31,22 +31,48 @@ pub const FILE: &str = "capacity_shortages.json";
 const MAX_BYTES: u64 = 1 << 20;
 
 /// What EC2 can be short of: one instance type, at one price model, in one
-/// subnet of one env.
+/// subnet of one env — or, under an account-wide limit, every type in every
+/// subnet of the env at that price model.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Offering {
     pub env: String,
+    /// `None`: the account's limit for this price model (its spot instance
+    /// count, its on-demand vCPU quota), which no other type or subnet escapes.
+    #[serde(flatten)]
+    pub place: Option<Place>,
+    /// Spot or on-demand: separate pools, one can be short while the other is not.
+    pub spot: bool,
+}
+
+/// One instance type in one subnet.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Place {
     pub instance_type: String,
     pub subnet: String,
     /// The subnet's AZ, for the reader: a shortage is usually the AZ's.
     pub az: String,
-    /// Spot or on-demand: separate pools, one can be short while the other is not.
-    pub spot: bool,
+}
+
+impl Offering {
+    /// `instance_type` in `subnet` (of `az`).
+    pub fn in_subnet(env: &str, instance_type: &str, subnet: &str, az: &str, spot: bool) -> Offering {
+        let place = Place { instance_type: instance_type.into(), subnet: subnet.into(), az: az.into() };
+        Offering { env: env.into(), place: Some(place), spot }
+    }
+
+    /// Every launch of `env` at this price model (an account-wide limit).
+    pub fn account(env: &str, spot: bool) -> Offering {
+        Offering { env: env.into(), place: None, spot }
+    }
 }
 
 impl std::fmt::Display for Offering {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let pricing = if self.spot { "spot" } else { "on-demand" };
-        write!(f, "{}: {} {pricing} in {} ({})", self.env, self.instance_type, self.subnet, self.az)
+        match &self.place {
+            Some(p) => write!(f, "{}: {} {pricing} in {} ({})", self.env, p.instance_type, p.subnet, p.az),
+            None => write!(f, "{}: every {pricing} launch (the account's limit)", self.env),
+        }
     }
 }
 
@@ -196,13 +222,7 @@ mod tests {
     use super::*;
 
     fn offering(subnet: &str, spot: bool) -> Offering {
-        Offering {
-            env: "dev".into(),
-            instance_type: "t2.small".into(),
-            subnet: subnet.into(),
-            az: "us-east-2a".into(),
-            spot,
-        }
+        Offering::in_subnet("dev", "t2.small", subnet, "us-east-2a", spot)
     }
 
     #[tokio::test(start_paused = true)]
@@ -262,6 +282,14 @@ mod tests {
         let next = Shortages::load(dir.path(), t0);
         assert_eq!(next.short(&offering("subnet-c", true)).map(|s| s.why), Some(Refusal::OverBid));
         assert_eq!(next.short(&offering("subnet-a", true)).map(|s| s.why), Some(Refusal::NoRoom));
+        // So does an account's limit, apart from any one offering.
+        first.remember(Offering::account("dev", false), Refusal::NoRoom);
+        first.save_if_changed(dir.path(), t0);
+        let next = Shortages::load(dir.path(), t0);
+        assert!(next.short(&Offering::account("dev", false)).is_some());
+        assert!(next.short(&Offering::account("dev", true)).is_none());
+        assert!(next.short(&offering("subnet-a", false)).is_none());
+        assert_eq!(next.current(t0).len(), 3);
 
         std::fs::write(dir.path().join(FILE), "{not json").unwrap();
         assert!(Shortages::load(dir.path(), t0).current(t0).is_empty(), "corrupt: ignored");

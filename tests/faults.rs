@@ -308,6 +308,32 @@ fn a_spot_price_over_the_bid_tries_the_other_azs_and_never_falls_back() {
 }
 
 #[test]
+fn the_accounts_on_demand_quota_skips_the_envs_on_demand_launches_and_check_lists_it() {
+    let w = World::new(json!([])).with_proxy();
+    w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", "NONE")]}));
+    w.proxy().faults(json!([{
+        "service": "ec2", "action": "RunInstances", "fault": "error500", "count": 1, "status": 400,
+        "code": "VcpuLimitExceeded", "message": "You have requested more vCPU capacity than your current vCPU limit of 32 allows.",
+    }]));
+    let out = run_with(&w, &["--loop_counter", "2", "--pass_interval", "0.2"]);
+    assert!(out.status.success());
+    let calls = launches(&w);
+    assert_eq!(calls.len(), 1, "no other subnet, no second pass asks: {calls:#?}");
+    assert!(live(&w, "dev").is_empty());
+    assert_eq!(w.csv("properties_error.csv")["action_failed"], 1, "then skipped, not failed");
+
+    let mut check = w.command();
+    check
+        .arg("check")
+        .args(["--url", &w.jenkins.url(), "--id_rsa", "id_rsa", "--jenkins_user", common::USER])
+        .args(["--owner_email", "ops@example.com", "--ami_ids", &w.ami_ids()])
+        .args(QUIET);
+    let table = String::from_utf8_lossy(&common::output(check).stdout).to_string();
+    let line = table.lines().find(|l| l.contains("capacity shortages")).unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains("dev: every on-demand launch (the account's limit)"), "{line}");
+}
+
+#[test]
 fn jenkins_faults_skip_scaling_and_are_counted() {
     let w = World::new(json!([{"env": "dev", "state": "stopped", "labels": "dev"}]));
     w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", "NONE")]}));
