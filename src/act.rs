@@ -28,7 +28,7 @@ use crate::plan::calls::{env_calls, launch_token, subnet_index, subnet_token, Ca
 use crate::plan::Action;
 use crate::record::stats::Stats;
 use crate::record::ActionRecord;
-use crate::shortage::Offering;
+use crate::shortage::{Offering, Refusal};
 use crate::world::{BoxFuture, Ec2, World};
 
 pub use crate::model::KEY_NAME;
@@ -477,6 +477,9 @@ enum Shortfall {
     /// EC2 has no room for it in any subnet (each refused it now, or lately
     /// and is skipped); EC2's last answer, if a call was made.
     Short(Option<Ec2Error>),
+    /// As `Short`, but in some subnet the spot price is over the bid: the
+    /// bid is a ceiling, so `--spot_fallback` does not pay around it.
+    OverBid(Option<Ec2Error>),
     /// Any other failure: the other subnets are not tried.
     Failed(Ec2Error),
 }
@@ -484,16 +487,16 @@ enum Shortfall {
 impl From<Shortfall> for ActError {
     fn from(shortfall: Shortfall) -> ActError {
         match shortfall {
-            Shortfall::Short(Some(e)) | Shortfall::Failed(e) => ActError::Ec2(e),
-            Shortfall::Short(None) => ActError::AllShort,
+            Shortfall::Short(Some(e)) | Shortfall::OverBid(Some(e)) | Shortfall::Failed(e) => ActError::Ec2(e),
+            Shortfall::Short(None) | Shortfall::OverBid(None) => ActError::AllShort,
         }
     }
 }
 
 /// One RunInstances of `spec` in the env's subnet `first`; refused there
-/// for want of capacity, one in each other subnet in turn (another AZ may
-/// have room), skipping the offerings short lately. A shortage is
-/// remembered for the next passes.
+/// for want of capacity or over the spot bid, one in each other subnet in
+/// turn (another AZ may have room, or a lower spot price), skipping the
+/// offerings short lately. A shortage is remembered for the next passes.
 async fn launch_in_subnets(
     world: &World,
     client: &dyn Ec2,
@@ -502,21 +505,26 @@ async fn launch_in_subnets(
     first: usize,
     count: i32,
 ) -> Result<Vec<String>, Shortfall> {
+    let spot = spec.spot_price.is_some();
+    let account = Offering::account(&env.name, spot);
+    if let Some(short) = world.shortages.short(&account) {
+        tracing::debug!(
+            "{}: launch skipped: {account} was refused, tried again in {} s",
+            env.name,
+            short.left.as_secs()
+        );
+        return Err(Shortfall::Short(None));
+    }
     let subnets = env.subnets.len().max(1);
     let mut last = None;
+    let mut over_bid = false;
     for n in 0..subnets {
         let at = (first + n) % subnets;
         let Some(subnet) = env.subnets.get(at) else { continue };
-        let offering = Offering {
-            env: env.name.clone(),
-            instance_type: spec.instance_type.clone(),
-            subnet: subnet.id.clone(),
-            az: subnet.az.clone(),
-            spot: spec.spot_price.is_some(),
-        };
-        let now = world.clock.now();
-        if let Some(until) = world.shortages.short_until(&offering, now) {
-            let left = until.duration_since(now).unwrap_or_default().as_secs();
+        let offering = Offering::in_subnet(&env.name, &spec.instance_type, &subnet.id, &subnet.az, spot);
+        if let Some(short) = world.shortages.short(&offering) {
+            over_bid |= short.why == Refusal::OverBid;
+            let left = short.left.as_secs();
             tracing::debug!("{}: subnet skipped: {offering} was short, tried again in {left} s", env.name);
             continue;
         }
@@ -527,23 +535,26 @@ async fn launch_in_subnets(
         }
         match client.run_instances(&attempt, count).await {
             Ok(ids) => return Ok(ids),
-            Err(e) if e.is_short_in_subnet() => {
+            Err(e) if e.is_short_in_subnet() || (offering.spot && e.is_over_bid()) => {
                 // Remembered (and saved) before the next subnet is tried:
                 // see `shortage` on why the token's retries must skip it.
-                let now = world.clock.now();
-                world.shortages.remember(offering.clone(), now, &world.workdir);
-                let until = world.shortages.short_until(&offering, now).unwrap_or(now);
-                let secs = until.duration_since(now).unwrap_or_default().as_secs();
-                tracing::warn!("{}: {offering} is short ({e}); skipped for the next {secs} s", env.name);
+                let why = if e.is_over_bid() { Refusal::OverBid } else { Refusal::NoRoom };
+                over_bid |= why == Refusal::OverBid;
+                let held = world.shortages.remember(offering.clone(), why, world.clock.now(), &world.workdir);
+                tracing::warn!("{}: {offering} is short ({e}); skipped for the next {} s", env.name, held.as_secs());
                 last = Some(e);
             }
-            // Short everywhere at once (the account's spot limit): no
-            // other subnet helps.
-            Err(e) if e.is_capacity_shortage() => return Err(Shortfall::Short(Some(e))),
+            // Short everywhere at once: no other subnet or type helps.
+            Err(e) if e.is_account_limit() => {
+                let held =
+                    world.shortages.remember(account.clone(), Refusal::NoRoom, world.clock.now(), &world.workdir);
+                tracing::warn!("{}: {account} is refused ({e}); skipped for the next {} s", env.name, held.as_secs());
+                return Err(if over_bid { Shortfall::OverBid(Some(e)) } else { Shortfall::Short(Some(e)) });
+            }
             Err(e) => return Err(Shortfall::Failed(e)),
         }
     }
-    Err(Shortfall::Short(last))
+    Err(if over_bid { Shortfall::OverBid(last) } else { Shortfall::Short(last) })
 }
 
 /// The launch of agents for `label` (SPEC A5 step 2, tagged at launch) in
@@ -850,8 +861,13 @@ mod tests {
         let spot = create("dev_spot", Pricing::Spot, None, false);
         act(&s.world, std::slice::from_ref(&spot), 1).await;
         assert_eq!(s.cloud.launches().len(), 3);
-        let short: Vec<String> =
-            s.world.shortages.current(s.world.clock.now()).iter().map(|(o, _)| o.subnet.clone()).collect();
+        let short: Vec<String> = s
+            .world
+            .shortages
+            .current(s.world.clock.now())
+            .iter()
+            .map(|(o, _)| o.place.as_ref().unwrap().subnet.clone())
+            .collect();
         assert_eq!(short, ["subnet-a", "subnet-b", "subnet-c"]);
 
         // The next pass asks EC2 nothing; the item waits, no failure.
@@ -874,6 +890,138 @@ mod tests {
         assert_eq!(s.cloud.launches()[4], ("token-dev_spot".to_string(), subnets_from("token-dev_spot")[0].clone()));
         assert_eq!(acted.stats.get(Counter::InstancesCreated), 1);
         assert!(s.world.shortages.current(s.world.clock.now()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_spot_price_over_the_bid_moves_to_the_next_subnet_at_the_same_bid_and_never_on_demand() {
+        let s = three_subnets();
+        let order = subnets_from("token-dev_spot");
+        // Spot prices are per type and AZ: the first AZ is over the bid.
+        s.cloud.refuse_launches(&order[0], true, "SpotMaxPriceTooLow");
+        let acted = act(&s.world, &[create("dev_spot", Pricing::Spot, None, true)], 1).await;
+        let subnets: Vec<String> = s.cloud.launches().into_iter().map(|(_, subnet)| subnet).collect();
+        assert_eq!(subnets, order[..2]);
+        let agents = s.cloud.instances("dev");
+        assert_eq!(agents.len(), 1);
+        assert!(agents[0].spot, "the same bid in another AZ");
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 0);
+        let short: Vec<String> = s
+            .world
+            .shortages
+            .current(s.world.clock.now())
+            .iter()
+            .map(|(o, _)| o.place.as_ref().unwrap().subnet.clone())
+            .collect();
+        assert_eq!(short, [order[0].clone()], "remembered like a shortage");
+
+        // Over the bid in every AZ: no on-demand launch pays around it,
+        // in this pass nor in the next, which asks EC2 nothing.
+        let s = three_subnets();
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.refuse_launches(subnet, true, "SpotMaxPriceTooLow");
+        }
+        let spot = create("dev_spot", Pricing::Spot, None, true);
+        let acted = act(&s.world, std::slice::from_ref(&spot), 1).await;
+        assert_eq!(s.cloud.launches().len(), 3, "each subnet once, no fallback");
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 1);
+        act(&s.world, std::slice::from_ref(&spot), 2).await;
+        assert_eq!(s.cloud.launches().len(), 3, "skipped, and still no fallback");
+        assert_eq!(s.cloud.active("dev"), 0);
+
+        // One AZ over the bid, the others short of room: still no fallback.
+        let s = three_subnets();
+        s.cloud.refuse_launches(&order[0], true, "SpotMaxPriceTooLow");
+        s.cloud.short_of_room(&order[1], true);
+        s.cloud.short_of_room(&order[2], true);
+        act(&s.world, std::slice::from_ref(&spot), 1).await;
+        assert_eq!(s.cloud.launches().len(), 3);
+        assert_eq!(s.cloud.active("dev"), 0);
+    }
+
+    /// `create` of `label` for an item of its own, as another instance type.
+    fn create_typed(label: &str, pricing: Pricing, instance_type: &str) -> Action {
+        let mut create = create(label, pricing, None, false);
+        if let Action::Create { label, job_key, client_token, .. } = &mut create {
+            label.instance_type = instance_type.into();
+            job_key.push_str(instance_type);
+            client_token.push_str(instance_type);
+        }
+        create
+    }
+
+    fn account_shortages(world: &World) -> Vec<(String, bool)> {
+        let now = world.clock.now();
+        world
+            .shortages
+            .current(now)
+            .into_iter()
+            .filter(|(o, _)| o.place.is_none())
+            .map(|(o, _)| (o.env, o.spot))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_accounts_spot_limit_skips_every_spot_launch_of_the_env_and_on_demand_stands_in() {
+        let s = three_subnets();
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.refuse_launches(subnet, true, "MaxSpotInstanceCountExceeded");
+        }
+        let acted = act(&s.world, &[create("dev_spot", Pricing::Spot, None, true)], 1).await;
+        let launches = s.cloud.launches();
+        assert_eq!(launches.len(), 2, "no other subnet asked, then on-demand: {launches:?}");
+        assert_eq!(launches[1].0, "token-dev_spot-od");
+        assert_eq!(acted.stats.get(Counter::InstancesCreated), 1);
+        assert_eq!(account_shortages(&s.world), [("dev".to_string(), true)]);
+
+        // Meanwhile no spot launch of any type in any subnet asks EC2.
+        let acted = act(&s.world, &[create_typed("dev_spot", Pricing::Spot, "c5.large")], 2).await;
+        assert_eq!(s.cloud.launches().len(), 2);
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 0, "a skip is no failure");
+        let acted = act(&s.world, &[create_typed("dev_spot", Pricing::Spot, "c5.large")], 2).await;
+        assert!(acted.records[0].outcome.as_ref().unwrap_err().contains("short"));
+    }
+
+    #[tokio::test]
+    async fn the_accounts_on_demand_quota_skips_every_on_demand_launch_of_the_env_for_three_minutes() {
+        let s = three_subnets();
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.refuse_launches(subnet, false, "VcpuLimitExceeded");
+        }
+        let acted = act(&s.world, &[create("dev", Pricing::OnDemand, None, false)], 1).await;
+        assert_eq!(s.cloud.launches().len(), 1, "no other subnet helps");
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 1);
+        assert_eq!(account_shortages(&s.world), [("dev".to_string(), false)]);
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.has_room(subnet);
+        }
+        // On-demand of another type waits, asking nothing; spot is another pool.
+        let acted = act(&s.world, &[create_typed("dev", Pricing::OnDemand, "c5.large")], 2).await;
+        assert_eq!(s.cloud.launches().len(), 1);
+        assert_eq!(acted.stats.get(Counter::ActionFailed), 0);
+        act(&s.world, &[create("dev_spot", Pricing::Spot, None, true)], 2).await;
+        assert_eq!(s.cloud.launches().len(), 2);
+        assert_eq!(s.cloud.active("dev"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_set_back_does_not_lengthen_a_shortage() {
+        let mut s = three_subnets();
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.short_of_room(subnet, true);
+        }
+        let spot = create("dev_spot", Pricing::Spot, None, false);
+        act(&s.world, std::slice::from_ref(&spot), 1).await;
+        assert_eq!(s.cloud.launches().len(), 3);
+        for subnet in ["subnet-a", "subnet-b", "subnet-c"] {
+            s.cloud.has_room(subnet);
+        }
+        // The wall clock is set back an hour (NTP, an operator) mid-run.
+        let crate::world::Clock::Tokio { wall, at } = s.world.clock else { unreachable!("the fake's clock") };
+        s.world.clock = crate::world::Clock::Tokio { wall: wall - Duration::from_secs(3600), at };
+        tokio::time::advance(crate::shortage::SHORTAGE_TTL).await;
+        let acted = act(&s.world, std::slice::from_ref(&spot), 2).await;
+        assert_eq!(s.cloud.launches().len(), 4, "three minutes on the monotonic clock, not an hour more");
+        assert_eq!(acted.stats.get(Counter::InstancesCreated), 1);
     }
 
     /// The `n`th on-demand create of `env`, for its own item.

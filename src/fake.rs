@@ -74,9 +74,9 @@ struct State {
     launched: u32,
     /// The most instances one RunInstances launches, when capacity is short.
     launch_limit: Option<usize>,
-    /// Subnets with no room for launches (spot and on-demand alike, or spot
-    /// only), as EC2 answers when an AZ runs out of a type.
-    short_subnets: BTreeMap<String, bool>,
+    /// Subnets that refuse launches (spot and on-demand alike, or spot
+    /// only), with EC2's error code, as when an AZ runs out of a type.
+    short_subnets: BTreeMap<String, (bool, &'static str)>,
     /// Each RunInstances: its client token and subnet.
     launches: Vec<(String, String)>,
     /// How long EC2 calls take: per env (`None`: every env) and operation.
@@ -162,7 +162,13 @@ impl FakeCloud {
     /// RunInstances into `subnet` is refused with InsufficientInstanceCapacity
     /// (spot launches only, when `spot_only`) until [`FakeCloud::has_room`].
     pub fn short_of_room(&self, subnet: &str, spot_only: bool) {
-        self.state().short_subnets.insert(subnet.to_string(), spot_only);
+        self.refuse_launches(subnet, spot_only, "InsufficientInstanceCapacity");
+    }
+
+    /// RunInstances into `subnet` is refused with EC2's error `code` (spot
+    /// launches only, when `spot_only`) until [`FakeCloud::has_room`].
+    pub fn refuse_launches(&self, subnet: &str, spot_only: bool, code: &'static str) {
+        self.state().short_subnets.insert(subnet.to_string(), (spot_only, code));
     }
 
     /// `subnet` has room again.
@@ -342,13 +348,22 @@ struct FakeEc2 {
 impl FakeEc2 {
     fn launch(&self, spec: &LaunchSpec, count: usize) -> Result<Vec<String>, Ec2Error> {
         self.cloud.ec2_call(&self.env, "RunInstances", &spec.client_token)?;
-        let short = {
+        let refused = {
             let mut state = self.cloud.state();
             state.launches.push((spec.client_token.clone(), spec.subnet.clone()));
-            state.short_subnets.get(&spec.subnet).is_some_and(|spot_only| !spot_only || spec.spot_price.is_some())
+            state
+                .short_subnets
+                .get(&spec.subnet)
+                .filter(|(spot_only, _)| !spot_only || spec.spot_price.is_some())
+                .map(|(_, code)| *code)
         };
-        if short {
-            return Err(ec2_error("RunInstances", Ec2ErrorKind::CapacityShortage));
+        if let Some(code) = refused {
+            return Err(Ec2Error {
+                operation: "RunInstances",
+                kind: Ec2ErrorKind::of(Some(code)),
+                code: Some(code.into()),
+                message: format!("{code}: injected"),
+            });
         }
         let limit = self.cloud.state().launch_limit.unwrap_or(usize::MAX);
         Ok((0..count.min(limit)).map(|_| self.launch_one(spec)).collect())

@@ -273,21 +273,64 @@ fn no_spot_capacity_falls_back_to_on_demand_only_when_asked_and_within_the_cap()
 }
 
 #[test]
-fn a_spot_price_too_low_is_no_capacity_shortage_and_never_falls_back() {
-    // The bid is a ceiling: a spot market above it must not buy on-demand at
-    // full price.
+fn a_spot_price_over_the_bid_tries_the_other_azs_and_never_falls_back() {
+    let price_too_low = |count: u32| {
+        json!([{
+            "service": "ec2", "action": "RunInstances", "fault": "error500", "count": count, "status": 400,
+            "code": "SpotMaxPriceTooLow", "message": "Your Spot request price of 0.2 is lower than the minimum required Spot request fulfillment price of 0.31.",
+        }])
+    };
+    // Spot prices are per type and AZ: the next subnet, at the same bid.
     let w = World::new(json!([])).with_proxy();
     w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
-    w.proxy().faults(json!([{
-        "service": "ec2", "action": "RunInstances", "fault": "error500", "count": 1, "status": 400,
-        "code": "SpotMaxPriceTooLow", "message": "Your Spot request price of 0.2 is lower than the minimum required Spot request fulfillment price of 0.31.",
-    }]));
-    let out = run_with(&w, &["--loop_counter", "1", "--spot_fallback"]);
+    w.proxy().faults(price_too_low(1));
+    assert!(run_with(&w, &["--loop_counter", "1", "--spot_fallback"]).status.success());
+    let calls = launches(&w);
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert_ne!(calls[0]["subnet"], calls[1]["subnet"]);
+    let dev = live(&w, "dev");
+    assert_eq!(dev.len(), 1);
+    assert_eq!(dev[0]["lifecycle"], "spot");
+    assert_eq!(w.csv("properties_error.csv")["action_failed"], 0);
+
+    // Over the bid everywhere: the bid is a ceiling, no on-demand agent at
+    // full price, neither now nor on the next pass (which asks EC2 nothing).
+    let w = World::new(json!([])).with_proxy();
+    w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
+    w.proxy().faults(price_too_low(2));
+    let out = run_with(&w, &["--loop_counter", "2", "--pass_interval", "0.2", "--spot_fallback"]);
     assert!(out.status.success());
     assert!(live(&w, "dev").is_empty(), "no on-demand agent at full price");
-    let launches = w.proxy().calls().iter().filter(|c| c["action"] == "RunInstances").count();
-    assert_eq!(launches, 1, "not retried, no fallback");
+    let calls = launches(&w);
+    assert_eq!(calls.len(), 2, "each subnet once, not retried, no fallback: {calls:#?}");
+    assert_ne!(calls[0]["subnet"], calls[1]["subnet"]);
     assert_eq!(w.csv("properties_error.csv")["action_failed"], 1);
+}
+
+#[test]
+fn the_accounts_on_demand_quota_skips_the_envs_on_demand_launches_and_check_lists_it() {
+    let w = World::new(json!([])).with_proxy();
+    w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", "NONE")]}));
+    w.proxy().faults(json!([{
+        "service": "ec2", "action": "RunInstances", "fault": "error500", "count": 1, "status": 400,
+        "code": "VcpuLimitExceeded", "message": "You have requested more vCPU capacity than your current vCPU limit of 32 allows.",
+    }]));
+    let out = run_with(&w, &["--loop_counter", "2", "--pass_interval", "0.2"]);
+    assert!(out.status.success());
+    let calls = launches(&w);
+    assert_eq!(calls.len(), 1, "no other subnet, no second pass asks: {calls:#?}");
+    assert!(live(&w, "dev").is_empty());
+    assert_eq!(w.csv("properties_error.csv")["action_failed"], 1, "then skipped, not failed");
+
+    let mut check = w.command();
+    check
+        .arg("check")
+        .args(["--url", &w.jenkins.url(), "--id_rsa", "id_rsa", "--jenkins_user", common::USER])
+        .args(["--owner_email", "ops@example.com", "--ami_ids", &w.ami_ids()])
+        .args(QUIET);
+    let table = String::from_utf8_lossy(&common::output(check).stdout).to_string();
+    let line = table.lines().find(|l| l.contains("capacity shortages")).unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains("dev: every on-demand launch (the account's limit)"), "{line}");
 }
 
 #[test]

@@ -92,6 +92,7 @@ fn check_passes_on_a_good_setup_and_names_the_fix_for_each_failure() {
         "dump script runs",
         "SQS queue",
         "master's security group",
+        "no capacity shortages remembered",
     ] {
         assert!(table.lines().any(|l| l.starts_with('✔') && l.contains(what)), "{what}: {table}");
     }

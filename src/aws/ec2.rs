@@ -69,11 +69,6 @@ impl Ec2Error {
         Ec2Error { operation, kind: Ec2ErrorKind::of(code.as_deref()), code, message: describe_error(&e) }
     }
 
-    /// See [`Ec2ErrorKind::CapacityShortage`].
-    pub fn is_capacity_shortage(&self) -> bool {
-        self.kind == Ec2ErrorKind::CapacityShortage
-    }
-
     /// EC2 has no room for the launch in the subnet asked for (its AZ is out
     /// of the type, the subnet out of addresses, the type not offered in
     /// that AZ): another subnet of the env may well have some.
@@ -87,6 +82,21 @@ impl Ec2Error {
                     | "Unsupported"
             )
         )
+    }
+
+    /// The account's limit for the launch's price model is reached: its
+    /// spot instance count (`MaxSpotInstanceCountExceeded`) or its
+    /// on-demand vCPU quota (`VcpuLimitExceeded`). No other type or subnet
+    /// of the env escapes it.
+    pub fn is_account_limit(&self) -> bool {
+        matches!(self.code.as_deref(), Some("MaxSpotInstanceCountExceeded" | "VcpuLimitExceeded"))
+    }
+
+    /// The spot price of the type in the subnet's AZ is above our bid
+    /// (`SpotMaxPriceTooLow`). Spot prices are per type and AZ: another
+    /// subnet may take the same bid.
+    pub fn is_over_bid(&self) -> bool {
+        self.code.as_deref() == Some("SpotMaxPriceTooLow")
     }
 
     /// EC2 refused a call on a list of instances with an answer that may be

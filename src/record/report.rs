@@ -379,13 +379,7 @@ mod tests {
         let html = render(&run, &Stats::default(), &[], "no agents");
         assert!(html.contains(r#"<p id="cost">No agent was seen"#));
         assert!(html.contains(r#"<p id="shortages">None"#));
-        let offering = crate::shortage::Offering {
-            env: "dev".into(),
-            instance_type: "c5.large".into(),
-            subnet: "subnet-a".into(),
-            az: "us-east-2a".into(),
-            spot: true,
-        };
+        let offering = crate::shortage::Offering::in_subnet("dev", "c5.large", "subnet-a", "us-east-2a", true);
         run.shortages = vec![(offering, SystemTime::UNIX_EPOCH + Duration::from_secs(3841))];
         let html = render(&run, &Stats::default(), &[], "a shortage");
         assert!(

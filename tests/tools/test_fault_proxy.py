@@ -273,6 +273,31 @@ def test_same_client_token_makes_one_instance(w):
     assert faults == [None, "idempotent-replay", "idempotent-mismatch", None], faults
 
 
+def test_client_tokens_are_zonal_for_a_launch_into_a_subnet(w):
+    # EC2's idempotency for RunInstances with a SubnetId is per AZ: the same
+    # token in another AZ's subnet launches anew; in another subnet of the
+    # same AZ it is a mismatch.
+    vpc = w.ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    zones = [z["ZoneName"] for z in w.ec2.describe_availability_zones()["AvailabilityZones"]][:2]
+    def subnet(cidr, zone):
+        return w.ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=zone)["Subnet"]["SubnetId"]
+    first_a, second_a, first_b = subnet("10.9.1.0/24", zones[0]), subnet("10.9.2.0/24", zones[0]), \
+        subnet("10.9.3.0/24", zones[1])
+    w.control("DELETE", "/_proxy/calls")
+    launch = dict(ImageId=w.ami, MinCount=1, MaxCount=1, InstanceType="t2.small",
+                  ClientToken="selftest-zonal-token")
+    def run(subnet):
+        return w.ec2.run_instances(**launch, SubnetId=subnet)["Instances"][0]["InstanceId"]
+    in_a = run(first_a)
+    in_b = run(first_b)
+    assert in_a != in_b, "another AZ launches anew"
+    assert run(first_a) == in_a and run(first_b) == in_b, "each AZ replays its own"
+    code = error_of(lambda: run(second_a))
+    assert code == (400, "IdempotentParameterMismatch"), code
+    faults = [c["fault"] for c in w.calls() if c["action"] == "RunInstances"]
+    assert faults == [None, None, "idempotent-replay", "idempotent-replay", "idempotent-mismatch"], faults
+
+
 def test_reset_is_a_tcp_reset(w):
     """A raw client reading the answer gets ECONNRESET, not an EOF."""
     w.faults({"fault": "reset", "action": "DescribeRegions", "count": 1})

@@ -1,11 +1,13 @@
 """The proxy itself: an HTTP/1.1 server, one thread per client connection
 (so a held answer never holds up another call), that forwards each AWS
 request to moto, applies the latency model and the fault rules, gives
-RunInstances EC2's ClientToken idempotency, logs every call, and serves the
+RunInstances EC2's ClientToken idempotency (zonal for a launch into a
+subnet, as EC2's), logs every call, and serves the
 control API under /_proxy/.
 """
 
 import json
+import re
 import socket
 import struct
 import sys
@@ -42,8 +44,9 @@ class State:
         self.lock = threading.Lock()
         self.rules = []
         self.calls = []
-        self.tokens = {}          # (region, token) -> (params, status, headers, body)
-        self.token_locks = {}     # (region, token) -> Lock: one launch at a time
+        self.tokens = {}          # (region, zone, token) -> (params, status, headers, body)
+        self.token_locks = {}     # (region, zone, token) -> Lock: one launch at a time
+        self.zones = {}           # (region, subnet) -> its AZ, as moto described it
         self.latency_spec = latency_spec
         self.latency = LatencyModel(latency_spec)
 
@@ -96,6 +99,7 @@ class State:
                 self.latency = LatencyModel(self.latency_spec)
             if tokens:
                 self.tokens = {}
+                self.zones = {}
 
     def token_lock(self, key):
         with self.lock:
@@ -320,14 +324,16 @@ class Handler(BaseHTTPRequestHandler):
         """moto's answer, except that RunInstances with a ClientToken seen
         before is answered from memory as EC2 does (or refused if its
         parameters differ), so a retried launch makes no second instance.
-        Tokens are per region; launches with one token are serialised."""
+        Tokens are per region and, for a launch into a subnet, per AZ as on
+        EC2: the same token in another AZ launches anew. Launches with one
+        token are serialised."""
         if not (request.service == "ec2" and request.action == "RunInstances"):
             return self.forward(call, body)
         token = request.params.get("ClientToken")
         if not token:
             return self.launch(call, request, body)
         state = self.server.state
-        key = (request.region, token)
+        key = (request.region, self.zone_of(request), token)
         params = sorted((k, v) for k, v in request.params.items() if k != "ClientToken")
         with state.token_lock(key):
             remembered = state.tokens.get(key)
@@ -343,6 +349,44 @@ class Handler(BaseHTTPRequestHandler):
                 with state.lock:
                     state.tokens[key] = (params, status, headers, answer)
             return status, headers, answer
+
+    def zone_of(self, request):
+        """The AZ a launch goes to: its subnet's (asked of moto once), else
+        the one it names, else None (regional)."""
+        subnet = (request.params.get("NetworkInterface.1.SubnetId")
+                  or request.params.get("SubnetId"))
+        if not subnet:
+            return request.params.get("Placement.AvailabilityZone")
+        state = self.server.state
+        with state.lock:
+            zone = state.zones.get((request.region, subnet))
+        if zone is None:
+            zone = self.describe_zone(subnet)
+            if zone is None:
+                return subnet     # unknown to moto: the launch fails there anyway
+            with state.lock:
+                state.zones[(request.region, subnet)] = zone
+        return zone
+
+    def describe_zone(self, subnet):
+        """The AZ of `subnet`, from moto's DescribeSubnets under the client's
+        own credentials (its account and region; moto checks no signature)."""
+        target = self.server.target
+        body = f"Action=DescribeSubnets&Version=2016-11-15&SubnetId.1={subnet}".encode()
+        headers = {name: self.headers[name] for name in
+                   ("Authorization", "X-Amz-Date", "X-Amz-Security-Token") if self.headers.get(name)}
+        headers["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8"
+        connection = HTTPConnection(target.hostname, target.port or 80, timeout=UPSTREAM_TIMEOUT)
+        try:
+            connection.request("POST", "/", body=body, headers=headers)
+            response = connection.getresponse()
+            answer = response.read().decode("utf-8", "replace")
+        except OSError:
+            return None
+        finally:
+            connection.close()
+        found = re.search(r"<availabilityZone>([^<]+)</availabilityZone>", answer)
+        return found.group(1) if response.status == 200 and found else None
 
     def launch(self, call, request, body):
         """A RunInstances to moto, filled as EC2 fills it: as many instances

@@ -14,6 +14,10 @@ pub enum TerminateReason {
     OverCap { job_key: String, agents: u32, cap: u32 },
     /// A spot agent Jenkins wants gone (spot agents are never stopped).
     Spot { node: String },
+    /// An on-demand agent `--spot_fallback` launched for a spot label, which
+    /// Jenkins wants gone: it goes as its spot counterpart would, never
+    /// stopped to be started again for spot work at the on-demand price.
+    SpotFallback { node: String },
     /// An agent on a replaced AMI; `node` is `None` from the inventory sweep.
     OldAmi { node: Option<String>, ami: String },
     /// Drained on a rebalance recommendation, and now idle.
@@ -163,6 +167,9 @@ impl fmt::Display for TerminateReason {
                 write!(f, "stopped agent goes: {agents} agents over the on-demand cap of {cap}, {job_key} waits")
             }
             TerminateReason::Spot { node } => write!(f, "spot agent, node {node} is to go"),
+            TerminateReason::SpotFallback { node } => {
+                write!(f, "on-demand stand-in for a spot label (--spot_fallback), node {node} is to go")
+            }
             TerminateReason::OldAmi { node: Some(node), ami } => write!(f, "old AMI {ami}, node {node} is to go"),
             TerminateReason::OldAmi { node: None, ami } => write!(f, "stopped on old AMI {ami}"),
             TerminateReason::Drained { node: Some(node) } => {

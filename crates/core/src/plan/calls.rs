@@ -157,9 +157,10 @@ fn first_action(sequence: &Sequence) -> usize {
 }
 
 /// The subnet of a launch among `count`: spread at random over the env's
-/// subnets (AZs) as the original did, but the same for the same token (EC2
-/// answers a repeated token with other parameters by
-/// IdempotentParameterMismatch).
+/// subnets (AZs) as the original did, but the same for the same token, so a
+/// retried call goes where the first went and EC2 answers it from the token
+/// (a launch's token is remembered per AZ: sent to another AZ it would
+/// launch again).
 pub fn subnet_index(client_token: &str, count: usize) -> usize {
     let spread = client_token.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
     spread % count.max(1)
@@ -180,9 +181,11 @@ pub fn launch_token(tokens: &[&str]) -> String {
 }
 
 /// The idempotency token of a launch moved from its first subnet to
-/// `subnet` after a capacity shortage: another request, so another token
-/// (EC2 would answer the first one's with IdempotentParameterMismatch), the
-/// same on every retry of it.
+/// `subnet` after a capacity shortage: the same on every retry of it, and
+/// one per subnet. EC2 keeps a launch's token per AZ, so the first token
+/// sent to another AZ would launch anew, not be refused; a token per subnet
+/// keeps each subnet's retry answered from its own launch, and in another
+/// subnet of the same AZ clear of IdempotentParameterMismatch.
 pub fn subnet_token(token: &str, subnet: &str) -> String {
     Md5::digest(format!("{token}@{subnet}").as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }

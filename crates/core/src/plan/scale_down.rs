@@ -1,11 +1,12 @@
 //! Scale down (SPEC A5 step 3 and part B): nodes the Groovy idle policy
-//! marked `terminate_me` are stopped, or terminated when spot or on an old
-//! AMI — unless the instance is not ours or a build is running on it.
+//! marked `terminate_me` are stopped, or terminated when spot (or an
+//! on-demand stand-in for a spot label) or on an old AMI — unless the
+//! instance is not ours or a build is running on it.
 
 use std::collections::BTreeSet;
 
 use crate::label::parse_label;
-use crate::model::{Instance, InstanceState, Node};
+use crate::model::{Instance, InstanceState, Node, Pricing};
 
 use crate::counter::Counter;
 
@@ -30,6 +31,14 @@ fn node_env(node: &Node, known_envs: &BTreeSet<String>) -> Option<String> {
             parse_label(l, known_envs).ok().map(|label| label.env)
         }
     })
+}
+
+/// `inst` was launched for a spot label (`ENV_spot[_TYPE]`).
+fn serves_a_spot_label(inst: &Instance, known_envs: &BTreeSet<String>) -> bool {
+    inst.slave_labels
+        .iter()
+        .flatten()
+        .any(|l| parse_label(l, known_envs).is_ok_and(|label| label.pricing == Pricing::Spot))
 }
 
 fn retire(
@@ -123,6 +132,11 @@ fn retire(
     let instance_id = id.to_string();
     if inst.spot {
         terminate(plan, &env, inst, TerminateReason::Spot { node: name.clone() });
+    } else if serves_a_spot_label(inst, known_envs) {
+        // On-demand (a --spot_fallback launch) yet for spot work: stopped, it
+        // would be started again for spot items at the on-demand price and
+        // hold on-demand cap room. It goes as its spot counterpart would.
+        terminate(plan, &env, inst, TerminateReason::SpotFallback { node: name.clone() });
     } else if cfg.on_replaced_ami(&env, inst) {
         // Volumes must go with the instance, or every old agent leaks its disks.
         terminate(plan, &env, inst, TerminateReason::OldAmi { node: Some(name.clone()), ami: inst.image_id.clone() });
@@ -279,6 +293,31 @@ mod tests {
                 why: TerminateReason::Spot { node: "dev_spot-10.0.0.1".into() },
             }]
         );
+    }
+
+    #[test]
+    fn idle_on_demand_fallback_for_a_spot_label_is_terminated_not_stopped() {
+        // Launched on-demand by --spot_fallback: stopped, it would be started
+        // again for spot work at the on-demand price and hold cap room.
+        let fallback = Instance { spot: false, ..agent("i-1", Running, "dev_spot").volume("/dev/xvda", false) };
+        let plan = down(&one(fallback, doomed("dev_spot-10.0.0.1", "i-1", "dev_spot")));
+        assert_eq!(
+            plan.actions,
+            [
+                Action::SetDeleteOnTermination {
+                    env: "dev".into(),
+                    instance_id: "i-1".into(),
+                    devices: vec!["/dev/xvda".into()],
+                },
+                Action::Terminate {
+                    env: "dev".into(),
+                    instance_id: "i-1".into(),
+                    why: TerminateReason::SpotFallback { node: "dev_spot-10.0.0.1".into() },
+                },
+            ]
+        );
+        // A plain on-demand agent is still stopped.
+        assert_eq!(acts(&one(agent("i-2", Running, "dev"), doomed("dev-10.0.0.2", "i-2", "dev"))), ["stop i-2"]);
     }
 
     #[test]

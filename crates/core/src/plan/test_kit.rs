@@ -236,6 +236,7 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                     TerminateReason::MakeRoom { .. } => "make-room",
                     TerminateReason::OverCap { .. } => "over-cap",
                     TerminateReason::Spot { .. } => "spot",
+                    TerminateReason::SpotFallback { .. } => "spot-fallback",
                     TerminateReason::OldAmi { .. } => "old-ami",
                     TerminateReason::NeverRegistered { .. } => "zombie",
                     TerminateReason::Drained { .. } => "drained",
