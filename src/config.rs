@@ -17,9 +17,10 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use crate::cli::{Args, CliTransport};
 use crate::jenkins::cli::{is_loopback, url_host};
 use crate::jenkins::host_key::KnownHostsFile;
-use crate::label::InstanceTypes;
+use crate::label::{parse_label, InstanceTypes};
 use crate::periodic::sqs_requests::validate::{self, Policy};
 use crate::tls::CertCheck;
+use crate::warm::{parse_warm, WarmPool};
 
 /// The Groovy dump script shipped inside the binary (`--groovy` overrides it).
 pub const BUNDLED_GROOVY: &str = include_str!("../jenkins/get_queue_jobs.groovy");
@@ -185,6 +186,8 @@ pub struct FleetConfig {
     /// Running agents that are no node this long after launch are terminated.
     pub zombie_after: Option<Duration>,
     pub spot_fallback: bool,
+    /// The warm pools (`--warm`), labels checked.
+    pub warm: Vec<WarmPool>,
 }
 
 /// What every AWS client shares.
@@ -412,6 +415,7 @@ impl Config {
             None => InstanceTypes::default(),
             Some(list) => InstanceTypes::parse(list).map_err(flag)?,
         };
+        let warm = warm_pools(&args.warm, &envs, &instance_types)?;
         let required_ip_list = args.required_ip_list.iter().map(|w| parse_ip_rule(w)).collect::<Result<Vec<_>, _>>()?;
         let warnings = required_ip_list
             .iter()
@@ -456,6 +460,7 @@ impl Config {
                 zombie_after: (args.zombie_minutes > 0)
                     .then(|| Duration::from_secs(u64::from(args.zombie_minutes) * 60)),
                 spot_fallback: args.spot_fallback,
+                warm,
             },
             aws: AwsConfig {
                 role_name: master.sg_name,
@@ -512,6 +517,41 @@ fn check_private_key(path: &Path) -> Result<(), ConfigError> {
 
 /// `ENV:ami-id,ENV:ami-id`. Any AMI id length is accepted (today's are 21
 /// characters, the original cut them to 12).
+/// The `--warm` words as pools: each label must name one env of
+/// environment.json that has an AMI, be no spot label (a one-time spot
+/// agent cannot stop) and ask for an admitted instance type; a label given
+/// twice is refused too.
+pub fn warm_pools(
+    words: &[String],
+    envs: &BTreeMap<String, EnvConfig>,
+    instance_types: &InstanceTypes,
+) -> Result<Vec<WarmPool>, ConfigError> {
+    let known: BTreeSet<String> = envs.keys().cloned().collect();
+    let mut pools: Vec<WarmPool> = Vec::new();
+    for word in words {
+        let w = parse_warm(word).map_err(flag)?;
+        let refuse = |why: String| flag(format!("--warm {word:?}: {why}"));
+        let label = parse_label(&w.label, &known).map_err(|e| refuse(e.to_string()))?;
+        if label.pricing.is_spot() {
+            return Err(refuse(format!(
+                "label {} is a spot label; one-time spot agents cannot be stopped, so cannot be kept warm",
+                label.raw
+            )));
+        }
+        if !instance_types.allows(&label.instance_type) {
+            return Err(refuse(format!("{} is not admitted by --instance_types", label.instance_type)));
+        }
+        if envs.get(&label.env).and_then(|e| e.ami.as_ref()).is_none() {
+            return Err(refuse(format!("env {} has no AMI in --ami_ids, so no agent can be created there", label.env)));
+        }
+        if pools.iter().any(|p| p.label.raw == label.raw) {
+            return Err(refuse(format!("label {} is given twice", label.raw)));
+        }
+        pools.push(WarmPool { label, size: w.size, hours: w.hours });
+    }
+    Ok(pools)
+}
+
 pub fn parse_ami_ids(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
     for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
