@@ -666,6 +666,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_warm_pool_launch_is_tagged_and_waits_for_no_queue_item() {
+        let s = setup(vec![]);
+        let mut warm = create("dev", Pricing::OnDemand, None, false);
+        if let Action::Create { job_key, warm: w, .. } = &mut warm {
+            *job_key = "warm-pool-dev-1".into();
+            *w = true;
+        }
+        let plain = create("dev", Pricing::OnDemand, None, false);
+        let acted = act(&s.world, &[warm, plain], 1).await;
+        assert_eq!(s.cloud.count("RunInstances"), 2, "differently tagged: two launches");
+        let launched = s.cloud.instances("dev");
+        let tags: Vec<Option<&str>> = launched.iter().map(|i| i.warm.as_deref()).collect();
+        assert_eq!(tags, [Some("dev"), None]);
+        assert_eq!(acted.stats.get(Counter::InstancesCreated), 2);
+        assert_eq!(acted.stats.get(Counter::WarmPoolCreated), 1);
+        assert!(!s.world.workdir.join(markers::working_file("warm-pool-dev-1")).exists());
+        assert!(s.world.workdir.join(markers::working_file("job-dev___x")).exists());
+        assert!(s.world.workdir.join(format!("dev__{}.start_instance", launched[0].id)).exists());
+    }
+
+    #[tokio::test]
+    async fn a_stopped_warm_pool_agent_is_tagged_as_stopped_once() {
+        let pool_agent = |id: &str| {
+            let mut i = agent("dev", id, InstanceState::Running, "dev", SystemTime::now());
+            i.warm = Some("dev".into());
+            i
+        };
+        let s = setup(vec![pool_agent("i-1"), pool_agent("i-2")]);
+        let stop = |id: &str, warm: bool| Action::Stop {
+            env: "dev".into(),
+            instance_id: id.into(),
+            node: format!("dev-{id}"),
+            warm,
+        };
+        let acted = act(&s.world, &[stop("i-1", true), stop("i-2", false)], 1).await;
+        assert_eq!(s.cloud.count("StopInstances"), 1);
+        assert_eq!(s.cloud.count("CreateTags"), 1, "only the pool's stop");
+        assert_eq!(s.cloud.instance("dev", "i-1").unwrap().warm, None);
+        assert_eq!(s.cloud.instance("dev", "i-2").unwrap().warm.as_deref(), Some("dev"));
+        assert_eq!(acted.stats.get(Counter::InstancesStopped), 2);
+        assert_eq!(acted.stats.get(Counter::WarmPoolStopped), 1);
+        // A failed tag fails nothing: the stop is done.
+        let s = setup(vec![pool_agent("i-1")]);
+        s.cloud.fail(None, "CreateTags", Times::Once, Ec2ErrorKind::Other);
+        let acted = act(&s.world, &[stop("i-1", true)], 1).await;
+        assert_eq!(s.cloud.instance("dev", "i-1").unwrap().state, InstanceState::Stopped);
+        assert_eq!((acted.stats.get(Counter::WarmPoolStopped), acted.stats.get(Counter::ActionFailed)), (1, 0));
+    }
+
+    #[tokio::test]
     async fn volumes_are_set_to_go_before_the_instance_is_terminated() {
         let mut old = stopped("i-1");
         old.volumes[0].delete_on_termination = false;

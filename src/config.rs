@@ -740,6 +740,31 @@ mod tests {
         "jenkins_url": "https://jenkins.example.com/" } } }"#;
 
     #[test]
+    fn warm_pools_need_a_known_env_with_an_ami_and_no_spot_label() {
+        let (_, mut envs) = parse_environment(GOOD).unwrap();
+        let types = InstanceTypes::default();
+        let words = |w: &[&str]| w.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let e = warm_pools(&words(&["my-test-env=2"]), &envs, &types).unwrap_err().to_string();
+        assert!(e.contains("has no AMI in --ami_ids"), "{e}");
+        envs.get_mut("my-test-env").unwrap().ami = Some("ami-1".into());
+        let pools = warm_pools(&words(&["my-test-env=2@07-19", "my-test-env_shared=1"]), &envs, &types).unwrap();
+        assert_eq!(pools.len(), 2);
+        assert_eq!((pools[0].label.raw.as_str(), pools[0].size), ("my-test-env", 2));
+        assert_eq!(pools[0].hours, Some(crate::warm::Hours { from: 7, to: 19 }));
+        assert_eq!(pools[1].label.pricing, crate::model::Pricing::Shared);
+        for (word, says) in [
+            (vec!["my-test-env_spot=1"], "one-time spot agents cannot be stopped"),
+            (vec!["other-env=1"], "names no known environment"),
+            (vec!["my-test-env_x2iedn.32xlarge=1"], "not admitted by --instance_types"),
+            (vec!["my-test-env=1", "my-test-env=2"], "given twice"),
+            (vec!["my-test-env=1@19-07x"], "is not an hour"),
+        ] {
+            let e = warm_pools(&words(&word), &envs, &types).unwrap_err().to_string();
+            assert!(e.starts_with("--warm ") && e.contains(says) && !e.contains('\n'), "{word:?}: {e}");
+        }
+    }
+
+    #[test]
     fn parses_the_spec_example_and_ignores_unknown_keys() {
         let (master, envs) = parse_environment(GOOD).unwrap();
         assert_eq!(master.sg_name, "jenkins_master");
