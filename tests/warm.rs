@@ -104,7 +104,8 @@ fn a_dry_run_plans_the_pool_and_touches_nothing() {
 
 #[test]
 fn bad_warm_flags_exit_2_with_one_line_before_touching_aws_or_jenkins() {
-    let w = World::new(json!([]));
+    // AWS through the recording proxy: not one call may reach it.
+    let w = World::new(json!([])).with_proxy();
     for (warm, says) in [
         ("dev_spot=1", "spot"),
         ("nowhere=1", "names no known environment"),
@@ -122,6 +123,11 @@ fn bad_warm_flags_exit_2_with_one_line_before_touching_aws_or_jenkins() {
     }
     assert!(w.jenkins.commands().is_empty(), "Jenkins was not called");
     assert!(w.jenkins.requests().is_empty(), "not even for its SSH endpoint");
+    assert!(w.proxy().calls().is_empty(), "AWS was not called: {:?}", w.proxy().calls());
     assert!(w.fleet().is_empty(), "AWS was not changed");
     assert!(!w.path().join("properties_run.csv").exists());
+    // The same flags with a plain label do reach both.
+    let out = w.run(&["--cli", "ssh", "--loop_counter", "1", "--skip_security_group", "--warm", "dev=1"]);
+    assert!(out.status.success());
+    assert!(!w.proxy().calls().is_empty() && !w.jenkins.commands().is_empty());
 }
