@@ -118,6 +118,20 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_place_is_asked_of_ec2_anew_once_its_member_left() {
+        // The same pool in the same token window: the same token (a retry
+        // gets the same agent). A member started for a job: another token.
+        let token = |s: &Scene| match &plan_pass(&warm(&[("dev", 2, None)]), &s.view(), 1).actions[..] {
+            [Action::Create { client_token, warm: true, .. }] => client_token.clone(),
+            other => panic!("{other:?}"),
+        };
+        let one = snap(vec![("dev", vec![agent("i-1", Stopped, "dev")])]);
+        let other = snap(vec![("dev", vec![agent("i-2", Stopped, "dev")])]);
+        assert_eq!(token(&one), token(&one.clone()));
+        assert_ne!(token(&one), token(&other));
+    }
+
+    #[test]
     fn a_full_pool_creates_nothing() {
         let s = snap(vec![("dev", vec![agent("i-1", Stopped, "dev"), agent("i-2", Stopping, "dev")])]);
         assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), Vec::<String>::new());

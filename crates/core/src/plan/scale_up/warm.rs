@@ -33,7 +33,8 @@ impl ScaleUp<'_> {
         if !matches!(self.cfg.amis.get(env), Some(Some(_))) {
             return;
         }
-        let have = self.in_warm_pool(instances, pool);
+        let members = self.in_warm_pool(instances, pool);
+        let have = u32::try_from(members.len()).unwrap_or(u32::MAX);
         let missing = pool.size.saturating_sub(have);
         if missing == 0 {
             self.plan.debug(None, format!("warm pool {}: {have} of {}", label.raw, pool.size));
@@ -50,11 +51,13 @@ impl ScaleUp<'_> {
             );
         }
         let now = unix_secs(self.snap.now);
+        // Who is in the pool now is part of the token: a pass retried on the
+        // same pool asks EC2 for the same agents, not more; once a member
+        // leaves (started for a job), its place is asked for anew.
+        let members = members.join(",");
         for n in 0..granted {
-            // The pool's place being filled: a retried pass in the same
-            // token window asks EC2 for the same agent, not another one.
             let key = format!("warm-pool-{}-{}", label.raw, have + n + 1);
-            let client_token = client_token(env, &key, None, now);
+            let client_token = client_token(env, &format!("{key}|{members}"), None, now);
             self.plan.act(Action::Create {
                 env: env.clone(),
                 label: label.clone(),
@@ -68,8 +71,8 @@ impl ScaleUp<'_> {
         }
     }
 
-    /// The pool's agents now, and those on their way into it.
-    fn in_warm_pool(&self, instances: &[Instance], pool: &WarmPool) -> u32 {
+    /// The pool's agents now, and those on their way into it: their ids.
+    fn in_warm_pool(&self, instances: &[Instance], pool: &WarmPool) -> Vec<String> {
         let label = &pool.label;
         let stopped_now: Vec<&str> = self
             .plan
@@ -95,7 +98,7 @@ impl ScaleUp<'_> {
                     InstanceState::ShuttingDown | InstanceState::Terminated => false,
                 }
         };
-        let observed = instances.iter().filter(in_pool).count();
+        let observed = instances.iter().filter(in_pool).map(|i| i.id.clone());
         // Launched moments ago and not yet listed by EC2 (its describe lags):
         // its start marker says it exists.
         let unlisted = self
@@ -109,7 +112,9 @@ impl ScaleUp<'_> {
                     && m.labels.contains(&label.raw)
                     && !instances.iter().any(|i| i.id == m.instance_id)
             })
-            .count();
-        u32::try_from(observed + unlisted).unwrap_or(u32::MAX)
+            .map(|m| m.instance_id.clone());
+        let mut members: Vec<String> = observed.chain(unlisted).collect();
+        members.sort_unstable();
+        members
     }
 }
