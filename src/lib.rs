@@ -12,7 +12,8 @@
 //!   plus the [`markers`] and the EC2 events of the envs' [`interruption`]
 //!   queues → a snapshot of [`model`] types;
 //! - [`plan`]: a pure function from the snapshot to a list of actions
-//!   (scale up, scale down, inventory), with the [`label`] and [`job_key`] rules;
+//!   (scale up, scale down, the [`warm`] pools, inventory), with the
+//!   [`label`] and [`job_key`] rules;
 //!   [`plan::decide`] is the gate a pass and [`dry_run`] share;
 //! - [`act`]: carries the actions out through the [`world`], writing the
 //!   [`markers`] the next passes read, and remembering the offerings EC2 was
@@ -30,8 +31,8 @@
 //!   https Jenkins URL; [`files`]: writes in the workspace that never follow a
 //!   planted link.
 //!
-//! The pure core — [`model`], [`label`], [`job_key`], [`counter`], [`plan`]
-//! and [`time_to_agent`] — is a crate of its own, `crates/core` (`slave_manager_core`), re-exported
+//! The pure core — [`model`], [`label`], [`job_key`], [`counter`], [`plan`],
+//! [`time_to_agent`] and [`warm`] — is a crate of its own, `crates/core` (`slave_manager_core`), re-exported
 //! here at the same paths. It has no AWS SDK, Tokio or SSH, so it builds and
 //! tests in seconds: `cargo test -p slave_manager_core`.
 
@@ -57,4 +58,4 @@ pub mod tls;
 pub mod world;
 
 // The pure core (crates/core), at the paths the rest of the code uses.
-pub use slave_manager_core::{counter, job_key, label, model, plan, time_to_agent};
+pub use slave_manager_core::{counter, job_key, label, model, plan, time_to_agent, warm};
