@@ -1100,9 +1100,9 @@ mod tests {
         // The wall clock is set back an hour (NTP, an operator) mid-run.
         let crate::world::Clock::Tokio { wall, at } = s.world.clock else { unreachable!("the fake's clock") };
         s.world.clock = crate::world::Clock::Tokio { wall: wall - Duration::from_secs(3600), at };
-        tokio::time::advance(crate::shortage::SHORTAGE_TTL).await;
+        tokio::time::advance(crate::shortage::SHORTAGE_HELD_MAX).await;
         let acted = act(&s.world, std::slice::from_ref(&spot), 2).await;
-        assert_eq!(s.cloud.launches().len(), 4, "three minutes on the monotonic clock, not an hour more");
+        assert_eq!(s.cloud.launches().len(), 4, "the longest hold on the monotonic clock, not an hour more");
         assert_eq!(acted.stats.get(Counter::InstancesCreated), 1);
     }
 
