@@ -762,6 +762,32 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_queue_that_hands_a_message_back_at_once_is_not_read_again_and_again_in_a_nap() {
+        // The queue's own visibility timeout is 0: a message a poll took
+        // would be back for the next poll at once, unless the receive hides
+        // it itself until the pass has handled it.
+        let mut config = passes(2);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        s.cloud.set_event_visibility("dev", Duration::ZERO);
+        let cloud = s.cloud.clone();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let change = warning("e-1", "i-9")
+                .replace("EC2 Spot Instance Interruption Warning", "EC2 Instance State-change Notification")
+                .replace(r#""instance-action":"terminate""#, r#""state":"stopping""#);
+            cloud.send_event("dev", &change);
+        });
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        let dev_receives = s.cloud.calls().iter().filter(|c| c.env == "dev" && c.op == "ReceiveMessage").count();
+        // Each pass's read, the poll that brought the message, one more poll.
+        assert!(dev_receives <= 4, "{dev_receives} receives");
+        assert_eq!(s.cloud.events_left("dev"), (0, 0), "handled once and deleted");
+        assert_eq!(r.record.stats.get(Counter::InterruptionFailed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_failing_queue_is_read_once_a_pass_and_the_naps_keep_their_length() {
         let mut config = passes(3);
         config.interruption_queue = Some("ec2-events".into());

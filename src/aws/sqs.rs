@@ -44,18 +44,27 @@ pub async fn queue_url(client: &Client, name: &str, owner: &str) -> Result<Strin
 
 /// Up to `max` messages (at most 10, SQS's own limit), each with its
 /// `SenderId` system attribute; when none is there, SQS holds the call up to
-/// `wait` (whole seconds, at most 20) until one comes.
-pub async fn receive(client: &Client, url: &str, max: i32, wait: Duration) -> Result<Vec<Message>, SqsError> {
-    let wait = i32::try_from(wait.as_secs().min(20)).unwrap_or(20);
-    let out = client
+/// `wait` (whole seconds, at most 20) until one comes. What it receives is
+/// hidden from other reads for `visibility` (whole seconds, at most SQS's 12
+/// hours), or for the queue's own visibility timeout when `None`.
+pub async fn receive(
+    client: &Client,
+    url: &str,
+    max: i32,
+    wait: Duration,
+    visibility: Option<Duration>,
+) -> Result<Vec<Message>, SqsError> {
+    let wait = wait.min(Duration::from_secs(20));
+    let seconds = i32::try_from(wait.as_secs()).unwrap_or(20);
+    let visibility = visibility.map(|v| i32::try_from(v.as_secs().min(12 * 3600)).unwrap_or(12 * 3600));
+    let call = client
         .receive_message()
         .queue_url(url)
         .message_system_attribute_names(MessageSystemAttributeName::SenderId)
         .max_number_of_messages(max.clamp(1, 10))
-        .wait_time_seconds(wait)
-        .send()
-        .await
-        .map_err(|e| SqsError::Receive(describe_error(&e)))?;
+        .wait_time_seconds(seconds)
+        .set_visibility_timeout(visibility);
+    let out = call.send().await.map_err(|e| SqsError::Receive(describe_error(&e)))?;
     Ok(out
         .messages()
         .iter()
@@ -99,8 +108,14 @@ impl crate::world::Queue for Client {
         Box::pin(queue_url(self, name, owner))
     }
 
-    fn receive<'a>(&'a self, url: &'a str, max: i32, wait: Duration) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
-        Box::pin(receive(self, url, max, wait))
+    fn receive<'a>(
+        &'a self,
+        url: &'a str,
+        max: i32,
+        wait: Duration,
+        visibility: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
+        Box::pin(receive(self, url, max, wait, visibility))
     }
 
     fn delete<'a>(&'a self, url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>> {
