@@ -194,14 +194,15 @@ pub struct Listener {
 
 impl Listener {
     /// Naps until `until`, long-polling every env's queue meanwhile (each
-    /// poll at most `longest`, and never past `until`); ends early when a
-    /// poll brings an [`urgent`](Received::urgent) event.
-    pub async fn nap(&mut self, queues: &BTreeMap<String, Arc<EventQueue>>, until: Instant, longest: Duration) {
+    /// poll at most SQS's 20 s, and never past `until`; the receive sets its
+    /// own timeouts to cover the wait); ends early when a poll brings an
+    /// [`urgent`](Received::urgent) event.
+    pub async fn nap(&mut self, queues: &BTreeMap<String, Arc<EventQueue>>, until: Instant) {
         self.this_nap.clear();
         let bound = usize::try_from(BATCH).unwrap_or(10) * MAX_BATCHES;
         loop {
             // SQS waits whole seconds: poll while one is left, then sleep.
-            let left = until.saturating_duration_since(Instant::now()).min(longest).min(LONGEST_POLL);
+            let left = until.saturating_duration_since(Instant::now()).min(LONGEST_POLL);
             let wait = Duration::from_secs(left.as_secs());
             if !wait.is_zero() {
                 for (env, queue) in queues {

@@ -104,11 +104,9 @@ impl<'w> Reconciler<'w> {
             if pass + 1 < total {
                 // Never sleep past the bound: the run ends on time.
                 let nap = self.world.config.run.pass_interval.min(max_run.saturating_sub(started.elapsed()));
-                // A poll must end within the SDK's attempt timeout.
-                let longest = (config.aws.timeout / 3).saturating_sub(Duration::from_secs(1));
                 let queues = &self.world.interruptions;
                 tokio::select! {
-                    _ = self.listener.nap(queues, Instant::now() + nap, longest) => {}
+                    _ = self.listener.nap(queues, Instant::now() + nap) => {}
                     _ = &mut shutdown => { tracing::warn!("interrupted after pass {}", pass + 1); return; }
                 }
             }
@@ -657,6 +655,29 @@ mod tests {
         let second = passes[1].started.duration_since(passes[0].started).unwrap();
         assert_eq!(second, Duration::from_secs(2), "the second pass ran as the warning came");
         assert_eq!(s.cloud.events_left("dev"), (0, 0), "handled and deleted");
+        assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_aws_timeout_still_lets_the_nap_poll_and_a_warning_end_it() {
+        // --aws_timeout 3: an SDK attempt of 1 s, shorter than any poll; the
+        // receive's own timeouts cover the poll's wait.
+        let mut config = passes(2);
+        config.interruption_queue = Some("ec2-events".into());
+        config.aws.timeout = Duration::from_secs(3);
+        let s = setup(config);
+        let warned = agent("dev", "i-1", InstanceState::Running, "dev_spot", s.world.clock.now());
+        s.jenkins.add_node(fake::node(&warned, "dev", false, false));
+        s.cloud.add("dev", warned);
+        let cloud = s.cloud.clone();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cloud.send_event("dev", &warning("e-1", "i-1"));
+        });
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        let passes = &r.record.run.passes;
+        assert_eq!(passes[1].started.duration_since(passes[0].started).unwrap(), Duration::from_secs(2));
         assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1);
     }
 

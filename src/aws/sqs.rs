@@ -54,16 +54,20 @@ pub async fn receive(
     wait: Duration,
     visibility: Option<Duration>,
 ) -> Result<Vec<Message>, SqsError> {
-    let wait = wait.min(Duration::from_secs(20));
+    let wait = Duration::from_secs(wait.as_secs().min(20));
     let seconds = i32::try_from(wait.as_secs()).unwrap_or(20);
     let visibility = visibility.map(|v| i32::try_from(v.as_secs().min(12 * 3600)).unwrap_or(12 * 3600));
-    let call = client
+    let mut call = client
         .receive_message()
         .queue_url(url)
         .message_system_attribute_names(MessageSystemAttributeName::SenderId)
         .max_number_of_messages(max.clamp(1, 10))
         .wait_time_seconds(seconds)
-        .set_visibility_timeout(visibility);
+        .set_visibility_timeout(visibility)
+        .customize();
+    if !wait.is_zero() {
+        call = call.config_override(long_poll_timeouts(client, wait));
+    }
     let out = call.send().await.map_err(|e| SqsError::Receive(describe_error(&e)))?;
     Ok(out
         .messages()
@@ -77,6 +81,24 @@ pub async fn receive(
             })
         })
         .collect())
+}
+
+/// A long poll's own timeouts: SQS holds the answer for the whole wait, and
+/// the client's attempt timeout (`--aws_timeout`/3) would cut a long wait
+/// short, or leave no room for what an attempt also covers (refreshing the
+/// assumed role, the 5 s connect timeout, TLS). The wait plus 10 s bounds
+/// each attempt, and the whole call unless the client's own bound is longer;
+/// the connect timeout stays the client's.
+fn long_poll_timeouts(client: &Client, wait: Duration) -> aws_sdk_sqs::config::Builder {
+    let bound = wait + Duration::from_secs(10);
+    let base = client
+        .config()
+        .timeout_config()
+        .cloned()
+        .unwrap_or_else(|| aws_smithy_types::timeout::TimeoutConfig::builder().build());
+    let whole = base.operation_timeout().map_or(bound, |t| t.max(bound));
+    let timeouts = base.to_builder().operation_attempt_timeout(bound).operation_timeout(whole).build();
+    aws_sdk_sqs::config::Builder::default().timeout_config(timeouts)
 }
 
 pub async fn delete(client: &Client, url: &str, receipt: &str) -> Result<(), SqsError> {
