@@ -5,8 +5,8 @@
 //! to 50), alongside the dump and the describes; the
 //! events become part of the snapshot and the planner decides what they
 //! mean. Between passes the [`Listener`] long-polls the queues, and a warning
-//! or rebalance that arrives ends the nap: the next pass runs at once with
-//! it. A message is deleted once its pass handled it; one that is no EC2
+//! or rebalance for one of our spot agents that arrives ends the nap: the
+//! next pass runs at once with it. A message is deleted once its pass handled it; one that is no EC2
 //! event we know is deleted at once and counted `interruption_dropped`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -64,6 +64,10 @@ impl EventQueue {
     }
 }
 
+/// Our spot agents' instance ids per env, as the last pass saw them; `None`
+/// for an env whose describe failed (any of its warnings may be ours).
+pub type Ours = BTreeMap<String, Option<BTreeSet<String>>>;
+
 /// What one pass read from the queues.
 #[derive(Debug, Default)]
 pub struct Received {
@@ -100,12 +104,17 @@ impl Received {
         self.failed.extend(other.failed);
     }
 
-    /// Whether an event came that a pass should act on now: a warned agent
-    /// has two minutes, and a build can land on it until its node is
-    /// offline. A state change only takes capacity away; it waits for the
-    /// next pass (other instances' churn would otherwise run pass after pass).
-    pub fn urgent(&self) -> bool {
-        self.events.iter().any(|e| matches!(e.kind, EventKind::Warning | EventKind::Rebalance))
+    /// Whether an event came that a pass should act on now: a warning or
+    /// rebalance for one of `ours` (a warned agent has two minutes, and a
+    /// build can land on it until its node is offline). A state change only
+    /// takes capacity away, and an event for an instance not ours is only
+    /// deleted: they wait for the next pass (other instances' churn would
+    /// otherwise run pass after pass).
+    pub fn urgent(&self, ours: &Ours) -> bool {
+        self.events.iter().any(|e| {
+            matches!(e.kind, EventKind::Warning | EventKind::Rebalance)
+                && ours.get(&e.env).is_none_or(|ids| ids.as_ref().is_none_or(|ids| ids.contains(&e.instance_id)))
+        })
     }
 
     /// How many messages are held, received and not yet deleted.
@@ -190,9 +199,16 @@ pub struct Listener {
     /// again once they reach the bound of a pass's own read, so a flood
     /// waits on its queue for the passes, which take it in bounded bites.
     this_nap: BTreeMap<String, usize>,
+    /// Whose warnings end a nap, see [`Received::urgent`].
+    ours: Ours,
 }
 
 impl Listener {
+    /// The spot agents whose warnings end a nap from now on.
+    pub fn watch(&mut self, ours: Ours) {
+        self.ours = ours;
+    }
+
     /// Naps until `until`, long-polling every env's queue meanwhile (each
     /// poll at most SQS's 20 s, and never past `until`; the receive sets its
     /// own timeouts to cover the wait); ends early when a poll brings an
@@ -233,7 +249,7 @@ impl Listener {
             tokio::select! {
                 Some(done) = self.polls.join_next_with_id() => {
                     self.finished(done);
-                    if self.brought.urgent() {
+                    if self.brought.urgent(&self.ours) {
                         return;
                     }
                 }

@@ -13,7 +13,7 @@ use crate::act::act;
 use crate::config::{Config, FleetConfig};
 use crate::counter::Counter;
 use crate::interruption;
-use crate::model::{EnvObservation, InstanceState};
+use crate::model::{EnvObservation, Instance, InstanceState};
 use crate::observe::{observe, Observation};
 use crate::periodic::schedule::{self, Job};
 use crate::periodic::{gc, security_group, sqs_requests};
@@ -138,6 +138,7 @@ impl<'w> Reconciler<'w> {
         let calls_before = self.world.ec2_calls.get();
         let throttled_before = self.world.ec2_calls.throttled();
         let obs = observe(self.world, self.listener.take(&self.world.interruptions)).await;
+        self.listener.watch(spot_agents(&self.plan_config, &obs.envs));
         let usage = cost::observe_usage(&self.plan_config, obs.dump.as_ref().ok(), &obs.envs);
         self.record.run.cost.observe(obs.now, usage);
         // Agents before the queue: an item whose node came online in the
@@ -337,6 +338,14 @@ impl<'w> Reconciler<'w> {
 }
 
 /// Our pending and running agents per env; `None` where not observed.
+/// Our spot agents in each env, whose warnings end the next nap.
+fn spot_agents(cfg: &PlanConfig, envs: &BTreeMap<String, EnvObservation>) -> interruption::Ours {
+    let ours = |env: &str, instances: &[Instance]| {
+        instances.iter().filter(|i| i.spot && cfg.is_ours(env, i)).map(|i| i.id.clone()).collect()
+    };
+    envs.iter().map(|(env, seen)| (env.clone(), seen.as_ref().ok().map(|i| ours(env, i)))).collect()
+}
+
 fn agents_per_env(envs: &BTreeMap<String, EnvObservation>) -> BTreeMap<String, Option<usize>> {
     envs.iter()
         .map(|(env, obs)| {
@@ -656,6 +665,27 @@ mod tests {
         assert_eq!(second, Duration::from_secs(2), "the second pass ran as the warning came");
         assert_eq!(s.cloud.events_left("dev"), (0, 0), "handled and deleted");
         assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warning_for_an_instance_not_ours_waits_for_the_scheduled_pass() {
+        let mut config = passes(2);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        let ours = agent("dev", "i-1", InstanceState::Running, "dev_spot", s.world.clock.now());
+        s.jenkins.add_node(fake::node(&ours, "dev", false, false));
+        s.cloud.add("dev", ours);
+        let cloud = s.cloud.clone();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cloud.send_event("dev", &warning("e-1", "i-9"));
+        });
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        let passes = &r.record.run.passes;
+        assert_eq!(passes[1].started.duration_since(passes[0].started).unwrap(), Duration::from_secs(5));
+        assert_eq!(s.jenkins.count("offline-node"), 0);
+        assert_eq!(s.cloud.events_left("dev"), (0, 0), "deleted by the scheduled pass");
     }
 
     #[tokio::test(start_paused = true)]
