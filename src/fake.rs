@@ -69,6 +69,12 @@ struct State {
     in_flight: Vec<Message>,
     /// Each env's interruption queue: (queued, in flight).
     events: BTreeMap<String, (Vec<Message>, Vec<Message>)>,
+    /// An env's interruption queue's own visibility timeout; without one, a
+    /// message received with no timeout of the call's own stays in flight
+    /// until deleted or released.
+    event_visibility: BTreeMap<String, Duration>,
+    /// When a message in flight (its receipt) is on its queue again.
+    event_hidden: BTreeMap<String, tokio::time::Instant>,
     calls: Vec<Call>,
     faults: Vec<Fault>,
     launched: u32,
@@ -234,6 +240,11 @@ impl FakeCloud {
             Message { id: format!("e-{n}"), receipt: format!("er-{n}"), body: body.to_string(), sender: None };
         state.events.entry(env.to_string()).or_default().0.push(message);
         self.event_sent.notify_waiters();
+    }
+
+    /// Gives `env`'s interruption queue its own visibility timeout.
+    pub fn set_event_visibility(&self, env: &str, timeout: Duration) {
+        self.state().event_visibility.insert(env.to_string(), timeout);
     }
 
     /// Messages of `env`'s interruption queue: (waiting, received and not deleted).
@@ -525,7 +536,13 @@ impl Queue for FakeCloud {
         })
     }
 
-    fn receive<'a>(&'a self, url: &'a str, max: i32, _wait: Duration) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
+    fn receive<'a>(
+        &'a self,
+        url: &'a str,
+        max: i32,
+        _wait: Duration,
+        _visibility: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
         Box::pin(async move {
             self.call(SQS_ENV, "ReceiveMessage", url).map_err(|_| SqsError::Receive("injected".into()))?;
             let mut state = self.state();
@@ -573,20 +590,48 @@ impl Queue for FakeEventQueue {
         })
     }
 
-    fn receive<'a>(&'a self, url: &'a str, max: i32, wait: Duration) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
+    fn receive<'a>(
+        &'a self,
+        url: &'a str,
+        max: i32,
+        wait: Duration,
+        visibility: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
         Box::pin(async move {
             self.cloud.call(&self.env, "ReceiveMessage", url).map_err(|_| SqsError::Receive("injected".into()))?;
+            // A reader that receives on and on would never let the paused
+            // clock move: end it with a failed read, not a hung test.
+            let receives = self.cloud.calls().iter().filter(|c| c.env == self.env && c.op == "ReceiveMessage").count();
+            if receives > 1000 {
+                return Err(SqsError::Receive("the fake's bound of 1000 receives: a hot loop".into()));
+            }
             // A long poll, as SQS holds it: whole seconds, until a message comes.
             let until = tokio::time::Instant::now() + Duration::from_secs(wait.as_secs());
             loop {
                 let sent = self.cloud.event_sent.notified();
                 {
-                    let mut state = self.cloud.state();
+                    let now = tokio::time::Instant::now();
+                    let mut guard = self.cloud.state();
+                    let state = &mut *guard;
                     let (queued, in_flight) = state.events.entry(self.env.clone()).or_default();
-                    if !queued.is_empty() || tokio::time::Instant::now() >= until {
+                    // Messages whose visibility timeout has passed are on
+                    // the queue again, as SQS redelivers them.
+                    let hidden = &mut state.event_hidden;
+                    let (back, still): (Vec<Message>, Vec<Message>) =
+                        in_flight.drain(..).partition(|m| hidden.get(&m.receipt).is_some_and(|&at| at <= now));
+                    *in_flight = still;
+                    queued.extend(back);
+                    if !queued.is_empty() || now >= until {
                         let n = queued.len().min(usize::try_from(max.clamp(1, 10)).unwrap_or(10));
                         let batch: Vec<Message> = queued.drain(..n).collect();
                         in_flight.extend(batch.iter().cloned());
+                        let timeout = visibility.or_else(|| state.event_visibility.get(&self.env).copied());
+                        for m in &batch {
+                            match timeout {
+                                Some(t) => hidden.insert(m.receipt.clone(), now + Duration::from_secs(t.as_secs())),
+                                None => hidden.remove(&m.receipt),
+                            };
+                        }
                         return Ok(batch);
                     }
                 }
@@ -816,7 +861,9 @@ pub fn world(config: Config, cloud: &FakeCloud, jenkins: &Arc<FakeJenkins>, work
             .flat_map(|name| {
                 config.fleet.envs.values().map(|env| {
                     let queue = Arc::new(FakeEventQueue { env: env.name.clone(), cloud: cloud.clone() });
-                    (env.name.clone(), Arc::new(crate::interruption::EventQueue::new(queue, name, &env.account_id)))
+                    let visibility = crate::interruption::visibility_timeout(config.run.pass_interval);
+                    let queue = crate::interruption::EventQueue::new(queue, name, &env.account_id, visibility);
+                    (env.name.clone(), Arc::new(queue))
                 })
             })
             .collect(),

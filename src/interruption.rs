@@ -5,8 +5,8 @@
 //! to 50), alongside the dump and the describes; the
 //! events become part of the snapshot and the planner decides what they
 //! mean. Between passes the [`Listener`] long-polls the queues, and a warning
-//! or rebalance that arrives ends the nap: the next pass runs at once with
-//! it. A message is deleted once its pass handled it; one that is no EC2
+//! or rebalance for one of our spot agents that arrives ends the nap: the
+//! next pass runs at once with it. A message is deleted once its pass handled it; one that is no EC2
 //! event we know is deleted at once and counted `interruption_dropped`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -32,18 +32,31 @@ pub const MAX_BATCHES: usize = 5;
 /// SQS's longest long poll.
 pub const LONGEST_POLL: Duration = Duration::from_secs(20);
 
+/// How long a message we received stays hidden from other reads, set on
+/// every receive rather than left to the queue's own setting: a nap's poll
+/// takes a message that the next pass handles and deletes, so it must stay
+/// hidden over the rest of the nap and that pass, or a queue with a short
+/// timeout (0 is allowed) hands it back to the next poll at once, again and
+/// again. Two pass intervals and 10 s, at least 30 s (Karpenter uses 20 s
+/// for a loop that handles what it receives at once).
+pub fn visibility_timeout(pass_interval: Duration) -> Duration {
+    (pass_interval * 2 + Duration::from_secs(10)).max(Duration::from_secs(30))
+}
+
 /// One env's queue of EC2 events; its URL is looked up once per run.
 pub struct EventQueue {
     pub client: Arc<dyn Queue>,
     pub name: String,
     /// The env's account, which owns the queue.
     pub owner: String,
+    /// Set on every receive, see [`visibility_timeout`].
+    visibility: Duration,
     url: OnceCell<String>,
 }
 
 impl EventQueue {
-    pub fn new(client: Arc<dyn Queue>, name: &str, owner: &str) -> EventQueue {
-        EventQueue { client, name: name.to_string(), owner: owner.to_string(), url: OnceCell::new() }
+    pub fn new(client: Arc<dyn Queue>, name: &str, owner: &str, visibility: Duration) -> EventQueue {
+        EventQueue { client, name: name.to_string(), owner: owner.to_string(), visibility, url: OnceCell::new() }
     }
 
     async fn url(&self) -> Result<&str, SqsError> {
@@ -51,12 +64,16 @@ impl EventQueue {
     }
 }
 
+/// Our spot agents' instance ids per env, as the last pass saw them; `None`
+/// for an env whose describe failed (any of its warnings may be ours).
+pub type Ours = BTreeMap<String, Option<BTreeSet<String>>>;
+
 /// What one pass read from the queues.
 #[derive(Debug, Default)]
 pub struct Received {
     pub events: Vec<InstanceEvent>,
-    /// Every message an event came in: (env, event id, receipt).
-    receipts: Vec<(String, String, String)>,
+    /// Every message an event came in: (env, event id, message id, receipt).
+    receipts: Vec<(String, String, String, String)>,
     /// Messages that were no EC2 event we know (deleted already).
     pub dropped: u64,
     /// Failed receives and deletes, one line each.
@@ -67,19 +84,37 @@ pub struct Received {
 
 impl Received {
     fn extend(&mut self, other: Received) {
-        self.events.extend(other.events);
-        self.receipts.extend(other.receipts);
+        // A message received again (its visibility timeout passed before a
+        // pass deleted it) is one event: only its newest receipt is kept,
+        // which is the one SQS deletes it by.
+        let mut events = other.events.into_iter();
+        for (receipt, event) in other.receipts.into_iter().zip(events.by_ref()) {
+            let (env, _, message, _) = &receipt;
+            match self.receipts.iter_mut().find(|(e, _, m, _)| e == env && m == message) {
+                Some(held) => *held = receipt,
+                None => {
+                    self.receipts.push(receipt);
+                    self.events.push(event);
+                }
+            }
+        }
+        self.events.extend(events);
         self.dropped += other.dropped;
         self.failures.extend(other.failures);
         self.failed.extend(other.failed);
     }
 
-    /// Whether an event came that a pass should act on now: a warned agent
-    /// has two minutes, and a build can land on it until its node is
-    /// offline. A state change only takes capacity away; it waits for the
-    /// next pass (other instances' churn would otherwise run pass after pass).
-    pub fn urgent(&self) -> bool {
-        self.events.iter().any(|e| matches!(e.kind, EventKind::Warning | EventKind::Rebalance))
+    /// Whether an event came that a pass should act on now: a warning or
+    /// rebalance for one of `ours` (a warned agent has two minutes, and a
+    /// build can land on it until its node is offline). A state change only
+    /// takes capacity away, and an event for an instance not ours is only
+    /// deleted: they wait for the next pass (other instances' churn would
+    /// otherwise run pass after pass).
+    pub fn urgent(&self, ours: &Ours) -> bool {
+        self.events.iter().any(|e| {
+            matches!(e.kind, EventKind::Warning | EventKind::Rebalance)
+                && ours.get(&e.env).is_none_or(|ids| ids.as_ref().is_none_or(|ids| ids.contains(&e.instance_id)))
+        })
     }
 
     /// How many messages are held, received and not yet deleted.
@@ -108,7 +143,7 @@ async fn receive_env(env: &str, queue: &EventQueue, wait: Duration) -> Received 
     // can crowd the queue): read on, within a bound.
     for _ in 0..MAX_BATCHES {
         let messages = match queue.url().await {
-            Ok(url) => queue.client.receive(url, BATCH, wait).await,
+            Ok(url) => queue.client.receive(url, BATCH, wait, Some(queue.visibility)).await,
             Err(e) => Err(e),
         };
         let messages = match messages {
@@ -123,7 +158,7 @@ async fn receive_env(env: &str, queue: &EventQueue, wait: Duration) -> Received 
         for message in messages {
             match parse_event(env, &message.body) {
                 Ok(event) => {
-                    out.receipts.push((env.to_string(), event.id.clone(), message.receipt));
+                    out.receipts.push((env.to_string(), event.id.clone(), message.id, message.receipt));
                     out.events.push(event);
                 }
                 Err(why) => {
@@ -160,20 +195,37 @@ pub struct Listener {
     failing: BTreeSet<String>,
     /// What finished polls brought, for the next pass.
     brought: Received,
+    /// Messages each env's polls brought in this nap: an env is not polled
+    /// again once they reach the bound of a pass's own read, so a flood
+    /// waits on its queue for the passes, which take it in bounded bites.
+    this_nap: BTreeMap<String, usize>,
+    /// Whose warnings end a nap, see [`Received::urgent`].
+    ours: Ours,
 }
 
 impl Listener {
+    /// The spot agents whose warnings end a nap from now on.
+    pub fn watch(&mut self, ours: Ours) {
+        self.ours = ours;
+    }
+
     /// Naps until `until`, long-polling every env's queue meanwhile (each
-    /// poll at most `longest`, and never past `until`); ends early when a
-    /// poll brings an [`urgent`](Received::urgent) event.
-    pub async fn nap(&mut self, queues: &BTreeMap<String, Arc<EventQueue>>, until: Instant, longest: Duration) {
+    /// poll at most SQS's 20 s, and never past `until`; the receive sets its
+    /// own timeouts to cover the wait); ends early when a poll brings an
+    /// [`urgent`](Received::urgent) event.
+    pub async fn nap(&mut self, queues: &BTreeMap<String, Arc<EventQueue>>, until: Instant) {
+        self.this_nap.clear();
+        let bound = usize::try_from(BATCH).unwrap_or(10) * MAX_BATCHES;
         loop {
             // SQS waits whole seconds: poll while one is left, then sleep.
-            let left = until.saturating_duration_since(Instant::now()).min(longest).min(LONGEST_POLL);
+            let left = until.saturating_duration_since(Instant::now()).min(LONGEST_POLL);
             let wait = Duration::from_secs(left.as_secs());
             if !wait.is_zero() {
                 for (env, queue) in queues {
-                    if self.failing.contains(env) || self.out.values().any(|e| e == env) {
+                    if self.failing.contains(env)
+                        || self.out.values().any(|e| e == env)
+                        || self.this_nap.get(env).is_some_and(|&n| n >= bound)
+                    {
                         continue;
                     }
                     let (env, queue) = (env.clone(), Arc::clone(queue));
@@ -197,7 +249,7 @@ impl Listener {
             tokio::select! {
                 Some(done) = self.polls.join_next_with_id() => {
                     self.finished(done);
-                    if self.brought.urgent() {
+                    if self.brought.urgent(&self.ours) {
                         return;
                     }
                 }
@@ -232,7 +284,7 @@ impl Listener {
         }
         let left = std::mem::take(&mut self.brought);
         let mut failures = left.failures;
-        for (env, _, receipt) in &left.receipts {
+        for (env, _, _, receipt) in &left.receipts {
             let Some(queue) = queues.get(env) else { continue };
             let released = match queue.url().await {
                 Ok(url) => queue.client.release(url, receipt).await,
@@ -260,7 +312,9 @@ impl Listener {
                 return;
             }
         };
-        self.out.remove(&id);
+        if let Some(env) = self.out.remove(&id) {
+            *self.this_nap.entry(env).or_default() += got.held() + usize::try_from(got.dropped).unwrap_or(usize::MAX);
+        }
         self.failing.extend(got.failed.iter().cloned());
         self.brought.extend(got);
     }
@@ -274,7 +328,7 @@ pub async fn delete_handled(
     kept: &[String],
 ) -> Vec<String> {
     let mut failures = Vec::new();
-    for (env, event, receipt) in &received.receipts {
+    for (env, event, _, receipt) in &received.receipts {
         if kept.contains(event) {
             continue;
         }
@@ -359,6 +413,20 @@ mod tests {
             serde_json::json!({"instance-id": "i-1", "state": "shutting-down"}),
         );
         assert_eq!(parse_event("dev", &state).unwrap().kind, EventKind::StateChange(InstanceState::ShuttingDown));
+    }
+
+    #[test]
+    fn a_message_received_twice_is_one_event_deleted_by_its_newest_receipt() {
+        let body = envelope("EC2 Instance Rebalance Recommendation", serde_json::json!({"instance-id": "i-1"}));
+        let got = |receipt: &str| {
+            let event = parse_event("dev", &body).unwrap();
+            let receipts = vec![("dev".to_string(), event.id.clone(), "m-1".to_string(), receipt.to_string())];
+            Received { events: vec![event], receipts, ..Received::default() }
+        };
+        let mut all = got("r-old");
+        all.extend(got("r-new"));
+        assert_eq!((all.events.len(), all.held()), (1, 1));
+        assert_eq!(all.receipts[0].3, "r-new");
     }
 
     #[test]

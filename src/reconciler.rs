@@ -13,7 +13,7 @@ use crate::act::act;
 use crate::config::{Config, FleetConfig};
 use crate::counter::Counter;
 use crate::interruption;
-use crate::model::{EnvObservation, InstanceState};
+use crate::model::{EnvObservation, Instance, InstanceState};
 use crate::observe::{observe, Observation};
 use crate::periodic::schedule::{self, Job};
 use crate::periodic::{gc, security_group, sqs_requests};
@@ -104,11 +104,9 @@ impl<'w> Reconciler<'w> {
             if pass + 1 < total {
                 // Never sleep past the bound: the run ends on time.
                 let nap = self.world.config.run.pass_interval.min(max_run.saturating_sub(started.elapsed()));
-                // A poll must end within the SDK's attempt timeout.
-                let longest = (config.aws.timeout / 3).saturating_sub(Duration::from_secs(1));
                 let queues = &self.world.interruptions;
                 tokio::select! {
-                    _ = self.listener.nap(queues, Instant::now() + nap, longest) => {}
+                    _ = self.listener.nap(queues, Instant::now() + nap) => {}
                     _ = &mut shutdown => { tracing::warn!("interrupted after pass {}", pass + 1); return; }
                 }
             }
@@ -140,6 +138,7 @@ impl<'w> Reconciler<'w> {
         let calls_before = self.world.ec2_calls.get();
         let throttled_before = self.world.ec2_calls.throttled();
         let obs = observe(self.world, self.listener.take(&self.world.interruptions)).await;
+        self.listener.watch(spot_agents(&self.plan_config, &obs.envs));
         let usage = cost::observe_usage(&self.plan_config, obs.dump.as_ref().ok(), &obs.envs);
         self.record.run.cost.observe(obs.now, usage);
         // Agents before the queue: an item whose node came online in the
@@ -339,6 +338,14 @@ impl<'w> Reconciler<'w> {
 }
 
 /// Our pending and running agents per env; `None` where not observed.
+/// Our spot agents in each env, whose warnings end the next nap.
+fn spot_agents(cfg: &PlanConfig, envs: &BTreeMap<String, EnvObservation>) -> interruption::Ours {
+    let ours = |env: &str, instances: &[Instance]| {
+        instances.iter().filter(|i| i.spot && cfg.is_ours(env, i)).map(|i| i.id.clone()).collect()
+    };
+    envs.iter().map(|(env, seen)| (env.clone(), seen.as_ref().ok().map(|i| ours(env, i)))).collect()
+}
+
 fn agents_per_env(envs: &BTreeMap<String, EnvObservation>) -> BTreeMap<String, Option<usize>> {
     envs.iter()
         .map(|(env, obs)| {
@@ -661,6 +668,50 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_warning_for_an_instance_not_ours_waits_for_the_scheduled_pass() {
+        let mut config = passes(2);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        let ours = agent("dev", "i-1", InstanceState::Running, "dev_spot", s.world.clock.now());
+        s.jenkins.add_node(fake::node(&ours, "dev", false, false));
+        s.cloud.add("dev", ours);
+        let cloud = s.cloud.clone();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cloud.send_event("dev", &warning("e-1", "i-9"));
+        });
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        let passes = &r.record.run.passes;
+        assert_eq!(passes[1].started.duration_since(passes[0].started).unwrap(), Duration::from_secs(5));
+        assert_eq!(s.jenkins.count("offline-node"), 0);
+        assert_eq!(s.cloud.events_left("dev"), (0, 0), "deleted by the scheduled pass");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_aws_timeout_still_lets_the_nap_poll_and_a_warning_end_it() {
+        // --aws_timeout 3: an SDK attempt of 1 s, shorter than any poll; the
+        // receive's own timeouts cover the poll's wait.
+        let mut config = passes(2);
+        config.interruption_queue = Some("ec2-events".into());
+        config.aws.timeout = Duration::from_secs(3);
+        let s = setup(config);
+        let warned = agent("dev", "i-1", InstanceState::Running, "dev_spot", s.world.clock.now());
+        s.jenkins.add_node(fake::node(&warned, "dev", false, false));
+        s.cloud.add("dev", warned);
+        let cloud = s.cloud.clone();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cloud.send_event("dev", &warning("e-1", "i-1"));
+        });
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        let passes = &r.record.run.passes;
+        assert_eq!(passes[1].started.duration_since(passes[0].started).unwrap(), Duration::from_secs(2));
+        assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_poll_still_out_when_a_warning_ends_the_nap_is_collected_later() {
         // dev's warning at 2 s ends the nap; prod's poll is still out then
         // and brings prod's warning at 3 s, which ends the next nap.
@@ -759,6 +810,32 @@ mod tests {
         assert_eq!(passes[1].started.duration_since(passes[0].started).unwrap(), Duration::from_secs(5));
         assert_eq!(s.cloud.events_left("dev"), (0, 0), "received in the nap, deleted by the pass");
         assert_eq!(r.record.stats.get(Counter::InterruptionDropped), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_that_hands_a_message_back_at_once_is_not_read_again_and_again_in_a_nap() {
+        // The queue's own visibility timeout is 0: a message a poll took
+        // would be back for the next poll at once, unless the receive hides
+        // it itself until the pass has handled it.
+        let mut config = passes(2);
+        config.interruption_queue = Some("ec2-events".into());
+        let s = setup(config);
+        s.cloud.set_event_visibility("dev", Duration::ZERO);
+        let cloud = s.cloud.clone();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let change = warning("e-1", "i-9")
+                .replace("EC2 Spot Instance Interruption Warning", "EC2 Instance State-change Notification")
+                .replace(r#""instance-action":"terminate""#, r#""state":"stopping""#);
+            cloud.send_event("dev", &change);
+        });
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        let dev_receives = s.cloud.calls().iter().filter(|c| c.env == "dev" && c.op == "ReceiveMessage").count();
+        // Each pass's read, the poll that brought the message, one more poll.
+        assert!(dev_receives <= 4, "{dev_receives} receives");
+        assert_eq!(s.cloud.events_left("dev"), (0, 0), "handled once and deleted");
+        assert_eq!(r.record.stats.get(Counter::InterruptionFailed), 0);
     }
 
     #[tokio::test(start_paused = true)]

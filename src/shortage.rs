@@ -11,11 +11,14 @@
 //!
 //! The cache also keeps launches idempotent. A launch refused in its first
 //! subnet moves to another with a token of that subnet's own,
-//! md5(token@subnet): EC2's idempotency for a launch into a subnet is
-//! zonal, and a request it refused leaves no record, so sending the first
-//! token again to the first subnet once that has room would launch a
-//! second time for an item whose moved launch succeeded (its answer lost,
-//! or the run killed before its marker). So a shortage is held at least
+//! md5(token@subnet). EC2 keeps a RunInstances token per Availability
+//! Zone: the same token in a subnet of another AZ launches anew (it is not
+//! refused; IdempotentParameterMismatch is for the same token with other
+//! parameters in the same AZ), so each subnet's launch needs a token of its
+//! own to be answered from on a retry. A request EC2 refused leaves no
+//! record, so sending the first token again to the first subnet once that
+//! has room would launch a second time for an item whose moved launch
+//! succeeded (its answer lost, or the run killed before its marker). So a shortage is held at least
 //! until the end of the token window it was found in (EC2 keeps a token's
 //! answer far longer than that window), and saved before the moved launch
 //! is sent: while a token lives, its retries skip the subnet that refused

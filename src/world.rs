@@ -60,8 +60,16 @@ pub trait SecurityGroups: Send + Sync {
 pub trait Queue: Send + Sync {
     fn queue_url<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, Result<String, SqsError>>;
     /// Up to `max` messages; when none is there, waits up to `wait` (whole
-    /// seconds, SQS's long poll) for one.
-    fn receive<'a>(&'a self, url: &'a str, max: i32, wait: Duration) -> BoxFuture<'a, Result<Vec<Message>, SqsError>>;
+    /// seconds, SQS's long poll) for one. What it receives is hidden from
+    /// other reads for `visibility` (whole seconds), or for the queue's own
+    /// visibility timeout when `None`.
+    fn receive<'a>(
+        &'a self,
+        url: &'a str,
+        max: i32,
+        wait: Duration,
+        visibility: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Vec<Message>, SqsError>>;
     fn delete<'a>(&'a self, url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>>;
     /// Makes a received message visible to other readers again at once.
     fn release<'a>(&'a self, url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>>;
@@ -146,7 +154,12 @@ impl World {
             if let Some(queue) = &config.interruption_queue {
                 // The env's own role and region: the queue is the env's.
                 let client = Arc::new(aws_sdk_sqs::Client::new(&env_conf)) as Arc<dyn Queue>;
-                let queue = crate::interruption::EventQueue::new(client, queue, &env.account_id);
+                let queue = crate::interruption::EventQueue::new(
+                    client,
+                    queue,
+                    &env.account_id,
+                    crate::interruption::visibility_timeout(config.run.pass_interval),
+                );
                 interruptions.insert(name.clone(), Arc::new(queue));
             }
             let mut ec2_conf = aws_sdk_ec2::config::Builder::from(&env_conf)

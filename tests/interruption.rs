@@ -175,9 +175,10 @@ fn a_warning_sent_while_the_manager_naps_is_acted_on_before_the_nap_would_end() 
     let id = s(&w.agent(0)["instance_id"]);
     w.events(QUEUE, json!([]));
     let mut manager = w.manager(&["--loop_counter", "2", "--skip_security_group", "--interruption_queue", QUEUE]);
-    // --aws_timeout 12: polls of at most 3 s, so the run's end waits little.
+    // --aws_timeout 3: an SDK attempt of 1 s; the poll's own timeouts let
+    // it wait up to 20 s all the same.
     let mut child =
-        manager.args(["--pass_interval", "30", "--aws_timeout", "12"]).stdout(Stdio::piped()).spawn().unwrap();
+        manager.args(["--pass_interval", "30", "--aws_timeout", "3"]).stdout(Stdio::piped()).spawn().unwrap();
     let mut log = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     while !line.contains("pass 1/2") {

@@ -44,18 +44,31 @@ pub async fn queue_url(client: &Client, name: &str, owner: &str) -> Result<Strin
 
 /// Up to `max` messages (at most 10, SQS's own limit), each with its
 /// `SenderId` system attribute; when none is there, SQS holds the call up to
-/// `wait` (whole seconds, at most 20) until one comes.
-pub async fn receive(client: &Client, url: &str, max: i32, wait: Duration) -> Result<Vec<Message>, SqsError> {
-    let wait = i32::try_from(wait.as_secs().min(20)).unwrap_or(20);
-    let out = client
+/// `wait` (whole seconds, at most 20) until one comes. What it receives is
+/// hidden from other reads for `visibility` (whole seconds, at most SQS's 12
+/// hours), or for the queue's own visibility timeout when `None`.
+pub async fn receive(
+    client: &Client,
+    url: &str,
+    max: i32,
+    wait: Duration,
+    visibility: Option<Duration>,
+) -> Result<Vec<Message>, SqsError> {
+    let wait = Duration::from_secs(wait.as_secs().min(20));
+    let seconds = i32::try_from(wait.as_secs()).unwrap_or(20);
+    let visibility = visibility.map(|v| i32::try_from(v.as_secs().min(12 * 3600)).unwrap_or(12 * 3600));
+    let mut call = client
         .receive_message()
         .queue_url(url)
         .message_system_attribute_names(MessageSystemAttributeName::SenderId)
         .max_number_of_messages(max.clamp(1, 10))
-        .wait_time_seconds(wait)
-        .send()
-        .await
-        .map_err(|e| SqsError::Receive(describe_error(&e)))?;
+        .wait_time_seconds(seconds)
+        .set_visibility_timeout(visibility)
+        .customize();
+    if !wait.is_zero() {
+        call = call.config_override(long_poll_timeouts(client, wait));
+    }
+    let out = call.send().await.map_err(|e| SqsError::Receive(describe_error(&e)))?;
     Ok(out
         .messages()
         .iter()
@@ -68,6 +81,24 @@ pub async fn receive(client: &Client, url: &str, max: i32, wait: Duration) -> Re
             })
         })
         .collect())
+}
+
+/// A long poll's own timeouts: SQS holds the answer for the whole wait, and
+/// the client's attempt timeout (`--aws_timeout`/3) would cut a long wait
+/// short, or leave no room for what an attempt also covers (refreshing the
+/// assumed role, the 5 s connect timeout, TLS). The wait plus 10 s bounds
+/// each attempt, and the whole call unless the client's own bound is longer;
+/// the connect timeout stays the client's.
+fn long_poll_timeouts(client: &Client, wait: Duration) -> aws_sdk_sqs::config::Builder {
+    let bound = wait + Duration::from_secs(10);
+    let base = client
+        .config()
+        .timeout_config()
+        .cloned()
+        .unwrap_or_else(|| aws_smithy_types::timeout::TimeoutConfig::builder().build());
+    let whole = base.operation_timeout().map_or(bound, |t| t.max(bound));
+    let timeouts = base.to_builder().operation_attempt_timeout(bound).operation_timeout(whole).build();
+    aws_sdk_sqs::config::Builder::default().timeout_config(timeouts)
 }
 
 pub async fn delete(client: &Client, url: &str, receipt: &str) -> Result<(), SqsError> {
@@ -99,8 +130,14 @@ impl crate::world::Queue for Client {
         Box::pin(queue_url(self, name, owner))
     }
 
-    fn receive<'a>(&'a self, url: &'a str, max: i32, wait: Duration) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
-        Box::pin(receive(self, url, max, wait))
+    fn receive<'a>(
+        &'a self,
+        url: &'a str,
+        max: i32,
+        wait: Duration,
+        visibility: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Vec<Message>, SqsError>> {
+        Box::pin(receive(self, url, max, wait, visibility))
     }
 
     fn delete<'a>(&'a self, url: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), SqsError>> {

@@ -31,7 +31,7 @@ pub async fn run(world: &World, config: &SqsConfig, stats: &mut Stats) {
             return;
         }
     };
-    let messages = match client.receive(&url, 10, Duration::ZERO).await {
+    let messages = match client.receive(&url, 10, Duration::ZERO, None).await {
         Ok(m) => m,
         Err(e) => {
             tracing::error!("sqs: {e}");

@@ -184,9 +184,10 @@ pub fn launch_token(tokens: &[&str]) -> String {
 /// The idempotency token of a launch moved from its first subnet to
 /// `subnet` after a capacity shortage: the same on every retry of it, and
 /// one per subnet. EC2 keeps a launch's token per AZ, so the first token
-/// sent to another AZ would launch anew, not be refused; a token per subnet
-/// keeps each subnet's retry answered from its own launch, and in another
-/// subnet of the same AZ clear of IdempotentParameterMismatch.
+/// sent to another AZ would launch anew, not be refused (nor answered from
+/// the first launch); a token per subnet keeps each subnet's retry answered
+/// from its own launch, and in another subnet of the same AZ (a changed
+/// parameter there) clear of IdempotentParameterMismatch.
 pub fn subnet_token(token: &str, subnet: &str) -> String {
     Md5::digest(format!("{token}@{subnet}").as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
