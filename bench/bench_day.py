@@ -29,7 +29,7 @@ at most half the cold p95, for at most 10 % more paid instance-minutes.
 
   bench_day.py generate [--hours H] [--seed S]     prints the day's trace
   bench_day.py run --binary PATH --workdir DIR [--warm dev=2 ...]
-                   [--runs cold,warm] [--time-scale X] ...
+                   [--runs cold,warm | --runs warm --cold-json FILE] [--time-scale X] ...
 """
 
 import argparse
@@ -185,6 +185,9 @@ def run(args):
                  "--boot-jitter", str(BOOT["jitter"]), "--boot-seed", str(args.seed),
                  "--poll-interval", "0.05"]
     runs = {}
+    if args.cold_json:
+        with open(args.cold_json) as source:
+            runs["cold"] = json.load(source)["cold"]
     for name in args.runs:
         flags = [] if name == "cold" else [f for w in args.warm for f in ("--warm", w)]
         loop = argparse.Namespace(**vars(args))
@@ -229,12 +232,16 @@ def main(argv):
                         help="the warm run's --warm words (default dev=2, prod_shared=1)")
     parser.add_argument("--runs", default="cold,warm",
                         help="which runs, in order: cold, warm or both (default cold,warm)")
+    parser.add_argument("--cold-json", metavar="FILE",
+                        help="take the cold run from an earlier --json (with --runs warm)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     args.warm = args.warm or ["dev=2", "prod_shared=1"]
     args.runs = [r for r in args.runs.split(",") if r]
     if not args.runs or set(args.runs) - {"cold", "warm"}:
         parser.error("--runs: cold, warm or cold,warm")
+    if args.cold_json and args.runs != ["warm"]:
+        parser.error("--cold-json goes with --runs warm")
     # The closed loop's own settings: the day is `minutes` long, no wave.
     args.minutes = args.hours * 60
     args.interruption_at, args.interruption_share = -1, 0.0
