@@ -37,8 +37,8 @@
 # writes the Markdown to FILE. --soak-seed (default 7) and --soak-minutes
 # (simulated, default 120) and --soak-scale (time scale, default 10; lower it
 # on a loaded machine, where a pass outlasts its 5 simulated seconds) shape the
-# soak; it replays from its seed. --warm (repeatable; default dev=2 and
-# prod_shared=1) is the warm run's pool, --day-scale (default 90) the day's
+# soak; it replays from its seed. --warm (repeatable; default dev=2) is the
+# warm run's pool, --day-scale (default 90) the day's
 # time scale. Everything runs on 127.0.0.1 in a temporary
 # directory, removed on exit unless --keep; every process started is stopped.
 
