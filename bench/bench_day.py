@@ -66,24 +66,21 @@ def warm_labels(warm):
     return sorted({word.partition("=")[0] for word in warm})
 
 
-def figures(result, stats, labels):
-    """Time to agent per kind and for the warmed labels, and the minutes."""
+def figures(result, stats):
+    """Time to agent per kind and the waits per label, and the minutes."""
     kinds = result["served_kinds"]
     waits = {kind: [] for kind in KINDS}
-    by_label = {label: [] for label in labels}
+    by_label = {}
     for job in stats["jobs"]:
         if job["started"] is None:
             continue
         wait = job["started"] - job["enqueued"]
         waits[kinds.get(str(job["queue_id"]), "absorbed")].append(wait)
-        if job["label"] in by_label:
-            by_label[job["label"]].append(wait)
-    warmed = [w for label in labels for w in by_label[label]]
+        by_label.setdefault(job["label"], []).append(wait)
     summary = stats["summary"]
     return {
         "kinds": {kind: spread(w) for kind, w in waits.items()},
-        "labels": {label: spread(w) for label, w in by_label.items()},
-        "warmed": spread(warmed),
+        "label_waits": by_label,
         "all": spread([w for ws in waits.values() for w in ws]),
         "usage_minutes": summary["usage_minutes"],
         "usage_minutes_by_label": summary["usage_minutes_by_label"],
@@ -99,16 +96,22 @@ def figures(result, stats, labels):
     }
 
 
+def warmed(run, labels):
+    """The spread of the time to agent of the jobs of `labels`."""
+    return spread([w for label in labels for w in run["label_waits"].get(label, [])])
+
+
 def spread(values):
     return {"n": len(values), "p50": bc.percentile(values, 0.5),
             "p95": bc.percentile(values, 0.95)}
 
 
-def verdict(cold, warm):
+def verdict(cold, warm, labels):
     """The target's two ratios, and whether both hold."""
     p95 = None
-    if cold["warmed"]["p95"] and warm["warmed"]["p95"] is not None:
-        p95 = warm["warmed"]["p95"] / cold["warmed"]["p95"]
+    cold_p95, warm_p95 = warmed(cold, labels)["p95"], warmed(warm, labels)["p95"]
+    if cold_p95 and warm_p95 is not None:
+        p95 = warm_p95 / cold_p95
     paid = warm["usage_minutes"]["paid"] / cold["usage_minutes"]["paid"]
     return {"p95_ratio": p95, "paid_ratio": paid,
             "met": p95 is not None and p95 <= 0.5 and paid <= 1.10}
@@ -125,10 +128,11 @@ def markdown(runs, args):
                                                             for n in names)]
             for kind in KINDS]
     rows.append(["… all jobs", *(cell(runs[n]["all"]) for n in names)])
-    rows += [[f"… label `{label}`", *(cell(runs[n]["labels"][label]) for n in names)]
+    rows += [[f"… label `{label}`", *(cell(warmed(runs[n], [label])) for n in names)]
              for label in labels]
     if len(labels) > 1:
-        rows.append(["… the warmed labels together", *(cell(runs[n]["warmed"]) for n in names)])
+        rows.append(["… the warmed labels together", *(cell(warmed(runs[n], labels))
+                                                        for n in names)])
     for use in ("booting", "busy", "idle", "stopped", "paid"):
         rows.append([f"instance-minutes {use}",
                      *(bc.fmt(runs[n]["usage_minutes"][use], 1) for n in names)])
@@ -164,7 +168,7 @@ def markdown(runs, args):
             f"{args.spot_cap} per env, --cli {args.cli}")
     text = head + "\n\n" + bc.table(header, rows)
     if "cold" in runs and "warm" in runs:
-        v = verdict(runs["cold"], runs["warm"])
+        v = verdict(runs["cold"], runs["warm"], labels)
         text += (f"\n\nTarget (warmed labels' p95 ≤ 0.5 × cold, paid minutes ≤ 1.10 × cold): "
                  f"p95 ratio {bc.fmt(v['p95_ratio'], 2)}, paid ratio {bc.fmt(v['paid_ratio'], 2)}"
                  f" — **{'met' if v['met'] else 'missed'}**")
@@ -195,7 +199,7 @@ def run(args):
         bc.log(f"day: the {name} run")
         result, stats = bench_trace.closed_loop(loop, trace, bench_trace.PREEXISTING,
                                                 sim_flags, flags)
-        runs[name] = figures(result, stats, labels)
+        runs[name] = figures(result, stats)
         runs[name]["jobs"] = len(trace)
     if args.json:
         with open(args.json, "w") as out:
