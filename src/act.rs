@@ -23,7 +23,7 @@ use crate::aws::ec2::{Ec2Error, LaunchSpec};
 use crate::config::EnvConfig;
 use crate::counter::Counter;
 use crate::markers;
-use crate::model::{Label, MASTER_TAG};
+use crate::model::{Label, MASTER_TAG, WARMED_TAG, WARM_TAG};
 use crate::plan::calls::{env_calls, launch_token, subnet_index, subnet_token, Call, ListKind, Sequence};
 use crate::plan::Action;
 use crate::record::stats::Stats;
@@ -94,8 +94,11 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
         let Some(outcome) = outcome else { continue };
         if let Some(counter) = outcome.counter {
             acted.stats.add(counter, 1);
-            if matches!(action, Action::Create { replacement_for: Some(_), .. }) {
-                acted.stats.add(Counter::ReplacementsLaunched, 1);
+            match action {
+                Action::Create { replacement_for: Some(_), .. } => acted.stats.add(Counter::ReplacementsLaunched, 1),
+                Action::Create { warm: true, .. } => acted.stats.add(Counter::WarmPoolCreated, 1),
+                Action::Stop { warm: true, .. } => acted.stats.add(Counter::WarmPoolStopped, 1),
+                _ => {}
             }
         }
         if outcome.failed {
@@ -274,6 +277,7 @@ async fn run(world: &World, action: &Action, failed: &BTreeSet<String>) -> Resul
                 _ => return Ok(Done::Skipped("its volumes could not be set to delete on termination")),
             };
             call_list(client(world, env)?, kind, &ids).await?;
+            mark_warmed(world, action).await;
             finish_listed(world, action)
         }
         Action::Create { env, client_token, replaces, .. } => {
@@ -390,7 +394,29 @@ async fn run_list(
         }
         None => {}
     }
-    results.into_iter().map(|r| r.unwrap_or(Ok(Done::Skipped("not called")))).collect()
+    let results: Vec<Result<Done, ActError>> =
+        results.into_iter().map(|r| r.unwrap_or(Ok(Done::Skipped("not called")))).collect();
+    for (result, &at) in results.iter().zip(ats) {
+        if matches!(result, Ok(Done::Acted(..))) {
+            mark_warmed(world, &actions[at]).await;
+        }
+    }
+    results
+}
+
+/// A warm-pool agent EC2 accepted to stop is an agent like any other from
+/// now on: tagged so, its idle time is the usual policy's when a job starts
+/// it. A failed tag is only logged: the stop is done, and the worst that
+/// follows is that it is stopped at once again after its next job.
+async fn mark_warmed(world: &World, action: &Action) {
+    let Action::Stop { env, instance_id, warm: true, .. } = action else { return };
+    let tagged = match client(world, env) {
+        Ok(client) => client.tag(instance_id, WARMED_TAG, "true").await.map_err(ActError::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = tagged {
+        tracing::warn!("{env}: stopped warm-pool agent {instance_id} could not be tagged {WARMED_TAG}: {e}");
+    }
 }
 
 /// Launches the creates of `ats` (one launch spec) in one RunInstances.
@@ -409,10 +435,11 @@ async fn launch_creates(world: &World, creates: &[&Action], subnet: usize) -> Ve
             creates
                 .iter()
                 .map(|create| match (create, ids.next()) {
-                    (Action::Create { env, label, job_key, replacement_for, .. }, Some(id)) => {
+                    (Action::Create { env, label, job_key, replacement_for, warm, .. }, Some(id)) => {
                         markers::write_start(&world.workdir, env, &id, &label.raw)?;
-                        // A replacement waits for no queue item: no working marker.
-                        if replacement_for.is_none() {
+                        // A replacement or a warm-pool agent waits for no
+                        // queue item: no working marker.
+                        if replacement_for.is_none() && !warm {
                             markers::write_working(&world.workdir, job_key)?;
                         }
                         Ok(Done::Acted(Some(Counter::InstancesCreated), Some(id)))
@@ -441,7 +468,7 @@ async fn launch_creates(world: &World, creates: &[&Action], subnet: usize) -> Ve
 }
 
 async fn launch_ids(world: &World, creates: &[&Action], subnet: usize) -> Result<Vec<String>, ActError> {
-    let Some(Action::Create { env, label, on_demand_fallback, .. }) = creates.first() else {
+    let Some(Action::Create { env, label, on_demand_fallback, warm, .. }) = creates.first() else {
         return Ok(Vec::new());
     };
     let tokens: Vec<&str> = creates
@@ -453,6 +480,10 @@ async fn launch_ids(world: &World, creates: &[&Action], subnet: usize) -> Result
         .collect();
     let env_config = world.config.fleet.envs.get(env).ok_or_else(|| ActError::UnknownEnv(env.clone()))?;
     let mut spec = launch_spec(world, env_config, label, &launch_token(&tokens), subnet)?;
+    if *warm {
+        // Stopped once set up (plan::warm), and told apart in the console.
+        spec.tags.push((WARM_TAG.to_string(), label.raw.clone()));
+    }
     let count = i32::try_from(creates.len()).unwrap_or(i32::MAX);
     let client = client(world, env)?;
     match launch_in_subnets(world, client, env_config, &spec, subnet, count).await {
@@ -630,7 +661,58 @@ mod tests {
             replaces: replaces.map(str::to_string),
             on_demand_fallback: fallback,
             replacement_for: None,
+            warm: false,
         }
+    }
+
+    #[tokio::test]
+    async fn a_warm_pool_launch_is_tagged_and_waits_for_no_queue_item() {
+        let s = setup(vec![]);
+        let mut warm = create("dev", Pricing::OnDemand, None, false);
+        if let Action::Create { job_key, warm: w, .. } = &mut warm {
+            *job_key = "warm-pool-dev-1".into();
+            *w = true;
+        }
+        let plain = create("dev", Pricing::OnDemand, None, false);
+        let acted = act(&s.world, &[warm, plain], 1).await;
+        assert_eq!(s.cloud.count("RunInstances"), 2, "differently tagged: two launches");
+        let launched = s.cloud.instances("dev");
+        let tags: Vec<Option<&str>> = launched.iter().map(|i| i.warm.as_deref()).collect();
+        assert_eq!(tags, [Some("dev"), None]);
+        assert_eq!(acted.stats.get(Counter::InstancesCreated), 2);
+        assert_eq!(acted.stats.get(Counter::WarmPoolCreated), 1);
+        assert!(!s.world.workdir.join(markers::working_file("warm-pool-dev-1")).exists());
+        assert!(s.world.workdir.join(markers::working_file("job-dev___x")).exists());
+        assert!(s.world.workdir.join(format!("dev__{}.start_instance", launched[0].id)).exists());
+    }
+
+    #[tokio::test]
+    async fn a_stopped_warm_pool_agent_is_tagged_as_stopped_once() {
+        let pool_agent = |id: &str| {
+            let mut i = agent("dev", id, InstanceState::Running, "dev", SystemTime::now());
+            i.warm = Some("dev".into());
+            i
+        };
+        let s = setup(vec![pool_agent("i-1"), pool_agent("i-2")]);
+        let stop = |id: &str, warm: bool| Action::Stop {
+            env: "dev".into(),
+            instance_id: id.into(),
+            node: format!("dev-{id}"),
+            warm,
+        };
+        let acted = act(&s.world, &[stop("i-1", true), stop("i-2", false)], 1).await;
+        assert_eq!(s.cloud.count("StopInstances"), 1);
+        assert_eq!(s.cloud.count("CreateTags"), 1, "only the pool's stop");
+        assert_eq!(s.cloud.instance("dev", "i-1").unwrap().warm, None);
+        assert_eq!(s.cloud.instance("dev", "i-2").unwrap().warm.as_deref(), Some("dev"));
+        assert_eq!(acted.stats.get(Counter::InstancesStopped), 2);
+        assert_eq!(acted.stats.get(Counter::WarmPoolStopped), 1);
+        // A failed tag fails nothing: the stop is done.
+        let s = setup(vec![pool_agent("i-1")]);
+        s.cloud.fail(None, "CreateTags", Times::Once, Ec2ErrorKind::Other);
+        let acted = act(&s.world, &[stop("i-1", true)], 1).await;
+        assert_eq!(s.cloud.instance("dev", "i-1").unwrap().state, InstanceState::Stopped);
+        assert_eq!((acted.stats.get(Counter::WarmPoolStopped), acted.stats.get(Counter::ActionFailed)), (1, 0));
     }
 
     #[tokio::test]
@@ -670,7 +752,7 @@ mod tests {
         let s = setup(vec![running, stopped("i-2")]);
         s.cloud.fail(None, "StopInstances", Times::Always, Ec2ErrorKind::Throttled);
         let actions = [
-            Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "dev-10.0.0.1".into() },
+            Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "dev-10.0.0.1".into(), warm: false },
             Action::Start {
                 env: "dev".into(),
                 instance_id: "i-2".into(),
@@ -864,6 +946,7 @@ mod tests {
             replaces: None,
             on_demand_fallback: false,
             replacement_for: None,
+            warm: false,
         }
     }
 
@@ -923,7 +1006,12 @@ mod tests {
     #[tokio::test]
     async fn stops_of_an_env_go_out_as_one_call_and_one_bad_id_does_not_block_the_others() {
         let running = |id: &str| agent("dev", id, InstanceState::Running, "dev", SystemTime::now());
-        let stop = |id: &str| Action::Stop { env: "dev".into(), instance_id: id.into(), node: format!("dev-{id}") };
+        let stop = |id: &str| Action::Stop {
+            env: "dev".into(),
+            instance_id: id.into(),
+            node: format!("dev-{id}"),
+            warm: false,
+        };
         let s = setup(vec![running("i-1"), running("i-2"), running("i-3")]);
         let acted = act(&s.world, &[stop("i-1"), stop("i-2")], 1).await;
         assert_eq!(s.cloud.mutations(), [("StopInstances", "i-1,i-2".to_string())]);
@@ -981,7 +1069,7 @@ mod tests {
         let start = s.world.clock.now();
         // Prod's actions come first in the plan; dev's do not wait for them.
         let actions = [
-            Action::Stop { env: "prod".into(), instance_id: "i-1".into(), node: "prod-10.0.0.1".into() },
+            Action::Stop { env: "prod".into(), instance_id: "i-1".into(), node: "prod-10.0.0.1".into(), warm: false },
             create_in("prod", 1),
             create_in("dev", 1),
             create_in("dev", 2),

@@ -133,6 +133,13 @@ pub struct Args {
     #[arg(long = "spot_fallback")]
     pub spot_fallback: bool,
 
+    /// Keep at least N stopped, set-up agents of LABEL (`dev=2`,
+    /// `prod_shared=1`) so its next job gets a start, not a create; with
+    /// `@HH-HH` only in those UTC hours (`dev=2@07-19`; `22-06` wraps
+    /// midnight). Repeatable. Spot labels cannot stop, so are refused.
+    #[arg(long = "warm", action = clap::ArgAction::Append, value_name = "LABEL=N[@HH-HH]")]
+    pub warm: Vec<String>,
+
     /// SQS queue, of this name in each env's account and region, that an
     /// EventBridge rule fills with EC2's spot interruption warnings,
     /// rebalance recommendations and instance state changes (none: off).

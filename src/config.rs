@@ -17,9 +17,10 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use crate::cli::{Args, CliTransport};
 use crate::jenkins::cli::{is_loopback, url_host};
 use crate::jenkins::host_key::KnownHostsFile;
-use crate::label::InstanceTypes;
+use crate::label::{parse_label, InstanceTypes};
 use crate::periodic::sqs_requests::validate::{self, Policy};
 use crate::tls::CertCheck;
+use crate::warm::{parse_warm, WarmPool};
 
 /// The Groovy dump script shipped inside the binary (`--groovy` overrides it).
 pub const BUNDLED_GROOVY: &str = include_str!("../jenkins/get_queue_jobs.groovy");
@@ -185,6 +186,8 @@ pub struct FleetConfig {
     /// Running agents that are no node this long after launch are terminated.
     pub zombie_after: Option<Duration>,
     pub spot_fallback: bool,
+    /// The warm pools (`--warm`), labels checked.
+    pub warm: Vec<WarmPool>,
 }
 
 /// What every AWS client shares.
@@ -412,6 +415,7 @@ impl Config {
             None => InstanceTypes::default(),
             Some(list) => InstanceTypes::parse(list).map_err(flag)?,
         };
+        let warm = warm_pools(&args.warm, &envs, &instance_types)?;
         let required_ip_list = args.required_ip_list.iter().map(|w| parse_ip_rule(w)).collect::<Result<Vec<_>, _>>()?;
         let warnings = required_ip_list
             .iter()
@@ -456,6 +460,7 @@ impl Config {
                 zombie_after: (args.zombie_minutes > 0)
                     .then(|| Duration::from_secs(u64::from(args.zombie_minutes) * 60)),
                 spot_fallback: args.spot_fallback,
+                warm,
             },
             aws: AwsConfig {
                 role_name: master.sg_name,
@@ -512,6 +517,41 @@ fn check_private_key(path: &Path) -> Result<(), ConfigError> {
 
 /// `ENV:ami-id,ENV:ami-id`. Any AMI id length is accepted (today's are 21
 /// characters, the original cut them to 12).
+/// The `--warm` words as pools: each label must name one env of
+/// environment.json that has an AMI, be no spot label (a one-time spot
+/// agent cannot stop) and ask for an admitted instance type; a label given
+/// twice is refused too.
+pub fn warm_pools(
+    words: &[String],
+    envs: &BTreeMap<String, EnvConfig>,
+    instance_types: &InstanceTypes,
+) -> Result<Vec<WarmPool>, ConfigError> {
+    let known: BTreeSet<String> = envs.keys().cloned().collect();
+    let mut pools: Vec<WarmPool> = Vec::new();
+    for word in words {
+        let w = parse_warm(word).map_err(flag)?;
+        let refuse = |why: String| flag(format!("--warm {word:?}: {why}"));
+        let label = parse_label(&w.label, &known).map_err(|e| refuse(e.to_string()))?;
+        if label.pricing.is_spot() {
+            return Err(refuse(format!(
+                "label {} is a spot label; one-time spot agents cannot be stopped, so cannot be kept warm",
+                label.raw
+            )));
+        }
+        if !instance_types.allows(&label.instance_type) {
+            return Err(refuse(format!("{} is not admitted by --instance_types", label.instance_type)));
+        }
+        if envs.get(&label.env).and_then(|e| e.ami.as_ref()).is_none() {
+            return Err(refuse(format!("env {} has no AMI in --ami_ids, so no agent can be created there", label.env)));
+        }
+        if pools.iter().any(|p| p.label.raw == label.raw) {
+            return Err(refuse(format!("label {} is given twice", label.raw)));
+        }
+        pools.push(WarmPool { label, size: w.size, hours: w.hours });
+    }
+    Ok(pools)
+}
+
 pub fn parse_ami_ids(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
     for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -698,6 +738,31 @@ mod tests {
         "jenkins-sg": "sg-agents", "instance-profile": "jenkins-cloud", "unknown": true,
         "vpcsubnet": [ {"id": "subnet-a", "az": "us-east-2a"}, {"id": "subnet-b", "az": "us-east-2b"} ],
         "jenkins_url": "https://jenkins.example.com/" } } }"#;
+
+    #[test]
+    fn warm_pools_need_a_known_env_with_an_ami_and_no_spot_label() {
+        let (_, mut envs) = parse_environment(GOOD).unwrap();
+        let types = InstanceTypes::default();
+        let words = |w: &[&str]| w.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let e = warm_pools(&words(&["my-test-env=2"]), &envs, &types).unwrap_err().to_string();
+        assert!(e.contains("has no AMI in --ami_ids"), "{e}");
+        envs.get_mut("my-test-env").unwrap().ami = Some("ami-1".into());
+        let pools = warm_pools(&words(&["my-test-env=2@07-19", "my-test-env_shared=1"]), &envs, &types).unwrap();
+        assert_eq!(pools.len(), 2);
+        assert_eq!((pools[0].label.raw.as_str(), pools[0].size), ("my-test-env", 2));
+        assert_eq!(pools[0].hours, Some(crate::warm::Hours { from: 7, to: 19 }));
+        assert_eq!(pools[1].label.pricing, crate::model::Pricing::Shared);
+        for (word, says) in [
+            (vec!["my-test-env_spot=1"], "one-time spot agents cannot be stopped"),
+            (vec!["other-env=1"], "names no known environment"),
+            (vec!["my-test-env_x2iedn.32xlarge=1"], "not admitted by --instance_types"),
+            (vec!["my-test-env=1", "my-test-env=2"], "given twice"),
+            (vec!["my-test-env=1@19-07x"], "is not an hour"),
+        ] {
+            let e = warm_pools(&words(&word), &envs, &types).unwrap_err().to_string();
+            assert!(e.starts_with("--warm ") && e.contains(says) && !e.contains('\n'), "{word:?}: {e}");
+        }
+    }
 
     #[test]
     fn parses_the_spec_example_and_ignores_unknown_keys() {

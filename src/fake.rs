@@ -23,7 +23,7 @@ use crate::config::{
 use crate::jenkins::cli::CliErrorKind;
 use crate::jenkins::{CliError, CliOutput};
 use crate::label::InstanceTypes;
-use crate::model::{Instance, InstanceState, Volume, KEY_NAME, MASTER_TAG};
+use crate::model::{Instance, InstanceState, Volume, KEY_NAME, MASTER_TAG, WARMED_TAG, WARM_TAG};
 use crate::periodic::sqs_requests::validate::Policy;
 use crate::plan::security_group::{Held, Rule};
 use crate::tls::CertCheck;
@@ -375,6 +375,7 @@ impl FakeEc2 {
             master_tag: tag(MASTER_TAG),
             slave_data_master: slave_data.as_ref().and_then(|d| Some(d.get("jenkins_url")?.as_str()?.to_string())),
             key_name: Some(spec.key_name.clone()),
+            warm: tag(WARM_TAG),
         });
         id
     }
@@ -444,6 +445,7 @@ impl Ec2 for FakeEc2 {
             self.cloud.with_instances(&self.env, "CreateTags", &ids, |i| match key {
                 MASTER_TAG => i.master_tag = Some(value.to_string()),
                 "Name" => i.name = Some(value.to_string()),
+                WARMED_TAG => i.warm = None,
                 _ => {}
             })
         })
@@ -697,6 +699,7 @@ pub fn config(names: &[&str]) -> Config {
             hourly_billing: false,
             zombie_after: None,
             spot_fallback: false,
+            warm: vec![],
         },
         aws: AwsConfig {
             role_name: "jenkins_master".into(),
@@ -817,6 +820,7 @@ pub fn agent(env: &str, id: &str, state: InstanceState, label: &str, now: System
         master_tag: Some(MASTER.into()),
         slave_data_master: Some(MASTER.into()),
         key_name: Some(KEY_NAME.into()),
+        warm: None,
     }
 }
 

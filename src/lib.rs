@@ -57,4 +57,4 @@ pub mod tls;
 pub mod world;
 
 // The pure core (crates/core), at the paths the rest of the code uses.
-pub use slave_manager_core::{counter, job_key, label, model, plan, time_to_agent};
+pub use slave_manager_core::{counter, job_key, label, model, plan, time_to_agent, warm};

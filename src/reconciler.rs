@@ -40,6 +40,7 @@ pub fn plan_config(c: &FleetConfig) -> PlanConfig {
         boot_grace: BOOT_GRACE,
         zombie_after: c.zombie_after,
         spot_fallback: c.spot_fallback,
+        warm: c.warm.clone(),
         instance_types: c.instance_types.clone(),
         masters: c.envs.iter().map(|(n, e)| (n.clone(), e.jenkins_url.clone())).collect(),
     }
@@ -617,5 +618,51 @@ mod tests {
         let mut r = Reconciler::new(&s.world);
         r.run(tokio::time::sleep(Duration::from_secs(12))).await;
         assert_eq!(r.record.run.passes.len(), 3, "passes at 0, 5 and 10 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warm_pool_is_filled_once_stopped_when_set_up_and_serves_a_job_by_a_start() {
+        let mut config = passes(100);
+        let known = config.fleet.envs.keys().cloned().collect();
+        let label = crate::label::parse_label("dev", &known).unwrap();
+        config.fleet.warm = vec![crate::warm::WarmPool { label, size: 2, hours: None }];
+        // Stopped agents count against the cap: room for the refill.
+        config.fleet.max_on_demand = 3;
+        let s = setup(config);
+        let mut r = Reconciler::new(&s.world);
+        r.pass(0).await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        r.pass(1).await; // booting: counted, not created again
+        assert_eq!(s.cloud.count("RunInstances"), 1, "the pool's two agents in one launch, once");
+        let pool = s.cloud.instances("dev");
+        assert_eq!(pool.len(), 2);
+        assert!(pool.iter().all(|i| i.warm.as_deref() == Some("dev")), "{pool:?}");
+        assert_eq!(r.record.stats.get(Counter::WarmPoolCreated), 2);
+        assert_eq!(s.cloud.instances("prod").len(), 0);
+
+        // Their nodes come online and idle: both stopped at once, tagged as
+        // pool agents stopped once.
+        for inst in &pool {
+            s.jenkins.add_node(fake::node(inst, "dev", false, false));
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        r.pass(2).await;
+        let stopped = s.cloud.instances("dev");
+        assert!(stopped.iter().all(|i| i.state == InstanceState::Stopped && i.warm.is_none()), "{stopped:?}");
+        assert_eq!(s.cloud.count("StopInstances"), 1, "one call for both");
+        assert_eq!(r.record.stats.get(Counter::WarmPoolStopped), 2);
+        assert_eq!(r.record.stats.get(Counter::InstancesStopped), 2);
+
+        // A dev job: one of them is started; its place in the pool refilled.
+        s.jenkins.enqueue("app", "dev");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        r.pass(3).await;
+        assert_eq!(s.cloud.count("StartInstances"), 1);
+        assert_eq!(r.record.stats.get(Counter::InstancesStarted), 1);
+        assert_eq!(s.cloud.count("RunInstances"), 2, "the refill only");
+        assert_eq!(r.record.stats.get(Counter::WarmPoolCreated), 3);
+        let started = s.cloud.instances("dev").into_iter().filter(|i| pool.iter().any(|p| p.id == i.id));
+        assert_eq!(started.filter(|i| i.state == InstanceState::Running).count(), 1);
+        assert_eq!(r.record.stats.errors(), 0);
     }
 }

@@ -18,7 +18,7 @@ use aws_sdk_ec2::types::{
 use aws_sdk_ec2::Client;
 
 use super::describe_error;
-use crate::model::{Instance, InstanceState, Volume, MASTER_TAG};
+use crate::model::{Instance, InstanceState, Volume, MASTER_TAG, WARMED_TAG, WARM_TAG};
 use crate::world::BoxFuture;
 
 /// An EC2 call that failed, with what the loop can do about it.
@@ -220,6 +220,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
         master_tag: tag(MASTER_TAG),
         slave_data_master,
         key_name: i.key_name().map(str::to_string),
+        warm: tag(WARM_TAG).filter(|_| tag(WARMED_TAG).is_none()),
     })
 }
 

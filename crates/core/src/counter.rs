@@ -121,6 +121,10 @@ counters! {
     InterruptionDropped: "interruption_dropped", Error, false;
     /// Receiving from or deleting on an interruption queue failed.
     InterruptionFailed: "interruption_failed", Error, true;
+    /// An agent created for a warm pool (`--warm`); also in instances_created.
+    WarmPoolCreated: "warm_pool_created", Error, false;
+    /// A warm-pool agent stopped once set up; also in instances_stopped.
+    WarmPoolStopped: "warm_pool_stopped", Error, false;
 }
 
 impl Counter {

@@ -7,7 +7,8 @@
 //! - [`job_key`]: the key naming a queue item across passes;
 //! - [`counter`]: the counters of a run and their CSV columns;
 //! - [`plan`]: scale down, scale up, the inventory, the security group;
-//! - [`time_to_agent`]: each queue item's way to its agent, phase by phase.
+//! - [`time_to_agent`]: each queue item's way to its agent, phase by phase;
+//! - [`warm`]: the warm pool's flag (`--warm LABEL=N[@HH-HH]`).
 
 pub mod counter;
 pub mod job_key;
@@ -15,3 +16,4 @@ pub mod label;
 pub mod model;
 pub mod plan;
 pub mod time_to_agent;
+pub mod warm;

@@ -156,6 +156,10 @@ pub struct Instance {
     pub slave_data_master: Option<String>,
     /// The key pair it was launched with; unlike a tag, fixed at launch.
     pub key_name: Option<String>,
+    /// The label of the warm pool it was created for (`WARM_TAG`), until
+    /// its first stop (`WARMED_TAG`): an agent filling the pool, stopped as
+    /// soon as its node is online and idle. Afterwards an agent like any.
+    pub warm: Option<String>,
 }
 
 /// Key pair every agent is launched with (as the original).
@@ -164,6 +168,13 @@ pub const KEY_NAME: &str = "jenkins.cloud";
 /// The ownership tag every agent is launched with: the URL of the master
 /// (the env's `jenkins_url`) whose manager may act on it.
 pub const MASTER_TAG: &str = "jenkins_master";
+
+/// The tag a warm-pool launch carries: the pool's label (`--warm`).
+pub const WARM_TAG: &str = "slave_manager:warm";
+
+/// Set once a warm-pool agent has been stopped after setting itself up:
+/// from then on its idle time is the usual policy's.
+pub const WARMED_TAG: &str = "slave_manager:warmed";
 
 /// Two Jenkins URLs name the same master (a trailing `/` aside).
 pub fn same_master(a: &str, b: &str) -> bool {

@@ -43,6 +43,9 @@ pub enum Action {
         /// The warned agent whose at-risk build this agent is for: no queue
         /// item, so no working marker.
         replacement_for: Option<String>,
+        /// For a warm pool (`--warm`): no queue item, so no working marker;
+        /// tagged so it is stopped once set up, and told apart.
+        warm: bool,
     },
     /// `offline-node`: Jenkins gives the node no new build.
     OfflineNode {
@@ -71,6 +74,8 @@ pub enum Action {
         env: String,
         instance_id: String,
         node: String,
+        /// A warm-pool agent stopped once set up, not on the idle policy.
+        warm: bool,
     },
     SetDeleteOnTermination {
         env: String,
@@ -182,7 +187,7 @@ impl fmt::Display for Action {
             Action::Start { env, instance_id, label, job_key, why } => {
                 write!(f, "{env}: start {instance_id} for label {label} ({job_key}, {why})")
             }
-            Action::Create { env, label, job_key, replaces, replacement_for, .. } => {
+            Action::Create { env, label, job_key, replaces, replacement_for, warm, .. } => {
                 write!(
                     f,
                     "{env}: create {} {} agent for label {} ({job_key}",
@@ -190,6 +195,9 @@ impl fmt::Display for Action {
                     label.instance_type,
                     label.raw
                 )?;
+                if *warm {
+                    write!(f, ", warm pool")?;
+                }
                 if let Some(id) = replacement_for {
                     write!(f, ", replacement for reclaimed {id}")?;
                 }
@@ -199,7 +207,12 @@ impl fmt::Display for Action {
                 }
             }
             Action::Terminate { env, instance_id, why } => write!(f, "{env}: terminate {instance_id} ({why})"),
-            Action::Stop { env, instance_id, node } => write!(f, "{env}: stop {instance_id} (node {node} is idle)"),
+            Action::Stop { env, instance_id, node, warm: false } => {
+                write!(f, "{env}: stop {instance_id} (node {node} is idle)")
+            }
+            Action::Stop { env, instance_id, node, warm: true } => {
+                write!(f, "{env}: stop {instance_id} (warm pool: node {node} is set up and idle)")
+            }
             Action::SetDeleteOnTermination { env, instance_id, devices } => {
                 write!(f, "{env}: set delete-on-termination on {instance_id} {}", devices.join(", "))
             }
@@ -259,6 +272,7 @@ mod tests {
                     replaces: Some("i-9".into()),
                     on_demand_fallback: false,
                     replacement_for: None,
+                    warm: false,
                 },
                 false,
             ),
@@ -270,7 +284,7 @@ mod tests {
                 },
                 true,
             ),
-            (Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "n".into() }, true),
+            (Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "n".into(), warm: false }, true),
             (Action::SetDeleteOnTermination { env: "dev".into(), instance_id: "i-1".into(), devices: vec![] }, true),
             (Action::TagMaster { env: "dev".into(), instance_id: "i-1".into(), master: "m".into() }, true),
         ];
@@ -308,6 +322,7 @@ mod tests {
             replaces: Some("i-9".into()),
             on_demand_fallback: false,
             replacement_for: None,
+            warm: false,
         };
         assert_eq!(
             create.to_string(),
@@ -344,7 +359,7 @@ mod tests {
                 "terminate",
             ),
             (
-                Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "dev-10.0.0.1".into() },
+                Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "dev-10.0.0.1".into(), warm: false },
                 "dev: stop i-1 (node dev-10.0.0.1 is idle)",
                 "stop",
             ),

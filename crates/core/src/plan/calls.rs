@@ -53,9 +53,9 @@ pub fn env_calls(actions: &[Action], subnets: impl Fn(&str) -> usize) -> BTreeMa
         let Some(env) = action.env() else { continue };
         let calls = per_env.entry(env).or_default();
         match action {
-            Action::Create { replaces: None, label, on_demand_fallback, client_token, .. } => {
+            Action::Create { replaces: None, label, on_demand_fallback, client_token, warm, .. } => {
                 let subnet = subnet_index(client_token, subnets(env));
-                let spec = (label.raw.clone(), label.instance_type.clone(), label.pricing, *on_demand_fallback);
+                let spec = (label.raw.clone(), label.instance_type.clone(), label.pricing, *on_demand_fallback, *warm);
                 calls.launches.entry((spec, subnet)).or_default().push(at);
             }
             Action::Create { replaces: Some(id), .. } => calls.chain(id).push(at),
@@ -78,9 +78,10 @@ struct EnvCalls {
     launches: BTreeMap<(LaunchKey, usize), Vec<usize>>,
 }
 
-/// What makes launches the same: the label (tags, type, pricing) and
-/// whether a spot launch may fall back to on-demand.
-type LaunchKey = (String, String, Pricing, bool);
+/// What makes launches the same: the label (tags, type, pricing), whether
+/// a spot launch may fall back to on-demand, and whether it is for a warm
+/// pool (tagged so).
+type LaunchKey = (String, String, Pricing, bool, bool);
 
 impl EnvCalls {
     fn chain(&mut self, id: &str) -> &mut Vec<usize> {
@@ -207,6 +208,7 @@ mod tests {
             replaces: None,
             on_demand_fallback: false,
             replacement_for: None,
+            warm: false,
         }
     }
 
@@ -231,7 +233,7 @@ mod tests {
     }
 
     fn stop(id: &str) -> Action {
-        Action::Stop { env: "dev".into(), instance_id: id.into(), node: format!("dev-{id}") }
+        Action::Stop { env: "dev".into(), instance_id: id.into(), node: format!("dev-{id}"), warm: false }
     }
 
     fn start(id: &str) -> Action {

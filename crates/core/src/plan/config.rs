@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::label::InstanceTypes;
 use crate::model::{same_master, Instance, KEY_NAME};
+use crate::warm::WarmPool;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanConfig {
@@ -31,6 +32,8 @@ pub struct PlanConfig {
     /// A spot launch EC2 has no capacity for may fall back to on-demand; the
     /// planner reserves that on-demand room so the cap still holds.
     pub spot_fallback: bool,
+    /// The warm pools (`--warm`): stopped agents kept per label.
+    pub warm: Vec<WarmPool>,
 }
 
 impl PlanConfig {

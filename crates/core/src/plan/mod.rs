@@ -14,7 +14,9 @@
 //! - `scale_up`: queue items that need an agent (SPEC A5 step 2, part B);
 //! - `inventory`: the periodic sweep (SPEC A9);
 //! - [`cost`]: instance-time per env, label and use (booting, busy, idle, stopped);
-//! - [`security_group`]: the master's ingress rules (SPEC A7).
+//! - [`security_group`]: the master's ingress rules (SPEC A7);
+//! - `warm`: warm-pool agents stopped once set up (issue 14); their creates
+//!   come last in `scale_up`.
 
 mod action;
 pub mod calls;
@@ -30,6 +32,7 @@ pub mod security_group;
 mod snapshot;
 #[cfg(test)]
 pub(crate) mod test_kit;
+mod warm;
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -78,7 +81,8 @@ pub fn decide<'a, D, M>(
     }
 }
 
-/// Plans one pass: EC2's events, scale down, then scale up.
+/// Plans one pass: EC2's events, scale down, warm-pool stops, then scale up
+/// (whose last step fills the warm pools).
 ///
 /// Events decide first: an agent EC2 takes is out of service before
 /// anything counts on it. Scale-down decides before scale-up so scale-up
@@ -90,6 +94,7 @@ pub fn plan_pass(cfg: &PlanConfig, snap: &Snapshot<'_>, seed: u64) -> Plan {
     let taken = interruption::plan(cfg, snap, &mut claimed, &mut plan);
     scale_down::plan(cfg, snap, &mut claimed, &mut plan);
     scale_down::plan_zombies(cfg, snap, &mut claimed, &mut plan);
+    warm::plan_stops(cfg, snap, &mut claimed, &mut plan);
     let mut rng = fastrand::Rng::with_seed(seed);
     scale_up::plan(cfg, snap, &mut claimed, &taken, &mut rng, &mut plan);
     plan

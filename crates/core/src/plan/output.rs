@@ -123,7 +123,12 @@ mod tests {
             &agent("i-1", Stopped, "dev").volume("/dev/xvda", false),
             TerminateReason::NeverRegistered { minutes: 90 },
         );
-        plan.act(Action::Stop { env: "dev".into(), instance_id: "i-2".into(), node: "dev-10.0.0.2".into() });
+        plan.act(Action::Stop {
+            env: "dev".into(),
+            instance_id: "i-2".into(),
+            node: "dev-10.0.0.2".into(),
+            warm: false,
+        });
         terminate(&mut plan, "prod", &agent("i-3", Stopped, "prod"), TerminateReason::Spot { node: "n".into() });
         assert_eq!(
             brief(&plan.actions),

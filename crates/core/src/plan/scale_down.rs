@@ -128,7 +128,7 @@ fn retire(
         terminate(plan, &env, inst, TerminateReason::OldAmi { node: Some(name.clone()), ami: inst.image_id.clone() });
     } else {
         match inst.state {
-            InstanceState::Running => plan.act(Action::Stop { env, instance_id, node: name.clone() }),
+            InstanceState::Running => plan.act(Action::Stop { env, instance_id, node: name.clone(), warm: false }),
             InstanceState::Stopped | InstanceState::Stopping => {
                 plan.count(Counter::InstanceStoppedState);
                 return;
@@ -263,7 +263,7 @@ mod tests {
         let plan = down(&one(agent("i-1", Running, "dev"), doomed("dev-10.0.0.1", "i-1", "dev")));
         assert_eq!(
             plan.actions,
-            [Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "dev-10.0.0.1".into() }]
+            [Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "dev-10.0.0.1".into(), warm: false }]
         );
         assert!(plan.counts.is_empty());
     }
@@ -415,7 +415,7 @@ mod tests {
         let plan = down(&s);
         assert_eq!(
             plan.actions,
-            [Action::Stop { env: "prod".into(), instance_id: "i-1".into(), node: "x-10.0.0.1".into() }]
+            [Action::Stop { env: "prod".into(), instance_id: "i-1".into(), node: "x-10.0.0.1".into(), warm: false }]
         );
     }
 

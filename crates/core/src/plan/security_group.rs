@@ -187,6 +187,7 @@ mod tests {
             master_tag: None,
             slave_data_master: None,
             key_name: None,
+            warm: None,
         }
     }
 

@@ -34,6 +34,7 @@ pub fn cfg() -> PlanConfig {
         boot_grace: Duration::from_secs(600),
         zombie_after: None,
         spot_fallback: false,
+        warm: vec![],
         instance_types: InstanceTypes::default(),
         masters: ["dev", "prod", "qa"].iter().map(|e| (e.to_string(), MASTER.to_string())).collect(),
     }
@@ -60,6 +61,7 @@ pub fn agent(id: &str, state: InstanceState, label: &str) -> Instance {
         master_tag: Some(MASTER.into()),
         slave_data_master: Some(MASTER.into()),
         key_name: Some(KEY_NAME.into()),
+        warm: None,
     }
 }
 
@@ -227,6 +229,7 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
         .iter()
         .map(|a| match a {
             Action::Start { instance_id, label, .. } => format!("start {instance_id} {label}"),
+            Action::Create { env, label, warm: true, .. } => format!("create {env} {} warm", label.raw),
             Action::Create { env, label, replaces: None, .. } => format!("create {env} {}", label.raw),
             Action::Create { env, label, replaces: Some(id), .. } => {
                 format!("create {env} {} replacing {id}", label.raw)
@@ -242,6 +245,7 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                 };
                 format!("terminate {instance_id} {why}")
             }
+            Action::Stop { instance_id, warm: true, .. } => format!("stop {instance_id} warm"),
             Action::Stop { instance_id, .. } => format!("stop {instance_id}"),
             Action::SetDeleteOnTermination { instance_id, devices, .. } => {
                 format!("dot {instance_id} {}", devices.join(","))

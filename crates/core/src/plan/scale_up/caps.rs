@@ -113,7 +113,20 @@ impl ScaleUp<'_> {
             replaces,
             on_demand_fallback,
             replacement_for,
+            warm: false,
         });
+    }
+
+    /// How many of `wanted` on-demand agents fit under the env's cap now;
+    /// they are counted as created. Never makes room: a stopped agent is
+    /// not terminated for another stopped one.
+    pub(super) fn take_on_demand_room(&mut self, env: &str, instances: &[Instance], wanted: u32) -> u32 {
+        let cap = self.cfg.max_on_demand;
+        self.usage(env, instances);
+        let usage = self.usage.entry(env.to_string()).or_default();
+        let granted = wanted.min(cap.saturating_sub(usage.non_spot));
+        usage.non_spot += granted;
+        granted
     }
 
     /// Our active instances of the env, spot and not.
@@ -225,6 +238,7 @@ mod tests {
                 replaces: None,
                 on_demand_fallback: false,
                 replacement_for: None,
+                warm: false,
             }]
         );
     }

@@ -5,12 +5,14 @@
 //! - `markers`: which items a working marker covers; stale markers go;
 //! - `capacity`: the free executors of each label's providers;
 //! - `stopped`: which stopped agent to start;
-//! - `caps`: creates within the caps, and make-room.
+//! - `caps`: creates within the caps, and make-room;
+//! - `warm`: the warm pools' creates, after every queue item.
 
 mod capacity;
 mod caps;
 mod markers;
 mod stopped;
+mod warm;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -89,6 +91,8 @@ impl ScaleUp<'_> {
         for (item, key) in unhandled {
             self.provide(item, key);
         }
+        // Last: the pools get what the queue left of the caps.
+        self.fill_warm_pools();
         self.remove_stale_markers(&items);
     }
 

@@ -1,0 +1,313 @@
+//! Warm-pool agents (`--warm`, issue 14) stopped once set up: an agent
+//! created for a pool is stopped as soon as its node is online and idle, not
+//! after the idle timeout. It has then booted and set itself up, which is
+//! what makes a later start fast. Its creates are in `scale_up::warm`.
+
+use std::collections::BTreeSet;
+
+use crate::model::InstanceState;
+
+use super::nodes::node_of;
+use super::scale_down::names;
+use super::snapshot::observed;
+use super::{Action, Plan, PlanConfig, Snapshot};
+
+pub(super) fn plan_stops(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
+    // An item of its label may be about to run on it: Jenkins assigns
+    // builds between our passes.
+    let waiting: BTreeSet<&str> = snap.dump.queue.iter().map(|q| q.label.trim()).collect();
+    for env in snap.envs.keys() {
+        let Ok(instances) = observed(snap.envs, env) else { continue };
+        for inst in instances {
+            let Some(pool) = inst.warm.as_deref() else { continue };
+            if inst.state != InstanceState::Running
+                || inst.spot
+                || !cfg.is_ours(env, inst)
+                || claimed.contains(&inst.id)
+                // The dump script drains it; the old-AMI rules retire it.
+                || cfg.on_replaced_ami(env, inst)
+            {
+                continue;
+            }
+            // Not online yet, or a node whose name does not name the
+            // instance (anybody's build can register one): not set up.
+            let Some(node) = node_of(&snap.dump.nodes, inst).filter(|n| !n.offline && names(&n.name, inst)) else {
+                continue;
+            };
+            // Busy, or an older dump script that does not say: the usual
+            // idle policy decides.
+            let busy = snap
+                .dump
+                .nodes
+                .iter()
+                .filter(|n| n.instance_id.as_deref() == Some(inst.id.as_str()) || names(&n.name, inst))
+                .any(|n| n.busy_executors != Some(0));
+            if busy {
+                continue;
+            }
+            if inst.slave_labels.iter().flatten().any(|l| waiting.contains(l.as_str())) {
+                plan.debug(None, format!("warm pool {pool}: {} is kept running, an item of its label waits", inst.id));
+                continue;
+            }
+            claimed.insert(inst.id.clone());
+            plan.act(Action::Stop {
+                env: env.clone(),
+                instance_id: inst.id.clone(),
+                node: node.name.clone(),
+                warm: true,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::label::parse_label;
+    use crate::model::InstanceState::*;
+    use crate::model::{Instance, Node, QueueItem};
+    use crate::plan::test_kit::*;
+    use crate::plan::*;
+    use crate::warm::{Hours, WarmPool};
+
+    /// A `--warm` pool: label, size, hours.
+    type Pool<'a> = (&'a str, u32, Option<(u8, u8)>);
+
+    /// `cfg()` with `--warm` pools.
+    fn warm(pools: &[Pool<'_>]) -> PlanConfig {
+        let mut c = cfg();
+        c.warm = pools
+            .iter()
+            .map(|&(label, size, hours)| WarmPool {
+                label: parse_label(label, &c.known_envs()).unwrap(),
+                size,
+                hours: hours.map(|(from, to)| Hours { from, to }),
+            })
+            .collect();
+        c
+    }
+
+    fn acts(c: &PlanConfig, s: &Scene) -> Vec<String> {
+        brief(&plan_pass(c, &s.view(), 42).actions)
+    }
+
+    /// An agent created for the `label` pool, not yet stopped once.
+    fn filling(id: &str, state: crate::model::InstanceState, label: &str) -> Instance {
+        agent(id, state, label).launched_ago(60).with(|i| i.warm = Some(label.into()))
+    }
+
+    #[test]
+    fn a_short_pool_is_filled_by_creates_tagged_warm() {
+        let s = snap(vec![("dev", vec![agent("i-1", Stopped, "dev")])]);
+        let mut c = warm(&[("dev", 3, None)]);
+        c.max_on_demand = 5;
+        let plan = plan_pass(&c, &s.view(), 1);
+        assert_eq!(brief(&plan.actions), ["create dev dev warm", "create dev dev warm"]);
+        let keys: Vec<&str> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Create { job_key, warm: true, replaces: None, on_demand_fallback: false, .. } => {
+                    Some(job_key.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys, ["warm-pool-dev-2", "warm-pool-dev-3"], "the pool's places being filled");
+    }
+
+    #[test]
+    fn a_pool_place_is_asked_of_ec2_anew_once_its_member_left() {
+        // The same pool in the same token window: the same token (a retry
+        // gets the same agent). A member started for a job: another token.
+        let token = |s: &Scene| match &plan_pass(&warm(&[("dev", 2, None)]), &s.view(), 1).actions[..] {
+            [Action::Create { client_token, warm: true, .. }] => client_token.clone(),
+            other => panic!("{other:?}"),
+        };
+        let one = snap(vec![("dev", vec![agent("i-1", Stopped, "dev")])]);
+        let other = snap(vec![("dev", vec![agent("i-2", Stopped, "dev")])]);
+        assert_eq!(token(&one), token(&one.clone()));
+        assert_ne!(token(&one), token(&other));
+    }
+
+    #[test]
+    fn a_full_pool_creates_nothing() {
+        let s = snap(vec![("dev", vec![agent("i-1", Stopped, "dev"), agent("i-2", Stopping, "dev")])]);
+        assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), Vec::<String>::new());
+        assert_eq!(acts(&warm(&[("dev", 0, None)]), &snap(vec![("dev", vec![])])), Vec::<String>::new());
+    }
+
+    #[test]
+    fn only_stopped_current_ami_agents_of_the_label_and_env_count() {
+        let s = snap(vec![
+            (
+                "dev",
+                vec![
+                    agent("i-1", Stopped, "dev").ami("ami-old"),
+                    agent("i-2", Stopped, "dev_shared"),
+                    agent("i-3", Stopped, "dev").named(Some("someone-else")),
+                    agent("i-4", Running, "dev"),
+                    agent("i-5", Terminated, "dev"),
+                ],
+            ),
+            ("prod", vec![agent("i-6", Stopped, "prod")]),
+        ]);
+        let mut c = warm(&[("dev", 1, None)]);
+        c.max_on_demand = 5;
+        assert_eq!(acts(&c, &s), ["create dev dev warm"]);
+    }
+
+    #[test]
+    fn pool_creates_stay_under_the_cap_and_never_make_room() {
+        // Cap 2: one running agent leaves room for one of the three.
+        let s = snap(vec![("dev", vec![agent("i-1", Running, "dev_shared").launched_ago(60)])]);
+        let plan = plan_pass(&warm(&[("dev", 3, None)]), &s.view(), 1);
+        assert_eq!(brief(&plan.actions), ["create dev dev warm"]);
+        // At the cap with a stopped agent of another label make-room could
+        // take: nothing is terminated for the pool.
+        let s = snap(vec![(
+            "dev",
+            vec![agent("i-1", Running, "dev_shared").launched_ago(60), agent("i-2", Stopped, "dev_c5.large")],
+        )]);
+        assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), Vec::<String>::new());
+        let mut c = warm(&[("dev", 2, None)]);
+        c.max_on_demand = 0;
+        assert_eq!(acts(&c, &snap(vec![("dev", vec![])])), Vec::<String>::new());
+    }
+
+    #[test]
+    fn queued_items_of_any_label_are_served_before_the_pool() {
+        // Cap 2: both items get their agent, the pool nothing.
+        let s = snap(vec![("dev", vec![])]).queue(vec![item("a", "dev_c5.large"), item("b", "dev_shared")]);
+        assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), ["create dev dev_c5.large", "create dev dev_shared"]);
+        // Cap 3: the item first, the pool gets what is left.
+        let mut c = warm(&[("dev", 2, None)]);
+        c.max_on_demand = 3;
+        let s = snap(vec![("dev", vec![]), ("prod", vec![])]).queue(vec![item("a", "dev_shared"), item("b", "prod")]);
+        assert_eq!(
+            acts(&c, &s),
+            ["create dev dev_shared", "create prod prod", "create dev dev warm", "create dev dev warm"]
+        );
+        // An item waiting at the cap is not overtaken by the pool.
+        let s = snap(vec![("dev", vec![agent("i-1", Running, "dev_shared").launched_ago(7200)])])
+            .queue(vec![item("a", "dev_c5.large"), item("b", "dev_c5.large")]);
+        assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), ["create dev dev_c5.large"]);
+    }
+
+    #[test]
+    fn a_queued_item_of_the_label_is_served_by_starting_a_pool_agent_and_the_pool_refills() {
+        let s = snap(vec![("dev", vec![agent("i-1", Stopped, "dev"), agent("i-2", Stopped, "dev")])])
+            .queue(vec![QueueItem { last_built_on: Some("dev-10.0.0.2".into()), ..item("job", "dev") }]);
+        let mut c = warm(&[("dev", 2, None)]);
+        c.max_on_demand = 3;
+        assert_eq!(acts(&c, &s), ["start i-2 dev", "create dev dev warm"]);
+        // Without a pool the same item starts the same agent: the pool
+        // agent is taken by the usual stopped-agent preference.
+        assert_eq!(acts(&cfg(), &s), ["start i-2 dev"]);
+    }
+
+    #[test]
+    fn pool_agents_booting_or_coming_online_are_counted_so_never_created_twice() {
+        let s = snap(vec![("dev", vec![filling("i-1", Pending, "dev"), filling("i-2", Running, "dev")])]);
+        assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), Vec::<String>::new());
+        // Launched moments ago and not yet listed by EC2: its start marker counts.
+        let s = snap(vec![("dev", vec![filling("i-1", Pending, "dev")])]).start_marker("dev", "i-9", "dev", 5);
+        assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), Vec::<String>::new());
+        // A running agent that is not the pool's will not be stopped for it.
+        let s = snap(vec![("dev", vec![agent("i-1", Running, "dev").launched_ago(60)])]);
+        assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), ["create dev dev warm"]);
+    }
+
+    #[test]
+    fn a_set_up_idle_pool_agent_is_stopped_at_once_and_still_counts() {
+        let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![online(
+            "dev-10.0.0.1",
+            "i-1",
+            "dev",
+            1,
+        )]);
+        let plan = plan_pass(&warm(&[("dev", 1, None)]), &s.view(), 1);
+        assert_eq!(
+            plan.actions,
+            [Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "dev-10.0.0.1".into(), warm: true }]
+        );
+        assert_eq!(plan.actions[0].to_string(), "dev: stop i-1 (warm pool: node dev-10.0.0.1 is set up and idle)");
+        // Stopped whatever the flag says now: the tag governs.
+        assert_eq!(acts(&cfg(), &s), ["stop i-1 warm"]);
+    }
+
+    #[test]
+    fn a_pool_agent_is_not_stopped_while_busy_before_online_or_when_unsure() {
+        let busy = Node { busy_executors: Some(1), idle_executors: Some(0), ..online("dev-10.0.0.1", "i-1", "dev", 0) };
+        let offline = Node { offline: true, ..online("dev-10.0.0.1", "i-1", "dev", 1) };
+        let unknown = Node { busy_executors: None, ..online("dev-10.0.0.1", "i-1", "dev", 1) };
+        let misnamed = online("dev-10.0.0.7", "i-1", "dev", 1);
+        for nodes in [vec![busy], vec![offline], vec![unknown], vec![misnamed], vec![]] {
+            let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(nodes.clone());
+            assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), Vec::<String>::new(), "{nodes:?}");
+        }
+        // Another node of the instance has a build.
+        let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![
+            online("dev-10.0.0.1", "i-1", "dev", 1),
+            Node { busy_executors: Some(1), ..online("dev-10.0.0.1-b", "i-1", "dev", 0) },
+        ]);
+        assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_pool_agent_is_kept_running_while_an_item_of_its_label_waits() {
+        // Jenkins is about to give it the item.
+        let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])])
+            .nodes(vec![online("dev-10.0.0.1", "i-1", "dev", 1)])
+            .queue(vec![item("job", "dev")]);
+        assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_agent_stopped_once_for_the_pool_follows_the_usual_policy() {
+        // `warm` is cleared by the tag its first stop sets: idle now, kept.
+        let s = snap(vec![("dev", vec![agent("i-1", Running, "dev")])]).nodes(vec![online(
+            "dev-10.0.0.1",
+            "i-1",
+            "dev",
+            1,
+        )]);
+        assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), ["create dev dev warm"]);
+        // A pool agent on a replaced AMI is left to the old-AMI rules.
+        let s = snap(vec![("dev", vec![filling("i-1", Running, "dev").ami("ami-old")])]).nodes(vec![online(
+            "dev-10.0.0.1",
+            "i-1",
+            "dev",
+            1,
+        )]);
+        assert_eq!(acts(&cfg(), &s), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_node_the_idle_policy_stops_counts_for_the_pool() {
+        let s =
+            snap(vec![("dev", vec![agent("i-1", Running, "dev")])]).nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev")]);
+        assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), ["stop i-1"]);
+    }
+
+    #[test]
+    fn the_pool_is_filled_only_inside_its_hours_which_may_wrap_midnight() {
+        // now() is 22:13 UTC.
+        assert_eq!(now(), std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let empty = snap(vec![("dev", vec![])]);
+        for (hours, creates) in [((7, 23), 1), ((7, 19), 0), ((21, 6), 1), ((23, 6), 0), ((0, 24), 1), ((22, 23), 1)] {
+            let plan = plan_pass(&warm(&[("dev", 1, Some(hours))]), &empty.view(), 1);
+            assert_eq!(plan.actions.len(), creates, "{hours:?}");
+        }
+        // Outside them, surplus stopped agents are left alone.
+        let s = snap(vec![("dev", (1..=4).map(|n| agent(&format!("i-{n}"), Stopped, "dev")).collect())]);
+        assert_eq!(acts(&warm(&[("dev", 1, Some((7, 19)))]), &s), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_env_that_could_not_be_observed_gets_no_pool_creates() {
+        let s = snap(vec![]).env_err("dev");
+        assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,133 @@
+//! The warm pool (`--warm`, issue 14) against moto's server and the Jenkins
+//! emulator: filled on an empty queue, its agents stopped once their nodes
+//! are online and idle, a queued item of its label then served by a start.
+//! The emulator registers no nodes by itself: each run's dump is set to
+//! what Swarm would have registered by then.
+
+mod common;
+
+use common::{item, s, World};
+use serde_json::{json, Value};
+
+/// The dump entry of an online node of a fleet row.
+fn online_node(row: &Value, busy: u32) -> Value {
+    json!({
+        "slaveName": format!("{}-{}", s(&row["env"]), s(&row["private_ip"])),
+        "labels": format!("[{}, swarm]", s(&row["labels"])),
+        "isOffLine": "false",
+        "description": format!("Created by Swarm InstanceID={} AmiId={}", s(&row["instance"]), s(&row["ami"])),
+        "ami_id": row["ami"],
+        "ope_idle_count": if busy > 0 { "0" } else { "1" },
+        "busy_executors": busy.to_string(),
+        "num_executors": "1",
+        "connectTime": "0",
+        "idle_seconds": "10",
+        "terminate_me": "false",
+    })
+}
+
+fn dev_agents(w: &World) -> Vec<Value> {
+    w.fleet().into_iter().filter(|r| r["env"] == "dev" && r["state"] != "terminated").collect()
+}
+
+#[test]
+fn warm_pool_is_filled_stopped_once_set_up_and_serves_the_next_job_by_a_start() {
+    let w = World::new(json!([]));
+    w.jenkins.set_state(&json!({"queue": [], "nodes": []}));
+
+    // An empty queue: two dev agents are created for the pool, once (the
+    // second pass counts them as booting).
+    let out = w.run(&["--cli", "ssh", "--loop_counter", "2", "--skip_security_group", "--warm", "dev=2"]);
+    assert!(out.status.success());
+    let pool = dev_agents(&w);
+    assert_eq!(pool.len(), 2, "{pool:#?}");
+    for agent in &pool {
+        assert_eq!(agent["labels"], "dev");
+        assert_eq!(agent["lifecycle"], "on-demand");
+        assert_eq!(agent["tags"]["slave_manager:warm"], "dev", "told apart: {agent}");
+        assert_eq!(agent["state"], "running");
+    }
+    assert!(w.fleet().iter().all(|r| r["env"] != "prod"), "no pool for prod");
+    let run = w.csv("properties_run.csv");
+    assert_eq!(run["instances_created"], 2);
+    assert_eq!(w.csv("properties_error.csv")["warm_pool_created"], 2);
+    let pool_ids: Vec<String> = pool.iter().map(|r| s(&r["instance"])).collect();
+    assert!(
+        !std::fs::read_dir(w.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".working")),
+        "a pool agent waits for no queue item: no working marker"
+    );
+
+    // Their nodes came online; one is busy (a build found it): only the idle
+    // one is stopped, at once, not after the idle timeout.
+    w.jenkins.set_state(&json!({"queue": [], "nodes": [online_node(&pool[0], 0), online_node(&pool[1], 1)]}));
+    let out = w.run(&["--cli", "ssh", "--loop_counter", "1", "--skip_security_group", "--warm", "dev=2"]);
+    assert!(out.status.success());
+    assert_eq!(s(&w.instance(&pool_ids[0])["state"]), "stopped", "set up and idle: stopped");
+    assert_eq!(s(&w.instance(&pool_ids[1])["state"]), "running", "a build runs on it: kept");
+    assert_eq!(w.instance(&pool_ids[0])["tags"]["slave_manager:warmed"], "true");
+    assert_eq!(w.csv("properties_error.csv")["warm_pool_stopped"], 1);
+    assert_eq!(w.csv("properties_run.csv")["instances_created"], 0, "the busy pool agent still counts");
+
+    // Its build is done: stopped too.
+    w.jenkins.set_state(&json!({"queue": [], "nodes": [online_node(&pool[1], 0)]}));
+    let out = w.run(&["--cli", "ssh", "--loop_counter", "1", "--skip_security_group", "--warm", "dev=2"]);
+    assert!(out.status.success());
+    assert_eq!(s(&w.instance(&pool_ids[1])["state"]), "stopped");
+    let run = w.csv("properties_run.csv");
+    assert_eq!((run["instances_stopped"], run["instances_created"]), (1, 0), "the pool is full");
+
+    // A dev job: a pool agent is started for it, not a new one created;
+    // the pool then refills its place.
+    w.jenkins.set_state(&json!({"queue": [item("job-000", "dev", "UNKNOWN", "NONE")], "nodes": []}));
+    let out = w.run(&["--cli", "ssh", "--loop_counter", "1", "--skip_security_group", "--warm", "dev=2"]);
+    assert!(out.status.success());
+    let run = w.csv("properties_run.csv");
+    assert_eq!(run["instances_started"], 1);
+    let started: Vec<&String> = pool_ids.iter().filter(|id| s(&w.instance(id)["state"]) == "running").collect();
+    assert_eq!(started.len(), 1, "one pool agent started for the job");
+    let errors = w.csv("properties_error.csv");
+    assert_eq!((run["instances_created"], errors["warm_pool_created"]), (1, 1), "only the pool's refill is created");
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains(&format!("start {} for label dev (job-000", started[0])), "{log}");
+}
+
+#[test]
+fn a_dry_run_plans_the_pool_and_touches_nothing() {
+    let w = World::new(json!([]));
+    w.jenkins.set_state(&json!({"queue": [], "nodes": []}));
+    let out = w.run(&["--cli", "ssh", "--dry_run", "--skip_security_group", "--warm", "dev=2"]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.matches("warm pool").count(), 2, "{table}");
+    assert!(w.fleet().is_empty(), "nothing launched");
+}
+
+#[test]
+fn bad_warm_flags_exit_2_with_one_line_before_touching_aws_or_jenkins() {
+    // AWS through the recording proxy: not one call may reach it.
+    let w = World::new(json!([])).with_proxy();
+    for (warm, says) in [
+        ("dev_spot=1", "spot"),
+        ("nowhere=1", "names no known environment"),
+        ("dev=many", "is not a number"),
+        ("dev=2@7-19", "is not an hour"),
+        ("dev=2@19-19", "empty window"),
+        ("dev", "LABEL=N"),
+    ] {
+        let out = w.run(&["--cli", "ssh", "--loop_counter", "1", "--warm", warm]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{warm}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line for {warm}: {stderr}");
+        assert!(stderr.contains("--warm") && stderr.contains(says), "{warm}: {stderr}");
+        assert!(out.stdout.is_empty(), "{warm}");
+    }
+    assert!(w.jenkins.commands().is_empty(), "Jenkins was not called");
+    assert!(w.jenkins.requests().is_empty(), "not even for its SSH endpoint");
+    assert!(w.proxy().calls().is_empty(), "AWS was not called: {:?}", w.proxy().calls());
+    assert!(w.fleet().is_empty(), "AWS was not changed");
+    assert!(!w.path().join("properties_run.csv").exists());
+    // The same flags with a plain label do reach both.
+    let out = w.run(&["--cli", "ssh", "--loop_counter", "1", "--skip_security_group", "--warm", "dev=1"]);
+    assert!(out.status.success());
+    assert!(!w.proxy().calls().is_empty() && !w.jenkins.commands().is_empty());
+}
