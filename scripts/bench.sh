@@ -19,7 +19,7 @@
 #      dip, afternoon peak) with the boot model that tells a create from a
 #      start, run cold and then with --warm (bench/bench_day.py: time to
 #      agent per kind and for the warmed labels, instance-minutes booting /
-#      busy / idle / stopped and paid; issue 14's target). ~13 min.
+#      busy / idle / stopped and paid; issue 14's target). ~15 min.
 #   soak. the long chaos soak (issue 15; only when asked, ~30 min): hours of
 #      simulated time with every fault kind and an independent invariant
 #      checker, then the same seed without faults (bench/soak.py).
