@@ -183,6 +183,8 @@ def analyse(stats, run, caps, scale):
     steady_ms = [p.ms for p in run.ordered()[1:]]
     return {
         "jobs": summary["trace_jobs"], "started": summary["started"],
+        # queue id -> how the manager served it (absorbed, start, create).
+        "served_kinds": {str(jobs[key]["queue_id"]): how for key, (_, _, how) in served.items()},
         "finished": summary["finished"], "killed": summary["killed"],
         # Retries of builds EC2 reclaimed are jobs too (started counts them).
         "never_started": sum(j["started"] is None for j in stats["jobs"]),
@@ -370,14 +372,31 @@ class MarkerClock:
 
 def run(args):
     bc.install_signal_exit()
-    os.makedirs(args.workdir, exist_ok=True)
     trace = simulation.generate_trace(args.jobs, args.minutes, args.seed, LABELS)
+    result, _ = closed_loop(args, trace, PREEXISTING,
+                            ["--boot-delay", str(args.boot_delay)])
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(result, out, indent=1)
+    print(markdown(result, args))
+    return 0
+
+
+def closed_loop(args, trace, preexisting, sim_flags, manager_flags=()):
+    """One closed-loop run of `trace` in `args.workdir` (its files there):
+    moto, the simulated Jenkins (`sim_flags`: its boot model), the manager
+    (`manager_flags` on top of the usual ones) until every job has run and
+    the idle agents had time to go. (analyse's figures, the simulation's
+    stats). `args` holds binary, workdir, cli, minutes (the trace's span),
+    time_scale, idle_minutes, on_demand_cap, spot_cap, interruption_at (< 0:
+    no wave) and interruption_share."""
+    os.makedirs(args.workdir, exist_ok=True)
     trace_path = os.path.join(args.workdir, "trace.json")
     with open(trace_path, "w") as out:
         json.dump(trace, out, indent=0)
     agents_path = os.path.join(args.workdir, "trace-agents.json")
     with open(agents_path, "w") as out:
-        json.dump(PREEXISTING, out)
+        json.dump(preexisting, out)
     services = bc.Services(args.workdir)
     run_dir = None
     try:
@@ -398,8 +417,8 @@ def run(args):
             wave_flags = ["--interruption_queue", INTERRUPTION_QUEUE]
         jenkins, emulator = services.emulator("emulator-sim", [
             "--moto-endpoint", moto, "--environment", world["environment_json"],
-            "--trace", trace_path, "--time-scale", str(args.time_scale),
-            "--boot-delay", str(args.boot_delay), "--idle-minutes", str(args.idle_minutes),
+            "--trace", trace_path, "--time-scale", str(args.time_scale), *sim_flags,
+            "--idle-minutes", str(args.idle_minutes),
             "--sim-out", sim_out, "--http-port", "0", "--ssh-port", "0", *wave],
             script=os.path.join(bc.BENCH, "sim_jenkins.py"))
         manager_args = bc.manager_args(
@@ -407,7 +426,8 @@ def run(args):
             "--loop_counter", "1000000", "--pass_interval", f"{5 / args.time_scale:.3f}",
             "--idle_minutes", str(args.idle_minutes),
             "--max_num_of_slaves_in_env", str(args.on_demand_cap),
-            "--max_num_of_spot_slaves_in_env", str(args.spot_cap), *wave_flags)
+            "--max_num_of_spot_slaves_in_env", str(args.spot_cap), *wave_flags,
+            *manager_flags)
         last_check = {"at": 0.0, "stop": False}
         limit_sim = (args.minutes + args.idle_minutes + 60) * 60
 
@@ -443,11 +463,7 @@ def run(args):
         services.close()
         if run_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(result, out, indent=1)
-    print(markdown(result, args))
-    return 0
+    return result, stats
 
 
 def main(argv):

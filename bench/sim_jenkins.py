@@ -11,7 +11,11 @@ happened (the model's stats); `--sim-out` also writes them at exit;
 `--dump-log` appends every dump served, as a JSON line {index, time,
 sim_time, whole, dump}; `POST /emulator/sim/fault` {"no_boot": N, "slip":
 N} injects the soak's faults into the model (bench/simulation.py).
-`--interruption-at S` makes an interruption wave at simulated second S:
+`--create-boot R,O --start-boot R,O` replace the single `--boot-delay` by the
+boot model (bench/simulation.py's BootModel): a created instance running R s
+after the launch and its node online O s later, likewise for a started one;
+`--boot-jitter F` varies each delay by up to that share, seeded by
+`--boot-seed`. `--interruption-at S` makes an interruption wave at simulated second S:
 EC2's spot interruption warning for `--interruption-share` of the running
 spot agents, sent as EventBridge envelopes to the queue
 `--interruption-queue` in each env's account and region (made at start),
@@ -24,13 +28,15 @@ injected on the manager's path do not blur what the simulation sees.
 
 Run: python3 bench/sim_jenkins.py --user USER --authorized-keys FILE
          --moto-endpoint URL --environment FILE [--trace FILE]
-         [--slave-name NAME] [--boot-delay S] [--time-scale X]
+         [--slave-name NAME] [--boot-delay S | --create-boot R,O
+         --start-boot R,O [--boot-jitter F] [--boot-seed N]] [--time-scale X]
          [--idle-minutes M] [--poll-interval S] [--sim-out FILE]
          [--dump-log FILE] [--interruption-queue NAME --interruption-at S
          [--interruption-share F] [--reclaim-after S]]
          [emulator flags: --http-port N --ssh-port N --log FILE ...]
 """
 
+import argparse
 import json
 import sys
 import threading
@@ -225,6 +231,17 @@ class ClosedLoop:
         return self.model.stats()
 
 
+def delays(text):
+    """`R,O`: two seconds, not negative (argparse type)."""
+    try:
+        running, online = (float(part) for part in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not RUNNING,ONLINE seconds") from err
+    if min(running, online) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a delay is not negative")
+    return running, online
+
+
 def parse_args(argv):
     parser = emulator.build_parser(__doc__.split("\n\n")[0])
     sim = parser.add_argument_group(
@@ -242,6 +259,17 @@ def parse_args(argv):
                           "duration_seconds, parameters?}")
     sim.add_argument("--boot-delay", type=float, default=60.0, metavar="SECONDS",
                      help="simulated seconds from start to node (default 60)")
+    sim.add_argument("--create-boot", type=delays, metavar="R,O",
+                     help="a created instance: simulated seconds from launch to "
+                          "running, then to its node online (with --start-boot, "
+                          "instead of --boot-delay)")
+    sim.add_argument("--start-boot", type=delays, metavar="R,O",
+                     help="a started instance: seconds from start to running, "
+                          "then to its node online")
+    sim.add_argument("--boot-jitter", type=float, default=0.0, metavar="F",
+                     help="vary each boot delay by up to this share (default 0)")
+    sim.add_argument("--boot-seed", type=int, default=0, metavar="N",
+                     help="seed of the boot jitter (default 0)")
     sim.add_argument("--time-scale", type=float, default=1.0, metavar="X",
                      help="simulated seconds per real second (default 1)")
     sim.add_argument("--idle-minutes", type=int, default=45, metavar="M",
@@ -266,6 +294,10 @@ def parse_args(argv):
     emulator.check_args(parser, args)
     if (args.interruption_at is None) != (args.interruption_queue is None):
         parser.error("--interruption-at and --interruption-queue go together")
+    if (args.create_boot is None) != (args.start_boot is None):
+        parser.error("--create-boot and --start-boot go together")
+    if not 0 <= args.boot_jitter < 1:
+        parser.error("--boot-jitter is a share in [0, 1)")
     if args.time_scale <= 0 or args.boot_delay < 0 or args.poll_interval <= 0:
         parser.error("--time-scale and --poll-interval must be positive, "
                      "--boot-delay not negative")
@@ -276,10 +308,14 @@ def main(argv):
     args = parse_args(argv)
     try:
         follower = Ec2Follower(args.moto_endpoint, args.environment, args.slave_name)
+        boot = None
+        if args.create_boot is not None:
+            boot = simulation.BootModel(create=args.create_boot, start=args.start_boot,
+                                        jitter=args.boot_jitter, seed=args.boot_seed)
         model = simulation.Simulation(
             follower.envs, simulation.load_trace(args.trace),
             simulation.ScaledClock(args.time_scale),
-            boot_delay=args.boot_delay, idle_minutes=args.idle_minutes)
+            boot_delay=args.boot_delay, idle_minutes=args.idle_minutes, boot=boot)
     except (OSError, ValueError) as err:
         print(f"sim-jenkins: cannot simulate: {err}", file=sys.stderr)
         return 2

@@ -12,11 +12,21 @@ hashing), runs it for its duration, and makes the dump that
 get_queue_jobs.groovy would print, applying its idle policy (SPEC A6) with
 the command's arguments. It records what a benchmark needs: per job its
 enqueue, first dump, start and node; per instance its active intervals
-(billed instance-minutes); peaks per env.
+(billed instance-minutes) and its minutes booting, busy, idle and stopped;
+peaks per env.
+
+The boot model: by default (`boot_delay`) a node registers a fixed delay
+after its instance became active, however it became active. A `BootModel`
+tells a create from a start, as real EC2 does: a created instance is
+`running` some seconds after its launch and its node online a minute or so
+later (the AMI boots, the Swarm client sets itself up); a started one,
+already set up, is running and online in tens of seconds. moto makes every
+instance running at once, so the delays are kept here, on the Jenkins side,
+where the node registers.
 
 The model does no I/O and reads time only from its clock, so it can be
 stepped by hand (ManualClock) or run in scaled real time (ScaledClock); the
-only randomness is the trace's, seeded (`generate_trace`). It is
+only randomness is the trace's and the boot model's jitter, both seeded. It is
 thread-safe. bench/sim_jenkins.py runs it behind the Jenkins emulator,
 following moto's EC2.
 
@@ -120,6 +130,44 @@ class ManualClock:
         return int((self.origin_epoch + sim_seconds) * 1000)
 
 
+# ------------------------------------------------------------------ booting
+
+
+class BootModel:
+    """How long an agent takes from its launch (`create`) or its start
+    (`start`) to its instance `running`, and from there to its node online:
+    (running, online) seconds per kind. `jitter` varies each delay by up to
+    that share of itself, from a generator seeded with `seed`."""
+
+    KINDS = ("create", "start")
+
+    def __init__(self, create=(15.0, 60.0), start=(10.0, 15.0), jitter=0.0, seed=0):
+        for delays in (create, start):
+            if len(delays) != 2 or min(delays) < 0:
+                raise ValueError("a boot delay is (running, online) seconds, not negative")
+        if not 0 <= jitter < 1:
+            raise ValueError("the boot jitter is a share in [0, 1)")
+        self.delays = {"create": tuple(map(float, create)), "start": tuple(map(float, start))}
+        self.jitter = jitter
+        self._rng = random.Random(seed)
+
+    @classmethod
+    def fixed(cls, delay):
+        """The old model: the node registers `delay` s after the instance
+        became active, created or started alike."""
+        return cls(create=(0, delay), start=(0, delay))
+
+    def draw(self, kind):
+        """(running, online) seconds after the launch or start, online
+        counted from running."""
+        return tuple(d * (1 + self._rng.uniform(-self.jitter, self.jitter)) if self.jitter else d
+                     for d in self.delays[kind])
+
+    def describe(self):
+        return {"create": list(self.delays["create"]), "start": list(self.delays["start"]),
+                "jitter": self.jitter}
+
+
 # ------------------------------------------------------------------ traces
 
 
@@ -199,6 +247,56 @@ def generate_trace(jobs, minutes, seed, mix):
     return trace
 
 
+def day_rate(hour, shape):
+    """The relative arrival rate at `hour` (of the day, fractional): linear
+    between the (hour, rate) points of `shape`, 0 outside them."""
+    for (h0, r0), (h1, r1) in zip(shape, shape[1:]):
+        if h0 <= hour <= h1:
+            return r0 if h1 == h0 else r0 + (r1 - r0) * (hour - h0) / (h1 - h0)
+    return 0.0
+
+
+def generate_day_trace(start_hour, hours, seed, peak_per_minute, shape, pushes):
+    """A seeded working day: from `start_hour` for `hours`, pushes arrive as
+    a Poisson process whose rate follows `shape` ([(hour, relative rate)],
+    1.0 = `peak_per_minute` pushes a minute); each push is one of `pushes`
+    ({name: (weight, [(label, probability, median duration s, [job names])])})
+    and queues, for each of its (label, probability, …) entries, one job
+    with that probability, within seconds of each other. Durations are
+    log-normal around the median, 20 s to 5 medians. Times are seconds from
+    `start_hour`."""
+    rng = random.Random(seed)
+    span = hours * 3600
+    top = max(rate for _, rate in shape) * peak_per_minute / 60
+    names = list(pushes)
+    weights = [pushes[name][0] for name in names]
+    trace = []
+    at = 0.0
+    while True:
+        # Thinning: candidates at the top rate, each kept with the ratio of
+        # the rate at its time to the top.
+        at += rng.expovariate(top)
+        if at >= span:
+            break
+        rate = day_rate(start_hour + at / 3600, shape) * peak_per_minute / 60
+        if rng.random() * top > rate:
+            continue
+        _, jobs = pushes[rng.choices(names, weights)[0]]
+        branch = rng.choice(["main", "main", "release", "feature-x", "feature-y"])
+        for label, probability, median_s, job_names in jobs:
+            if rng.random() >= probability:
+                continue
+            duration = min(median_s * 5,
+                           max(20, rng.lognormvariate(math.log(median_s), 0.5)))
+            trace.append({"at_seconds": round(at + rng.uniform(0, 10), 1),
+                          "job": rng.choice(job_names), "label": label,
+                          "duration_seconds": round(duration, 1),
+                          "parameters": {"BRANCH": branch,
+                                         "BUILD_NO": str(len(trace))}})
+    trace.sort(key=lambda j: j["at_seconds"])
+    return trace
+
+
 # --------------------------------------------------------- the dump script
 
 
@@ -264,6 +362,27 @@ def replacement_online(warned, instances):
     return out
 
 
+def usage_minutes(instances):
+    """Minutes booting, busy, idle and stopped of these instances (stats'
+    entries), and paid: all but stopped."""
+    out = {use: sum(i["usage"][use] for i in instances) / 60
+           for use in ("booting", "busy", "idle", "stopped")}
+    out["paid"] = out["booting"] + out["busy"] + out["idle"]
+    return out
+
+
+def boot_summary(instances):
+    """Per kind of boot (create, start): how many nodes registered after
+    one, and the median seconds from active to running and to online."""
+    out = {}
+    for kind in BootModel.KINDS:
+        boots = [b for i in instances for b in i["boots"] if b[0] == kind]
+        out[kind] = {"count": len(boots),
+                     "running_median": percentile([b[2] - b[1] for b in boots], 0.5),
+                     "online_median": percentile([b[3] - b[1] for b in boots], 0.5)}
+    return out
+
+
 class SimInstance:
     """One agent instance as the simulation sees it in EC2."""
 
@@ -280,7 +399,13 @@ class SimInstance:
         self.first_seen = now
         self.preexisting = preexisting
         self.running_since = None   # sim time it became active, while active
+        self.boot_kind = None       # "create" or "start", while active
+        self.running_at = None      # when the boot model has it `running`
         self.boot_at = None         # when its node registers, while active
+        self.boots = []             # [kind, active at, running at, node at]
+        # Seconds spent booting (active, no node), busy (a build on its
+        # node), idle (its node online, nothing running) and stopped.
+        self.usage = {"booting": 0.0, "busy": 0.0, "idle": 0.0, "stopped": 0.0}
         self.intervals = []         # closed [start, end] active intervals
         self.starts = 0             # times it went from stopped to active
         self.stops = 0
@@ -346,11 +471,13 @@ class SimNode:
 class Simulation:
     """The model (see the module's documentation for its interface)."""
 
-    def __init__(self, envs, trace, clock, boot_delay=60.0, idle_minutes=45):
+    def __init__(self, envs, trace, clock, boot_delay=60.0, idle_minutes=45, boot=None):
         self.envs = list(envs)
         self.trace = trace
         self.clock = clock
         self.boot_delay = boot_delay
+        self.boot = boot if boot is not None else BootModel.fixed(boot_delay)
+        self._accounted_at = 0.0     # usage is accounted up to here
         self.idle_minutes = idle_minutes
         self._lock = threading.Lock()
         self._next_arrival = 0
@@ -380,6 +507,7 @@ class Simulation:
         them: an instance no longer listed counts as terminated)."""
         with self._lock:
             now = self.clock.now()
+            self._account(now)
             seen = set()
             for description in described:
                 instance_id = description["InstanceId"]
@@ -415,7 +543,11 @@ class Simulation:
                 instance.running_since = now
                 # Running before the simulation: booted long ago.
                 preexisting = before is None and not self._baseline_done
-                instance.boot_at = now + (0 if preexisting else self.boot_delay)
+                kind = "start" if before in ("stopped", "stopping") else "create"
+                running, online = (0.0, 0.0) if preexisting else self.boot.draw(kind)
+                instance.boot_kind = None if preexisting else kind
+                instance.running_at = now + running
+                instance.boot_at = now + running + online
                 if before is None and not preexisting and self._no_boot_left > 0:
                     self._no_boot_left -= 1
                     instance.no_boot = True
@@ -427,6 +559,7 @@ class Simulation:
         if instance.running_since is not None:
             instance.intervals.append([instance.running_since, now])
             instance.running_since = None
+            instance.boot_kind = None
         if state in ("stopping", "stopped") and before in ACTIVE_STATES:
             instance.stops += 1
         if state in ("shutting-down", "terminated") and instance.terminated_at is None:
@@ -478,6 +611,26 @@ class Simulation:
         instance.node = node.name
         if instance.registered_at is None:
             instance.registered_at = at
+        if instance.boot_kind is not None:
+            instance.boots.append([instance.boot_kind, instance.running_since,
+                                   instance.running_at, at])
+
+    def _account(self, now):
+        """Adds the time since the last call to each instance's use as it
+        is now (called before anything changes it)."""
+        elapsed = now - self._accounted_at
+        if elapsed <= 0:
+            return
+        self._accounted_at = now
+        for instance in self.instances.values():
+            if instance.state in ("stopping", "stopped"):
+                use = "stopped"
+            elif instance.state in ACTIVE_STATES:
+                node = self.nodes.get(instance.node) if instance.node else None
+                use = "booting" if node is None else ("busy" if node.busy else "idle")
+            else:
+                continue
+            instance.usage[use] += elapsed
 
     def advance(self):
         """Arrivals, completions, registrations and scheduling up to now."""
@@ -485,6 +638,7 @@ class Simulation:
             self._advance(self.clock.now())
 
     def _advance(self, now):
+        self._account(now)
         while (self._next_arrival < len(self.trace)
                and self.trace[self._next_arrival]["at"] <= now):
             entry = self.trace[self._next_arrival]
@@ -700,6 +854,7 @@ class Simulation:
                 "offline_at": i.offline_at,
                 "active_seconds": i.active_seconds(now),
                 "billed_seconds": i.billed_seconds(now),
+                "usage": dict(i.usage), "boots": [list(b) for b in i.boots],
             } for i in self.instances.values()]
             nodes = len(self.nodes)
             online = sum(n.offline is None for n in self.nodes.values())
@@ -716,6 +871,7 @@ class Simulation:
             "time_scale": self.clock.scale,
             "origin_epoch": self.clock.origin_epoch,
             "boot_delay": self.boot_delay,
+            "boot_model": self.boot.describe(),
             "trace_jobs": len(self.trace),
             "arrived": arrived,
             "arrived_all": arrived == len(self.trace),
@@ -738,6 +894,13 @@ class Simulation:
             "instance_minutes": sum(i["active_seconds"] for i in instances) / 60,
             "billed_instance_minutes": sum(i["billed_seconds"]
                                            for i in instances) / 60,
+            # What the instances did, in minutes: paid = booting + busy +
+            # idle (stopped instances pay their volumes only).
+            "usage_minutes": usage_minutes(instances),
+            "usage_minutes_by_label": {
+                label: usage_minutes([i for i in instances if " ".join(i["labels"]) == label])
+                for label in sorted({" ".join(i["labels"]) for i in instances})},
+            "boots": boot_summary(instances),
             "nodes": nodes,
             "nodes_online": online,
             "peaks": peaks,

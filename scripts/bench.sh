@@ -15,13 +15,19 @@
 #      figure), then the isolation run (prod's calls held 30 s: when dev's
 #      launches were answered); --before PATH runs a second binary (e.g. an
 #      earlier build) beside this one.
+#   warm. a working day (9 simulated hours, ~340 jobs: morning ramp, lunch
+#      dip, afternoon peak) with the boot model that tells a create from a
+#      start, run cold and then with --warm (bench/bench_day.py: time to
+#      agent per kind and for the warmed labels, instance-minutes booting /
+#      busy / idle / stopped and paid; issue 14's target). ~15 min.
 #   soak. the long chaos soak (issue 15; only when asked, ~30 min): hours of
 #      simulated time with every fault kind and an independent invariant
 #      checker, then the same seed without faults (bench/soak.py).
 #
-#   scripts/bench.sh [--parts a,b,c,d,soak] [--grid subset|full|smoke] [--cli ssh,jar]
+#   scripts/bench.sh [--parts a,b,c,d,warm,soak] [--grid subset|full|smoke] [--cli ssh,jar]
 #                    [--profile release|debug | --binary PATH] [--before PATH] [--out FILE] [--keep]
 #                    [--soak-seed N] [--soak-minutes M] [--soak-scale X]
+#                    [--warm LABEL=N]... [--day-scale X]
 #
 # --grid subset (default) runs 10 (Q, I, E) points of the 27, full runs all
 # 27 (about an hour: moto takes seconds to describe 1000 instances), smoke
@@ -31,7 +37,9 @@
 # writes the Markdown to FILE. --soak-seed (default 7) and --soak-minutes
 # (simulated, default 120) and --soak-scale (time scale, default 10; lower it
 # on a loaded machine, where a pass outlasts its 5 simulated seconds) shape the
-# soak; it replays from its seed. Everything runs on 127.0.0.1 in a temporary
+# soak; it replays from its seed. --warm (repeatable; default dev=2) is the
+# warm run's pool, --day-scale (default 90) the day's
+# time scale. Everything runs on 127.0.0.1 in a temporary
 # directory, removed on exit unless --keep; every process started is stopped.
 
 # cleanup runs only through `trap`, which ShellCheck cannot follow.
@@ -54,6 +62,8 @@ before=""
 soak_seed=7
 soak_minutes=120
 soak_scale=10
+warm=()
+day_scale=90
 
 die() { echo "bench: $*" >&2; exit 2; }
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; }
@@ -71,6 +81,8 @@ while (($#)); do
         --soak-seed) soak_seed="${2:?--soak-seed needs a value}"; shift 2 ;;
         --soak-minutes) soak_minutes="${2:?--soak-minutes needs a value}"; shift 2 ;;
         --soak-scale) soak_scale="${2:?--soak-scale needs a value}"; shift 2 ;;
+        --warm) warm+=(--warm "${2:?--warm needs a value}"); shift 2 ;;
+        --day-scale) day_scale="${2:?--day-scale needs a value}"; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -164,6 +176,12 @@ if [[ ",$parts," == *,d,* ]]; then
     [[ -z "$before" ]] || burst_binaries=(--binary "before=$before" "${burst_binaries[@]}")
     run_part 1800 bench_burst.py "${burst_binaries[@]}" --workdir "$work" --json "$work/burst.json"
     { echo; echo "## (d) Burst under the latency model"; echo; cat "$work/part.md"; } >>"$report"
+fi
+if [[ ",$parts," == *,warm,* ]]; then
+    echo "bench: (warm) a working day, cold and with --warm, at ${day_scale}x" >&2
+    run_part 2400 bench_day.py run --binary "$bin" --workdir "$work/day" \
+        --time-scale "$day_scale" ${warm[@]+"${warm[@]}"} --json "$work/day.json"
+    { echo; echo "## Time to agent: a working day, cold and warm"; echo; cat "$work/part.md"; } >>"$report"
 fi
 
 if [[ ",$parts," == *,soak,* ]]; then

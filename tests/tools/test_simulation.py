@@ -158,3 +158,74 @@ def test_an_interruption_wave_warns_spot_agents_retries_their_killed_builds_and_
     assert summary["replacement_online"] == [180.0]
     started = {j["job"]: j["instance"] for j in sim.stats()["jobs"] if j["started"] is not None}
     assert started["app/e2e2"] == "i-3"
+
+
+def test_the_boot_model_brings_a_started_agent_online_sooner_than_a_created_one():
+    clock = ManualClock()
+    boot = simulation.BootModel(create=(15, 60), start=(10, 15))
+    sim = Simulation(["dev"], [], clock, boot=boot)
+    stopped = agent("i-1", "stopped", "dev", "10.0.0.1")
+    sim.observe("dev", [stopped])
+    sim.end_poll(0.01)
+    created = agent("i-2", "running", "dev", "10.0.0.2")
+    at(sim, clock, 100, dict(stopped, State={"Name": "running"}), created)
+    at(sim, clock, 124)
+    assert list(nodes(sim.dump([]))) == [], "a start takes 10 + 15 s"
+    at(sim, clock, 125)
+    assert list(nodes(sim.dump([]))) == ["dev-10.0.0.1"]
+    at(sim, clock, 174)
+    assert "dev-10.0.0.2" not in nodes(sim.dump([])), "a create takes 15 + 60 s"
+    at(sim, clock, 175)
+    assert "dev-10.0.0.2" in nodes(sim.dump([]))
+    boots = {i["id"]: i["boots"] for i in sim.stats()["instances"]}
+    assert boots == {"i-1": [["start", 100, 110, 125]], "i-2": [["create", 100, 115, 175]]}
+    summary = sim.stats()["summary"]["boots"]
+    assert (summary["create"]["online_median"], summary["start"]["online_median"]) == (75, 25)
+
+
+def test_the_boot_jitter_is_seeded_and_bounded():
+    draws = [simulation.BootModel(jitter=0.2, seed=3).draw("create") for _ in range(2)]
+    assert draws[0] == draws[1], "one seed, one sequence"
+    assert draws[0] != simulation.BootModel(jitter=0.2, seed=4).draw("create")
+    model = simulation.BootModel(jitter=0.2, seed=3)
+    for _ in range(200):
+        running, online = model.draw("start")
+        assert 8 <= running <= 12 and 12 <= online <= 18
+    assert simulation.BootModel.fixed(60).draw("start") == (0, 60)
+
+
+def test_usage_counts_minutes_booting_busy_idle_and_stopped():
+    clock = ManualClock()
+    jobs = [{"at_seconds": 90, "job": "app/build", "label": "dev", "duration_seconds": 60}]
+    sim = Simulation(["dev"], check_trace(jobs), clock, boot_delay=60)
+    sim.observe("dev", [])
+    sim.end_poll(0.01)
+    running = agent("i-1", "running", "dev", "10.0.0.1")
+    at(sim, clock, 0, running)
+    at(sim, clock, 60)                  # booting 0–60
+    at(sim, clock, 90)                  # idle 60–90
+    at(sim, clock, 150)                 # busy 90–150
+    at(sim, clock, 180)                 # idle 150–180
+    at(sim, clock, 180, dict(running, State={"Name": "stopped"}))
+    at(sim, clock, 300)                 # stopped 180–300
+    (instance,) = sim.stats()["instances"]
+    assert instance["usage"] == {"booting": 60, "busy": 60, "idle": 60, "stopped": 120}
+    usage = sim.stats()["summary"]["usage_minutes"]
+    assert (usage["paid"], usage["stopped"]) == (3, 2)
+    assert sim.stats()["summary"]["usage_minutes_by_label"]["dev"] == usage
+
+
+def test_a_working_day_follows_its_shape_and_is_seeded():
+    shape = [(8, 0.2), (10, 1.0), (12, 1.0), (12.5, 0.2), (13.5, 0.2), (14, 1.0), (17, 0.0)]
+    pushes = {"dev": (1.0, [("dev", 1.0, 120, ["app/build"]), ("dev_spot", 0.5, 300, ["e2e"])])}
+    day = simulation.generate_day_trace(8, 9, 5, 2.0, shape, pushes)
+    assert day == simulation.generate_day_trace(8, 9, 5, 2.0, shape, pushes)
+    assert day != simulation.generate_day_trace(8, 9, 6, 2.0, shape, pushes)
+    jobs = check_trace(day)
+    assert {j["label"] for j in jobs} == {"dev", "dev_spot"}
+
+    def per_hour(start):
+        return sum(start * 3600 <= j["at"] < (start + 1) * 3600 for j in jobs)
+    # 10–11 (rate 1) against the lunch hour 12:30–13:30 (0.2) and 08–09.
+    assert per_hour(2) > 2 * per_hour(4.5) and per_hour(2) > 2 * per_hour(0)
+    assert simulation.day_rate(12.75, shape) == 0.2 and simulation.day_rate(18, shape) == 0
