@@ -1,13 +1,15 @@
 //! Filling the warm pools (`--warm`, issue 14). A pool is the stopped,
 //! current-AMI agents of its label in its env, plus the ones on their way
 //! there: created for the pool and not yet stopped once (booting, coming
-//! online, or being stopped this pass), or stopped by this pass. The
+//! online, taken offline to be stopped, or being stopped this pass), or
+//! stopped by this pass. The
 //! missing ones are created last in the pass, after every queued item, with
 //! what the on-demand cap leaves: never above it, and never by making room.
 
 use crate::job_key::client_token;
 use crate::model::{Instance, InstanceState};
 use crate::plan::snapshot::{observed, unix_secs};
+use crate::plan::warm::WARM_REASON;
 use crate::plan::Action;
 use crate::warm::WarmPool;
 
@@ -74,12 +76,14 @@ impl ScaleUp<'_> {
     /// The pool's agents now, and those on their way into it: their ids.
     fn in_warm_pool(&self, instances: &[Instance], pool: &WarmPool) -> Vec<String> {
         let label = &pool.label;
+        // Stopped by this pass, or taken offline to be stopped by the next.
         let stopped_now: Vec<&str> = self
             .plan
             .actions
             .iter()
             .filter_map(|a| match a {
                 Action::Stop { instance_id, .. } => Some(instance_id.as_str()),
+                Action::OfflineNode { instance_id, reason, .. } if reason == WARM_REASON => Some(instance_id.as_str()),
                 _ => None,
             })
             .collect();
