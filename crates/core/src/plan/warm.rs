@@ -164,6 +164,26 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_back_to_its_earlier_members_asks_ec2_with_a_new_token() {
+        // i-2 was launched for the place i-1's pool lacked, then started for
+        // a job: the pool is {i-1} again in the same token window. The old
+        // token would get EC2's old answer, i-2, and the place stays empty.
+        let mut c = warm(&[("dev", 2, None)]);
+        c.max_on_demand = 5;
+        let token = |s: &Scene| match &plan_pass(&c, &s.view(), 1).actions[..] {
+            [Action::Create { client_token, warm: true, .. }] => client_token.clone(),
+            other => panic!("{other:?}"),
+        };
+        let before = snap(vec![("dev", vec![agent("i-1", Stopped, "dev")])]);
+        let claimed_by_a_job =
+            snap(vec![("dev", vec![agent("i-1", Stopped, "dev"), agent("i-2", Running, "dev").launched_ago(60)])]);
+        assert_ne!(token(&before), token(&claimed_by_a_job));
+        // Gone for good, it still changes the token while EC2 lists it.
+        let terminated = snap(vec![("dev", vec![agent("i-1", Stopped, "dev"), agent("i-2", Terminated, "dev")])]);
+        assert_ne!(token(&before), token(&terminated));
+    }
+
+    #[test]
     fn a_full_pool_creates_nothing() {
         let s = snap(vec![("dev", vec![agent("i-1", Stopped, "dev"), agent("i-2", Stopping, "dev")])]);
         assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), Vec::<String>::new());
