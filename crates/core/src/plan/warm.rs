@@ -260,6 +260,28 @@ mod tests {
     }
 
     #[test]
+    fn a_queued_item_gets_a_stopped_pool_agent_started_not_a_booting_one() {
+        // i-2 boots for the pool: the item would wait for its boot and
+        // set-up, while starting i-1 takes tens of seconds.
+        for booting in [filling("i-2", Pending, "dev"), filling("i-2", Running, "dev")] {
+            let s = snap(vec![("dev", vec![agent("i-1", Stopped, "dev"), booting.clone()])])
+                .queue(vec![item("job", "dev")]);
+            assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), ["start i-1 dev"], "{booting:?}");
+            // A second item: nothing stopped is left, the booting one serves it.
+            let s = s.queue(vec![item("job", "dev"), item("other", "dev")]);
+            assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), ["start i-1 dev"], "{booting:?}");
+        }
+        // Nothing stopped to start: the booting pool agent serves the item.
+        let s = snap(vec![("dev", vec![filling("i-2", Pending, "dev")])]).queue(vec![item("job", "dev")]);
+        assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), Vec::<String>::new());
+        // Online already: Jenkins gives it the item now; nothing is started.
+        let s = snap(vec![("dev", vec![agent("i-1", Stopped, "dev"), filling("i-2", Running, "dev")])])
+            .nodes(vec![online("dev-10.0.0.2", "i-2", "dev", 1)])
+            .queue(vec![item("job", "dev")]);
+        assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), Vec::<String>::new());
+    }
+
+    #[test]
     fn pool_agents_booting_or_coming_online_are_counted_so_never_created_twice() {
         let s = snap(vec![("dev", vec![filling("i-1", Pending, "dev"), filling("i-2", Running, "dev")])]);
         assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), Vec::<String>::new());
