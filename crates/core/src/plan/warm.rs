@@ -64,6 +64,7 @@ pub(super) fn plan_stops(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BT
                         instance_id: inst.id.clone(),
                         node: node.name.clone(),
                         warm: true,
+                        tag_warmed: true,
                     });
                 }
                 continue;
@@ -325,7 +326,13 @@ mod tests {
         let plan = plan_pass(&warm(&[("dev", 1, None)]), &s.view(), 1);
         assert_eq!(
             plan.actions,
-            [Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "dev-10.0.0.1".into(), warm: true }],
+            [Action::Stop {
+                env: "dev".into(),
+                instance_id: "i-1".into(),
+                node: "dev-10.0.0.1".into(),
+                warm: true,
+                tag_warmed: true
+            }],
             "the pool's stop, and it still counts: nothing created"
         );
         assert_eq!(plan.actions[0].to_string(), "dev: stop i-1 (warm pool: node dev-10.0.0.1 is set up and idle)");
@@ -400,6 +407,31 @@ mod tests {
             1,
         )]);
         assert_eq!(acts(&cfg(), &s), Vec::<String>::new());
+    }
+
+    #[test]
+    fn any_stop_of_a_pool_agent_marks_it_stopped_once() {
+        // The idle policy stops it (an older dump script says nothing of
+        // busy executors, so the pool leaves it alone): the stop tags it too.
+        let node = Node { busy_executors: None, ..doomed("dev-10.0.0.1", "i-1", "dev") };
+        let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![node]);
+        assert_eq!(
+            plan_pass(&warm(&[("dev", 1, None)]), &s.view(), 1).actions,
+            [Action::Stop {
+                env: "dev".into(),
+                instance_id: "i-1".into(),
+                node: "dev-10.0.0.1".into(),
+                warm: false,
+                tag_warmed: true
+            }]
+        );
+        // A plain agent's stop tags nothing.
+        let s =
+            snap(vec![("dev", vec![agent("i-1", Running, "dev")])]).nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev")]);
+        match &plan_pass(&cfg(), &s.view(), 1).actions[..] {
+            [Action::Stop { tag_warmed, .. }] => assert!(!tag_warmed),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
