@@ -138,10 +138,7 @@ impl ScaleUp<'_> {
     /// (tens of seconds), not for such an agent's whole boot and set-up.
     /// One already online takes the item at once and is not spared.
     pub(super) fn booting_pool_agents(&self, instances: &[Instance], label: &Label) -> Vec<Provider> {
-        if self.stopped_candidates(instances, label).is_empty() {
-            return Vec::new();
-        }
-        instances
+        let booting: Vec<Provider> = instances
             .iter()
             .filter(|i| i.warm.is_some() && self.serves(i, label))
             .filter(|i| match i.state {
@@ -150,7 +147,11 @@ impl ScaleUp<'_> {
                 _ => false,
             })
             .map(|i| Provider::Instance(i.id.clone()))
-            .collect()
+            .collect();
+        if booting.is_empty() || self.stopped_candidates(instances, label).is_empty() {
+            return Vec::new();
+        }
+        booting
     }
 }
 

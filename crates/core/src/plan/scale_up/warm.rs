@@ -2,9 +2,9 @@
 //! current-AMI agents of its label in its env, plus the ones on their way
 //! there: created for the pool and not yet stopped once (booting, coming
 //! online, taken offline to be stopped, or being stopped this pass), or
-//! stopped by this pass. The
-//! missing ones are created last in the pass, after every queued item, with
-//! what the on-demand cap leaves: never above it, and never by making room.
+//! stopped by this pass. The missing ones are created last in the pass,
+//! after every queued item, with what the on-demand cap leaves: never above
+//! it, and never by making room.
 
 use crate::job_key::client_token;
 use crate::model::{Instance, InstanceState};
