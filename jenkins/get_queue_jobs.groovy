@@ -39,6 +39,11 @@ import jenkins.model.Jenkins
  */
 @Field static final String INTERRUPTED = 'EC2 reclaims this spot instance in two minutes (spot interruption warning)'
 @Field static final String REBALANCED = 'draining: EC2 recommends rebalancing this spot instance'
+/**
+ * The manager's offline-node -m text for a warm-pool agent it is about to stop (crates/core/src/plan/warm.rs):
+ * it stops the agent only once this dump reports the node terminate_me (offline by us, no build on it).
+ */
+@Field static final String WARM = 'warm pool: set up, to be stopped until a job of its label needs it'
 /** Only agents whose description says this were made by the manager (its slave_data tag). */
 @Field static final String CREATED_BY = 'Created by Swarm'
 /** How many earlier Pipeline runs, and flow nodes per run, are searched for the last agent used. */
@@ -261,7 +266,7 @@ boolean offlineByUs(Computer c) {
     if (cause == null) { return false }
     String text = cause.toString()
     if (cause.metaClass.hasProperty(cause, 'message') && cause.message != null) { text += ' ' + cause.message }
-    [KILLED, OLD_AMI, INTERRUPTED, REBALANCED].any { text.contains(it) }
+    [KILLED, OLD_AMI, INTERRUPTED, REBALANCED, WARM].any { text.contains(it) }
 }
 
 void markOffline(Computer c, String why, String detail) {

@@ -404,12 +404,13 @@ async fn run_list(
     results
 }
 
-/// A warm-pool agent EC2 accepted to stop is an agent like any other from
-/// now on: tagged so, its idle time is the usual policy's when a job starts
-/// it. A failed tag is only logged: the stop is done, and the worst that
+/// A warm-pool agent EC2 accepted to stop — stopped by the pool, or by the
+/// idle policy after it ran builds — is an agent like any other from now
+/// on: tagged so, its idle time is the usual policy's when a job starts it.
+/// A failed tag is only logged: the stop is done, and the worst that
 /// follows is that it is stopped at once again after its next job.
 async fn mark_warmed(world: &World, action: &Action) {
-    let Action::Stop { env, instance_id, warm: true, .. } = action else { return };
+    let Action::Stop { env, instance_id, tag_warmed: true, .. } = action else { return };
     let tagged = match client(world, env) {
         Ok(client) => client.tag(instance_id, WARMED_TAG, "true").await.map_err(ActError::from),
         Err(e) => Err(e),
@@ -703,30 +704,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stopped_warm_pool_agent_is_tagged_as_stopped_once() {
+    async fn a_stopped_warm_pool_agent_is_tagged_as_stopped_once_whoever_stops_it() {
         let pool_agent = |id: &str| {
             let mut i = agent("dev", id, InstanceState::Running, "dev", SystemTime::now());
             i.warm = Some("dev".into());
             i
         };
-        let s = setup(vec![pool_agent("i-1"), pool_agent("i-2")]);
-        let stop = |id: &str, warm: bool| Action::Stop {
+        let plain = agent("dev", "i-3", InstanceState::Running, "dev", SystemTime::now());
+        let s = setup(vec![pool_agent("i-1"), pool_agent("i-2"), plain]);
+        let stop = |id: &str, warm: bool, tag_warmed: bool| Action::Stop {
             env: "dev".into(),
             instance_id: id.into(),
             node: format!("dev-{id}"),
             warm,
+            tag_warmed,
         };
-        let acted = act(&s.world, &[stop("i-1", true), stop("i-2", false)], 1).await;
+        // The pool's stop; the idle policy's stop of a pool agent that ran
+        // builds; a plain agent's stop.
+        let stops = [stop("i-1", true, true), stop("i-2", false, true), stop("i-3", false, false)];
+        let acted = act(&s.world, &stops, 1).await;
         assert_eq!(s.cloud.count("StopInstances"), 1);
-        assert_eq!(s.cloud.count("CreateTags"), 1, "only the pool's stop");
+        assert_eq!(s.cloud.count("CreateTags"), 2, "both pool agents, not the plain one");
         assert_eq!(s.cloud.instance("dev", "i-1").unwrap().warm, None);
-        assert_eq!(s.cloud.instance("dev", "i-2").unwrap().warm.as_deref(), Some("dev"));
-        assert_eq!(acted.stats.get(Counter::InstancesStopped), 2);
-        assert_eq!(acted.stats.get(Counter::WarmPoolStopped), 1);
+        assert_eq!(s.cloud.instance("dev", "i-2").unwrap().warm, None, "no longer a fresh pool agent");
+        assert_eq!(acted.stats.get(Counter::InstancesStopped), 3);
+        assert_eq!(acted.stats.get(Counter::WarmPoolStopped), 1, "only the pool's own stop");
         // A failed tag fails nothing: the stop is done.
         let s = setup(vec![pool_agent("i-1")]);
         s.cloud.fail(None, "CreateTags", Times::Once, Ec2ErrorKind::Other);
-        let acted = act(&s.world, &[stop("i-1", true)], 1).await;
+        let acted = act(&s.world, &[stop("i-1", true, true)], 1).await;
         assert_eq!(s.cloud.instance("dev", "i-1").unwrap().state, InstanceState::Stopped);
         assert_eq!((acted.stats.get(Counter::WarmPoolStopped), acted.stats.get(Counter::ActionFailed)), (1, 0));
     }
@@ -768,7 +774,13 @@ mod tests {
         let s = setup(vec![running, stopped("i-2")]);
         s.cloud.fail(None, "StopInstances", Times::Always, Ec2ErrorKind::Throttled);
         let actions = [
-            Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "dev-10.0.0.1".into(), warm: false },
+            Action::Stop {
+                env: "dev".into(),
+                instance_id: "i-1".into(),
+                node: "dev-10.0.0.1".into(),
+                warm: false,
+                tag_warmed: false,
+            },
             Action::Start {
                 env: "dev".into(),
                 instance_id: "i-2".into(),
@@ -1186,6 +1198,7 @@ mod tests {
             instance_id: id.into(),
             node: format!("dev-{id}"),
             warm: false,
+            tag_warmed: false,
         };
         let s = setup(vec![running("i-1"), running("i-2"), running("i-3")]);
         let acted = act(&s.world, &[stop("i-1"), stop("i-2")], 1).await;
@@ -1244,7 +1257,13 @@ mod tests {
         let start = s.world.clock.now();
         // Prod's actions come first in the plan; dev's do not wait for them.
         let actions = [
-            Action::Stop { env: "prod".into(), instance_id: "i-1".into(), node: "prod-10.0.0.1".into(), warm: false },
+            Action::Stop {
+                env: "prod".into(),
+                instance_id: "i-1".into(),
+                node: "prod-10.0.0.1".into(),
+                warm: false,
+                tag_warmed: false,
+            },
             create_in("prod", 1),
             create_in("dev", 1),
             create_in("dev", 2),

@@ -525,8 +525,6 @@ fn check_private_key(path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `ENV:ami-id,ENV:ami-id`. Any AMI id length is accepted (today's are 21
-/// characters, the original cut them to 12).
 /// The `--warm` words as pools: each label must name one env of
 /// environment.json that has an AMI, be no spot label (a one-time spot
 /// agent cannot stop) and ask for an admitted instance type; a label given
@@ -562,6 +560,8 @@ pub fn warm_pools(
     Ok(pools)
 }
 
+/// `ENV:ami-id,ENV:ami-id`. Any AMI id length is accepted (today's are 21
+/// characters, the original cut them to 12).
 pub fn parse_ami_ids(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
     for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {

@@ -702,6 +702,14 @@ impl FakeJenkins {
         self.state().nodes.push(node);
     }
 
+    /// Sets one field of the named nodes, as a later dump reports them
+    /// (`terminate_me` of a node the dump script finds offline by us).
+    pub fn set_node_field(&self, name: &str, field: &str, value: &str) {
+        for node in self.state().nodes.iter_mut().filter(|n| n["slaveName"] == name) {
+            node[field] = value.into();
+        }
+    }
+
     /// Every command line received, in order.
     pub fn commands(&self) -> Vec<Vec<String>> {
         self.state().commands.clone()

@@ -885,7 +885,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_warm_pool_is_filled_once_stopped_when_set_up_and_serves_a_job_by_a_start() {
+    async fn a_warm_pool_is_filled_once_taken_offline_then_stopped_when_set_up_and_serves_a_job_by_a_start() {
         let mut config = passes(100);
         let known = config.fleet.envs.keys().cloned().collect();
         let label = crate::label::parse_label("dev", &known).unwrap();
@@ -904,13 +904,25 @@ mod tests {
         assert_eq!(r.record.stats.get(Counter::WarmPoolCreated), 2);
         assert_eq!(s.cloud.instances("prod").len(), 0);
 
-        // Their nodes come online and idle: both stopped at once, tagged as
-        // pool agents stopped once.
+        // Their nodes come online and idle: both taken offline at once, not
+        // stopped from the dump that saw them online.
         for inst in &pool {
             s.jenkins.add_node(fake::node(inst, "dev", false, false));
         }
         tokio::time::advance(Duration::from_secs(5)).await;
         r.pass(2).await;
+        assert_eq!(s.jenkins.count("offline-node"), 2);
+        assert_eq!(s.cloud.count("StopInstances"), 0);
+        assert_eq!(s.cloud.count("RunInstances"), 1, "both still count");
+
+        // The next dump reports them offline by us with no build: both
+        // stopped, tagged as pool agents stopped once.
+        for inst in &pool {
+            let name = fake::node(inst, "dev", true, true)["slaveName"].as_str().unwrap().to_string();
+            s.jenkins.set_node_field(&name, "terminate_me", "true");
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        r.pass(3).await;
         let stopped = s.cloud.instances("dev");
         assert!(stopped.iter().all(|i| i.state == InstanceState::Stopped && i.warm.is_none()), "{stopped:?}");
         assert_eq!(s.cloud.count("StopInstances"), 1, "one call for both");
@@ -920,7 +932,7 @@ mod tests {
         // A dev job: one of them is started; its place in the pool refilled.
         s.jenkins.enqueue("app", "dev");
         tokio::time::advance(Duration::from_secs(5)).await;
-        r.pass(3).await;
+        r.pass(4).await;
         assert_eq!(s.cloud.count("StartInstances"), 1);
         assert_eq!(r.record.stats.get(Counter::InstancesStarted), 1);
         assert_eq!(s.cloud.count("RunInstances"), 2, "the refill only");

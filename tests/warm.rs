@@ -1,6 +1,7 @@
 //! The warm pool (`--warm`, issue 14) against moto's server and the Jenkins
-//! emulator: filled on an empty queue, its agents stopped once their nodes
-//! are online and idle, a queued item of its label then served by a start.
+//! emulator: filled on an empty queue, its agents taken offline once their
+//! nodes are online and idle and stopped once the next dump shows them
+//! offline and idle, a queued item of its label then served by a start.
 //! The emulator registers no nodes by itself: each run's dump is set to
 //! what Swarm would have registered by then.
 
@@ -31,7 +32,7 @@ fn dev_agents(w: &World) -> Vec<Value> {
 }
 
 #[test]
-fn warm_pool_is_filled_stopped_once_set_up_and_serves_the_next_job_by_a_start() {
+fn warm_pool_is_filled_taken_offline_then_stopped_once_set_up_and_serves_the_next_job_by_a_start() {
     let w = World::new(json!([]));
     w.jenkins.set_state(&json!({"queue": [], "nodes": []}));
 
@@ -58,18 +59,42 @@ fn warm_pool_is_filled_stopped_once_set_up_and_serves_the_next_job_by_a_start() 
     );
 
     // Their nodes came online; one is busy (a build found it): only the idle
-    // one is stopped, at once, not after the idle timeout.
+    // one is taken offline, at once, not after the idle timeout — and not
+    // stopped yet: a build Jenkins gave it since the dump would die.
     w.jenkins.set_state(&json!({"queue": [], "nodes": [online_node(&pool[0], 0), online_node(&pool[1], 1)]}));
     let out = w.run(&["--cli", "ssh", "--loop_counter", "1", "--skip_security_group", "--warm", "dev=2"]);
     assert!(out.status.success());
-    assert_eq!(s(&w.instance(&pool_ids[0])["state"]), "stopped", "set up and idle: stopped");
+    let offline: Vec<Vec<String>> = w.jenkins.commands().into_iter().filter(|c| c[0] == "offline-node").collect();
+    assert_eq!(offline.len(), 1, "{offline:?}");
+    assert_eq!(offline[0][1], s(&online_node(&pool[0], 0)["slaveName"]));
+    assert!(offline[0][3].starts_with("warm pool"), "{offline:?}");
+    for id in &pool_ids {
+        assert_eq!(s(&w.instance(id)["state"]), "running", "nothing stopped from the dump that saw it online");
+    }
+    assert_eq!(w.csv("properties_run.csv")["instances_created"], 0, "both still count");
+
+    // The next dump shows it offline by us with no build (the dump script
+    // says terminate_me): stopped now, the pool's stop.
+    let gone = json!({"isOffLine": "true", "terminate_me": "true"});
+    let mut offline_idle = online_node(&pool[0], 0);
+    offline_idle.as_object_mut().unwrap().extend(gone.as_object().unwrap().clone());
+    w.jenkins.set_state(&json!({"queue": [], "nodes": [offline_idle, online_node(&pool[1], 1)]}));
+    let out = w.run(&["--cli", "ssh", "--loop_counter", "1", "--skip_security_group", "--warm", "dev=2"]);
+    assert!(out.status.success());
+    assert_eq!(s(&w.instance(&pool_ids[0])["state"]), "stopped", "set up, offline and idle: stopped");
     assert_eq!(s(&w.instance(&pool_ids[1])["state"]), "running", "a build runs on it: kept");
     assert_eq!(w.instance(&pool_ids[0])["tags"]["slave_manager:warmed"], "true");
     assert_eq!(w.csv("properties_error.csv")["warm_pool_stopped"], 1);
     assert_eq!(w.csv("properties_run.csv")["instances_created"], 0, "the busy pool agent still counts");
 
-    // Its build is done: stopped too.
+    // Its build is done: taken offline, then stopped too.
     w.jenkins.set_state(&json!({"queue": [], "nodes": [online_node(&pool[1], 0)]}));
+    let out = w.run(&["--cli", "ssh", "--loop_counter", "1", "--skip_security_group", "--warm", "dev=2"]);
+    assert!(out.status.success());
+    assert_eq!(s(&w.instance(&pool_ids[1])["state"]), "running");
+    let mut offline_idle = online_node(&pool[1], 0);
+    offline_idle.as_object_mut().unwrap().extend(gone.as_object().unwrap().clone());
+    w.jenkins.set_state(&json!({"queue": [], "nodes": [offline_idle]}));
     let out = w.run(&["--cli", "ssh", "--loop_counter", "1", "--skip_security_group", "--warm", "dev=2"]);
     assert!(out.status.success());
     assert_eq!(s(&w.instance(&pool_ids[1])["state"]), "stopped");

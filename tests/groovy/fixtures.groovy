@@ -525,11 +525,13 @@ test('ours, offline by us earlier and idle: terminate_me; a build slipped on: no
     assert nodeOf(d, 'dev-10.0.1.2').terminate_me == 'false'
     assert idle._offlineCalls == [] && busy._offlineCalls == []
 }
-test('ours, offline on the manager\'s interruption or rebalance reason and idle: terminate_me; busy: not') {
-    // The manager's offline-node -m texts (crates/core/src/plan/interruption.rs): with its
-    // .interrupted marker lost, the node must still go once idle, not stay offline for good.
+test('ours, offline on the manager\'s interruption, rebalance or warm-pool reason and idle: terminate_me; busy: not') {
+    // The manager's offline-node -m texts (crates/core/src/plan/interruption.rs, plan/warm.rs): with its
+    // .interrupted marker lost, the node must still go once idle, not stay offline for good; a warm-pool
+    // agent is stopped only once its node is reported so.
     ['EC2 reclaims this spot instance in two minutes (spot interruption warning)',
-     'draining: EC2 recommends rebalancing this spot instance'].each { reason ->
+     'draining: EC2 recommends rebalancing this spot instance',
+     'warm pool: set up, to be stopped until a job of its label needs it'].each { reason ->
         def w = new World()
         def idle = w.agent('dev-10.0.3.1', [description: World.ours(CURRENT), idleMin: 2, offline: new OfflineCause.ByCLI(reason)])
         def busy = w.agent('dev-10.0.3.2', [description: World.ours(CURRENT), busy: 1, offline: new OfflineCause.ByCLI(reason)])

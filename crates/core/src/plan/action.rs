@@ -80,6 +80,10 @@ pub enum Action {
         node: String,
         /// A warm-pool agent stopped once set up, not on the idle policy.
         warm: bool,
+        /// A warm-pool agent never stopped before, whoever stops it: the
+        /// stop tags it `WARMED_TAG`, and it is an agent like any other
+        /// from then on.
+        tag_warmed: bool,
     },
     SetDeleteOnTermination {
         env: String,
@@ -214,10 +218,10 @@ impl fmt::Display for Action {
                 }
             }
             Action::Terminate { env, instance_id, why } => write!(f, "{env}: terminate {instance_id} ({why})"),
-            Action::Stop { env, instance_id, node, warm: false } => {
+            Action::Stop { env, instance_id, node, warm: false, .. } => {
                 write!(f, "{env}: stop {instance_id} (node {node} is idle)")
             }
-            Action::Stop { env, instance_id, node, warm: true } => {
+            Action::Stop { env, instance_id, node, warm: true, .. } => {
                 write!(f, "{env}: stop {instance_id} (warm pool: node {node} is set up and idle)")
             }
             Action::SetDeleteOnTermination { env, instance_id, devices } => {
@@ -291,7 +295,16 @@ mod tests {
                 },
                 true,
             ),
-            (Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "n".into(), warm: false }, true),
+            (
+                Action::Stop {
+                    env: "dev".into(),
+                    instance_id: "i-1".into(),
+                    node: "n".into(),
+                    warm: false,
+                    tag_warmed: false,
+                },
+                true,
+            ),
             (Action::SetDeleteOnTermination { env: "dev".into(), instance_id: "i-1".into(), devices: vec![] }, true),
             (Action::TagMaster { env: "dev".into(), instance_id: "i-1".into(), master: "m".into() }, true),
         ];
@@ -366,7 +379,13 @@ mod tests {
                 "terminate",
             ),
             (
-                Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "dev-10.0.0.1".into(), warm: false },
+                Action::Stop {
+                    env: "dev".into(),
+                    instance_id: "i-1".into(),
+                    node: "dev-10.0.0.1".into(),
+                    warm: false,
+                    tag_warmed: false,
+                },
                 "dev: stop i-1 (node dev-10.0.0.1 is idle)",
                 "stop",
             ),

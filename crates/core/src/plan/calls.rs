@@ -237,7 +237,13 @@ mod tests {
     }
 
     fn stop(id: &str) -> Action {
-        Action::Stop { env: "dev".into(), instance_id: id.into(), node: format!("dev-{id}"), warm: false }
+        Action::Stop {
+            env: "dev".into(),
+            instance_id: id.into(),
+            node: format!("dev-{id}"),
+            warm: false,
+            tag_warmed: false,
+        }
     }
 
     fn start(id: &str) -> Action {

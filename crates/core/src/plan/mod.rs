@@ -81,20 +81,22 @@ pub fn decide<'a, D, M>(
     }
 }
 
-/// Plans one pass: EC2's events, scale down, warm-pool stops, then scale up
+/// Plans one pass: EC2's events, warm-pool stops, scale down, then scale up
 /// (whose last step fills the warm pools).
 ///
 /// Events decide first: an agent EC2 takes is out of service before
 /// anything counts on it. Scale-down decides before scale-up so scale-up
 /// never starts or removes an instance that a scale-down action already
-/// claimed (one action per instance).
+/// claimed (one action per instance). The pool's stops come before the
+/// idle policy's: a pool agent's node it took offline is also
+/// `terminate_me`, and its stop is the pool's.
 pub fn plan_pass(cfg: &PlanConfig, snap: &Snapshot<'_>, seed: u64) -> Plan {
     let mut plan = Plan::default();
     let mut claimed = interruption::gone_by_events(snap, &mut plan);
     let taken = interruption::plan(cfg, snap, &mut claimed, &mut plan);
+    warm::plan_stops(cfg, snap, &mut claimed, &mut plan);
     scale_down::plan(cfg, snap, &mut claimed, &mut plan);
     scale_down::plan_zombies(cfg, snap, &mut claimed, &mut plan);
-    warm::plan_stops(cfg, snap, &mut claimed, &mut plan);
     let mut rng = fastrand::Rng::with_seed(seed);
     scale_up::plan(cfg, snap, &mut claimed, &taken, &mut rng, &mut plan);
     plan

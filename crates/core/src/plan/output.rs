@@ -128,6 +128,7 @@ mod tests {
             instance_id: "i-2".into(),
             node: "dev-10.0.0.2".into(),
             warm: false,
+            tag_warmed: false,
         });
         terminate(&mut plan, "prod", &agent("i-3", Stopped, "prod"), TerminateReason::Spot { node: "n".into() });
         assert_eq!(

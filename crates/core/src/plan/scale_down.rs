@@ -142,7 +142,15 @@ fn retire(
         terminate(plan, &env, inst, TerminateReason::OldAmi { node: Some(name.clone()), ami: inst.image_id.clone() });
     } else {
         match inst.state {
-            InstanceState::Running => plan.act(Action::Stop { env, instance_id, node: name.clone(), warm: false }),
+            InstanceState::Running => plan.act(Action::Stop {
+                env,
+                instance_id,
+                node: name.clone(),
+                warm: false,
+                // A pool agent that served builds: its stop ends its time
+                // as a fresh pool agent too.
+                tag_warmed: inst.warm.is_some(),
+            }),
             InstanceState::Stopped | InstanceState::Stopping => {
                 plan.count(Counter::InstanceStoppedState);
                 return;
@@ -277,7 +285,13 @@ mod tests {
         let plan = down(&one(agent("i-1", Running, "dev"), doomed("dev-10.0.0.1", "i-1", "dev")));
         assert_eq!(
             plan.actions,
-            [Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "dev-10.0.0.1".into(), warm: false }]
+            [Action::Stop {
+                env: "dev".into(),
+                instance_id: "i-1".into(),
+                node: "dev-10.0.0.1".into(),
+                warm: false,
+                tag_warmed: false
+            }]
         );
         assert!(plan.counts.is_empty());
     }
@@ -454,7 +468,13 @@ mod tests {
         let plan = down(&s);
         assert_eq!(
             plan.actions,
-            [Action::Stop { env: "prod".into(), instance_id: "i-1".into(), node: "x-10.0.0.1".into(), warm: false }]
+            [Action::Stop {
+                env: "prod".into(),
+                instance_id: "i-1".into(),
+                node: "x-10.0.0.1".into(),
+                warm: false,
+                tag_warmed: false
+            }]
         );
     }
 

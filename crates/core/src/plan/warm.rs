@@ -2,15 +2,29 @@
 //! created for a pool is stopped as soon as its node is online and idle, not
 //! after the idle timeout. It has then booted and set itself up, which is
 //! what makes a later start fast. Its creates are in `scale_up::warm`.
+//!
+//! Offline first, as the dump script's idle policy does: Jenkins assigns
+//! builds between the dump and our stop (a newly queued item of the label, a
+//! label expression, an unlabeled job on a NORMAL-mode node), and a stop
+//! would kill such a build. One pass takes the node offline; a later pass
+//! stops the agent only if the dump then shows the node offline by us
+//! (`terminate_me`) with no busy executor. Swarm removes the node when the
+//! agent disconnects, and our client runs with `-deleteExistingClients`
+//! (`jenkins/agent/start_swarm.sh`): a later start registers a fresh node,
+//! online, without this offline mark.
 
 use std::collections::BTreeSet;
 
-use crate::model::InstanceState;
+use crate::model::{Instance, InstanceState, Node};
 
 use super::nodes::node_of;
 use super::scale_down::names;
 use super::snapshot::observed;
 use super::{Action, Plan, PlanConfig, Snapshot};
+
+/// The `offline-node -m` text of a set-up pool agent: the dump script's
+/// `offlineByUs` knows it, so it reports the node `terminate_me` once idle.
+pub(super) const WARM_REASON: &str = "warm pool: set up, to be stopped until a job of its label needs it";
 
 pub(super) fn plan_stops(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
     // An item of its label may be about to run on it: Jenkins assigns
@@ -31,33 +45,52 @@ pub(super) fn plan_stops(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BT
             }
             // Not online yet, or a node whose name does not name the
             // instance (anybody's build can register one): not set up.
-            let Some(node) = node_of(&snap.dump.nodes, inst).filter(|n| !n.offline && names(&n.name, inst)) else {
+            let Some(node) = node_of(&snap.dump.nodes, inst).filter(|n| names(&n.name, inst)) else {
                 continue;
             };
             // Busy, or an older dump script that does not say: the usual
             // idle policy decides.
-            let busy = snap
-                .dump
-                .nodes
-                .iter()
-                .filter(|n| n.instance_id.as_deref() == Some(inst.id.as_str()) || names(&n.name, inst))
-                .any(|n| n.busy_executors != Some(0));
-            if busy {
+            if !idle(&snap.dump.nodes, inst) {
+                continue;
+            }
+            if node.offline {
+                // Offline by us (ours, or the idle policy's) and idle: no
+                // build can land on it any more. Offline for another reason
+                // (a person, a lost connection): not ours to stop.
+                if node.terminate_me {
+                    claimed.insert(inst.id.clone());
+                    plan.act(Action::Stop {
+                        env: env.clone(),
+                        instance_id: inst.id.clone(),
+                        node: node.name.clone(),
+                        warm: true,
+                        tag_warmed: true,
+                    });
+                }
                 continue;
             }
             if inst.slave_labels.iter().flatten().any(|l| waiting.contains(l.as_str())) {
                 plan.debug(None, format!("warm pool {pool}: {} is kept running, an item of its label waits", inst.id));
                 continue;
             }
+            // Claimed: it serves no queue item of this pass either.
             claimed.insert(inst.id.clone());
-            plan.act(Action::Stop {
+            plan.act(Action::OfflineNode {
                 env: env.clone(),
                 instance_id: inst.id.clone(),
                 node: node.name.clone(),
-                warm: true,
+                reason: WARM_REASON.to_string(),
             });
         }
     }
+}
+
+/// No node of the instance has a busy executor, and the dump says so.
+fn idle(nodes: &[Node], inst: &Instance) -> bool {
+    nodes
+        .iter()
+        .filter(|n| n.instance_id.as_deref() == Some(inst.id.as_str()) || names(&n.name, inst))
+        .all(|n| n.busy_executors == Some(0))
 }
 
 #[cfg(test)]
@@ -129,6 +162,26 @@ mod tests {
         let other = snap(vec![("dev", vec![agent("i-2", Stopped, "dev")])]);
         assert_eq!(token(&one), token(&one.clone()));
         assert_ne!(token(&one), token(&other));
+    }
+
+    #[test]
+    fn a_pool_back_to_its_earlier_members_asks_ec2_with_a_new_token() {
+        // i-2 was launched for the place i-1's pool lacked, then started for
+        // a job: the pool is {i-1} again in the same token window. The old
+        // token would get EC2's old answer, i-2, and the place stays empty.
+        let mut c = warm(&[("dev", 2, None)]);
+        c.max_on_demand = 5;
+        let token = |s: &Scene| match &plan_pass(&c, &s.view(), 1).actions[..] {
+            [Action::Create { client_token, warm: true, .. }] => client_token.clone(),
+            other => panic!("{other:?}"),
+        };
+        let before = snap(vec![("dev", vec![agent("i-1", Stopped, "dev")])]);
+        let claimed_by_a_job =
+            snap(vec![("dev", vec![agent("i-1", Stopped, "dev"), agent("i-2", Running, "dev").launched_ago(60)])]);
+        assert_ne!(token(&before), token(&claimed_by_a_job));
+        // Gone for good, it still changes the token while EC2 lists it.
+        let terminated = snap(vec![("dev", vec![agent("i-1", Stopped, "dev"), agent("i-2", Terminated, "dev")])]);
+        assert_ne!(token(&before), token(&terminated));
     }
 
     #[test]
@@ -208,6 +261,28 @@ mod tests {
     }
 
     #[test]
+    fn a_queued_item_gets_a_stopped_pool_agent_started_not_a_booting_one() {
+        // i-2 boots for the pool: the item would wait for its boot and
+        // set-up, while starting i-1 takes tens of seconds.
+        for booting in [filling("i-2", Pending, "dev"), filling("i-2", Running, "dev")] {
+            let s = snap(vec![("dev", vec![agent("i-1", Stopped, "dev"), booting.clone()])])
+                .queue(vec![item("job", "dev")]);
+            assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), ["start i-1 dev"], "{booting:?}");
+            // A second item: nothing stopped is left, the booting one serves it.
+            let s = s.queue(vec![item("job", "dev"), item("other", "dev")]);
+            assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), ["start i-1 dev"], "{booting:?}");
+        }
+        // Nothing stopped to start: the booting pool agent serves the item.
+        let s = snap(vec![("dev", vec![filling("i-2", Pending, "dev")])]).queue(vec![item("job", "dev")]);
+        assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), Vec::<String>::new());
+        // Online already: Jenkins gives it the item now; nothing is started.
+        let s = snap(vec![("dev", vec![agent("i-1", Stopped, "dev"), filling("i-2", Running, "dev")])])
+            .nodes(vec![online("dev-10.0.0.2", "i-2", "dev", 1)])
+            .queue(vec![item("job", "dev")]);
+        assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), Vec::<String>::new());
+    }
+
+    #[test]
     fn pool_agents_booting_or_coming_online_are_counted_so_never_created_twice() {
         let s = snap(vec![("dev", vec![filling("i-1", Pending, "dev"), filling("i-2", Running, "dev")])]);
         assert_eq!(acts(&warm(&[("dev", 2, None)]), &s), Vec::<String>::new());
@@ -220,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn a_set_up_idle_pool_agent_is_stopped_at_once_and_still_counts() {
+    fn a_set_up_idle_pool_agent_is_taken_offline_at_once_and_still_counts() {
         let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![online(
             "dev-10.0.0.1",
             "i-1",
@@ -230,11 +305,61 @@ mod tests {
         let plan = plan_pass(&warm(&[("dev", 1, None)]), &s.view(), 1);
         assert_eq!(
             plan.actions,
-            [Action::Stop { env: "dev".into(), instance_id: "i-1".into(), node: "dev-10.0.0.1".into(), warm: true }]
+            [Action::OfflineNode {
+                env: "dev".into(),
+                instance_id: "i-1".into(),
+                node: "dev-10.0.0.1".into(),
+                reason: super::WARM_REASON.into(),
+            }],
+            "not stopped: a build Jenkins assigned since the dump would die with it"
+        );
+        // Taken offline whatever the flag says now: the tag governs.
+        assert_eq!(acts(&cfg(), &s), ["offline dev-10.0.0.1"]);
+    }
+
+    #[test]
+    fn a_pool_agent_is_stopped_once_the_dump_shows_its_node_offline_by_us_and_idle() {
+        // The pass after the offline-node: the dump script reports a node
+        // offline by us with no build terminate_me.
+        let s =
+            snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev")]);
+        let plan = plan_pass(&warm(&[("dev", 1, None)]), &s.view(), 1);
+        assert_eq!(
+            plan.actions,
+            [Action::Stop {
+                env: "dev".into(),
+                instance_id: "i-1".into(),
+                node: "dev-10.0.0.1".into(),
+                warm: true,
+                tag_warmed: true
+            }],
+            "the pool's stop, and it still counts: nothing created"
         );
         assert_eq!(plan.actions[0].to_string(), "dev: stop i-1 (warm pool: node dev-10.0.0.1 is set up and idle)");
-        // Stopped whatever the flag says now: the tag governs.
-        assert_eq!(acts(&cfg(), &s), ["stop i-1 warm"]);
+    }
+
+    #[test]
+    fn a_build_that_landed_before_the_node_went_offline_keeps_the_pool_agent() {
+        let landed = Node {
+            busy_executors: Some(1),
+            idle_executors: Some(0),
+            terminate_me: false,
+            ..doomed("dev-10.0.0.1", "i-1", "dev")
+        };
+        // Offline, but not by us (a person, a lost connection): not ours to stop.
+        let by_someone = Node { terminate_me: false, ..doomed("dev-10.0.0.1", "i-1", "dev") };
+        for node in [landed, by_someone] {
+            let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![node.clone()]);
+            assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), Vec::<String>::new(), "{node:?}");
+        }
+    }
+
+    #[test]
+    fn the_dump_script_knows_the_warm_pool_offline_reason() {
+        // Its offlineByUs reports the node terminate_me once idle: the
+        // second half of the stop.
+        let script = include_str!("../../../../jenkins/get_queue_jobs.groovy");
+        assert!(script.contains(&format!("'{}'", super::WARM_REASON)));
     }
 
     #[test]
@@ -282,6 +407,31 @@ mod tests {
             1,
         )]);
         assert_eq!(acts(&cfg(), &s), Vec::<String>::new());
+    }
+
+    #[test]
+    fn any_stop_of_a_pool_agent_marks_it_stopped_once() {
+        // The idle policy stops it (an older dump script says nothing of
+        // busy executors, so the pool leaves it alone): the stop tags it too.
+        let node = Node { busy_executors: None, ..doomed("dev-10.0.0.1", "i-1", "dev") };
+        let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![node]);
+        assert_eq!(
+            plan_pass(&warm(&[("dev", 1, None)]), &s.view(), 1).actions,
+            [Action::Stop {
+                env: "dev".into(),
+                instance_id: "i-1".into(),
+                node: "dev-10.0.0.1".into(),
+                warm: false,
+                tag_warmed: true
+            }]
+        );
+        // A plain agent's stop tags nothing.
+        let s =
+            snap(vec![("dev", vec![agent("i-1", Running, "dev")])]).nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev")]);
+        match &plan_pass(&cfg(), &s.view(), 1).actions[..] {
+            [Action::Stop { tag_warmed, .. }] => assert!(!tag_warmed),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

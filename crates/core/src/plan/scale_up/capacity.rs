@@ -115,17 +115,43 @@ impl ScaleUp<'_> {
         })
     }
 
-    /// Takes one free executor of the label's pool, if any.
-    pub(super) fn take_slot(&mut self, label: &Label) -> Option<Provider> {
+    /// Takes one free executor of the label's pool, if any, of a provider
+    /// not in `spared`.
+    pub(super) fn take_slot(&mut self, label: &Label, spared: &[Provider]) -> Option<Provider> {
         self.pool(label);
         let pool = self.pools.get_mut(&(label.env.clone(), label.raw.clone())).expect("pool was just built");
         while pool.cursor < pool.providers.len() && self.free.get(&pool.providers[pool.cursor]).is_none_or(|n| *n == 0)
         {
             pool.cursor += 1;
         }
-        let provider = pool.providers.get(pool.cursor)?.clone();
+        let provider = pool.providers[pool.cursor..]
+            .iter()
+            .find(|p| !spared.contains(p) && self.free.get(*p).is_some_and(|n| *n > 0))?
+            .clone();
         *self.free.get_mut(&provider).expect("provider has free slots") -= 1;
         Some(provider)
+    }
+
+    /// The warm-pool agents of the label still on their way to the pool
+    /// (tagged, never stopped) and not yet online, when a stopped agent of
+    /// the label can be started instead: a queued item waits for a start
+    /// (tens of seconds), not for such an agent's whole boot and set-up.
+    /// One already online takes the item at once and is not spared.
+    pub(super) fn booting_pool_agents(&self, instances: &[Instance], label: &Label) -> Vec<Provider> {
+        let booting: Vec<Provider> = instances
+            .iter()
+            .filter(|i| i.warm.is_some() && self.serves(i, label))
+            .filter(|i| match i.state {
+                InstanceState::Pending => true,
+                InstanceState::Running => node_of(&self.snap.dump.nodes, i).is_none(),
+                _ => false,
+            })
+            .map(|i| Provider::Instance(i.id.clone()))
+            .collect();
+        if booting.is_empty() || self.stopped_candidates(instances, label).is_empty() {
+            return Vec::new();
+        }
+        booting
     }
 }
 

@@ -78,7 +78,7 @@ impl ScaleUp<'_> {
         // Handled items come first: the agents made for them are in the pools.
         for (item, key) in handled {
             if let Some(label) = self.quiet_label(item) {
-                if let Some(provider) = self.take_slot(&label) {
+                if let Some(provider) = self.take_slot(&label, &[]) {
                     self.plan.debug(Some(key), format!("{}: waits for {provider}", item.job_name));
                 }
             }
@@ -142,7 +142,8 @@ impl ScaleUp<'_> {
                 return;
             }
         };
-        if let Some(provider) = self.take_slot(&label) {
+        let spared = self.booting_pool_agents(instances, &label);
+        if let Some(provider) = self.take_slot(&label, &spared) {
             if self.is_online_agent(&provider, instances) {
                 // The original's job_on_queue: the item waits although an
                 // online agent of its label has a free executor (Jenkins has

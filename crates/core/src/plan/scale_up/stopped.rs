@@ -7,6 +7,19 @@ use crate::plan::nodes::node_name_tail;
 use super::ScaleUp;
 
 impl ScaleUp<'_> {
+    /// The stopped agents of the label that may be started.
+    pub(super) fn stopped_candidates<'i>(&self, instances: &'i [Instance], label: &Label) -> Vec<&'i Instance> {
+        instances
+            .iter()
+            .filter(|i| {
+                i.state == InstanceState::Stopped
+                    && self.serves(i, label)
+                    && !self.claimed.contains(&i.id)
+                    && !self.cfg.on_replaced_ami(&label.env, i)
+            })
+            .collect()
+    }
+
     /// A stopped agent of the label to start: the one the job last ran on,
     /// else a random one. Agents on a replaced AMI are left for the inventory.
     pub(super) fn pick_stopped<'i>(
@@ -15,15 +28,7 @@ impl ScaleUp<'_> {
         label: &Label,
         last_built_on: Option<&str>,
     ) -> Option<(&'i Instance, String)> {
-        let candidates: Vec<&Instance> = instances
-            .iter()
-            .filter(|i| {
-                i.state == InstanceState::Stopped
-                    && self.serves(i, label)
-                    && !self.claimed.contains(&i.id)
-                    && !self.cfg.on_replaced_ami(&label.env, i)
-            })
-            .collect();
+        let candidates = self.stopped_candidates(instances, label);
         if let Some(last) = last_built_on {
             let tail = node_name_tail(last);
             let last_used = candidates.iter().find(|i| {

@@ -1,13 +1,15 @@
 //! Filling the warm pools (`--warm`, issue 14). A pool is the stopped,
 //! current-AMI agents of its label in its env, plus the ones on their way
 //! there: created for the pool and not yet stopped once (booting, coming
-//! online, or being stopped this pass), or stopped by this pass. The
-//! missing ones are created last in the pass, after every queued item, with
-//! what the on-demand cap leaves: never above it, and never by making room.
+//! online, taken offline to be stopped, or being stopped this pass), or
+//! stopped by this pass. The missing ones are created last in the pass,
+//! after every queued item, with what the on-demand cap leaves: never above
+//! it, and never by making room.
 
 use crate::job_key::client_token;
 use crate::model::{Instance, InstanceState};
 use crate::plan::snapshot::{observed, unix_secs};
+use crate::plan::warm::WARM_REASON;
 use crate::plan::Action;
 use crate::warm::WarmPool;
 
@@ -51,13 +53,17 @@ impl ScaleUp<'_> {
             );
         }
         let now = unix_secs(self.snap.now);
-        // Who is in the pool now is part of the token: a pass retried on the
-        // same pool asks EC2 for the same agents, not more; once a member
-        // leaves (started for a job), its place is asked for anew.
-        let members = members.join(",");
+        // Every agent of the label EC2 lists, in any state, is part of the
+        // token: a pass retried on the same fleet asks EC2 for the same
+        // agents, not more, while any agent that came or went since — a
+        // member started for a job, the agent the last token launched —
+        // makes a new one. The pool's members alone would not do: once the
+        // pool is back to the set it had at a create, the repeated token
+        // would get EC2's old answer, an agent a job has since claimed.
+        let fleet = self.label_fleet(instances, pool).join(",");
         for n in 0..granted {
             let key = format!("warm-pool-{}-{}", label.raw, have + n + 1);
-            let client_token = client_token(env, &format!("{key}|{members}"), None, now);
+            let client_token = client_token(env, &format!("{key}|{fleet}"), None, now);
             self.plan.act(Action::Create {
                 env: env.clone(),
                 label: label.clone(),
@@ -71,15 +77,47 @@ impl ScaleUp<'_> {
         }
     }
 
+    /// Every listed agent of ours with the pool's label, in any state, and
+    /// the fresh start markers of the label EC2 does not list yet: their ids.
+    fn label_fleet(&self, instances: &[Instance], pool: &WarmPool) -> Vec<String> {
+        let label = &pool.label;
+        let listed = instances
+            .iter()
+            .filter(|i| self.cfg.is_ours(&label.env, i) && i.has_label(&label.raw))
+            .map(|i| i.id.clone());
+        let mut ids: Vec<String> = listed.chain(self.unlisted(instances, pool)).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Launched moments ago and not yet listed by EC2 (its describe lags):
+    /// its start marker says it exists.
+    fn unlisted<'s>(&'s self, instances: &'s [Instance], pool: &'s WarmPool) -> impl Iterator<Item = String> + 's {
+        let label = &pool.label;
+        self.snap
+            .markers
+            .started
+            .iter()
+            .filter(move |m| {
+                m.env == label.env
+                    && m.age < self.cfg.working_ttl
+                    && m.labels.contains(&label.raw)
+                    && !instances.iter().any(|i| i.id == m.instance_id)
+            })
+            .map(|m| m.instance_id.clone())
+    }
+
     /// The pool's agents now, and those on their way into it: their ids.
     fn in_warm_pool(&self, instances: &[Instance], pool: &WarmPool) -> Vec<String> {
         let label = &pool.label;
+        // Stopped by this pass, or taken offline to be stopped by the next.
         let stopped_now: Vec<&str> = self
             .plan
             .actions
             .iter()
             .filter_map(|a| match a {
                 Action::Stop { instance_id, .. } => Some(instance_id.as_str()),
+                Action::OfflineNode { instance_id, reason, .. } if reason == WARM_REASON => Some(instance_id.as_str()),
                 _ => None,
             })
             .collect();
@@ -99,21 +137,7 @@ impl ScaleUp<'_> {
                 }
         };
         let observed = instances.iter().filter(in_pool).map(|i| i.id.clone());
-        // Launched moments ago and not yet listed by EC2 (its describe lags):
-        // its start marker says it exists.
-        let unlisted = self
-            .snap
-            .markers
-            .started
-            .iter()
-            .filter(|m| {
-                m.env == label.env
-                    && m.age < self.cfg.working_ttl
-                    && m.labels.contains(&label.raw)
-                    && !instances.iter().any(|i| i.id == m.instance_id)
-            })
-            .map(|m| m.instance_id.clone());
-        let mut members: Vec<String> = observed.chain(unlisted).collect();
+        let mut members: Vec<String> = observed.chain(self.unlisted(instances, pool)).collect();
         members.sort_unstable();
         members
     }
