@@ -575,6 +575,38 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(60), "never sleeps past the bound");
     }
 
+    /// `n` passes reading the interruption queue `ec2-events`.
+    fn with_queue(n: u32) -> Config {
+        let mut config = passes(n);
+        config.interruption_queue = Some("ec2-events".into());
+        config
+    }
+
+    /// An idle running spot agent of `env` with its online node.
+    fn idle_spot_agent(s: &fake::Setup, env: &str, id: &str) {
+        let warned = agent(env, id, InstanceState::Running, &format!("{env}_spot"), s.world.clock.now());
+        s.jenkins.add_node(fake::node(&warned, env, false, false));
+        s.cloud.add(env, warned);
+    }
+
+    /// A state change of `instance` to `stopping`.
+    fn state_change(id: &str, instance: &str) -> String {
+        warning(id, instance)
+            .replace("EC2 Spot Instance Interruption Warning", "EC2 Instance State-change Notification")
+            .replace(r#""instance-action":"terminate""#, r#""state":"stopping""#)
+    }
+
+    /// Sends each `(after, env, event)` `after` seconds after the one before.
+    fn send_later(s: &fake::Setup, events: Vec<(u64, &'static str, String)>) -> tokio::task::JoinHandle<()> {
+        let cloud = s.cloud.clone();
+        tokio::spawn(async move {
+            for (after, env, event) in events {
+                tokio::time::sleep(Duration::from_secs(after)).await;
+                cloud.send_event(env, &event);
+            }
+        })
+    }
+
     fn warning(id: &str, instance: &str) -> String {
         serde_json::json!({
             "version": "0", "id": id, "detail-type": "EC2 Spot Instance Interruption Warning", "source": "aws.ec2",
@@ -587,9 +619,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_warned_busy_agent_goes_offline_and_gets_one_replacement_however_often_warned() {
-        let mut config = passes(3);
-        config.interruption_queue = Some("ec2-events".into());
-        let s = setup(config);
+        let s = setup(with_queue(3));
         let warned = agent("dev", "i-1", InstanceState::Running, "dev_spot", s.world.clock.now());
         let mut node = fake::node(&warned, "dev", false, false);
         node["busy_executors"] = "1".into();
@@ -615,12 +645,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_warning_whose_marker_cannot_be_written_stays_on_the_queue() {
-        let mut config = passes(1);
-        config.interruption_queue = Some("ec2-events".into());
-        let s = setup(config);
-        let warned = agent("dev", "i-1", InstanceState::Running, "dev_spot", s.world.clock.now());
-        s.jenkins.add_node(fake::node(&warned, "dev", false, false));
-        s.cloud.add("dev", warned);
+        let s = setup(with_queue(1));
+        idle_spot_agent(&s, "dev", "i-1");
         s.cloud.send_event("dev", &warning("e-1", "i-1"));
         // A directory where the marker goes: the write fails.
         std::fs::create_dir(s.world.workdir.join("dev__i-1.interrupted")).unwrap();
@@ -631,9 +657,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_receive_is_counted_and_the_run_goes_on() {
-        let mut config = passes(2);
-        config.interruption_queue = Some("ec2-events".into());
-        let s = setup(config);
+        let s = setup(with_queue(2));
         s.cloud.fail(Some("dev"), "ReceiveMessage", Times::Once, Ec2ErrorKind::Other);
         s.cloud.send_event("dev", &warning("e-1", "i-9"));
         let r = run(&s.world).await;
@@ -644,12 +668,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_warning_arriving_mid_nap_takes_the_node_offline_before_the_nap_would_end() {
-        let mut config = passes(2);
-        config.interruption_queue = Some("ec2-events".into());
-        let s = setup(config);
-        let warned = agent("dev", "i-1", InstanceState::Running, "dev_spot", s.world.clock.now());
-        s.jenkins.add_node(fake::node(&warned, "dev", false, false));
-        s.cloud.add("dev", warned);
+        let s = setup(with_queue(2));
+        idle_spot_agent(&s, "dev", "i-1");
         let cloud = s.cloud.clone();
         // 2 s into the 5 s nap after the first pass.
         let sender = tokio::spawn(async move {
@@ -669,17 +689,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_warning_for_an_instance_not_ours_waits_for_the_scheduled_pass() {
-        let mut config = passes(2);
-        config.interruption_queue = Some("ec2-events".into());
-        let s = setup(config);
-        let ours = agent("dev", "i-1", InstanceState::Running, "dev_spot", s.world.clock.now());
-        s.jenkins.add_node(fake::node(&ours, "dev", false, false));
-        s.cloud.add("dev", ours);
-        let cloud = s.cloud.clone();
-        let sender = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            cloud.send_event("dev", &warning("e-1", "i-9"));
-        });
+        let s = setup(with_queue(2));
+        idle_spot_agent(&s, "dev", "i-1");
+        let sender = send_later(&s, vec![(2, "dev", warning("e-1", "i-9"))]);
         let r = run(&s.world).await;
         sender.await.unwrap();
         let passes = &r.record.run.passes;
@@ -692,18 +704,11 @@ mod tests {
     async fn a_short_aws_timeout_still_lets_the_nap_poll_and_a_warning_end_it() {
         // --aws_timeout 3: an SDK attempt of 1 s, shorter than any poll; the
         // receive's own timeouts cover the poll's wait.
-        let mut config = passes(2);
-        config.interruption_queue = Some("ec2-events".into());
+        let mut config = with_queue(2);
         config.aws.timeout = Duration::from_secs(3);
         let s = setup(config);
-        let warned = agent("dev", "i-1", InstanceState::Running, "dev_spot", s.world.clock.now());
-        s.jenkins.add_node(fake::node(&warned, "dev", false, false));
-        s.cloud.add("dev", warned);
-        let cloud = s.cloud.clone();
-        let sender = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            cloud.send_event("dev", &warning("e-1", "i-1"));
-        });
+        idle_spot_agent(&s, "dev", "i-1");
+        let sender = send_later(&s, vec![(2, "dev", warning("e-1", "i-1"))]);
         let r = run(&s.world).await;
         sender.await.unwrap();
         let passes = &r.record.run.passes;
@@ -715,21 +720,11 @@ mod tests {
     async fn a_poll_still_out_when_a_warning_ends_the_nap_is_collected_later() {
         // dev's warning at 2 s ends the nap; prod's poll is still out then
         // and brings prod's warning at 3 s, which ends the next nap.
-        let mut config = passes(3);
-        config.interruption_queue = Some("ec2-events".into());
-        let s = setup(config);
+        let s = setup(with_queue(3));
         for (env, id) in [("dev", "i-1"), ("prod", "i-2")] {
-            let warned = agent(env, id, InstanceState::Running, &format!("{env}_spot"), s.world.clock.now());
-            s.jenkins.add_node(fake::node(&warned, env, false, false));
-            s.cloud.add(env, warned);
+            idle_spot_agent(&s, env, id);
         }
-        let cloud = s.cloud.clone();
-        let sender = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            cloud.send_event("dev", &warning("e-1", "i-1"));
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            cloud.send_event("prod", &warning("e-2", "i-2"));
-        });
+        let sender = send_later(&s, vec![(2, "dev", warning("e-1", "i-1")), (1, "prod", warning("e-2", "i-2"))]);
         let r = run(&s.world).await;
         sender.await.unwrap();
         let passes = &r.record.run.passes;
@@ -747,19 +742,9 @@ mod tests {
     async fn an_event_a_poll_brings_after_the_last_pass_is_handed_back_to_its_queue() {
         // dev's warning at 2 s ends the nap, and the last pass runs; prod's
         // poll, still out, brings an event at 3 s that no pass will take.
-        let mut config = passes(2);
-        config.interruption_queue = Some("ec2-events".into());
-        let s = setup(config);
-        let warned = agent("dev", "i-1", InstanceState::Running, "dev_spot", s.world.clock.now());
-        s.jenkins.add_node(fake::node(&warned, "dev", false, false));
-        s.cloud.add("dev", warned);
-        let cloud = s.cloud.clone();
-        let sender = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            cloud.send_event("dev", &warning("e-1", "i-1"));
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            cloud.send_event("prod", &warning("e-2", "i-2"));
-        });
+        let s = setup(with_queue(2));
+        idle_spot_agent(&s, "dev", "i-1");
+        let sender = send_later(&s, vec![(2, "dev", warning("e-1", "i-1")), (1, "prod", warning("e-2", "i-2"))]);
         let started = tokio::time::Instant::now();
         let r = run(&s.world).await;
         sender.await.unwrap();
@@ -771,14 +756,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_crowded_queue_is_read_on_while_batches_come_back_full_within_a_bound() {
-        let mut config = passes(1);
-        config.interruption_queue = Some("ec2-events".into());
-        let s = setup(config);
-        let change = |n: usize| {
-            warning(&format!("e-{n}"), &format!("i-{n}"))
-                .replace("EC2 Spot Instance Interruption Warning", "EC2 Instance State-change Notification")
-                .replace(r#""instance-action":"terminate""#, r#""state":"stopping""#)
-        };
+        let s = setup(with_queue(1));
+        let change = |n: usize| state_change(&format!("e-{n}"), &format!("i-{n}"));
         for n in 0..25 {
             s.cloud.send_event("dev", &change(n));
         }
@@ -793,17 +772,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_state_change_mid_nap_waits_for_the_next_pass_and_is_handled_there() {
-        let mut config = passes(2);
-        config.interruption_queue = Some("ec2-events".into());
-        let s = setup(config);
-        let cloud = s.cloud.clone();
-        let sender = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let change = warning("e-1", "i-9")
-                .replace("EC2 Spot Instance Interruption Warning", "EC2 Instance State-change Notification")
-                .replace(r#""instance-action":"terminate""#, r#""state":"stopping""#);
-            cloud.send_event("dev", &change);
-        });
+        let s = setup(with_queue(2));
+        let sender = send_later(&s, vec![(2, "dev", state_change("e-1", "i-9"))]);
         let r = run(&s.world).await;
         sender.await.unwrap();
         let passes = &r.record.run.passes;
@@ -817,18 +787,9 @@ mod tests {
         // The queue's own visibility timeout is 0: a message a poll took
         // would be back for the next poll at once, unless the receive hides
         // it itself until the pass has handled it.
-        let mut config = passes(2);
-        config.interruption_queue = Some("ec2-events".into());
-        let s = setup(config);
+        let s = setup(with_queue(2));
         s.cloud.set_event_visibility("dev", Duration::ZERO);
-        let cloud = s.cloud.clone();
-        let sender = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let change = warning("e-1", "i-9")
-                .replace("EC2 Spot Instance Interruption Warning", "EC2 Instance State-change Notification")
-                .replace(r#""instance-action":"terminate""#, r#""state":"stopping""#);
-            cloud.send_event("dev", &change);
-        });
+        let sender = send_later(&s, vec![(2, "dev", state_change("e-1", "i-9"))]);
         let r = run(&s.world).await;
         sender.await.unwrap();
         let dev_receives = s.cloud.calls().iter().filter(|c| c.env == "dev" && c.op == "ReceiveMessage").count();
@@ -840,9 +801,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failing_queue_is_read_once_a_pass_and_the_naps_keep_their_length() {
-        let mut config = passes(3);
-        config.interruption_queue = Some("ec2-events".into());
-        let s = setup(config);
+        let s = setup(with_queue(3));
         s.cloud.fail(Some("dev"), "ReceiveMessage", Times::Always, Ec2ErrorKind::Other);
         let started = tokio::time::Instant::now();
         let r = run(&s.world).await;
@@ -854,9 +813,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_ends_a_nap_that_polls_the_queues() {
-        let mut config = passes(300);
-        config.interruption_queue = Some("ec2-events".into());
-        let s = setup(config);
+        let s = setup(with_queue(300));
         let mut r = Reconciler::new(&s.world);
         let started = tokio::time::Instant::now();
         r.run(tokio::time::sleep(Duration::from_secs(12))).await;
@@ -866,8 +823,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_nap_that_polls_the_queues_never_runs_past_the_time_bound() {
-        let mut config = passes(300);
-        config.interruption_queue = Some("ec2-events".into());
+        let mut config = with_queue(300);
         config.run.max_run = Duration::from_secs(12);
         let s = setup(config);
         let started = tokio::time::Instant::now();
