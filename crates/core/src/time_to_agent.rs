@@ -213,6 +213,7 @@ pub fn quantile(values: &[Duration], p: f64) -> Option<Duration> {
 mod tests {
     use super::*;
     use crate::model::{Instance, Node};
+    use crate::plan::test_kit::agent;
 
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
@@ -226,24 +227,9 @@ mod tests {
         QueueItem { job_name: job.into(), label: label.into(), queue_id: Some(id), ..QueueItem::default() }
     }
 
+    /// The tracker goes by an agent's id and state only.
     fn instance(id: &str, state: InstanceState) -> Instance {
-        Instance {
-            id: id.into(),
-            state,
-            name: None,
-            slave_labels: None,
-            image_id: "ami-dev".into(),
-            instance_type: "t2.small".into(),
-            private_ip: None,
-            public_ip: None,
-            spot: false,
-            launched: None,
-            volumes: vec![],
-            master_tag: None,
-            slave_data_master: None,
-            key_name: None,
-            warm: None,
-        }
+        agent(id, state, "dev")
     }
 
     fn observed(instances: Vec<Instance>) -> BTreeMap<String, EnvObservation> {
