@@ -177,10 +177,28 @@ fn launches(w: &World) -> Vec<Value> {
     w.proxy().calls().into_iter().filter(|c| c["action"] == "RunInstances").collect()
 }
 
-#[test]
-fn capacity_short_in_one_subnet_lands_the_launch_in_the_other_in_the_same_pass() {
+/// No agent yet, and one `dev_spot` item queued, through the fault proxy.
+fn one_spot_item() -> World {
     let w = World::new(json!([])).with_proxy();
     w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
+    w
+}
+
+/// `check`'s line about the capacity shortages it remembers.
+fn shortages_line(w: &World) -> String {
+    let mut check = w.command();
+    check
+        .arg("check")
+        .args(["--url", &w.jenkins.url(), "--id_rsa", "id_rsa", "--jenkins_user", common::USER])
+        .args(["--owner_email", "ops@example.com", "--ami_ids", &w.ami_ids()])
+        .args(QUIET);
+    let table = String::from_utf8_lossy(&common::output(check).stdout).to_string();
+    table.lines().find(|l| l.contains("capacity shortages")).unwrap_or_else(|| panic!("{table}")).to_string()
+}
+
+#[test]
+fn capacity_short_in_one_subnet_lands_the_launch_in_the_other_in_the_same_pass() {
+    let w = one_spot_item();
     // The first launch is refused, whichever subnet (AZ) it asks for.
     w.proxy().faults(json!([
         {"service": "ec2", "action": "RunInstances", "fault": "insufficient_capacity", "count": 1},
@@ -201,8 +219,7 @@ fn capacity_short_in_one_subnet_lands_the_launch_in_the_other_in_the_same_pass()
 
 #[test]
 fn a_short_offering_is_skipped_on_the_next_pass() {
-    let w = World::new(json!([])).with_proxy();
-    w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
+    let w = one_spot_item();
     w.proxy().faults(json!([{"service": "ec2", "action": "RunInstances", "fault": "insufficient_capacity"}]));
     let out = run_with(&w, &["--loop_counter", "3", "--pass_interval", "0.2", "--debug"]);
     assert!(out.status.success());
@@ -217,14 +234,7 @@ fn a_short_offering_is_skipped_on_the_next_pass() {
     // The next run (cron) skips them too, and `check` lists them.
     assert!(run_with(&w, &["--loop_counter", "1"]).status.success());
     assert_eq!(launches(&w).len(), 2, "skipped by the next run as well");
-    let mut check = w.command();
-    check
-        .arg("check")
-        .args(["--url", &w.jenkins.url(), "--id_rsa", "id_rsa", "--jenkins_user", common::USER])
-        .args(["--owner_email", "ops@example.com", "--ami_ids", &w.ami_ids()])
-        .args(QUIET);
-    let table = String::from_utf8_lossy(&common::output(check).stdout).to_string();
-    let line = table.lines().find(|l| l.contains("capacity shortages")).unwrap_or_else(|| panic!("{table}"));
+    let line = shortages_line(&w);
     assert!(line.starts_with('✔'), "a shortage is no set-up fault: {line}");
     for call in &calls {
         let subnet = call["subnet"].as_str().unwrap();
@@ -235,8 +245,7 @@ fn a_short_offering_is_skipped_on_the_next_pass() {
 #[test]
 fn no_spot_capacity_falls_back_to_on_demand_only_when_asked_and_within_the_cap() {
     for fallback in [false, true] {
-        let w = World::new(json!([])).with_proxy();
-        w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
+        let w = one_spot_item();
         // No spot room in either subnet; each answer is final for its call
         // (no SDK retry that would land the spot agent after all, seconds later).
         w.proxy().faults(json!([
@@ -281,8 +290,7 @@ fn a_spot_price_over_the_bid_tries_the_other_azs_and_never_falls_back() {
         }])
     };
     // Spot prices are per type and AZ: the next subnet, at the same bid.
-    let w = World::new(json!([])).with_proxy();
-    w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
+    let w = one_spot_item();
     w.proxy().faults(price_too_low(1));
     assert!(run_with(&w, &["--loop_counter", "1", "--spot_fallback"]).status.success());
     let calls = launches(&w);
@@ -295,8 +303,7 @@ fn a_spot_price_over_the_bid_tries_the_other_azs_and_never_falls_back() {
 
     // Over the bid everywhere: the bid is a ceiling, no on-demand agent at
     // full price, neither now nor on the next pass (which asks EC2 nothing).
-    let w = World::new(json!([])).with_proxy();
-    w.jenkins.set_state(&json!({"queue": [item("job-spot", "dev_spot", "UNKNOWN", "NONE")]}));
+    let w = one_spot_item();
     w.proxy().faults(price_too_low(2));
     let out = run_with(&w, &["--loop_counter", "2", "--pass_interval", "0.2", "--spot_fallback"]);
     assert!(out.status.success());
@@ -322,14 +329,7 @@ fn the_accounts_on_demand_quota_skips_the_envs_on_demand_launches_and_check_list
     assert!(live(&w, "dev").is_empty());
     assert_eq!(w.csv("properties_error.csv")["action_failed"], 1, "then skipped, not failed");
 
-    let mut check = w.command();
-    check
-        .arg("check")
-        .args(["--url", &w.jenkins.url(), "--id_rsa", "id_rsa", "--jenkins_user", common::USER])
-        .args(["--owner_email", "ops@example.com", "--ami_ids", &w.ami_ids()])
-        .args(QUIET);
-    let table = String::from_utf8_lossy(&common::output(check).stdout).to_string();
-    let line = table.lines().find(|l| l.contains("capacity shortages")).unwrap_or_else(|| panic!("{table}"));
+    let line = shortages_line(&w);
     assert!(line.contains("dev: every on-demand launch (the account's limit)"), "{line}");
 }
 
