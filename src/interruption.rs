@@ -5,8 +5,9 @@
 //! to 50), alongside the dump and the describes; the
 //! events become part of the snapshot and the planner decides what they
 //! mean. Between passes the [`Listener`] long-polls the queues, and a warning
-//! or rebalance for one of our spot agents that arrives ends the nap: the
-//! next pass runs at once with it. A message is deleted once its pass handled it; one that is no EC2
+//! or rebalance for one of our spot agents that arrives ends the nap: its
+//! node, if the last pass saw it online, is taken offline at once (the
+//! planner's own `offline-node`), and the next pass runs at once with it. A message is deleted once its pass handled it; one that is no EC2
 //! event we know is deleted at once and counted `interruption_dropped`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,6 +23,7 @@ use tokio::sync::OnceCell;
 
 use crate::aws::sqs::SqsError;
 use crate::model::{EventKind, InstanceEvent, InstanceState};
+use crate::plan::{offline_at_once, Action};
 use crate::world::{BoxFuture, Queue};
 
 /// Messages asked for in one receive: SQS's most.
@@ -64,9 +66,10 @@ impl EventQueue {
     }
 }
 
-/// Our spot agents' instance ids per env, as the last pass saw them; `None`
-/// for an env whose describe failed (any of its warnings may be ours).
-pub type Ours = BTreeMap<String, Option<BTreeSet<String>>>;
+/// Our spot agents per env, with their online nodes, as the last pass saw
+/// them; `None` for an env whose describe failed (any of its warnings may
+/// be ours).
+pub type Ours = crate::plan::SpotAgents;
 
 /// What one pass read from the queues.
 #[derive(Debug, Default)]
@@ -113,7 +116,7 @@ impl Received {
     pub fn urgent(&self, ours: &Ours) -> bool {
         self.events.iter().any(|e| {
             matches!(e.kind, EventKind::Warning | EventKind::Rebalance)
-                && ours.get(&e.env).is_none_or(|ids| ids.as_ref().is_none_or(|ids| ids.contains(&e.instance_id)))
+                && ours.get(&e.env).is_none_or(|ids| ids.as_ref().is_none_or(|ids| ids.contains_key(&e.instance_id)))
         })
     }
 
@@ -199,7 +202,8 @@ pub struct Listener {
     /// again once they reach the bound of a pass's own read, so a flood
     /// waits on its queue for the passes, which take it in bounded bites.
     this_nap: BTreeMap<String, usize>,
-    /// Whose warnings end a nap, see [`Received::urgent`].
+    /// Whose warnings end a nap, see [`Received::urgent`], and whose nodes
+    /// go offline as they come, see [`Listener::offline_now`].
     ours: Ours,
 }
 
@@ -207,6 +211,24 @@ impl Listener {
     /// The spot agents whose warnings end a nap from now on.
     pub fn watch(&mut self, ours: Ours) {
         self.ours = ours;
+    }
+
+    /// The `offline-node` each warning or rebalance that polls brought for
+    /// one of our spot agents sends at once, ahead of the next pass (see
+    /// [`offline_at_once`]): one per node, a warning's before a
+    /// rebalance's. Polls bring each event into one nap, whose end hands it
+    /// to the next pass, so each is acted on once.
+    pub fn offline_now(&self) -> Vec<Action> {
+        let events = &self.brought.events;
+        let warnings = events.iter().filter(|e| e.kind == EventKind::Warning);
+        let mut by_node: BTreeMap<(String, String), Action> = BTreeMap::new();
+        for event in warnings.chain(events.iter().filter(|e| e.kind == EventKind::Rebalance)) {
+            let Some(action) = offline_at_once(&self.ours, event) else { continue };
+            let Action::OfflineNode { env, node, .. } = &action else { continue };
+            let key = (env.clone(), node.clone());
+            by_node.entry(key).or_insert(action);
+        }
+        by_node.into_values().collect()
     }
 
     /// Naps until `until`, long-polling every env's queue meanwhile (each
@@ -427,6 +449,32 @@ mod tests {
         all.extend(got("r-new"));
         assert_eq!((all.events.len(), all.held()), (1, 1));
         assert_eq!(all.receipts[0].3, "r-new");
+    }
+
+    #[test]
+    fn a_node_warned_and_told_to_rebalance_in_one_nap_goes_offline_once_for_the_warning() {
+        let event = |id: &str, detail_type: &str| {
+            let body = envelope(detail_type, serde_json::json!({"instance-id": "i-1"}))
+                .replace("7bf73129-1428-4cd3-a780-95db273d1602", id);
+            parse_event("dev", &body).unwrap()
+        };
+        let mut listener = Listener::default();
+        let nodes = BTreeMap::from([("i-1".to_string(), Some("dev-10.0.0.1".to_string()))]);
+        listener.watch(BTreeMap::from([("dev".to_string(), Some(nodes))]));
+        listener.brought.events = vec![
+            event("e-1", "EC2 Instance Rebalance Recommendation"),
+            event("e-2", "EC2 Spot Instance Interruption Warning"),
+            event("e-2", "EC2 Spot Instance Interruption Warning"),
+        ];
+        let actions = listener.offline_now();
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        match &actions[0] {
+            Action::OfflineNode { node, reason, .. } => {
+                assert_eq!(node, "dev-10.0.0.1");
+                assert!(reason.contains("spot interruption warning"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
