@@ -33,6 +33,12 @@ pub const BATCH: i32 = 10;
 pub const MAX_BATCHES: usize = 5;
 /// SQS's longest long poll.
 pub const LONGEST_POLL: Duration = Duration::from_secs(20);
+/// How far a nap's poll may outlast the nap. The loop sets a nap's end a
+/// moment before the nap begins, and SQS waits whole seconds: rounded down,
+/// a 1 s nap would not poll at all and a 5 s one would poll 4 s and sleep
+/// its last second unwatched. A poll still out when the pass begins stays
+/// out, as any does (see [`Listener`]).
+const POLL_SLACK: Duration = Duration::from_millis(100);
 
 /// How long a message we received stays hidden from other reads, set on
 /// every receive rather than left to the queue's own setting: a nap's poll
@@ -232,16 +238,17 @@ impl Listener {
     }
 
     /// Naps until `until`, long-polling every env's queue meanwhile (each
-    /// poll at most SQS's 20 s, and never past `until`; the receive sets its
-    /// own timeouts to cover the wait); ends early when a poll brings an
-    /// [`urgent`](Received::urgent) event.
+    /// poll at most SQS's 20 s, and never more than [`POLL_SLACK`] past
+    /// `until`; the receive sets its own timeouts to cover the wait); ends
+    /// early when a poll brings an [`urgent`](Received::urgent) event.
     pub async fn nap(&mut self, queues: &BTreeMap<String, Arc<EventQueue>>, until: Instant) {
         self.this_nap.clear();
         let bound = usize::try_from(BATCH).unwrap_or(10) * MAX_BATCHES;
         loop {
-            // SQS waits whole seconds: poll while one is left, then sleep.
-            let left = until.saturating_duration_since(Instant::now()).min(LONGEST_POLL);
-            let wait = Duration::from_secs(left.as_secs());
+            // SQS waits whole seconds: poll while one is left (within the
+            // slack), then sleep.
+            let left = until.saturating_duration_since(Instant::now()) + POLL_SLACK;
+            let wait = Duration::from_secs(left.as_secs()).min(LONGEST_POLL);
             if !wait.is_zero() {
                 for (env, queue) in queues {
                     if self.failing.contains(env)

@@ -829,6 +829,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_nap_that_begins_a_moment_after_its_end_was_set_still_polls_to_its_end() {
+        // The loop sets the nap's end, then naps: a moment later, so fewer
+        // whole seconds are left for SQS to wait than the interval has. A
+        // 1 s nap must poll all the same, and a 5 s one to its end.
+        for (nap, warned) in [(999, 500), (4_999, 4_500)] {
+            let s = setup(with_queue(1));
+            let mut listener = interruption::Listener::default();
+            listener.watch(BTreeMap::from([("dev".to_string(), None), ("prod".to_string(), None)]));
+            let cloud = s.cloud.clone();
+            let sender = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(warned)).await;
+                cloud.send_event("dev", &warning("e-1", "i-1"));
+            });
+            let began = Instant::now();
+            listener.nap(&s.world.interruptions, began + Duration::from_millis(nap)).await;
+            sender.await.unwrap();
+            assert_eq!(began.elapsed(), Duration::from_millis(warned), "the warning ended the {nap} ms nap");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_warning_for_an_instance_not_ours_waits_for_the_scheduled_pass() {
         let s = setup(with_queue(2));
         idle_spot_agent(&s, "dev", "i-1");
