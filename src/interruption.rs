@@ -211,6 +211,8 @@ pub struct Listener {
     /// Whose warnings end a nap, see [`Received::urgent`], and whose nodes
     /// go offline as they come, see [`Listener::offline_now`].
     ours: Ours,
+    /// The nodes (env, name) taken offline in this nap, each once.
+    offlined: BTreeSet<(String, String)>,
 }
 
 impl Listener {
@@ -221,10 +223,14 @@ impl Listener {
 
     /// The `offline-node` each warning or rebalance that polls brought for
     /// one of our spot agents sends at once, ahead of the next pass (see
-    /// [`offline_at_once`]): one per node, a warning's before a
-    /// rebalance's. Polls bring each event into one nap, whose end hands it
-    /// to the next pass, so each is acted on once.
-    pub fn offline_now(&self) -> Vec<Action> {
+    /// [`offline_at_once`]): one per node and nap, a warning's before a
+    /// rebalance's. Polls that finished meanwhile are collected first: a
+    /// wave warns agents in several envs at once, and the first warning
+    /// ends the nap. Called again, it gives only nodes not given yet.
+    pub fn offline_now(&mut self) -> Vec<Action> {
+        while let Some(done) = self.polls.try_join_next_with_id() {
+            self.finished(done);
+        }
         let events = &self.brought.events;
         let warnings = events.iter().filter(|e| e.kind == EventKind::Warning);
         let mut by_node: BTreeMap<(String, String), Action> = BTreeMap::new();
@@ -232,8 +238,11 @@ impl Listener {
             let Some(action) = offline_at_once(&self.ours, event) else { continue };
             let Action::OfflineNode { env, node, .. } = &action else { continue };
             let key = (env.clone(), node.clone());
-            by_node.entry(key).or_insert(action);
+            if !self.offlined.contains(&key) {
+                by_node.entry(key).or_insert(action);
+            }
         }
+        self.offlined.extend(by_node.keys().cloned());
         by_node.into_values().collect()
     }
 
@@ -243,6 +252,7 @@ impl Listener {
     /// early when a poll brings an [`urgent`](Received::urgent) event.
     pub async fn nap(&mut self, queues: &BTreeMap<String, Arc<EventQueue>>, until: Instant) {
         self.this_nap.clear();
+        self.offlined.clear();
         let bound = usize::try_from(BATCH).unwrap_or(10) * MAX_BATCHES;
         loop {
             // SQS waits whole seconds: poll while one is left (within the
@@ -482,6 +492,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert!(listener.offline_now().is_empty(), "once per node and nap");
     }
 
     #[test]

@@ -128,12 +128,16 @@ impl<'w> Reconciler<'w> {
     /// dump then shows the node online and its plan sends it again. The
     /// next pass does the rest (counters, replacement, markers, deletion).
     async fn offline_warned(&mut self, pass: u32) {
-        let actions = self.listener.offline_now();
-        if actions.is_empty() {
-            return;
+        // Again while polls bring more (each round a node at least once
+        // more): warnings sent together reach the envs' polls a moment apart.
+        loop {
+            let actions = self.listener.offline_now();
+            if actions.is_empty() {
+                return;
+            }
+            let acted = act(self.world, &actions, pass + 1).await;
+            self.record.acted(acted);
         }
-        let acted = act(self.world, &actions, pass + 1).await;
-        self.record.acted(acted);
     }
 
     /// Waits for the interruption polls still out as the run ends, and
@@ -826,6 +830,27 @@ mod tests {
         let passes = &r.record.run.passes;
         assert_eq!(passes[1].started.duration_since(passes[0].started).unwrap(), Duration::from_secs(2));
         assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn warnings_sent_together_to_two_envs_take_both_nodes_offline_before_the_next_dump() {
+        let s = setup(with_queue(2));
+        for (env, id) in [("dev", "i-1"), ("prod", "i-2")] {
+            idle_spot_agent(&s, env, id);
+        }
+        let cloud = s.cloud.clone();
+        // Both at once, as a wave: the first poll back ends the nap.
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cloud.send_event("dev", &warning("e-1", "i-1"));
+            cloud.send_event("prod", &warning("e-2", "i-2"));
+        });
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        assert_eq!(between_the_first_two_dumps(&s), ["offline-node", "offline-node"]);
+        assert_eq!(s.jenkins.count("offline-node"), 2);
+        assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 2);
+        assert_eq!((s.cloud.events_left("dev"), s.cloud.events_left("prod")), ((0, 0), (0, 0)));
     }
 
     #[tokio::test(start_paused = true)]
