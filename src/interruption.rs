@@ -5,8 +5,9 @@
 //! to 50), alongside the dump and the describes; the
 //! events become part of the snapshot and the planner decides what they
 //! mean. Between passes the [`Listener`] long-polls the queues, and a warning
-//! or rebalance for one of our spot agents that arrives ends the nap: the
-//! next pass runs at once with it. A message is deleted once its pass handled it; one that is no EC2
+//! or rebalance for one of our spot agents that arrives ends the nap: its
+//! node, if the last pass saw it online, is taken offline at once (the
+//! planner's own `offline-node`), and the next pass runs at once with it. A message is deleted once its pass handled it; one that is no EC2
 //! event we know is deleted at once and counted `interruption_dropped`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,6 +23,7 @@ use tokio::sync::OnceCell;
 
 use crate::aws::sqs::SqsError;
 use crate::model::{EventKind, InstanceEvent, InstanceState};
+use crate::plan::{offline_at_once, Action};
 use crate::world::{BoxFuture, Queue};
 
 /// Messages asked for in one receive: SQS's most.
@@ -31,6 +33,12 @@ pub const BATCH: i32 = 10;
 pub const MAX_BATCHES: usize = 5;
 /// SQS's longest long poll.
 pub const LONGEST_POLL: Duration = Duration::from_secs(20);
+/// How far a nap's poll may outlast the nap. The loop sets a nap's end a
+/// moment before the nap begins, and SQS waits whole seconds: rounded down,
+/// a 1 s nap would not poll at all and a 5 s one would poll 4 s and sleep
+/// its last second unwatched. A poll still out when the pass begins stays
+/// out, as any does (see [`Listener`]).
+const POLL_SLACK: Duration = Duration::from_millis(100);
 
 /// How long a message we received stays hidden from other reads, set on
 /// every receive rather than left to the queue's own setting: a nap's poll
@@ -64,9 +72,10 @@ impl EventQueue {
     }
 }
 
-/// Our spot agents' instance ids per env, as the last pass saw them; `None`
-/// for an env whose describe failed (any of its warnings may be ours).
-pub type Ours = BTreeMap<String, Option<BTreeSet<String>>>;
+/// Our spot agents per env, with their online nodes, as the last pass saw
+/// them; `None` for an env whose describe failed (any of its warnings may
+/// be ours).
+pub type Ours = crate::plan::SpotAgents;
 
 /// What one pass read from the queues.
 #[derive(Debug, Default)]
@@ -113,7 +122,7 @@ impl Received {
     pub fn urgent(&self, ours: &Ours) -> bool {
         self.events.iter().any(|e| {
             matches!(e.kind, EventKind::Warning | EventKind::Rebalance)
-                && ours.get(&e.env).is_none_or(|ids| ids.as_ref().is_none_or(|ids| ids.contains(&e.instance_id)))
+                && ours.get(&e.env).is_none_or(|ids| ids.as_ref().is_none_or(|ids| ids.contains_key(&e.instance_id)))
         })
     }
 
@@ -199,8 +208,11 @@ pub struct Listener {
     /// again once they reach the bound of a pass's own read, so a flood
     /// waits on its queue for the passes, which take it in bounded bites.
     this_nap: BTreeMap<String, usize>,
-    /// Whose warnings end a nap, see [`Received::urgent`].
+    /// Whose warnings end a nap, see [`Received::urgent`], and whose nodes
+    /// go offline as they come, see [`Listener::offline_now`].
     ours: Ours,
+    /// The nodes (env, name) taken offline in this nap, each once.
+    offlined: BTreeSet<(String, String)>,
 }
 
 impl Listener {
@@ -209,17 +221,44 @@ impl Listener {
         self.ours = ours;
     }
 
+    /// The `offline-node` each warning or rebalance that polls brought for
+    /// one of our spot agents sends at once, ahead of the next pass (see
+    /// [`offline_at_once`]): one per node and nap, a warning's before a
+    /// rebalance's. Polls that finished meanwhile are collected first: a
+    /// wave warns agents in several envs at once, and the first warning
+    /// ends the nap. Called again, it gives only nodes not given yet.
+    pub fn offline_now(&mut self) -> Vec<Action> {
+        while let Some(done) = self.polls.try_join_next_with_id() {
+            self.finished(done);
+        }
+        let events = &self.brought.events;
+        let warnings = events.iter().filter(|e| e.kind == EventKind::Warning);
+        let mut by_node: BTreeMap<(String, String), Action> = BTreeMap::new();
+        for event in warnings.chain(events.iter().filter(|e| e.kind == EventKind::Rebalance)) {
+            let Some(action) = offline_at_once(&self.ours, event) else { continue };
+            let Action::OfflineNode { env, node, .. } = &action else { continue };
+            let key = (env.clone(), node.clone());
+            if !self.offlined.contains(&key) {
+                by_node.entry(key).or_insert(action);
+            }
+        }
+        self.offlined.extend(by_node.keys().cloned());
+        by_node.into_values().collect()
+    }
+
     /// Naps until `until`, long-polling every env's queue meanwhile (each
-    /// poll at most SQS's 20 s, and never past `until`; the receive sets its
-    /// own timeouts to cover the wait); ends early when a poll brings an
-    /// [`urgent`](Received::urgent) event.
+    /// poll at most SQS's 20 s, and never more than [`POLL_SLACK`] past
+    /// `until`; the receive sets its own timeouts to cover the wait); ends
+    /// early when a poll brings an [`urgent`](Received::urgent) event.
     pub async fn nap(&mut self, queues: &BTreeMap<String, Arc<EventQueue>>, until: Instant) {
         self.this_nap.clear();
+        self.offlined.clear();
         let bound = usize::try_from(BATCH).unwrap_or(10) * MAX_BATCHES;
         loop {
-            // SQS waits whole seconds: poll while one is left, then sleep.
-            let left = until.saturating_duration_since(Instant::now()).min(LONGEST_POLL);
-            let wait = Duration::from_secs(left.as_secs());
+            // SQS waits whole seconds: poll while one is left (within the
+            // slack), then sleep.
+            let left = until.saturating_duration_since(Instant::now()) + POLL_SLACK;
+            let wait = Duration::from_secs(left.as_secs()).min(LONGEST_POLL);
             if !wait.is_zero() {
                 for (env, queue) in queues {
                     if self.failing.contains(env)
@@ -427,6 +466,33 @@ mod tests {
         all.extend(got("r-new"));
         assert_eq!((all.events.len(), all.held()), (1, 1));
         assert_eq!(all.receipts[0].3, "r-new");
+    }
+
+    #[test]
+    fn a_node_warned_and_told_to_rebalance_in_one_nap_goes_offline_once_for_the_warning() {
+        let event = |id: &str, detail_type: &str| {
+            let body = envelope(detail_type, serde_json::json!({"instance-id": "i-1"}))
+                .replace("7bf73129-1428-4cd3-a780-95db273d1602", id);
+            parse_event("dev", &body).unwrap()
+        };
+        let mut listener = Listener::default();
+        let nodes = BTreeMap::from([("i-1".to_string(), Some("dev-10.0.0.1".to_string()))]);
+        listener.watch(BTreeMap::from([("dev".to_string(), Some(nodes))]));
+        listener.brought.events = vec![
+            event("e-1", "EC2 Instance Rebalance Recommendation"),
+            event("e-2", "EC2 Spot Instance Interruption Warning"),
+            event("e-2", "EC2 Spot Instance Interruption Warning"),
+        ];
+        let actions = listener.offline_now();
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        match &actions[0] {
+            Action::OfflineNode { node, reason, .. } => {
+                assert_eq!(node, "dev-10.0.0.1");
+                assert!(reason.contains("spot interruption warning"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(listener.offline_now().is_empty(), "once per node and nap");
     }
 
     #[test]

@@ -13,11 +13,11 @@ use crate::act::act;
 use crate::config::{Config, FleetConfig};
 use crate::counter::Counter;
 use crate::interruption;
-use crate::model::{EnvObservation, Instance, InstanceState};
+use crate::model::{EnvObservation, InstanceState};
 use crate::observe::{observe, Observation};
 use crate::periodic::schedule::{self, Job};
 use crate::periodic::{gc, security_group, sqs_requests};
-use crate::plan::{cost, decide, plan_inventory, Decision, Note, NoteLevel, PlanConfig};
+use crate::plan::{cost, decide, plan_inventory, spot_agents, Decision, Note, NoteLevel, PlanConfig};
 use crate::record::in_flight;
 use crate::record::metrics::AgentStates;
 use crate::record::{PassRecord, Recorder};
@@ -105,8 +105,12 @@ impl<'w> Reconciler<'w> {
                 // Never sleep past the bound: the run ends on time.
                 let nap = self.world.config.run.pass_interval.min(max_run.saturating_sub(started.elapsed()));
                 let queues = &self.world.interruptions;
+                let until = Instant::now() + nap;
                 tokio::select! {
-                    _ = self.listener.nap(queues, Instant::now() + nap) => {}
+                    _ = async {
+                        self.listener.nap(queues, until).await;
+                        self.offline_warned(pass).await;
+                    } => {}
                     _ = &mut shutdown => { tracing::warn!("interrupted after pass {}", pass + 1); return; }
                 }
             }
@@ -114,6 +118,25 @@ impl<'w> Reconciler<'w> {
         tokio::select! {
             _ = self.settle() => {}
             _ = &mut shutdown => tracing::warn!("interrupted while the interruption polls ended"),
+        }
+    }
+
+    /// Takes offline the nodes of our spot agents warned (or told to
+    /// rebalance) while the loop napped, before the next pass observes:
+    /// until Jenkins hears, it can give them a build. Through the act step,
+    /// so a failure is logged and counted like the plan's; the next pass's
+    /// dump then shows the node online and its plan sends it again. The
+    /// next pass does the rest (counters, replacement, markers, deletion).
+    async fn offline_warned(&mut self, pass: u32) {
+        // Again while polls bring more (each round a node at least once
+        // more): warnings sent together reach the envs' polls a moment apart.
+        loop {
+            let actions = self.listener.offline_now();
+            if actions.is_empty() {
+                return;
+            }
+            let acted = act(self.world, &actions, pass + 1).await;
+            self.record.acted(acted);
         }
     }
 
@@ -138,7 +161,7 @@ impl<'w> Reconciler<'w> {
         let calls_before = self.world.ec2_calls.get();
         let throttled_before = self.world.ec2_calls.throttled();
         let obs = observe(self.world, self.listener.take(&self.world.interruptions)).await;
-        self.listener.watch(spot_agents(&self.plan_config, &obs.envs));
+        self.listener.watch(spot_agents(&self.plan_config, obs.dump.as_ref().ok(), &obs.envs));
         let usage = cost::observe_usage(&self.plan_config, obs.dump.as_ref().ok(), &obs.envs);
         self.record.run.cost.observe(obs.now, usage);
         // Agents before the queue: an item whose node came online in the
@@ -335,15 +358,6 @@ impl<'w> Reconciler<'w> {
             }
         }
     }
-}
-
-/// Our pending and running agents per env; `None` where not observed.
-/// Our spot agents in each env, whose warnings end the next nap.
-fn spot_agents(cfg: &PlanConfig, envs: &BTreeMap<String, EnvObservation>) -> interruption::Ours {
-    let ours = |env: &str, instances: &[Instance]| {
-        instances.iter().filter(|i| i.spot && cfg.is_ours(env, i)).map(|i| i.id.clone()).collect()
-    };
-    envs.iter().map(|(env, seen)| (env.clone(), seen.as_ref().ok().map(|i| ours(env, i)))).collect()
 }
 
 fn agents_per_env(envs: &BTreeMap<String, EnvObservation>) -> BTreeMap<String, Option<usize>> {
@@ -685,6 +699,179 @@ mod tests {
         assert_eq!(second, Duration::from_secs(2), "the second pass ran as the warning came");
         assert_eq!(s.cloud.events_left("dev"), (0, 0), "handled and deleted");
         assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1);
+    }
+
+    /// The first words of the commands Jenkins got between the first pass's
+    /// dump and the second's, but the first pass's GC build: what went out
+    /// while the loop napped.
+    fn between_the_first_two_dumps(s: &fake::Setup) -> Vec<String> {
+        let words: Vec<String> = s.jenkins.commands().into_iter().map(|c| c[0].clone()).collect();
+        let dumps: Vec<usize> = words.iter().enumerate().filter(|(_, w)| *w == "groovy").map(|(at, _)| at).collect();
+        words[dumps[0] + 1..dumps[1]].iter().filter(|w| *w != "build").cloned().collect()
+    }
+
+    /// A busy running spot agent of `env` with its online node.
+    fn busy_spot_agent(s: &fake::Setup, env: &str, id: &str) {
+        let warned = agent(env, id, InstanceState::Running, &format!("{env}_spot"), s.world.clock.now());
+        let mut node = fake::node(&warned, env, false, false);
+        node["busy_executors"] = "1".into();
+        node["ope_idle_count"] = "0".into();
+        s.jenkins.add_node(node);
+        s.cloud.add(env, warned);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warning_mid_nap_takes_its_node_offline_before_the_next_pass_dumps() {
+        let s = setup(with_queue(2));
+        idle_spot_agent(&s, "dev", "i-1");
+        // The same event twice, as EventBridge may deliver it.
+        let sender = send_later(&s, vec![(2, "dev", warning("e-1", "i-1")), (0, "dev", warning("e-1", "i-1"))]);
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        assert_eq!(between_the_first_two_dumps(&s), ["offline-node"]);
+        let offline: Vec<Vec<String>> = s.jenkins.commands().into_iter().filter(|c| c[0] == "offline-node").collect();
+        assert_eq!(offline.len(), 1, "the next pass sees it offline and sends none: {offline:?}");
+        assert_eq!(offline[0][1..3], ["dev-10.0.0.1".to_string(), "-m".to_string()]);
+        assert!(offline[0][3].contains("spot interruption warning"), "{offline:?}");
+        let passes = &r.record.run.passes;
+        assert_eq!(passes[1].started.duration_since(passes[0].started).unwrap(), Duration::from_secs(2));
+        assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1);
+        assert_eq!(r.record.stats.get(Counter::ActionFailed), 0);
+        assert_eq!(s.cloud.events_left("dev"), (0, 0), "the next pass deleted the messages");
+        assert!(s.world.workdir.join("dev__i-1.interrupted").exists());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_agent_warned_mid_nap_goes_offline_at_once_and_still_gets_its_replacement() {
+        let s = setup(with_queue(2));
+        busy_spot_agent(&s, "dev", "i-1");
+        let sender = send_later(&s, vec![(2, "dev", warning("e-1", "i-1"))]);
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        assert_eq!(between_the_first_two_dumps(&s), ["offline-node"]);
+        assert_eq!(s.jenkins.count("offline-node"), 1);
+        // The next pass's dump shows the node offline and still busy.
+        assert_eq!(r.record.stats.get(Counter::ReplacementsLaunched), 1);
+        assert_eq!(s.cloud.count("RunInstances"), 1);
+        assert_eq!(s.cloud.count("TerminateInstances") + s.cloud.count("StopInstances"), 0, "EC2 takes it");
+        assert_eq!(s.cloud.events_left("dev"), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rebalance_mid_nap_takes_its_node_offline_with_the_drain_reason() {
+        let s = setup(with_queue(2));
+        busy_spot_agent(&s, "dev", "i-1");
+        let rebalance = warning("e-1", "i-1")
+            .replace("EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation");
+        let sender = send_later(&s, vec![(2, "dev", rebalance)]);
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        assert_eq!(between_the_first_two_dumps(&s), ["offline-node"]);
+        let offline: Vec<Vec<String>> = s.jenkins.commands().into_iter().filter(|c| c[0] == "offline-node").collect();
+        assert_eq!(offline.len(), 1, "{offline:?}");
+        assert!(offline[0][3].starts_with("draining"), "{offline:?}");
+        assert_eq!(r.record.stats.get(Counter::RebalanceRecommendations), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_offline_node_that_fails_mid_nap_is_counted_and_sent_again_by_the_next_pass() {
+        let s = setup(with_queue(2));
+        idle_spot_agent(&s, "dev", "i-1");
+        s.jenkins.fail("offline-node", Times::Once, CliErrorKind::Failed);
+        let sender = send_later(&s, vec![(2, "dev", warning("e-1", "i-1"))]);
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        assert_eq!(between_the_first_two_dumps(&s), ["offline-node"]);
+        assert_eq!(s.jenkins.count("offline-node"), 2, "the next pass's dump shows the node online");
+        assert_eq!(r.record.stats.get(Counter::ActionFailed), 1);
+        assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1);
+        assert_eq!(s.cloud.events_left("dev"), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_mid_nap_for_anything_but_our_spot_agents_send_nothing_early() {
+        // Somebody else's spot instance and our on-demand agent, both with
+        // online nodes, warned; a state change of our spot agent.
+        let s = setup(with_queue(2));
+        idle_spot_agent(&s, "dev", "i-1");
+        let now = s.world.clock.now();
+        let foreign = crate::model::Instance {
+            name: Some("somebody-else".into()),
+            ..agent("dev", "i-2", InstanceState::Running, "dev_spot", now)
+        };
+        let on_demand = agent("dev", "i-3", InstanceState::Running, "dev", now);
+        for inst in [foreign, on_demand] {
+            s.jenkins.add_node(fake::node(&inst, "dev", false, false));
+            s.cloud.add("dev", inst);
+        }
+        let events = vec![(2, "dev", warning("e-2", "i-2")), (0, "dev", warning("e-3", "i-3"))];
+        let sender = send_later(&s, [events, vec![(0, "dev", state_change("e-1", "i-1"))]].concat());
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        assert_eq!(between_the_first_two_dumps(&s), Vec::<String>::new());
+        assert_eq!(s.jenkins.count("offline-node"), 0);
+        let passes = &r.record.run.passes;
+        assert_eq!(passes[1].started.duration_since(passes[0].started).unwrap(), Duration::from_secs(5));
+        assert_eq!(s.cloud.events_left("dev"), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warning_mid_nap_in_an_env_not_described_ends_the_nap_and_the_pass_takes_the_node_offline() {
+        // The first pass could not describe dev: which instance the warning
+        // names, and its node, are unknown until the next pass.
+        let s = setup(with_queue(2));
+        idle_spot_agent(&s, "dev", "i-1");
+        s.cloud.fail(Some("dev"), "DescribeInstances", Times::Once, Ec2ErrorKind::Throttled);
+        let sender = send_later(&s, vec![(2, "dev", warning("e-1", "i-1"))]);
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        assert_eq!(between_the_first_two_dumps(&s), Vec::<String>::new());
+        assert_eq!(s.jenkins.count("offline-node"), 1, "sent by the next pass's plan");
+        let passes = &r.record.run.passes;
+        assert_eq!(passes[1].started.duration_since(passes[0].started).unwrap(), Duration::from_secs(2));
+        assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn warnings_sent_together_to_two_envs_take_both_nodes_offline_before_the_next_dump() {
+        let s = setup(with_queue(2));
+        for (env, id) in [("dev", "i-1"), ("prod", "i-2")] {
+            idle_spot_agent(&s, env, id);
+        }
+        let cloud = s.cloud.clone();
+        // Both at once, as a wave: the first poll back ends the nap.
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cloud.send_event("dev", &warning("e-1", "i-1"));
+            cloud.send_event("prod", &warning("e-2", "i-2"));
+        });
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        assert_eq!(between_the_first_two_dumps(&s), ["offline-node", "offline-node"]);
+        assert_eq!(s.jenkins.count("offline-node"), 2);
+        assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 2);
+        assert_eq!((s.cloud.events_left("dev"), s.cloud.events_left("prod")), ((0, 0), (0, 0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nap_that_begins_a_moment_after_its_end_was_set_still_polls_to_its_end() {
+        // The loop sets the nap's end, then naps: a moment later, so fewer
+        // whole seconds are left for SQS to wait than the interval has. A
+        // 1 s nap must poll all the same, and a 5 s one to its end.
+        for (nap, warned) in [(999, 500), (4_999, 4_500)] {
+            let s = setup(with_queue(1));
+            let mut listener = interruption::Listener::default();
+            listener.watch(BTreeMap::from([("dev".to_string(), None), ("prod".to_string(), None)]));
+            let cloud = s.cloud.clone();
+            let sender = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(warned)).await;
+                cloud.send_event("dev", &warning("e-1", "i-1"));
+            });
+            let began = Instant::now();
+            listener.nap(&s.world.interruptions, began + Duration::from_millis(nap)).await;
+            sender.await.unwrap();
+            assert_eq!(began.elapsed(), Duration::from_millis(warned), "the warning ended the {nap} ms nap");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -162,7 +162,7 @@ fn offline_node_is_quoted_for_jenkins_tokenizer() {
 }
 
 #[test]
-fn a_warning_sent_while_the_manager_naps_is_acted_on_before_the_nap_would_end() {
+fn a_warning_sent_while_the_manager_naps_takes_the_node_offline_before_the_next_dump() {
     // A 30 s nap between the two passes; the warning comes after the first
     // pass. moto's SQS holds a long poll until a message arrives.
     use std::io::{BufRead, BufReader};
@@ -200,6 +200,13 @@ fn a_warning_sent_while_the_manager_naps_is_acted_on_before_the_nap_would_end() 
     let offline = offline_commands(&w);
     assert_eq!(offline.len(), 1, "{offline:?}\n{rest}");
     assert_eq!(offline[0][1], s(&node["slaveName"]));
+    // From the nap itself: Jenkins hears before the next pass observes.
+    let words: Vec<String> = w.jenkins.commands().into_iter().map(|c| c[0].clone()).collect();
+    let dumps: Vec<usize> = words.iter().enumerate().filter(|(_, w)| *w == "groovy").map(|(at, _)| at).collect();
+    assert_eq!(dumps.len(), 2, "{words:?}");
+    let at = words.iter().position(|w| w == "offline-node").unwrap();
+    assert!(dumps[0] < at && at < dumps[1], "offline-node not between the dumps: {words:?}");
+    assert_eq!(w.csv("properties_error.csv")["spot_interruptions"], 1, "counted by the next pass");
     assert_eq!(w.events(QUEUE, json!([]))["dev"], 0, "the message was deleted");
     assert_eq!(w.csv("properties_error.csv")["interruption_failed"], 0, "{rest}");
 }

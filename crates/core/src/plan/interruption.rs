@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use crate::counter::Counter;
 use crate::label::parse_label;
-use crate::model::{EventKind, Instance, InstanceState, InterruptedMarker, Interruption};
+use crate::model::{
+    EnvObservation, EventKind, Instance, InstanceEvent, InstanceState, InterruptedMarker, Interruption, JenkinsDump,
+};
 
 use super::nodes::{is_busy, node_of};
 use super::output::terminate;
@@ -39,6 +41,50 @@ const WARNING_REASON: &str = "EC2 reclaims this spot instance in two minutes (sp
 /// A warned agent still running this long after its warning drains.
 const UNRECLAIMED_AFTER: Duration = Duration::from_secs(10 * 60);
 const REBALANCE_REASON: &str = "draining: EC2 recommends rebalancing this spot instance";
+
+/// Our spot agents in each env as one pass saw them, by instance id, each
+/// with the name of its node when the dump showed it online; `None` for an
+/// env whose describe failed (any warning there may be ours).
+pub type SpotAgents = BTreeMap<String, Option<BTreeMap<String, Option<String>>>>;
+
+/// The spot agents whose warnings and rebalance recommendations, arriving
+/// between passes, end the nap; see [`SpotAgents`]. With no dump, no node.
+pub fn spot_agents(
+    cfg: &PlanConfig,
+    dump: Option<&JenkinsDump>,
+    envs: &BTreeMap<String, EnvObservation>,
+) -> SpotAgents {
+    let online = |inst: &Instance| {
+        let node = dump.filter(|_| inst.state.is_active()).and_then(|d| node_of(&d.nodes, inst))?;
+        (!node.offline).then(|| node.name.clone())
+    };
+    let ours = |env: &str, instances: &[Instance]| {
+        instances.iter().filter(|i| i.spot && cfg.is_ours(env, i)).map(|i| (i.id.clone(), online(i))).collect()
+    };
+    envs.iter().map(|(env, seen)| (env.clone(), seen.as_ref().ok().map(|i| ours(env, i)))).collect()
+}
+
+/// The `offline-node` that a warning or rebalance for one of `agents`,
+/// arriving between passes, sends at once: until Jenkins hears, it can give
+/// the node a build, and the next pass must observe before its plan acts.
+/// The planner's own action and reason, so the dump script finds the node
+/// offline by us and the next pass's plan sends it no second one (a failed
+/// one, the node still online, it sends again). None for a state change, an
+/// instance not among `agents`, or a node the pass did not see online.
+pub fn offline_at_once(agents: &SpotAgents, event: &InstanceEvent) -> Option<Action> {
+    let reason = match event.kind {
+        EventKind::Warning => WARNING_REASON,
+        EventKind::Rebalance => REBALANCE_REASON,
+        EventKind::StateChange(_) => return None,
+    };
+    let node = agents.get(&event.env)?.as_ref()?.get(&event.instance_id)?.as_ref()?;
+    Some(Action::OfflineNode {
+        env: event.env.clone(),
+        instance_id: event.instance_id.clone(),
+        node: node.clone(),
+        reason: reason.to_string(),
+    })
+}
 
 /// The agents this pass's state-change events report stopping or gone:
 /// out of service now, not at the next describe. An event only removes
@@ -254,6 +300,56 @@ mod tests {
 
     fn spot(id: &str) -> crate::model::Instance {
         agent(id, Running, "dev_spot")
+    }
+
+    #[test]
+    fn the_offline_sent_at_once_between_passes_is_the_planners_own_action() {
+        // The pass before saw the node online; the event came in its nap.
+        for kind in [EventKind::Warning, EventKind::Rebalance] {
+            let seen = snap(vec![("dev", vec![spot("i-1")])]).nodes(vec![busy(online(
+                "dev_spot-10.0.0.1",
+                "i-1",
+                "dev_spot",
+                0,
+            ))]);
+            let agents = spot_agents(&cfg(), Some(&seen.dump), &seen.envs);
+            let next = seen.event("e-1", "dev", "i-1", kind);
+            let early = offline_at_once(&agents, &next.events[0]);
+            let planned = run(&next).actions.into_iter().find(|a| matches!(a, Action::OfflineNode { .. }));
+            assert!(early.is_some());
+            assert_eq!(early, planned, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn nothing_is_sent_at_once_for_what_the_pass_did_not_see_as_our_spot_agent_online() {
+        let foreign = crate::model::Instance { name: Some("somebody-else".into()), ..spot("i-2") };
+        let seen = snap(vec![("dev", vec![spot("i-1"), foreign, agent("i-3", Running, "dev"), spot("i-4")])])
+            .env_err("prod")
+            .nodes(vec![
+                online("dev_spot-10.0.0.2", "i-2", "dev_spot", 1),
+                online("dev-10.0.0.3", "i-3", "dev", 1),
+                Node { offline: true, ..online("dev_spot-10.0.0.4", "i-4", "dev_spot", 1) },
+            ]);
+        let agents = spot_agents(&cfg(), Some(&seen.dump), &seen.envs);
+        assert_eq!(agents["prod"], None, "not described: any warning may be ours");
+        let dev = agents["dev"].as_ref().unwrap();
+        assert_eq!(dev.keys().collect::<Vec<_>>(), ["i-1", "i-4"], "our spot agents only");
+        assert!(dev.values().all(Option::is_none), "i-1 has no node, i-4's is offline already");
+        let with_node = spot_agents(&cfg(), None, &snap(vec![("dev", vec![spot("i-1")])]).envs);
+        assert_eq!(with_node["dev"].as_ref().unwrap()["i-1"], None, "no dump, no node");
+        let events = snap(vec![])
+            .event("e-1", "dev", "i-1", EventKind::Warning)
+            .event("e-2", "dev", "i-2", EventKind::Warning)
+            .event("e-3", "dev", "i-3", EventKind::Warning)
+            .event("e-4", "dev", "i-4", EventKind::Rebalance)
+            .event("e-5", "prod", "i-5", EventKind::Warning)
+            .events;
+        assert!(events.iter().all(|e| offline_at_once(&agents, e).is_none()), "{agents:?}");
+        let online_one = snap(vec![("dev", vec![spot("i-1")])]).nodes(vec![online("n", "i-1", "dev_spot", 1)]);
+        let agents = spot_agents(&cfg(), Some(&online_one.dump), &online_one.envs);
+        let stopping = online_one.event("e-6", "dev", "i-1", EventKind::StateChange(Stopping)).events;
+        assert_eq!(offline_at_once(&agents, &stopping[0]), None, "a state change waits for the pass");
     }
 
     #[test]

@@ -41,6 +41,7 @@ use crate::model::{EnvObservation, InstanceEvent, JenkinsDump, Markers};
 
 pub use action::{Action, TerminateReason};
 pub use config::PlanConfig;
+pub use interruption::{offline_at_once, spot_agents, SpotAgents};
 pub use inventory::plan_inventory;
 pub use output::{Inventory, Note, NoteLevel, Plan};
 pub use snapshot::Snapshot;
