@@ -189,7 +189,7 @@ pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet
                         plan.info(
                             None,
                             format!(
-                                "node {}: its build is at risk, EC2 reclaims {} in two minutes; a replacement for label {label} is launched",
+                                "node {}: its build is at risk, EC2 reclaims {} in two minutes; a replacement for label {label} is planned, within the caps",
                                 node.name, inst.id
                             ),
                         );
