@@ -365,6 +365,23 @@ mod tests {
     }
 
     #[test]
+    fn a_warning_for_an_agent_without_a_node_never_takes_another_envs_node_of_the_same_ip_offline() {
+        // dev's agent is still booting; prod (another account, the same
+        // CIDR) has an agent at the same address whose node names it.
+        let booting = spot("i-1").ip("10.0.1.7");
+        let prods = online("prod_spot-10.0.1.7", "i-9", "prod_spot", 1);
+        let s = snap(vec![("dev", vec![booting]), ("prod", vec![agent("i-9", Running, "prod_spot").ip("10.0.1.7")])])
+            .nodes(vec![prods])
+            .event("e-1", "dev", "i-1", EventKind::Warning);
+        let agents = spot_agents(&cfg(), Some(&s.dump), &s.envs);
+        assert_eq!(agents["dev"].as_ref().unwrap()["i-1"], None, "{agents:?}");
+        assert_eq!(offline_at_once(&agents, &s.events[0]), None);
+        let plan = run(&s);
+        assert!(!plan.actions.iter().any(|a| matches!(a, Action::OfflineNode { .. })), "{:?}", brief(&plan.actions));
+        assert_eq!(count(&plan.counts, Counter::SpotInterruptions), 1);
+    }
+
+    #[test]
     fn a_warning_on_a_busy_agent_launches_one_replacement() {
         let s = snap(vec![("dev", vec![spot("i-1")])])
             .nodes(vec![busy(online("dev_spot-10.0.0.1", "i-1", "dev_spot", 0))])
