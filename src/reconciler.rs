@@ -269,6 +269,9 @@ impl<'w> Reconciler<'w> {
                         })
                 };
                 self.offline_early.retain(|(env, id), _| !handled(env, id));
+                for (env, id) in offlined(&acted) {
+                    self.listener.offlined(&env, &id);
+                }
                 self.record.acted(acted);
                 kept = Some(keep);
             }
@@ -952,6 +955,20 @@ mod tests {
         assert_eq!(r.still_offline_early(&envs(vec![running.clone()])).len(), 1);
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(r.still_offline_early(&envs(vec![running])).is_empty(), "held no longer than the bound");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_duplicate_warning_mid_nap_for_a_node_the_pass_took_offline_sends_no_second_offline_node() {
+        let s = setup(with_queue(2));
+        idle_spot_agent(&s, "dev", "i-1");
+        s.cloud.send_event("dev", &warning("e-1", "i-1"));
+        // EventBridge delivers the same event again, in the nap.
+        let sender = send_later(&s, vec![(2, "dev", warning("e-1", "i-1"))]);
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        assert_eq!(s.jenkins.count("offline-node"), 1, "sent by the first pass only");
+        assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1);
+        assert_eq!(s.cloud.events_left("dev"), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]
