@@ -18,7 +18,7 @@ use crate::observe::{observe, Observation};
 use crate::periodic::schedule::{self, Job};
 use crate::periodic::{gc, security_group, sqs_requests};
 use crate::plan::{
-    cost, decide, plan_inventory, spot_agents, Decision, Events, Note, NoteLevel, OfflineEarly, PlanConfig,
+    cost, decide, plan_inventory, spot_agents, Action, Decision, Events, Note, NoteLevel, OfflineEarly, PlanConfig,
 };
 use crate::record::in_flight;
 use crate::record::metrics::AgentStates;
@@ -119,10 +119,13 @@ impl<'w> Reconciler<'w> {
                 let nap = self.world.config.run.pass_interval.min(max_run.saturating_sub(started.elapsed()));
                 let queues = &self.world.interruptions;
                 let until = Instant::now() + nap;
+                // The nap's offline-node rounds: one CLI call's time past
+                // the nap, never past the run's bound.
+                let deadline = (until + self.world.config.jenkins.timeout).min(started + max_run);
                 tokio::select! {
                     _ = async {
                         self.listener.nap(queues, until).await;
-                        self.offline_warned(pass).await;
+                        self.offline_warned(pass, deadline).await;
                     } => {}
                     _ = &mut shutdown => { tracing::warn!("interrupted after pass {}", pass + 1); return; }
                 }
@@ -140,15 +143,30 @@ impl<'w> Reconciler<'w> {
     /// so a failure is logged and counted like the plan's; the next pass's
     /// dump then shows the node online and its plan sends it again. The
     /// next pass does the rest (counters, replacement, markers, deletion).
-    async fn offline_warned(&mut self, pass: u32) {
+    /// All rounds end by `deadline`: a round cut short leaves the rest to
+    /// the next pass, which sends again what its dump shows online.
+    async fn offline_warned(&mut self, pass: u32, deadline: Instant) {
         // Again while polls bring more (each round a node at least once
         // more): warnings sent together reach the envs' polls a moment apart.
         loop {
+            if Instant::now() >= deadline {
+                return;
+            }
             let actions = self.listener.offline_now();
             if actions.is_empty() {
                 return;
             }
-            let acted = act(self.world, &actions, pass + 1).await;
+            let Ok(acted) = tokio::time::timeout_at(deadline, act(self.world, &actions, pass + 1)).await else {
+                tracing::warn!("the offline-node of {} warned agent(s) ran out of the nap's time", actions.len());
+                // Any of them may have gone offline: held from scale-down
+                // as if it had, until its event is handled.
+                for action in &actions {
+                    if let Action::OfflineNode { env, instance_id, .. } = action {
+                        self.offline_early.insert((env.clone(), instance_id.clone()), Instant::now());
+                    }
+                }
+                return;
+            };
             for (env, id) in offlined(&acted) {
                 self.offline_early.insert((env, id), Instant::now());
             }
@@ -969,6 +987,76 @@ mod tests {
         assert_eq!(s.jenkins.count("offline-node"), 1, "sent by the first pass only");
         assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1);
         assert_eq!(s.cloud.events_left("dev"), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warning_the_nap_brought_sends_no_offline_node_once_the_naps_deadline_has_passed() {
+        let s = setup(with_queue(2));
+        idle_spot_agent(&s, "dev", "i-1");
+        let mut r = Reconciler::new(&s.world);
+        r.pass(0).await;
+        s.cloud.send_event("dev", &warning("e-1", "i-1"));
+        r.listener.nap(&s.world.interruptions, Instant::now() + Duration::from_secs(5)).await;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        r.offline_warned(0, deadline).await;
+        assert_eq!(s.jenkins.count("offline-node"), 0, "past the deadline");
+        r.offline_warned(0, Instant::now() + Duration::from_secs(1)).await;
+        assert_eq!(s.jenkins.count("offline-node"), 1, "within it");
+    }
+
+    /// Jenkins whose `offline-node` takes `delay` of the wall clock.
+    struct SlowOffline(std::sync::Arc<fake::FakeJenkins>, Duration);
+
+    impl crate::world::Jenkins for SlowOffline {
+        fn run(
+            &self,
+            words: &[String],
+            stdin: &[u8],
+        ) -> Result<crate::jenkins::cli::CliOutput, crate::jenkins::cli::CliError> {
+            if words.first().is_some_and(|w| w == "offline-node") {
+                std::thread::sleep(self.1);
+            }
+            self.0.run(words, stdin)
+        }
+    }
+
+    // The wall clock: a CLI call on the blocking pool holds a paused clock.
+    #[tokio::test]
+    async fn an_offline_node_round_cut_at_the_naps_deadline_holds_its_agent_from_scale_down() {
+        let mut s = setup(with_queue(2));
+        idle_spot_agent(&s, "dev", "i-1");
+        s.world.jenkins = std::sync::Arc::new(SlowOffline(std::sync::Arc::clone(&s.jenkins), Duration::from_secs(1)));
+        let mut r = Reconciler::new(&s.world);
+        r.pass(0).await;
+        s.cloud.send_event("dev", &warning("e-1", "i-1"));
+        r.listener.nap(&s.world.interruptions, Instant::now() + Duration::from_secs(5)).await;
+        let began = Instant::now();
+        r.offline_warned(0, began + Duration::from_millis(100)).await;
+        assert!(began.elapsed() < Duration::from_millis(900), "{:?}", began.elapsed());
+        assert!(r.offline_early.contains_key(&("dev".to_string(), "i-1".to_string())));
+    }
+
+    #[tokio::test]
+    async fn the_naps_offline_node_round_ends_with_the_runs_time_bound() {
+        // A 1 s nap in a run bounded at 1.5 s; a warning at 0.5 s whose
+        // offline-node hangs 2 s: the run ends on its bound all the same.
+        let mut config = with_queue(2);
+        (config.run.pass_interval, config.run.max_run) = (Duration::from_secs(1), Duration::from_millis(1500));
+        let mut s = setup(config);
+        idle_spot_agent(&s, "dev", "i-1");
+        s.world.jenkins = std::sync::Arc::new(SlowOffline(std::sync::Arc::clone(&s.jenkins), Duration::from_secs(2)));
+        let cloud = s.cloud.clone();
+        let warned = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            cloud.send_event("dev", &warning("e-1", "i-1"));
+        });
+        let began = Instant::now();
+        let r = run(&s.world).await;
+        let took = began.elapsed();
+        warned.await.unwrap();
+        assert!(took < Duration::from_millis(2200), "{took:?}");
+        assert_eq!(r.record.run.passes.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]
