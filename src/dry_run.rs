@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use crate::observe::observe;
 use crate::periodic::security_group;
-use crate::plan::{decide, plan_inventory, Action, Decision, NoteLevel, PlanConfig};
+use crate::plan::{decide, plan_inventory, Action, Decision, Events, NoteLevel, OfflineEarly, PlanConfig};
 use crate::world::World;
 
 /// One row of the plan table.
@@ -57,7 +57,9 @@ pub async fn plan(world: &World, plan_config: &PlanConfig) -> (Vec<Row>, Vec<Str
         }
     }
     let mut terminated = std::collections::BTreeSet::new();
-    match decide(plan_config, &obs.dump, &obs.envs, &obs.markers, &obs.events.events, obs.now, fastrand::u64(..)) {
+    // A dry run takes nothing offline early.
+    let events = Events { received: &obs.events.events, offline_early: &OfflineEarly::new() };
+    match decide(plan_config, &obs.dump, &obs.envs, &obs.markers, events, obs.now, fastrand::u64(..)) {
         Decision::NoDump(e) => notes.push(format!("Jenkins dump failed: {e}; a real pass would scale nothing")),
         Decision::NoMarkers(e) => notes.push(format!("{e}; a real pass would scale nothing")),
         Decision::Scale { plan, .. } => {

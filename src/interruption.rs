@@ -221,6 +221,15 @@ impl Listener {
         self.ours = ours;
     }
 
+    /// An `offline-node` of a pass took this agent's node offline: the
+    /// agents seen before the pass acted show it online still, and a
+    /// duplicate warning in the nap would send a second one.
+    pub fn offlined(&mut self, env: &str, instance_id: &str) {
+        if let Some(node) = self.ours.get_mut(env).and_then(Option::as_mut).and_then(|ids| ids.get_mut(instance_id)) {
+            *node = None;
+        }
+    }
+
     /// The `offline-node` each warning or rebalance that polls brought for
     /// one of our spot agents sends at once, ahead of the next pass (see
     /// [`offline_at_once`]): one per node and nap, a warning's before a

@@ -13,11 +13,13 @@ use crate::act::act;
 use crate::config::{Config, FleetConfig};
 use crate::counter::Counter;
 use crate::interruption;
-use crate::model::{EnvObservation, InstanceState};
+use crate::model::{EnvObservation, EventKind, InstanceState};
 use crate::observe::{observe, Observation};
 use crate::periodic::schedule::{self, Job};
 use crate::periodic::{gc, security_group, sqs_requests};
-use crate::plan::{cost, decide, plan_inventory, spot_agents, Decision, Note, NoteLevel, PlanConfig};
+use crate::plan::{
+    cost, decide, plan_inventory, spot_agents, Action, Decision, Events, Note, NoteLevel, OfflineEarly, PlanConfig,
+};
 use crate::record::in_flight;
 use crate::record::metrics::AgentStates;
 use crate::record::{PassRecord, Recorder};
@@ -66,7 +68,17 @@ pub struct Reconciler<'w> {
     pub in_flight: Tracker,
     /// Polls the interruption queues between passes.
     listener: interruption::Listener,
+    /// Our spot agents (env, instance id) whose nodes a nap took offline,
+    /// and when, until a pass has handled their event (see
+    /// [`OfflineEarly`]), the instance is gone, or [`OFFLINE_EARLY_HELD`].
+    offline_early: BTreeMap<(String, String), Instant>,
 }
+
+/// How long an agent the nap took offline is held from scale-down while its
+/// event does not come back to a pass that handles it: the message is
+/// visible again after [`interruption::visibility_timeout`] (at most a
+/// couple of pass intervals), so this is only a bound on the memory.
+const OFFLINE_EARLY_HELD: Duration = Duration::from_secs(10 * 60);
 
 impl<'w> Reconciler<'w> {
     pub fn new(world: &'w World) -> Reconciler<'w> {
@@ -79,6 +91,7 @@ impl<'w> Reconciler<'w> {
             began: Instant::now(),
             in_flight: in_flight::load(&world.workdir),
             listener: interruption::Listener::default(),
+            offline_early: BTreeMap::new(),
         }
     }
 
@@ -106,10 +119,13 @@ impl<'w> Reconciler<'w> {
                 let nap = self.world.config.run.pass_interval.min(max_run.saturating_sub(started.elapsed()));
                 let queues = &self.world.interruptions;
                 let until = Instant::now() + nap;
+                // The nap's offline-node rounds: one CLI call's time past
+                // the nap, never past the run's bound.
+                let deadline = (until + self.world.config.jenkins.timeout).min(started + max_run);
                 tokio::select! {
                     _ = async {
                         self.listener.nap(queues, until).await;
-                        self.offline_warned(pass).await;
+                        self.offline_warned(pass, deadline).await;
                     } => {}
                     _ = &mut shutdown => { tracing::warn!("interrupted after pass {}", pass + 1); return; }
                 }
@@ -127,17 +143,48 @@ impl<'w> Reconciler<'w> {
     /// so a failure is logged and counted like the plan's; the next pass's
     /// dump then shows the node online and its plan sends it again. The
     /// next pass does the rest (counters, replacement, markers, deletion).
-    async fn offline_warned(&mut self, pass: u32) {
+    /// All rounds end by `deadline`: a round cut short leaves the rest to
+    /// the next pass, which sends again what its dump shows online.
+    async fn offline_warned(&mut self, pass: u32, deadline: Instant) {
         // Again while polls bring more (each round a node at least once
         // more): warnings sent together reach the envs' polls a moment apart.
         loop {
+            if Instant::now() >= deadline {
+                return;
+            }
             let actions = self.listener.offline_now();
             if actions.is_empty() {
                 return;
             }
-            let acted = act(self.world, &actions, pass + 1).await;
+            let Ok(acted) = tokio::time::timeout_at(deadline, act(self.world, &actions, pass + 1)).await else {
+                tracing::warn!("the offline-node of {} warned agent(s) ran out of the nap's time", actions.len());
+                // Any of them may have gone offline: held from scale-down
+                // as if it had, until its event is handled.
+                for action in &actions {
+                    if let Action::OfflineNode { env, instance_id, .. } = action {
+                        self.offline_early.insert((env.clone(), instance_id.clone()), Instant::now());
+                    }
+                }
+                return;
+            };
+            for (env, id) in offlined(&acted) {
+                self.offline_early.insert((env, id), Instant::now());
+            }
             self.record.acted(acted);
         }
+    }
+
+    /// The agents taken offline early that the next pass still holds back
+    /// from scale-down: those not yet gone nor held past the bound.
+    fn still_offline_early(&mut self, envs: &BTreeMap<String, EnvObservation>) -> OfflineEarly {
+        self.offline_early.retain(|(env, id), since| {
+            let gone = envs
+                .get(env)
+                .and_then(|seen| seen.as_ref().ok())
+                .is_some_and(|instances| !instances.iter().any(|i| &i.id == id && i.state.is_active()));
+            !gone && since.elapsed() < OFFLINE_EARLY_HELD
+        });
+        self.offline_early.keys().cloned().collect()
     }
 
     /// Waits for the interruption polls still out as the run ends, and
@@ -188,7 +235,8 @@ impl<'w> Reconciler<'w> {
             tracing::error!("{failure}");
             stats.add(Counter::InterruptionFailed, 1);
         }
-        let events = &obs.events.events;
+        let offline_early = self.still_offline_early(&obs.envs);
+        let events = Events { received: &obs.events.events, offline_early: &offline_early };
         // Events stay on their queues unless a plan handled them.
         let mut kept: Option<Vec<String>> = None;
         match decide(&self.plan_config, &obs.dump, &obs.envs, &obs.markers, events, obs.now, fastrand::u64(..)) {
@@ -228,6 +276,20 @@ impl<'w> Reconciler<'w> {
                 }
                 let mut keep = plan.kept_events.clone();
                 keep.extend(acted.unmarked_events.iter().cloned());
+                // Handled now: the marker holds the agent from here on.
+                let handled = |env: &str, id: &str| {
+                    snapshot.markers.interrupted.iter().any(|m| m.env == env && m.instance_id == id)
+                        || snapshot.events.iter().any(|e| {
+                            e.env == env
+                                && e.instance_id == id
+                                && matches!(e.kind, EventKind::Warning | EventKind::Rebalance)
+                                && !keep.contains(&e.id)
+                        })
+                };
+                self.offline_early.retain(|(env, id), _| !handled(env, id));
+                for (env, id) in offlined(&acted) {
+                    self.listener.offlined(&env, &id);
+                }
                 self.record.acted(acted);
                 kept = Some(keep);
             }
@@ -358,6 +420,13 @@ impl<'w> Reconciler<'w> {
             }
         }
     }
+}
+
+/// The agents (env, instance id) whose nodes the acted `offline-node`s took
+/// offline.
+fn offlined(acted: &crate::act::Acted) -> Vec<(String, String)> {
+    let done = acted.records.iter().filter(|r| r.kind == "offline-node" && r.outcome.is_ok());
+    done.filter_map(|r| Some((r.env.clone()?, r.instance_id.clone()?))).collect()
 }
 
 fn agents_per_env(envs: &BTreeMap<String, EnvObservation>) -> BTreeMap<String, Option<usize>> {
@@ -851,6 +920,143 @@ mod tests {
         assert_eq!(s.jenkins.count("offline-node"), 2);
         assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 2);
         assert_eq!((s.cloud.events_left("dev"), s.cloud.events_left("prod")), ((0, 0), (0, 0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_taken_offline_mid_nap_whose_event_the_next_pass_cannot_handle_is_not_retired_once_idle() {
+        // The next pass has no dump, or cannot describe dev: the event stays
+        // on its queue and comes back after its visibility timeout (30 s).
+        for describe_fails in [false, true] {
+            let s = setup(with_queue(10));
+            idle_spot_agent(&s, "dev", "i-1");
+            let (cloud, jenkins) = (s.cloud.clone(), std::sync::Arc::clone(&s.jenkins));
+            let sender = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                match describe_fails {
+                    true => cloud.fail(Some("dev"), "DescribeInstances", Times::Once, Ec2ErrorKind::Throttled),
+                    false => jenkins.fail("groovy", Times::Once, CliErrorKind::Failed),
+                }
+                cloud.send_event("dev", &warning("e-1", "i-1"));
+                // The dump script finds the idle node offline by us.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                jenkins.set_node_field("dev-10.0.0.1", "terminate_me", "true");
+            });
+            let r = run(&s.world).await;
+            sender.await.unwrap();
+            assert_eq!(between_the_first_two_dumps(&s), ["offline-node"], "describe fails: {describe_fails}");
+            assert_eq!(s.jenkins.count("offline-node"), 1);
+            let retired = s.cloud.count("TerminateInstances") + s.cloud.count("StopInstances");
+            assert_eq!(retired, 0, "not retired as an idle agent; EC2 takes it (describe fails: {describe_fails})");
+            assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1, "counted once, when it came back");
+            assert!(s.world.workdir.join("dev__i-1.interrupted").exists());
+            assert_eq!(s.cloud.events_left("dev"), (0, 0));
+            assert!(r.offline_early.is_empty(), "forgotten once a pass handled its event");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_agent_taken_offline_early_is_forgotten_once_gone_or_after_the_bound() {
+        let s = setup(with_queue(1));
+        let mut r = Reconciler::new(&s.world);
+        let now = s.world.clock.now();
+        let running = agent("dev", "i-1", InstanceState::Running, "dev_spot", now);
+        let terminated = agent("dev", "i-1", InstanceState::Terminated, "dev_spot", now);
+        let envs = |dev: Vec<crate::model::Instance>| BTreeMap::from([("dev".to_string(), Ok(dev))]);
+        let key = ("dev".to_string(), "i-1".to_string());
+        r.offline_early.insert(key.clone(), Instant::now());
+        let not_described = BTreeMap::from([("dev".to_string(), Err("throttled".to_string()))]);
+        assert_eq!(r.still_offline_early(&not_described), OfflineEarly::from([key.clone()]));
+        assert_eq!(r.still_offline_early(&envs(vec![running.clone()])), OfflineEarly::from([key.clone()]));
+        assert!(r.still_offline_early(&envs(vec![terminated])).is_empty(), "gone");
+        r.offline_early.insert(key.clone(), Instant::now());
+        tokio::time::advance(OFFLINE_EARLY_HELD - Duration::from_secs(1)).await;
+        assert_eq!(r.still_offline_early(&envs(vec![running.clone()])).len(), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(r.still_offline_early(&envs(vec![running])).is_empty(), "held no longer than the bound");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_duplicate_warning_mid_nap_for_a_node_the_pass_took_offline_sends_no_second_offline_node() {
+        let s = setup(with_queue(2));
+        idle_spot_agent(&s, "dev", "i-1");
+        s.cloud.send_event("dev", &warning("e-1", "i-1"));
+        // EventBridge delivers the same event again, in the nap.
+        let sender = send_later(&s, vec![(2, "dev", warning("e-1", "i-1"))]);
+        let r = run(&s.world).await;
+        sender.await.unwrap();
+        assert_eq!(s.jenkins.count("offline-node"), 1, "sent by the first pass only");
+        assert_eq!(r.record.stats.get(Counter::SpotInterruptions), 1);
+        assert_eq!(s.cloud.events_left("dev"), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warning_the_nap_brought_sends_no_offline_node_once_the_naps_deadline_has_passed() {
+        let s = setup(with_queue(2));
+        idle_spot_agent(&s, "dev", "i-1");
+        let mut r = Reconciler::new(&s.world);
+        r.pass(0).await;
+        s.cloud.send_event("dev", &warning("e-1", "i-1"));
+        r.listener.nap(&s.world.interruptions, Instant::now() + Duration::from_secs(5)).await;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        r.offline_warned(0, deadline).await;
+        assert_eq!(s.jenkins.count("offline-node"), 0, "past the deadline");
+        r.offline_warned(0, Instant::now() + Duration::from_secs(1)).await;
+        assert_eq!(s.jenkins.count("offline-node"), 1, "within it");
+    }
+
+    /// Jenkins whose `offline-node` takes `delay` of the wall clock.
+    struct SlowOffline(std::sync::Arc<fake::FakeJenkins>, Duration);
+
+    impl crate::world::Jenkins for SlowOffline {
+        fn run(
+            &self,
+            words: &[String],
+            stdin: &[u8],
+        ) -> Result<crate::jenkins::cli::CliOutput, crate::jenkins::cli::CliError> {
+            if words.first().is_some_and(|w| w == "offline-node") {
+                std::thread::sleep(self.1);
+            }
+            self.0.run(words, stdin)
+        }
+    }
+
+    // The wall clock: a CLI call on the blocking pool holds a paused clock.
+    #[tokio::test]
+    async fn an_offline_node_round_cut_at_the_naps_deadline_holds_its_agent_from_scale_down() {
+        let mut s = setup(with_queue(2));
+        idle_spot_agent(&s, "dev", "i-1");
+        s.world.jenkins = std::sync::Arc::new(SlowOffline(std::sync::Arc::clone(&s.jenkins), Duration::from_secs(1)));
+        let mut r = Reconciler::new(&s.world);
+        r.pass(0).await;
+        s.cloud.send_event("dev", &warning("e-1", "i-1"));
+        r.listener.nap(&s.world.interruptions, Instant::now() + Duration::from_secs(5)).await;
+        let began = Instant::now();
+        r.offline_warned(0, began + Duration::from_millis(100)).await;
+        assert!(began.elapsed() < Duration::from_millis(900), "{:?}", began.elapsed());
+        assert!(r.offline_early.contains_key(&("dev".to_string(), "i-1".to_string())));
+    }
+
+    #[tokio::test]
+    async fn the_naps_offline_node_round_ends_with_the_runs_time_bound() {
+        // A 1 s nap in a run bounded at 1.5 s; a warning at 0.5 s whose
+        // offline-node hangs 2 s: the run ends on its bound all the same.
+        let mut config = with_queue(2);
+        (config.run.pass_interval, config.run.max_run) = (Duration::from_secs(1), Duration::from_millis(1500));
+        let mut s = setup(config);
+        idle_spot_agent(&s, "dev", "i-1");
+        s.world.jenkins = std::sync::Arc::new(SlowOffline(std::sync::Arc::clone(&s.jenkins), Duration::from_secs(2)));
+        let cloud = s.cloud.clone();
+        let warned = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            cloud.send_event("dev", &warning("e-1", "i-1"));
+        });
+        let began = Instant::now();
+        let r = run(&s.world).await;
+        let took = began.elapsed();
+        warned.await.unwrap();
+        assert!(took < Duration::from_millis(2200), "{took:?}");
+        assert_eq!(r.record.run.passes.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -220,6 +220,20 @@ pub(super) fn plan(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet
     taken
 }
 
+/// The agents whose nodes went offline early, between passes, on an event
+/// no pass has handled yet (see [`OfflineEarly`](super::OfflineEarly)): the
+/// dump script finds them offline by us and, once idle, `terminate_me`, but
+/// they are no idle agents to retire. Claimed, as a marker's are, until the
+/// event comes back; the reconciler forgets them once a pass has handled
+/// it, the instance is gone, or a bound has passed.
+pub(super) fn hold_offline_early(snap: &Snapshot<'_>, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
+    for (env, id) in snap.offline_early {
+        if claimed.insert(id.clone()) {
+            plan.debug(None, format!("{env}: {id} went offline on an EC2 event not handled yet; left alone"));
+        }
+    }
+}
+
 /// An agent taken out of service in an earlier pass: forgotten once gone,
 /// kept offline, and — drained, or warned but never reclaimed — terminated
 /// once idle.
@@ -362,6 +376,42 @@ mod tests {
         assert_eq!(brief(&plan.actions), ["mark i-1 warned", "offline dev_spot-10.0.0.1", "create dev dev_spot"]);
         assert_eq!(count(&plan.counts, Counter::SpotInterruptions), 1);
         assert!(plan.terminated().is_empty(), "EC2 takes it, not us");
+    }
+
+    #[test]
+    fn a_warning_for_an_agent_without_a_node_never_takes_another_envs_node_of_the_same_ip_offline() {
+        // dev's agent is still booting; prod (another account, the same
+        // CIDR) has an agent at the same address whose node names it.
+        let booting = spot("i-1").ip("10.0.1.7");
+        let prods = online("prod_spot-10.0.1.7", "i-9", "prod_spot", 1);
+        let s = snap(vec![("dev", vec![booting]), ("prod", vec![agent("i-9", Running, "prod_spot").ip("10.0.1.7")])])
+            .nodes(vec![prods])
+            .event("e-1", "dev", "i-1", EventKind::Warning);
+        let agents = spot_agents(&cfg(), Some(&s.dump), &s.envs);
+        assert_eq!(agents["dev"].as_ref().unwrap()["i-1"], None, "{agents:?}");
+        assert_eq!(offline_at_once(&agents, &s.events[0]), None);
+        let plan = run(&s);
+        assert!(!plan.actions.iter().any(|a| matches!(a, Action::OfflineNode { .. })), "{:?}", brief(&plan.actions));
+        assert_eq!(count(&plan.counts, Counter::SpotInterruptions), 1);
+    }
+
+    #[test]
+    fn an_agent_taken_offline_early_whose_event_is_not_handled_yet_is_not_retired_when_idle() {
+        // The nap took its node offline; the event has not come back yet, and
+        // the dump script reports the idle node offline by us.
+        let doomed_spot =
+            snap(vec![("dev", vec![spot("i-1")])]).nodes(vec![doomed("dev_spot-10.0.0.1", "i-1", "dev_spot")]);
+        assert_eq!(brief(&run(&doomed_spot).actions), ["terminate i-1 spot"], "an ordinary idle agent is retired");
+        let early = doomed_spot.with(|s| {
+            s.offline_early.insert(("dev".into(), "i-1".into()));
+        });
+        let plan = run(&early);
+        assert!(plan.actions.is_empty(), "{:?}", brief(&plan.actions));
+        // The event back: handled as a warning, counted once, EC2 takes it.
+        let back = early.event("e-1", "dev", "i-1", EventKind::Warning);
+        let plan = run(&back);
+        assert_eq!(brief(&plan.actions), ["mark i-1 warned"]);
+        assert_eq!(count(&plan.counts, Counter::SpotInterruptions), 1);
     }
 
     #[test]

@@ -37,14 +37,14 @@ mod warm;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use crate::model::{EnvObservation, InstanceEvent, JenkinsDump, Markers};
+use crate::model::{EnvObservation, JenkinsDump, Markers};
 
 pub use action::{Action, TerminateReason};
 pub use config::PlanConfig;
 pub use interruption::{offline_at_once, spot_agents, SpotAgents};
 pub use inventory::plan_inventory;
 pub use output::{Inventory, Note, NoteLevel, Plan};
-pub use snapshot::Snapshot;
+pub use snapshot::{Events, OfflineEarly, Snapshot};
 
 /// What a pass decides from what it observed.
 #[derive(Debug, PartialEq)]
@@ -67,7 +67,7 @@ pub fn decide<'a, D, M>(
     dump: &'a Result<JenkinsDump, D>,
     envs: &'a BTreeMap<String, EnvObservation>,
     markers: &'a Result<Markers, M>,
-    events: &'a [InstanceEvent],
+    events: Events<'a>,
     now: SystemTime,
     seed: u64,
 ) -> Decision<'a, D, M> {
@@ -75,7 +75,8 @@ pub fn decide<'a, D, M>(
         (Err(e), _) => Decision::NoDump(e),
         (Ok(_), Err(e)) => Decision::NoMarkers(e),
         (Ok(dump), Ok(markers)) => {
-            let snapshot = Snapshot { dump, envs, markers, events, now };
+            let snapshot =
+                Snapshot { dump, envs, markers, events: events.received, offline_early: events.offline_early, now };
             let plan = plan_pass(cfg, &snapshot, seed);
             Decision::Scale { snapshot, plan }
         }
@@ -95,6 +96,7 @@ pub fn plan_pass(cfg: &PlanConfig, snap: &Snapshot<'_>, seed: u64) -> Plan {
     let mut plan = Plan::default();
     let mut claimed = interruption::gone_by_events(snap, &mut plan);
     let taken = interruption::plan(cfg, snap, &mut claimed, &mut plan);
+    interruption::hold_offline_early(snap, &mut claimed, &mut plan);
     warm::plan_stops(cfg, snap, &mut claimed, &mut plan);
     scale_down::plan(cfg, snap, &mut claimed, &mut plan);
     scale_down::plan_zombies(cfg, snap, &mut claimed, &mut plan);
@@ -137,7 +139,7 @@ mod tests {
         let readable: Result<Markers, String> = Ok(Markers::default());
         for markers in [&unreadable, &readable] {
             assert_eq!(
-                decide(&cfg(), &dump, &s.envs, markers, &[], now(), 1),
+                decide(&cfg(), &dump, &s.envs, markers, s.events(), now(), 1),
                 Decision::NoDump(&"no dump".to_string())
             );
         }
@@ -148,7 +150,7 @@ mod tests {
         let s = snap(vec![("dev", vec![])]).queue(vec![item("job", "dev")]);
         let unreadable: Result<Markers, String> = Err("no markers".into());
         let dump: Result<JenkinsDump, String> = Ok(s.dump.clone());
-        let d = decide(&cfg(), &dump, &s.envs, &unreadable, &[], now(), 1);
+        let d = decide(&cfg(), &dump, &s.envs, &unreadable, s.events(), now(), 1);
         assert_eq!(d, Decision::NoMarkers(&"no markers".to_string()));
     }
 
@@ -158,7 +160,7 @@ mod tests {
             .queue(vec![item("job", "dev"), item("other", "dev")])
             .working("other", 10);
         let (dump, markers) = (Ok::<_, String>(s.dump.clone()), Ok::<_, String>(s.markers.clone()));
-        match decide(&cfg(), &dump, &s.envs, &markers, &s.events, s.now, 5) {
+        match decide(&cfg(), &dump, &s.envs, &markers, s.events(), s.now, 5) {
             Decision::Scale { snapshot, plan } => {
                 assert_eq!(snapshot, s.view());
                 assert_eq!(plan, plan_pass(&cfg(), &s.view(), 5));

@@ -1,7 +1,7 @@
 //! What one pass observed, and the planner's reading of it: an env's
 //! instances, the age of a thing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::model::{EnvObservation, Instance, InstanceEvent, JenkinsDump, Markers};
@@ -15,7 +15,26 @@ pub struct Snapshot<'a> {
     pub markers: &'a Markers,
     /// EC2 events read from the envs' interruption queues this pass.
     pub events: &'a [InstanceEvent],
+    /// Our spot agents, (env, instance id), whose nodes went offline on a
+    /// warning or rebalance between passes and whose event no pass has
+    /// handled yet: see [`OfflineEarly`].
+    pub offline_early: &'a OfflineEarly,
     pub now: SystemTime,
+}
+
+/// Agents (env, instance id) whose nodes the nap took offline at once on an
+/// EC2 event that no pass has handled yet (the pass had no dump, could not
+/// describe the env, or could not write the marker). Their nodes are offline
+/// by us, so once idle the dump script marks them `terminate_me`: scale-down
+/// leaves them alone until the event comes back and is handled as one.
+pub type OfflineEarly = BTreeSet<(String, String)>;
+
+/// The EC2 events a pass decides on: those read from the queues, and the
+/// agents taken offline early on events not yet handled.
+#[derive(Debug, Clone, Copy)]
+pub struct Events<'a> {
+    pub received: &'a [InstanceEvent],
+    pub offline_early: &'a OfflineEarly,
 }
 
 /// The env's instances, or a reason it must be left alone this pass.

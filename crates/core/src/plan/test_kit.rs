@@ -10,7 +10,7 @@ use crate::model::{
     EnvObservation, EventKind, Instance, InstanceEvent, InstanceState, InterruptedMarker, Interruption, JenkinsDump,
     Markers, Node, QueueItem, StartMarker, Volume, KEY_NAME,
 };
-use crate::plan::{Action, Note, NoteLevel, Plan, PlanConfig, Snapshot, TerminateReason};
+use crate::plan::{Action, Events, Note, NoteLevel, OfflineEarly, Plan, PlanConfig, Snapshot, TerminateReason};
 
 pub const NAME: &str = "jslave-in-house";
 pub const MASTER: &str = "https://jenkins.example.com/";
@@ -134,12 +134,24 @@ pub struct Scene {
     pub envs: BTreeMap<String, EnvObservation>,
     pub markers: Markers,
     pub events: Vec<InstanceEvent>,
+    pub offline_early: OfflineEarly,
     pub now: SystemTime,
 }
 
 impl Scene {
     pub fn view(&self) -> Snapshot<'_> {
-        Snapshot { dump: &self.dump, envs: &self.envs, markers: &self.markers, events: &self.events, now: self.now }
+        Snapshot {
+            dump: &self.dump,
+            envs: &self.envs,
+            markers: &self.markers,
+            events: &self.events,
+            offline_early: &self.offline_early,
+            now: self.now,
+        }
+    }
+
+    pub fn events(&self) -> Events<'_> {
+        Events { received: &self.events, offline_early: &self.offline_early }
     }
 }
 
@@ -150,6 +162,7 @@ pub fn snap(envs: Vec<(&str, Vec<Instance>)>) -> Scene {
         envs: envs.into_iter().map(|(env, list)| (env.to_string(), Ok(list))).collect(),
         markers: Markers::default(),
         events: Vec::new(),
+        offline_early: OfflineEarly::default(),
         now: now(),
     }
 }
