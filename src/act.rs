@@ -97,6 +97,8 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
             match action {
                 Action::Create { replacement_for: Some(_), .. } => acted.stats.add(Counter::ReplacementsLaunched, 1),
                 Action::Create { warm: true, .. } => acted.stats.add(Counter::WarmPoolCreated, 1),
+                Action::Create { spare: true, .. } => acted.stats.add(Counter::SpareCreated, 1),
+                Action::Start { spare: true, .. } => acted.stats.add(Counter::SpareStarted, 1),
                 Action::Stop { warm: true, .. } => acted.stats.add(Counter::WarmPoolStopped, 1),
                 _ => {}
             }
@@ -327,9 +329,12 @@ async fn call_list(client: &dyn Ec2, kind: ListKind, ids: &[String]) -> Result<(
 /// What follows a start, stop or termination EC2 accepted.
 fn finish_listed(world: &World, action: &Action) -> Result<Done, ActError> {
     match action {
-        Action::Start { env, instance_id, label, job_key, .. } => {
+        Action::Start { env, instance_id, label, job_key, spare, .. } => {
             markers::write_start(&world.workdir, env, instance_id, label)?;
-            markers::write_working(&world.workdir, job_key)?;
+            // A spare waits for no queue item: no working marker.
+            if !spare {
+                markers::write_working(&world.workdir, job_key)?;
+            }
             Ok(Done::Acted(Some(Counter::InstancesStarted), None))
         }
         Action::Stop { .. } => Ok(Done::Acted(Some(Counter::InstancesStopped), None)),
@@ -436,11 +441,11 @@ async fn launch_creates(world: &World, creates: &[&Action], subnet: usize) -> Ve
             creates
                 .iter()
                 .map(|create| match (create, ids.next()) {
-                    (Action::Create { env, label, job_key, replacement_for, warm, .. }, Some(id)) => {
+                    (Action::Create { env, label, job_key, replacement_for, warm, spare, .. }, Some(id)) => {
                         markers::write_start(&world.workdir, env, &id, &label.raw)?;
-                        // A replacement or a warm-pool agent waits for no
-                        // queue item: no working marker.
-                        if replacement_for.is_none() && !warm {
+                        // A replacement, a warm-pool agent or a spare waits
+                        // for no queue item: no working marker.
+                        if replacement_for.is_none() && !warm && !spare {
                             markers::write_working(&world.workdir, job_key)?;
                         }
                         Ok(Done::Acted(Some(Counter::InstancesCreated), Some(id)))
@@ -679,6 +684,7 @@ mod tests {
             on_demand_fallback: fallback,
             replacement_for: None,
             warm: false,
+            spare: false,
         }
     }
 
@@ -701,6 +707,35 @@ mod tests {
         assert!(!s.world.workdir.join(markers::working_file("warm-pool-dev-1")).exists());
         assert!(s.world.workdir.join(markers::working_file("job-dev___x")).exists());
         assert!(s.world.workdir.join(format!("dev__{}.start_instance", launched[0].id)).exists());
+    }
+
+    #[tokio::test]
+    async fn a_spare_start_or_create_waits_for_no_queue_item_and_is_counted() {
+        let s = setup(vec![stopped("i-1")]);
+        let start = Action::Start {
+            env: "dev".into(),
+            instance_id: "i-1".into(),
+            label: "dev".into(),
+            job_key: "spare-dev-1".into(),
+            why: "spare: 0 of 2 idle executors ready; one of 1 stopped agents".into(),
+            spare: true,
+        };
+        let mut create = create("dev", Pricing::OnDemand, None, false);
+        if let Action::Create { job_key, spare, .. } = &mut create {
+            *job_key = "spare-dev-2".into();
+            *spare = true;
+        }
+        let acted = act(&s.world, &[start, create], 1).await;
+        assert_eq!(s.cloud.instance("dev", "i-1").unwrap().state, InstanceState::Running);
+        assert_eq!((acted.stats.get(Counter::InstancesStarted), acted.stats.get(Counter::SpareStarted)), (1, 1));
+        assert_eq!((acted.stats.get(Counter::InstancesCreated), acted.stats.get(Counter::SpareCreated)), (1, 1));
+        let launched = s.cloud.instances("dev").into_iter().find(|i| i.id != "i-1").unwrap();
+        assert_eq!(launched.warm, None, "a spare is no pool agent: never stopped once set up");
+        for key in ["spare-dev-1", "spare-dev-2"] {
+            assert!(!s.world.workdir.join(markers::working_file(key)).exists(), "{key}");
+        }
+        assert!(s.world.workdir.join(markers::start_file("dev", "i-1")).exists());
+        assert!(s.world.workdir.join(markers::start_file("dev", &launched.id)).exists());
     }
 
     #[tokio::test]
@@ -787,6 +822,7 @@ mod tests {
                 label: "dev".into(),
                 job_key: "job-a___x".into(),
                 why: "last used".into(),
+                spare: false,
             },
             create("dev", Pricing::OnDemand, None, false),
         ];
@@ -1134,6 +1170,7 @@ mod tests {
             on_demand_fallback: false,
             replacement_for: None,
             warm: false,
+            spare: false,
         }
     }
 
@@ -1237,6 +1274,7 @@ mod tests {
             label: "dev".into(),
             job_key: format!("job-{id}___x"),
             why: "random".into(),
+            spare: false,
         };
         let acted = act(&s.world, &[start("i-1"), start("i-2")], 1).await;
         assert_eq!(s.cloud.mutations(), [("StartInstances", "i-1,i-2".to_string())]);

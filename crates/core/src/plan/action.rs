@@ -34,6 +34,9 @@ pub enum Action {
         label: String,
         job_key: String,
         why: String,
+        /// For the label's spare executors (`--spare`): no queue item, so
+        /// no working marker.
+        spare: bool,
     },
     /// `replaces`: the make-room termination this create depends on.
     Create {
@@ -50,6 +53,9 @@ pub enum Action {
         /// For a warm pool (`--warm`): no queue item, so no working marker;
         /// tagged so it is stopped once set up, and told apart.
         warm: bool,
+        /// For the label's spare executors (`--spare`): no queue item, so
+        /// no working marker.
+        spare: bool,
     },
     /// `offline-node`: Jenkins gives the node no new build.
     OfflineNode {
@@ -195,10 +201,10 @@ impl fmt::Display for TerminateReason {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::Start { env, instance_id, label, job_key, why } => {
+            Action::Start { env, instance_id, label, job_key, why, .. } => {
                 write!(f, "{env}: start {instance_id} for label {label} ({job_key}, {why})")
             }
-            Action::Create { env, label, job_key, replaces, replacement_for, warm, .. } => {
+            Action::Create { env, label, job_key, replaces, replacement_for, warm, spare, .. } => {
                 write!(
                     f,
                     "{env}: create {} {} agent for label {} ({job_key}",
@@ -208,6 +214,9 @@ impl fmt::Display for Action {
                 )?;
                 if *warm {
                     write!(f, ", warm pool")?;
+                }
+                if *spare {
+                    write!(f, ", spare")?;
                 }
                 if let Some(id) = replacement_for {
                     write!(f, ", replacement for reclaimed {id}")?;
@@ -271,6 +280,7 @@ mod tests {
                     label: "dev".into(),
                     job_key: "k".into(),
                     why: "w".into(),
+                    spare: false,
                 },
                 true,
             ),
@@ -284,6 +294,7 @@ mod tests {
                     on_demand_fallback: false,
                     replacement_for: None,
                     warm: false,
+                    spare: false,
                 },
                 false,
             ),
@@ -329,6 +340,7 @@ mod tests {
             label: "dev".into(),
             job_key: "job-000".into(),
             why: "last used dev-10.0.1.7".into(),
+            spare: false,
         };
         assert_eq!(start.to_string(), "dev: start i-0abc for label dev (job-000, last used dev-10.0.1.7)");
         assert_eq!(start.kind(), "start");
@@ -343,6 +355,7 @@ mod tests {
             on_demand_fallback: false,
             replacement_for: None,
             warm: false,
+            spare: false,
         };
         assert_eq!(
             create.to_string(),

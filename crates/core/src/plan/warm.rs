@@ -12,6 +12,9 @@
 //! agent disconnects, and our client runs with `-deleteExistingClients`
 //! (`jenkins/agent/start_swarm.sh`): a later start registers a fresh node,
 //! online, without this offline mark.
+//!
+//! A label short of spare executors (`--spare`) keeps such an agent online
+//! as its spare instead: it leaves the pool, which refills by a create.
 
 use std::collections::BTreeSet;
 
@@ -20,13 +23,22 @@ use crate::model::{Instance, InstanceState, Node};
 use super::nodes::node_of;
 use super::scale_down::names;
 use super::snapshot::observed;
+use super::spare;
 use super::{Action, Plan, PlanConfig, Snapshot};
 
 /// The `offline-node -m` text of a set-up pool agent: the dump script's
 /// `offlineByUs` knows it, so it reports the node `terminate_me` once idle.
 pub(super) const WARM_REASON: &str = "warm pool: set up, to be stopped until a job of its label needs it";
 
-pub(super) fn plan_stops(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
+/// Takes set-up pool agents offline and stops them; returns the pool agents
+/// kept online as their label's spare.
+pub(super) fn plan_stops(
+    cfg: &PlanConfig,
+    snap: &Snapshot<'_>,
+    claimed: &mut BTreeSet<String>,
+    plan: &mut Plan,
+) -> BTreeSet<String> {
+    let mut kept = BTreeSet::new();
     // An item of its label may be about to run on it: Jenkins assigns
     // builds between our passes.
     let waiting: BTreeSet<&str> = snap.dump.queue.iter().map(|q| q.label.trim()).collect();
@@ -73,6 +85,11 @@ pub(super) fn plan_stops(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BT
                 plan.debug(None, format!("warm pool {pool}: {} is kept running, an item of its label waits", inst.id));
                 continue;
             }
+            if let Some(short) = spare_short_without(cfg, snap, inst, instances, claimed, &kept) {
+                plan.debug(None, format!("warm pool {pool}: {} is kept online as the spare ({short})", inst.id));
+                kept.insert(inst.id.clone());
+                continue;
+            }
             // Claimed: it serves no queue item of this pass either.
             claimed.insert(inst.id.clone());
             plan.act(Action::OfflineNode {
@@ -83,6 +100,31 @@ pub(super) fn plan_stops(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BT
             });
         }
     }
+    kept
+}
+
+/// A spare of the agent's labels, in its hours, that is short of idle
+/// executors without it: what it has. Pool agents on their way into the
+/// pool do not count, those already kept as the spare do.
+fn spare_short_without(
+    cfg: &PlanConfig,
+    snap: &Snapshot<'_>,
+    inst: &Instance,
+    instances: &[Instance],
+    claimed: &BTreeSet<String>,
+    kept: &BTreeSet<String>,
+) -> Option<String> {
+    let others =
+        |i: &Instance| i.id != inst.id && !claimed.contains(&i.id) && (i.warm.is_none() || kept.contains(&i.id));
+    cfg.spare
+        .iter()
+        .filter(|s| inst.has_label(&s.label.raw) && cfg.is_ours(&s.label.env, inst) && spare::in_hours(s, snap))
+        .find_map(|s| {
+            let ready =
+                spare::executors(cfg, snap, &s.label, instances, others).saturating_sub(spare::queued(snap, &s.label));
+            (ready < s.executors)
+                .then(|| format!("spare {}: {ready} of {} idle executors ready without it", s.label.raw, s.executors))
+        })
 }
 
 /// No node of the instance has a busy executor, and the dump says so.
@@ -378,6 +420,44 @@ mod tests {
             Node { busy_executors: Some(1), ..online("dev-10.0.0.1-b", "i-1", "dev", 0) },
         ]);
         assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_set_up_pool_agent_is_kept_online_as_the_spare_when_its_label_is_short() {
+        let c = with_pools(&[("dev", 1, None)], &[("dev", 1, None)]);
+        let set_up = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![online(
+            "dev-10.0.0.1",
+            "i-1",
+            "dev",
+            1,
+        )]);
+        let plan = plan_pass(&c, &set_up.view(), 1);
+        // Kept online, not the pool's any more: the pool refills by a create.
+        assert_eq!(brief(&plan.actions), ["create dev dev warm"]);
+        let notes = debug_notes(&plan.notes);
+        assert!(
+            notes.contains(
+                &"warm pool dev: i-1 is kept online as the spare (spare dev: 0 of 1 idle executors ready without it)"
+            ),
+            "{notes:?}"
+        );
+        assert!(notes.contains(&"spare dev: 1 of 1 idle executors ready"), "{notes:?}");
+        // The next pass, its replacement booting into the pool: still kept,
+        // and the booting one is no spare of its own.
+        let s = set_up
+            .clone()
+            .with(|s| s.envs.get_mut("dev").unwrap().as_mut().unwrap().push(filling("i-2", Pending, "dev")));
+        assert_eq!(acts(&c, &s), Vec::<String>::new());
+        // Another agent is the spare already: the pool agent goes offline
+        // to be stopped, as without --spare.
+        let s = set_up.clone().with(|s| {
+            s.envs.get_mut("dev").unwrap().as_mut().unwrap().push(agent("i-3", Running, "dev"));
+            s.dump.nodes.push(online("dev-10.0.0.3", "i-3", "dev", 1));
+        });
+        assert_eq!(acts(&c, &s), ["offline dev-10.0.0.1"]);
+        // Outside the spare's hours (now() is 22:13 UTC): stopped as usual.
+        let c = with_pools(&[("dev", 1, None)], &[("dev", 1, Some((7, 19)))]);
+        assert_eq!(acts(&c, &set_up), ["offline dev-10.0.0.1"]);
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! - `capacity`: the free executors of each label's providers;
 //! - `stopped`: which stopped agent to start;
 //! - `caps`: creates within the caps, and make-room;
-//! - `warm`: the warm pools' creates, after every queue item.
+//! - `spare`: the spare executors' starts and creates, after every queue item;
+//! - `warm`: the warm pools' creates, last.
 
 mod capacity;
 mod caps;
 mod markers;
+mod spare;
 mod stopped;
 mod warm;
 
@@ -33,6 +35,8 @@ struct ScaleUp<'a> {
     snap: Snapshot<'a>,
     /// Instances some action of this pass already uses.
     claimed: &'a mut BTreeSet<String>,
+    /// Pool agents kept online as their label's spare (`plan::warm`).
+    kept: &'a BTreeSet<String>,
     rng: &'a mut fastrand::Rng,
     plan: &'a mut Plan,
     known_envs: BTreeSet<String>,
@@ -49,6 +53,7 @@ pub(super) fn plan(
     cfg: &PlanConfig,
     snap: &Snapshot<'_>,
     claimed: &mut BTreeSet<String>,
+    kept: &BTreeSet<String>,
     taken: &Taken,
     rng: &mut fastrand::Rng,
     plan: &mut Plan,
@@ -57,6 +62,7 @@ pub(super) fn plan(
         cfg,
         snap: *snap,
         claimed,
+        kept,
         rng,
         plan,
         known_envs: cfg.known_envs(),
@@ -91,7 +97,9 @@ impl ScaleUp<'_> {
         for (item, key) in unhandled {
             self.provide(item, key);
         }
-        // Last: the pools get what the queue left of the caps.
+        // Then the spares, refilled from the pools; last, the pools get what
+        // the queue and the spares left of the caps.
+        self.keep_spares();
         self.fill_warm_pools();
         self.remove_stale_markers(&items);
     }
@@ -164,6 +172,7 @@ impl ScaleUp<'_> {
                 label: label.raw.clone(),
                 job_key: key.to_string(),
                 why,
+                spare: false,
             });
             return;
         }
