@@ -34,10 +34,12 @@ pub(super) fn serves(cfg: &PlanConfig, snap: &Snapshot<'_>, inst: &Instance, lab
 /// The label's executors ready or on their way, as the snapshot shows
 /// them: the idle executors of its agents' online nodes (not offline, not
 /// `terminate_me`), and all the executors of its agents started or created
-/// and not yet online (pending, or running without a node within the boot
-/// grace; launched moments ago and not yet listed, by their start marker).
-/// `counts` leaves agents out: those claimed by this pass's other actions,
-/// and pool agents on their way into the pool (they are stopped once set up).
+/// and not yet online (pending; running with no node, or with one that is
+/// offline not by us and runs nothing, however long that takes — see
+/// [`overdue`]; launched moments ago and not yet listed, by their start
+/// marker). `counts` leaves agents out: those claimed by this pass's other
+/// actions, and pool agents on their way into the pool (they are stopped
+/// once set up).
 pub(super) fn executors(
     cfg: &PlanConfig,
     snap: &Snapshot<'_>,
@@ -46,15 +48,12 @@ pub(super) fn executors(
     counts: impl Fn(&Instance) -> bool,
 ) -> u32 {
     let per_agent = label.pricing.executors();
-    let listed: u32 = instances
-        .iter()
-        .filter(|i| !i.spot && serves(cfg, snap, i, label) && !cfg.on_replaced_ami(&label.env, i) && counts(i))
+    let listed: u32 = counted(cfg, snap, label, instances, counts)
         .map(|i| match i.state {
             InstanceState::Pending => per_agent,
             InstanceState::Running => match node_of(&snap.dump.nodes, i) {
-                Some(node) => idle_executors(node),
-                None if i.launched.is_none_or(|t| age(snap.now, t) < cfg.boot_grace) => per_agent,
-                None => 0,
+                Some(node) if !not_connected(node) => idle_executors(node),
+                _ => per_agent,
             },
             _ => 0,
         })
@@ -72,6 +71,58 @@ pub(super) fn executors(
         .map(|m| m.instance_id.as_str())
         .collect();
     listed.saturating_add(per_agent.saturating_mul(u32::try_from(unlisted.len()).unwrap_or(u32::MAX)))
+}
+
+/// The listed agents [`executors`] looks at.
+fn counted<'i>(
+    cfg: &'i PlanConfig,
+    snap: &'i Snapshot<'_>,
+    label: &'i Label,
+    instances: &'i [Instance],
+    counts: impl Fn(&Instance) -> bool + 'i,
+) -> impl Iterator<Item = &'i Instance> + 'i {
+    instances
+        .iter()
+        .filter(move |i| !i.spot && serves(cfg, snap, i, label) && !cfg.on_replaced_ami(&label.env, i) && counts(i))
+}
+
+/// The label's running agents counted as on their way past the boot grace:
+/// one line each. They stay counted: what keeps one agent from coming online
+/// (a broken agent port, a failing set-up) keeps the next from it too, so a
+/// replacement would only multiply agents that bill; `--zombie_minutes` ends
+/// those that never became a node.
+pub(super) fn overdue(
+    cfg: &PlanConfig,
+    snap: &Snapshot<'_>,
+    label: &Label,
+    instances: &[Instance],
+    counts: impl Fn(&Instance) -> bool,
+) -> Vec<String> {
+    counted(cfg, snap, label, instances, counts)
+        .filter(|i| i.state == InstanceState::Running)
+        .filter_map(|i| {
+            let minutes = age(snap.now, i.launched?);
+            if minutes < cfg.boot_grace {
+                return None;
+            }
+            let head =
+                format!("spare {}: {} has had no online node for {} min", label.raw, i.id, minutes.as_secs() / 60);
+            match node_of(&snap.dump.nodes, i) {
+                None => Some(format!("{head}; not replaced — see --zombie_minutes")),
+                Some(node) if not_connected(node) => {
+                    Some(format!("{head} (its node {} is offline, not by us); not replaced", node.name))
+                }
+                Some(_) => None,
+            }
+        })
+        .collect()
+}
+
+/// Swarm adds the node before its agent connects: until then it is offline,
+/// not by us (no `terminate_me`), and runs nothing. A node offline by us, or
+/// running a build while offline (drained), is not on its way.
+fn not_connected(node: &Node) -> bool {
+    node.offline && !node.terminate_me && !matches!(node.busy_executors, Some(busy) if busy > 0)
 }
 
 /// Executors of an online node that no build uses: total less busy (the

@@ -8,7 +8,7 @@
 use crate::job_key::client_token;
 use crate::model::{Instance, Label};
 use crate::plan::snapshot::{observed, unix_secs};
-use crate::plan::spare::{executors, queued};
+use crate::plan::spare::{executors, overdue, queued};
 use crate::plan::Action;
 use crate::warm::Spare;
 
@@ -34,6 +34,9 @@ impl ScaleUp<'_> {
         let ready = self.spare_ready(instances, label);
         let status = format!("spare {}: {ready} of {wanted} idle executors ready", label.raw);
         self.plan.debug(None, status.clone());
+        for line in overdue(self.cfg, &self.snap, label, instances, |i| self.counts_for_spare(i)) {
+            self.plan.debug(None, line);
+        }
         if ready >= wanted {
             return;
         }
@@ -100,8 +103,7 @@ impl ScaleUp<'_> {
     /// and those of the agents this pass starts or creates for it.
     fn spare_ready(&self, instances: &[Instance], label: &Label) -> u32 {
         let per_agent = label.pricing.executors();
-        let counts = |i: &Instance| !self.claimed.contains(&i.id) && (i.warm.is_none() || self.kept.contains(&i.id));
-        let in_snapshot = executors(self.cfg, &self.snap, label, instances, counts);
+        let in_snapshot = executors(self.cfg, &self.snap, label, instances, |i| self.counts_for_spare(i));
         let this_pass: u32 = self
             .plan
             .actions
@@ -120,6 +122,12 @@ impl ScaleUp<'_> {
             })
             .sum();
         in_snapshot.saturating_add(this_pass).saturating_sub(queued(&self.snap, label))
+    }
+
+    /// Not claimed by this pass's other actions, and no pool agent on its
+    /// way into the pool unless kept as the spare.
+    fn counts_for_spare(&self, i: &Instance) -> bool {
+        !self.claimed.contains(&i.id) && (i.warm.is_none() || self.kept.contains(&i.id))
     }
 }
 
@@ -244,9 +252,53 @@ mod tests {
         // Launched moments ago and not yet listed: its start marker counts.
         let s = snap(vec![("dev", vec![stopped.clone()])]).start_marker("dev", "i-7", "dev", 5);
         assert_eq!(acts(&c, &s), Vec::<String>::new());
-        // Running without a node past the boot grace: stuck, not on its way.
-        let s = snap(vec![("dev", vec![agent("i-1", Running, "dev").launched_ago(3600), stopped])]);
+    }
+
+    #[test]
+    fn an_agent_whose_node_registered_but_never_connected_is_on_its_way() {
+        // Swarm adds the node before its agent connects: offline, not by us
+        // (no terminate_me), nothing running. With a broken agent port every
+        // agent stays so; another one would only stay so too.
+        let c = spare(&[("dev", 1, None)]);
+        let stopped = agent("i-5", Stopped, "dev");
+        let (a, na) = up("i-1", 1, 1);
+        let registered = Node { offline: true, ..na.clone() };
+        let s = snap(vec![("dev", vec![a.clone().launched_ago(60), stopped.clone()])]).nodes(vec![registered.clone()]);
+        assert_eq!(acts(&c, &s), Vec::<String>::new());
+        assert!(debug(&c, &s).contains(&"spare dev: 1 of 1 idle executors ready".to_string()), "{:?}", debug(&c, &s));
+        // Offline with a build on it (drained, or a build that landed before
+        // it went offline): not on its way, the spare is brought up.
+        let drained = Node { busy_executors: Some(1), idle_executors: Some(0), ..registered };
+        let s = snap(vec![("dev", vec![a, stopped])]).nodes(vec![drained]);
         assert_eq!(acts(&c, &s), ["start i-5 dev spare"]);
+    }
+
+    #[test]
+    fn an_agent_without_an_online_node_past_the_boot_grace_is_not_replaced_and_the_debug_line_says_so() {
+        let c = spare(&[("dev", 1, None)]);
+        let stopped = agent("i-5", Stopped, "dev");
+        // No node at all after an hour: a zombie if --zombie_minutes is set.
+        let s = snap(vec![("dev", vec![agent("i-1", Running, "dev").launched_ago(3600), stopped.clone()])]);
+        assert_eq!(acts(&c, &s), Vec::<String>::new());
+        assert!(
+            debug(&c, &s).contains(
+                &"spare dev: i-1 has had no online node for 60 min; not replaced — see --zombie_minutes".to_string()
+            ),
+            "{:?}",
+            debug(&c, &s)
+        );
+        // Its node registered and never connected.
+        let (a, na) = up("i-1", 1, 1);
+        let s =
+            snap(vec![("dev", vec![a.launched_ago(3600), stopped.clone()])]).nodes(vec![Node { offline: true, ..na }]);
+        assert_eq!(acts(&c, &s), Vec::<String>::new());
+        assert!(debug(&c, &s).contains(
+            &"spare dev: i-1 has had no online node for 60 min (its node dev-10.0.0.1 is offline, not by us); not replaced"
+                .to_string()
+        ));
+        // Within the boot grace nothing is said.
+        let s = snap(vec![("dev", vec![agent("i-1", Running, "dev").launched_ago(60), stopped])]);
+        assert_eq!(debug(&c, &s), ["spare dev: 1 of 1 idle executors ready"]);
     }
 
     #[test]
@@ -282,15 +334,14 @@ mod tests {
     }
 
     #[test]
-    fn offline_or_terminate_me_nodes_do_not_count() {
+    fn nodes_offline_by_us_or_terminate_me_do_not_count() {
         let c = spare(&[("dev", 1, None)]);
         let (a, na) = up("i-1", 1, 1);
         let stopped = agent("i-5", Stopped, "dev");
-        // Offline by someone (not ours to stop), online but terminate_me.
-        for node in [Node { offline: true, ..na.clone() }, Node { terminate_me: true, ..na.clone() }] {
-            let s = snap(vec![("dev", vec![a.clone(), stopped.clone()])]).nodes(vec![node.clone()]);
-            assert_eq!(acts(&c, &s), ["start i-5 dev spare"], "{node:?}");
-        }
+        // Online but terminate_me.
+        let node = Node { terminate_me: true, ..na.clone() };
+        let s = snap(vec![("dev", vec![a.clone(), stopped.clone()])]).nodes(vec![node]);
+        assert_eq!(acts(&c, &s), ["start i-5 dev spare"]);
         // Offline by the idle policy: stopped this pass, and the spare starts another.
         let s = snap(vec![("dev", vec![a.clone(), stopped.clone()])]).nodes(vec![doomed("dev-10.0.0.1", "i-1", "dev")]);
         assert_eq!(acts(&c, &s), ["stop i-1", "start i-5 dev spare"]);
