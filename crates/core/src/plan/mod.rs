@@ -97,12 +97,11 @@ pub fn plan_pass(cfg: &PlanConfig, snap: &Snapshot<'_>, seed: u64) -> Plan {
     let mut plan = Plan::default();
     let mut claimed = interruption::gone_by_events(snap, &mut plan);
     let taken = interruption::plan(cfg, snap, &mut claimed, &mut plan);
-    // Pool agents kept online as their label's spare: no longer the pool's.
-    let kept = warm::plan_stops(cfg, snap, &mut claimed, &mut plan);
+    warm::plan_stops(cfg, snap, &mut claimed, &mut plan);
     scale_down::plan(cfg, snap, &mut claimed, &mut plan);
     scale_down::plan_zombies(cfg, snap, &mut claimed, &mut plan);
     let mut rng = fastrand::Rng::with_seed(seed);
-    scale_up::plan(cfg, snap, &mut claimed, &kept, &taken, &mut rng, &mut plan);
+    scale_up::plan(cfg, snap, &mut claimed, &taken, &mut rng, &mut plan);
     plan
 }
 

@@ -14,7 +14,10 @@
 //! online, without this offline mark.
 //!
 //! A label short of spare executors (`--spare`) keeps such an agent online
-//! as its spare instead: it leaves the pool, which refills by a create.
+//! as its spare instead. Membership is read from the snapshot each pass
+//! ([`serving`]): a pool agent whose node is online serves builds and is no
+//! pool member, so the pool refills by a create; it rejoins the pool when
+//! the set-up stop takes its node offline.
 
 use std::collections::BTreeSet;
 
@@ -30,15 +33,18 @@ use super::{Action, Plan, PlanConfig, Snapshot};
 /// `offlineByUs` knows it, so it reports the node `terminate_me` once idle.
 pub(super) const WARM_REASON: &str = "warm pool: set up, to be stopped until a job of its label needs it";
 
-/// Takes set-up pool agents offline and stops them; returns the pool agents
-/// kept online as their label's spare.
-pub(super) fn plan_stops(
-    cfg: &PlanConfig,
-    snap: &Snapshot<'_>,
-    claimed: &mut BTreeSet<String>,
-    plan: &mut Plan,
-) -> BTreeSet<String> {
-    let mut kept = BTreeSet::new();
+/// A pool agent whose node is online serves builds — left online by the
+/// set-up stop (as the spare, or for a waiting item), or taken by a build
+/// before it: no pool member, and it counts for the spare like any agent.
+/// It rejoins the pool once the set-up stop takes its node offline (offline
+/// by us; offline not by us it is still on its way into the pool).
+pub(super) fn serving(snap: &Snapshot<'_>, inst: &Instance) -> bool {
+    node_of(&snap.dump.nodes, inst).is_some_and(|n| !n.offline)
+}
+
+/// Takes set-up pool agents offline and stops them, unless their label's
+/// spare needs them online.
+pub(super) fn plan_stops(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
     // An item of its label may be about to run on it: Jenkins assigns
     // builds between our passes.
     let waiting: BTreeSet<&str> = snap.dump.queue.iter().map(|q| q.label.trim()).collect();
@@ -85,9 +91,8 @@ pub(super) fn plan_stops(
                 plan.debug(None, format!("warm pool {pool}: {} is kept running, an item of its label waits", inst.id));
                 continue;
             }
-            if let Some(short) = spare_short_without(cfg, snap, inst, instances, claimed, &kept) {
+            if let Some(short) = spare_short_without(cfg, snap, inst, instances, claimed) {
                 plan.debug(None, format!("warm pool {pool}: {} is kept online as the spare ({short})", inst.id));
-                kept.insert(inst.id.clone());
                 continue;
             }
             // Claimed: it serves no queue item of this pass either.
@@ -100,22 +105,20 @@ pub(super) fn plan_stops(
             });
         }
     }
-    kept
 }
 
 /// A spare of the agent's labels, in its hours, that is short of idle
 /// executors without it: what it has. Pool agents on their way into the
-/// pool do not count, those already kept as the spare do.
+/// pool do not count, those serving do (this pass takes offline those it
+/// claimed).
 fn spare_short_without(
     cfg: &PlanConfig,
     snap: &Snapshot<'_>,
     inst: &Instance,
     instances: &[Instance],
     claimed: &BTreeSet<String>,
-    kept: &BTreeSet<String>,
 ) -> Option<String> {
-    let others =
-        |i: &Instance| i.id != inst.id && !claimed.contains(&i.id) && (i.warm.is_none() || kept.contains(&i.id));
+    let others = |i: &Instance| i.id != inst.id && !claimed.contains(&i.id) && (i.warm.is_none() || serving(snap, i));
     cfg.spare
         .iter()
         .filter(|s| inst.has_label(&s.label.raw) && cfg.is_ours(&s.label.env, inst) && spare::in_hours(s, snap))
@@ -410,16 +413,21 @@ mod tests {
         let offline = Node { offline: true, ..online("dev-10.0.0.1", "i-1", "dev", 1) };
         let unknown = Node { busy_executors: None, ..online("dev-10.0.0.1", "i-1", "dev", 1) };
         let misnamed = online("dev-10.0.0.7", "i-1", "dev", 1);
-        for nodes in [vec![busy], vec![offline], vec![unknown], vec![misnamed], vec![]] {
+        // Neither taken offline nor stopped (an online node serves builds,
+        // so the pool refills beside it).
+        let untouched = |nodes: Vec<Node>| {
             let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(nodes.clone());
-            assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), Vec::<String>::new(), "{nodes:?}");
+            let got = acts(&warm(&[("dev", 1, None)]), &s);
+            assert!(got.iter().all(|a| a.starts_with("create ")), "{nodes:?}: {got:?}");
+        };
+        for nodes in [vec![busy], vec![offline], vec![unknown], vec![misnamed], vec![]] {
+            untouched(nodes);
         }
         // Another node of the instance has a build.
-        let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![
+        untouched(vec![
             online("dev-10.0.0.1", "i-1", "dev", 1),
             Node { busy_executors: Some(1), ..online("dev-10.0.0.1-b", "i-1", "dev", 0) },
         ]);
-        assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), Vec::<String>::new());
     }
 
     #[test]
@@ -461,12 +469,48 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_agent_is_kept_running_while_an_item_of_its_label_waits() {
-        // Jenkins is about to give it the item.
+    fn a_pool_agent_kept_running_for_a_waiting_item_serves_it_and_the_pool_refills() {
+        // Jenkins is about to give it the item: kept online, it serves
+        // builds and is no pool member.
+        let c = warm(&[("dev", 1, None)]);
         let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])])
             .nodes(vec![online("dev-10.0.0.1", "i-1", "dev", 1)])
             .queue(vec![item("job", "dev")]);
-        assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), Vec::<String>::new());
+        assert_eq!(acts(&c, &s), ["create dev dev warm"]);
+        // The item took it: busy, still no member.
+        let busy = Node { busy_executors: Some(1), idle_executors: Some(0), ..online("dev-10.0.0.1", "i-1", "dev", 0) };
+        let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![busy]);
+        assert_eq!(acts(&c, &s), ["create dev dev warm"]);
+        // Idle again: the set-up stop takes its node offline, and in that
+        // pass it is the pool's again.
+        let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![online(
+            "dev-10.0.0.1",
+            "i-1",
+            "dev",
+            1,
+        )]);
+        assert_eq!(acts(&c, &s), ["offline dev-10.0.0.1"]);
+    }
+
+    #[test]
+    fn a_pool_agent_kept_as_the_spare_and_taken_by_a_build_stays_the_spare_and_out_of_the_pool() {
+        // Five executors, one busy: its four idle ones are the spare's, and
+        // the pool, short of it, refills by a create.
+        let c = with_pools(&[("dev_shared", 1, None)], &[("dev_shared", 1, None)]);
+        let node = Node {
+            busy_executors: Some(1),
+            idle_executors: Some(4),
+            num_executors: Some(5),
+            ..online("dev_shared-10.0.0.1", "i-1", "dev_shared", 4)
+        };
+        let s = snap(vec![("dev", vec![filling("i-1", Running, "dev_shared")])]).nodes(vec![node]);
+        let plan = plan_pass(&c, &s.view(), 1);
+        assert_eq!(brief(&plan.actions), ["create dev dev_shared warm"]);
+        assert!(
+            debug_notes(&plan.notes).contains(&"spare dev_shared: 4 of 1 idle executors ready"),
+            "{:?}",
+            plan.notes
+        );
     }
 
     #[test]

@@ -35,8 +35,6 @@ struct ScaleUp<'a> {
     snap: Snapshot<'a>,
     /// Instances some action of this pass already uses.
     claimed: &'a mut BTreeSet<String>,
-    /// Pool agents kept online as their label's spare (`plan::warm`).
-    kept: &'a BTreeSet<String>,
     rng: &'a mut fastrand::Rng,
     plan: &'a mut Plan,
     known_envs: BTreeSet<String>,
@@ -53,7 +51,6 @@ pub(super) fn plan(
     cfg: &PlanConfig,
     snap: &Snapshot<'_>,
     claimed: &mut BTreeSet<String>,
-    kept: &BTreeSet<String>,
     taken: &Taken,
     rng: &mut fastrand::Rng,
     plan: &mut Plan,
@@ -62,7 +59,6 @@ pub(super) fn plan(
         cfg,
         snap: *snap,
         claimed,
-        kept,
         rng,
         plan,
         known_envs: cfg.known_envs(),

@@ -9,6 +9,7 @@ use crate::job_key::client_token;
 use crate::model::{Instance, Label};
 use crate::plan::snapshot::{observed, unix_secs};
 use crate::plan::spare::{executors, overdue, queued};
+use crate::plan::warm::serving;
 use crate::plan::Action;
 use crate::warm::Spare;
 
@@ -125,9 +126,9 @@ impl ScaleUp<'_> {
     }
 
     /// Not claimed by this pass's other actions, and no pool agent on its
-    /// way into the pool unless kept as the spare.
+    /// way into the pool: a pool agent serving builds counts.
     fn counts_for_spare(&self, i: &Instance) -> bool {
-        !self.claimed.contains(&i.id) && (i.warm.is_none() || self.kept.contains(&i.id))
+        !self.claimed.contains(&i.id) && (i.warm.is_none() || serving(&self.snap, i))
     }
 }
 

@@ -9,7 +9,7 @@
 use crate::job_key::client_token;
 use crate::model::{Instance, InstanceState, Label};
 use crate::plan::snapshot::{observed, unix_secs};
-use crate::plan::warm::WARM_REASON;
+use crate::plan::warm::{serving, WARM_REASON};
 use crate::plan::Action;
 use crate::warm::WarmPool;
 
@@ -127,12 +127,12 @@ impl ScaleUp<'_> {
                 && i.has_label(&label.raw)
                 && !self.cfg.on_replaced_ami(&label.env, i)
                 && (stopping || !self.claimed.contains(&i.id))
-                // Kept online as the label's spare: it left the pool.
-                && !self.kept.contains(&i.id)
                 && match i.state {
                     InstanceState::Stopped | InstanceState::Stopping => true,
+                    // Serving builds (its node online): not the pool's until
+                    // the set-up stop takes its node offline.
                     InstanceState::Pending | InstanceState::Running => {
-                        stopping || i.warm.as_deref() == Some(label.raw.as_str())
+                        stopping || (i.warm.as_deref() == Some(label.raw.as_str()) && !serving(&self.snap, i))
                     }
                     InstanceState::ShuttingDown | InstanceState::Terminated => false,
                 }
