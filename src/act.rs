@@ -330,7 +330,7 @@ async fn call_list(client: &dyn Ec2, kind: ListKind, ids: &[String]) -> Result<(
 fn finish_listed(world: &World, action: &Action) -> Result<Done, ActError> {
     match action {
         Action::Start { env, instance_id, label, job_key, spare, .. } => {
-            markers::write_start(&world.workdir, env, instance_id, label)?;
+            markers::write_start(&world.workdir, env, instance_id, label, None)?;
             // A spare waits for no queue item: no working marker.
             if !spare {
                 markers::write_working(&world.workdir, job_key)?;
@@ -412,16 +412,24 @@ async fn run_list(
 /// A warm-pool agent EC2 accepted to stop — stopped by the pool, or by the
 /// idle policy after it ran builds — is an agent like any other from now
 /// on: tagged so, its idle time is the usual policy's when a job starts it.
-/// A failed tag is only logged: the stop is done, and the worst that
-/// follows is that it is stopped at once again after its next job.
+/// So is one EC2 accepted to start without that tag (its stop's tag failed,
+/// or someone else stopped it): being stopped, it is set up.
+/// A failed tag is only logged: the stop or start is done; the planner
+/// tells a started agent by its start marker, and the worst that follows
+/// is that it is stopped at once again after its next job.
 async fn mark_warmed(world: &World, action: &Action) {
-    let Action::Stop { env, instance_id, tag_warmed: true, .. } = action else { return };
+    let (Action::Stop { env, instance_id, tag_warmed: true, .. }
+    | Action::Start { env, instance_id, tag_warmed: true, .. }) = action
+    else {
+        return;
+    };
     let tagged = match client(world, env) {
         Ok(client) => client.tag(instance_id, WARMED_TAG, "true").await.map_err(ActError::from),
         Err(e) => Err(e),
     };
     if let Err(e) = tagged {
-        tracing::warn!("{env}: stopped warm-pool agent {instance_id} could not be tagged {WARMED_TAG}: {e}");
+        let done = if matches!(action, Action::Start { .. }) { "started" } else { "stopped" };
+        tracing::warn!("{env}: {done} warm-pool agent {instance_id} could not be tagged {WARMED_TAG}: {e}");
     }
 }
 
@@ -442,7 +450,8 @@ async fn launch_creates(world: &World, creates: &[&Action], subnet: usize) -> Ve
                 .iter()
                 .map(|create| match (create, ids.next()) {
                     (Action::Create { env, label, job_key, replacement_for, warm, spare, .. }, Some(id)) => {
-                        markers::write_start(&world.workdir, env, &id, &label.raw)?;
+                        let pool = warm.then_some(label.raw.as_str());
+                        markers::write_start(&world.workdir, env, &id, &label.raw, pool)?;
                         // A replacement, a warm-pool agent or a spare waits
                         // for no queue item: no working marker.
                         if replacement_for.is_none() && !warm && !spare {
@@ -719,6 +728,7 @@ mod tests {
             job_key: "spare-dev-1".into(),
             why: "spare: 0 of 2 idle executors ready; one of 1 stopped agents".into(),
             spare: true,
+            tag_warmed: false,
         };
         let mut create = create("dev", Pricing::OnDemand, None, false);
         if let Action::Create { job_key, spare, .. } = &mut create {
@@ -773,6 +783,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_started_pool_agent_never_tagged_warmed_is_tagged_so_beside_its_start() {
+        let mut never_tagged = stopped("i-1");
+        never_tagged.warm = Some("dev".into());
+        let start = |id: &str, tag_warmed: bool| Action::Start {
+            env: "dev".into(),
+            instance_id: id.into(),
+            label: "dev".into(),
+            job_key: format!("spare-dev-{id}"),
+            why: "spare".into(),
+            spare: true,
+            tag_warmed,
+        };
+        let s = setup(vec![never_tagged.clone(), stopped("i-2")]);
+        act(&s.world, &[start("i-1", true), start("i-2", false)], 1).await;
+        assert_eq!(s.cloud.instance("dev", "i-1").unwrap().state, InstanceState::Running);
+        assert_eq!(s.cloud.instance("dev", "i-1").unwrap().warm, None, "tagged warmed: no pool agent booting");
+        assert_eq!(s.cloud.count("CreateTags"), 1, "only the pool agent is tagged");
+        // A failed tag fails nothing: the start is done.
+        let s = setup(vec![never_tagged]);
+        s.cloud.fail(None, "CreateTags", Times::Once, Ec2ErrorKind::Other);
+        let acted = act(&s.world, &[start("i-1", true)], 1).await;
+        assert_eq!(s.cloud.instance("dev", "i-1").unwrap().state, InstanceState::Running);
+        assert_eq!((acted.stats.get(Counter::InstancesStarted), acted.stats.get(Counter::ActionFailed)), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_warm_pool_create_marks_its_start_marker_with_the_pool() {
+        let s = setup(vec![]);
+        let mut pool = create("dev", Pricing::OnDemand, None, false);
+        if let Action::Create { warm, .. } = &mut pool {
+            *warm = true;
+        }
+        act(&s.world, &[pool, create("dev", Pricing::OnDemand, None, false)], 1).await;
+        let m = markers::read_markers(&s.world.workdir, SystemTime::now()).unwrap();
+        let mut pools: Vec<Option<&str>> = m.started.iter().map(|m| m.warm.as_deref()).collect();
+        pools.sort_unstable();
+        assert_eq!(pools, [None, Some("dev")]);
+    }
+
+    #[tokio::test]
     async fn volumes_are_set_to_go_before_the_instance_is_terminated() {
         let mut old = stopped("i-1");
         old.volumes[0].delete_on_termination = false;
@@ -823,6 +873,7 @@ mod tests {
                 job_key: "job-a___x".into(),
                 why: "last used".into(),
                 spare: false,
+                tag_warmed: false,
             },
             create("dev", Pricing::OnDemand, None, false),
         ];
@@ -1275,6 +1326,7 @@ mod tests {
             job_key: format!("job-{id}___x"),
             why: "random".into(),
             spare: false,
+            tag_warmed: false,
         };
         let acted = act(&s.world, &[start("i-1"), start("i-2")], 1).await;
         assert_eq!(s.cloud.mutations(), [("StartInstances", "i-1,i-2".to_string())]);

@@ -37,6 +37,11 @@ pub enum Action {
         /// For the label's spare executors (`--spare`): no queue item, so
         /// no working marker.
         spare: bool,
+        /// A warm-pool agent never tagged `WARMED_TAG` (its stop's tag
+        /// failed, or someone else stopped it): being stopped, it is set up;
+        /// the start tags it, so it is an agent like any other, not one
+        /// booting into the pool.
+        tag_warmed: bool,
     },
     /// `replaces`: the make-room termination this create depends on.
     Create {
@@ -281,6 +286,7 @@ mod tests {
                     job_key: "k".into(),
                     why: "w".into(),
                     spare: false,
+                    tag_warmed: false,
                 },
                 true,
             ),
@@ -341,6 +347,7 @@ mod tests {
             job_key: "job-000".into(),
             why: "last used dev-10.0.1.7".into(),
             spare: false,
+            tag_warmed: false,
         };
         assert_eq!(start.to_string(), "dev: start i-0abc for label dev (job-000, last used dev-10.0.1.7)");
         assert_eq!(start.kind(), "start");

@@ -255,6 +255,7 @@ mod tests {
             job_key: format!("job-{id}"),
             why: "w".into(),
             spare: false,
+            tag_warmed: false,
         }
     }
 

@@ -138,6 +138,15 @@ fn idle_executors(node: &Node) -> u32 {
     }
 }
 
+/// Started or created by us moments ago, not for a warm pool: its fresh
+/// start marker says so whatever its tags. A warm-pool agent stopped before
+/// its `warmed` tag was set (the tag call failed, or someone else stopped
+/// it) and then started would otherwise look like a pool agent booting into
+/// the pool, and each pass would start another.
+pub(super) fn started_not_for_pool(cfg: &PlanConfig, snap: &Snapshot<'_>, inst: &Instance) -> bool {
+    snap.markers.started.iter().any(|m| m.instance_id == inst.id && m.age < cfg.working_ttl && m.warm.is_none())
+}
+
 /// The label's queue items: each will take one of its ready executors.
 pub(super) fn queued(snap: &Snapshot<'_>, label: &Label) -> u32 {
     let n = snap.dump.queue.iter().filter(|q| q.label.trim() == label.raw).count();

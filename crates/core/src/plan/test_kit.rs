@@ -212,6 +212,7 @@ pub trait SceneExt: Sized {
                 instance_id: id.into(),
                 labels: vec![label.into()],
                 age: Duration::from_secs(age_secs),
+                warm: None,
             })
         })
     }

@@ -118,7 +118,11 @@ fn spare_short_without(
     instances: &[Instance],
     claimed: &BTreeSet<String>,
 ) -> Option<String> {
-    let others = |i: &Instance| i.id != inst.id && !claimed.contains(&i.id) && (i.warm.is_none() || serving(snap, i));
+    let others = |i: &Instance| {
+        i.id != inst.id
+            && !claimed.contains(&i.id)
+            && (i.warm.is_none() || serving(snap, i) || spare::started_not_for_pool(cfg, snap, i))
+    };
     cfg.spare
         .iter()
         .filter(|s| inst.has_label(&s.label.raw) && cfg.is_ours(&s.label.env, inst) && spare::in_hours(s, snap))

@@ -160,6 +160,7 @@ impl ScaleUp<'_> {
         }
         if let Some((inst, why)) = self.pick_stopped(instances, &label, item.last_built_on.as_deref()) {
             let id = inst.id.clone();
+            let tag_warmed = inst.warm.is_some();
             self.claimed.insert(id.clone());
             self.add_slots(Provider::Instance(id.clone()), label.pricing.executors() - 1);
             self.plan.act(Action::Start {
@@ -169,6 +170,7 @@ impl ScaleUp<'_> {
                 job_key: key.to_string(),
                 why,
                 spare: false,
+                tag_warmed,
             });
             return;
         }

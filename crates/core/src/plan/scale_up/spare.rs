@@ -8,7 +8,7 @@
 use crate::job_key::client_token;
 use crate::model::{Instance, Label};
 use crate::plan::snapshot::{observed, unix_secs};
-use crate::plan::spare::{executors, overdue, queued};
+use crate::plan::spare::{executors, overdue, queued, started_not_for_pool};
 use crate::plan::warm::serving;
 use crate::plan::Action;
 use crate::warm::Spare;
@@ -46,6 +46,7 @@ impl ScaleUp<'_> {
         while agents > 0 {
             let Some((inst, why)) = self.pick_stopped(instances, label, None) else { break };
             let id = inst.id.clone();
+            let tag_warmed = inst.warm.is_some();
             self.claimed.insert(id.clone());
             n += 1;
             agents -= 1;
@@ -56,6 +57,7 @@ impl ScaleUp<'_> {
                 job_key: format!("spare-{}-{n}", label.raw),
                 why: format!("spare: {ready} of {wanted} idle executors ready; {why}"),
                 spare: true,
+                tag_warmed,
             });
         }
         if agents == 0 {
@@ -126,9 +128,10 @@ impl ScaleUp<'_> {
     }
 
     /// Not claimed by this pass's other actions, and no pool agent on its
-    /// way into the pool: a pool agent serving builds counts.
+    /// way into the pool: a pool agent serving builds, or started, counts.
     fn counts_for_spare(&self, i: &Instance) -> bool {
-        !self.claimed.contains(&i.id) && (i.warm.is_none() || serving(&self.snap, i))
+        !self.claimed.contains(&i.id)
+            && (i.warm.is_none() || serving(&self.snap, i) || started_not_for_pool(self.cfg, &self.snap, i))
     }
 }
 
@@ -375,6 +378,36 @@ mod tests {
         let c = spare(&[("dev", 1, None)]);
         let filling = agent("i-1", Pending, "dev").with(|i| i.warm = Some("dev".into()));
         assert_eq!(acts(&c, &snap(vec![("dev", vec![filling])])), ["create dev dev spare"]);
+    }
+
+    #[test]
+    fn a_pool_agent_started_without_its_warmed_tag_counts_for_the_spare_not_the_pool() {
+        // Stopped before its `warmed` tag was set, then started by the spare:
+        // its fresh start marker says it serves builds, whatever its tags.
+        let mut c = with_pools(&[("dev", 1, None)], &[("dev", 1, None)]);
+        c.max_on_demand = 3;
+        let warm = |id: &str, state| agent(id, state, "dev").launched_ago(30).with(|i| i.warm = Some("dev".into()));
+        let started = snap(vec![("dev", vec![warm("i-1", Running), agent("i-2", Stopped, "dev")])])
+            .start_marker("dev", "i-1", "dev", 30);
+        assert_eq!(acts(&c, &started), Vec::<String>::new(), "the spare waits for it, the pool keeps i-2");
+        assert!(debug(&c, &started).contains(&"spare dev: 1 of 1 idle executors ready".to_string()));
+        // A pool create's marker says the pool: booting into the pool.
+        let created = started.clone().with(|s| s.markers.started[0].warm = Some("dev".into()));
+        assert_eq!(acts(&c, &created), ["start i-2 dev spare"], "the pool keeps i-1");
+        // The start of a pool agent never tagged `warmed` tags it.
+        let s = snap(vec![("dev", vec![warm("i-1", Stopped)])]);
+        for (c, item) in [(spare(&[("dev", 1, None)]), None), (cfg(), Some(item("job", "dev")))] {
+            let s = s.clone().queue(item.into_iter().collect());
+            match &plan_pass(&c, &s.view(), 1).actions[..] {
+                [Action::Start { instance_id, tag_warmed: true, .. }] => assert_eq!(instance_id, "i-1"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let s = snap(vec![("dev", vec![agent("i-1", Stopped, "dev")])]);
+        match &plan_pass(&spare(&[("dev", 1, None)]), &s.view(), 1).actions[..] {
+            [Action::Start { tag_warmed: false, .. }] => {}
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -78,6 +78,7 @@ mod tests {
                     job_key: key("job-000"),
                     why: "last used dev-10.0.1.7".into(),
                     spare: false,
+                    tag_warmed: false,
                 }]
             );
         }

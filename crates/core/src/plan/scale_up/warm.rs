@@ -9,6 +9,7 @@
 use crate::job_key::client_token;
 use crate::model::{Instance, InstanceState, Label};
 use crate::plan::snapshot::{observed, unix_secs};
+use crate::plan::spare::started_not_for_pool;
 use crate::plan::warm::{serving, WARM_REASON};
 use crate::plan::Action;
 use crate::warm::WarmPool;
@@ -129,10 +130,13 @@ impl ScaleUp<'_> {
                 && (stopping || !self.claimed.contains(&i.id))
                 && match i.state {
                     InstanceState::Stopped | InstanceState::Stopping => true,
-                    // Serving builds (its node online): not the pool's until
-                    // the set-up stop takes its node offline.
+                    // Serving builds (its node online), or started by us: not
+                    // the pool's until the set-up stop takes its node offline.
                     InstanceState::Pending | InstanceState::Running => {
-                        stopping || (i.warm.as_deref() == Some(label.raw.as_str()) && !serving(&self.snap, i))
+                        stopping
+                            || (i.warm.as_deref() == Some(label.raw.as_str())
+                                && !serving(&self.snap, i)
+                                && !started_not_for_pool(self.cfg, &self.snap, i))
                     }
                     InstanceState::ShuttingDown | InstanceState::Terminated => false,
                 }
