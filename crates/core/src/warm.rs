@@ -95,7 +95,9 @@ fn parse_word(flag: &str, word: &str) -> Result<WarmWord, String> {
         Some((size, hours)) => (size, Some(hours)),
         None => (rest, None),
     };
-    let size: u32 = size.trim().parse().map_err(|_| bad(format!("{:?} is not a number of agents", size.trim())))?;
+    // `--warm` keeps agents, `--spare` idle executors.
+    let unit = if flag == "--spare" { "idle executors" } else { "agents" };
+    let size: u32 = size.trim().parse().map_err(|_| bad(format!("{:?} is not a number of {unit}", size.trim())))?;
     let hours = hours.map(|h| parse_hours(h.trim()).map_err(bad)).transpose()?;
     Ok(WarmWord { label: label.to_string(), size, hours })
 }
@@ -164,7 +166,7 @@ mod tests {
             ("dev=0", "at least 1 idle executor"),
             ("dev=0@07-19", "at least 1 idle executor"),
             ("dev", "no `=`"),
-            ("dev=x", "\"x\" is not a number"),
+            ("dev=x", "\"x\" is not a number of idle executors"),
             ("dev=1@7-19", "is not an hour"),
         ] {
             let e = parse_spare(word).unwrap_err();
