@@ -37,9 +37,15 @@ pub(super) const WARM_REASON: &str = "warm pool: set up, to be stopped until a j
 /// set-up stop (as the spare, or for a waiting item), or taken by a build
 /// before it: no pool member, and it counts for the spare like any agent.
 /// It rejoins the pool once the set-up stop takes its node offline (offline
-/// by us; offline not by us it is still on its way into the pool).
+/// by us; offline not by us it is still on its way into the pool). Its node
+/// is the one the set-up stop would act on; an older dump script that does
+/// not report busy executors leaves the agent to the idle policy, never to
+/// the set-up stop, so it stays a member as it always was (else every pool
+/// agent would be refilled, up to the cap).
 pub(super) fn serving(snap: &Snapshot<'_>, inst: &Instance) -> bool {
-    node_of(&snap.dump.nodes, inst).is_some_and(|n| !n.offline)
+    node_of(&snap.dump.nodes, inst)
+        .filter(|n| names(&n.name, inst))
+        .is_some_and(|n| !n.offline && n.busy_executors.is_some())
 }
 
 /// Takes set-up pool agents offline and stops them, unless their label's
@@ -417,15 +423,19 @@ mod tests {
         let offline = Node { offline: true, ..online("dev-10.0.0.1", "i-1", "dev", 1) };
         let unknown = Node { busy_executors: None, ..online("dev-10.0.0.1", "i-1", "dev", 1) };
         let misnamed = online("dev-10.0.0.7", "i-1", "dev", 1);
-        // Neither taken offline nor stopped (an online node serves builds,
-        // so the pool refills beside it).
+        // Neither taken offline nor stopped (a busy node serves builds, so
+        // the pool refills beside it).
         let untouched = |nodes: Vec<Node>| {
             let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(nodes.clone());
             let got = acts(&warm(&[("dev", 1, None)]), &s);
             assert!(got.iter().all(|a| a.starts_with("create ")), "{nodes:?}: {got:?}");
+            got
         };
-        for nodes in [vec![busy], vec![offline], vec![unknown], vec![misnamed], vec![]] {
-            untouched(nodes);
+        assert_eq!(untouched(vec![busy]), ["create dev dev warm"]);
+        // Still the pool's: not online, or a node the set-up stop would not
+        // act on (an older dump script, a name that does not name it).
+        for nodes in [vec![offline], vec![unknown], vec![misnamed], vec![]] {
+            assert_eq!(untouched(nodes), Vec::<String>::new());
         }
         // Another node of the instance has a build.
         untouched(vec![
