@@ -18,7 +18,9 @@ online ~60 s later; a started one running ~10 s after its start and online
 moto makes instances running at once; the delays are the simulation's.
 
 The same day runs twice through bench_trace.py's closed loop: the manager
-as it is (cold), then with `--warm LABEL=N` for each `--warm` given (warm).
+as it is (cold), then with `--warm LABEL=N` for each `--warm` given, and
+`--spare LABEL=N` for each `--spare` given (warm; the spares' labels count
+as warmed).
 Figures per run: time to agent (enqueue → build started, simulated s) p50 /
 p95 per kind (absorbed: no start or create for the item, including items an
 executor took before the manager saw them; start; create: the manager's
@@ -28,7 +30,7 @@ from the simulation; then the target: the warmed labels' p95 with the pool
 at most half the cold p95, for at most 10 % more paid instance-minutes.
 
   bench_day.py generate [--hours H] [--seed S]     prints the day's trace
-  bench_day.py run --binary PATH --workdir DIR [--warm dev=2 ...]
+  bench_day.py run --binary PATH --workdir DIR [--warm dev=2 ...] [--spare dev=1 ...]
                    [--runs cold,warm | --runs warm --cold-json FILE] [--time-scale X] ...
 """
 
@@ -61,9 +63,14 @@ def day_trace(hours, seed, peak):
     return simulation.generate_day_trace(DAY_START, hours, seed, peak, DAY_SHAPE, PUSHES)
 
 
-def warm_labels(warm):
-    """The labels of `--warm LABEL=N[@HH-HH]` words."""
-    return sorted({word.partition("=")[0] for word in warm})
+def warm_labels(warm, spare=()):
+    """The labels of `--warm` and `--spare` `LABEL=N[@HH-HH]` words."""
+    return sorted({word.partition("=")[0] for word in [*warm, *spare]})
+
+
+def warm_flags(args):
+    """The warm run's manager flags: its `--warm` words, then its `--spare` ones."""
+    return [f for w in args.warm for f in ("--warm", w)] + [f for w in args.spare for f in ("--spare", w)]
 
 
 def figures(result, stats):
@@ -119,7 +126,7 @@ def verdict(cold, warm, labels):
 
 def markdown(runs, args):
     names = list(runs)
-    labels = warm_labels(args.warm)
+    labels = warm_labels(args.warm, args.spare)
 
     def cell(s):
         return f"{bc.fmt(s['p50'])} / {bc.fmt(s['p95'])} ({s['n']})"
@@ -158,7 +165,7 @@ def markdown(runs, args):
         ["simulated min / real s", *(f"{bc.fmt(runs[n]['sim_minutes'], 1)} / {bc.fmt(runs[n]['wall_s'], 1)}"
                                      for n in names)],
     ]
-    header = ["figure", *(f"{n}" + (f" (`{' '.join('--warm ' + w for w in args.warm)}`)"
+    header = ["figure", *(f"{n}" + (f" (`{' '.join(warm_flags(args))}`)"
                                      if n == "warm" else "") for n in names)]
     head = (f"A working day: {runs[names[0]]['jobs']} jobs from {DAY_START:02d}:00 over "
             f"{args.hours} simulated hours (seed {args.seed}, peak {args.peak} pushes/min), "
@@ -178,10 +185,10 @@ def markdown(runs, args):
 def run(args):
     bc.install_signal_exit()
     trace = day_trace(args.hours, args.seed, args.peak)
-    labels = warm_labels(args.warm)
+    labels = warm_labels(args.warm, args.spare)
     traced = {j["label"] for j in trace}
     if not set(labels) <= traced:
-        raise bc.BenchError(f"--warm names labels the trace has none of: "
+        raise bc.BenchError(f"--warm or --spare names labels the trace has none of: "
                             f"{sorted(set(labels) - traced)}")
     # The simulation sees a launch or a start when it next reads moto: read
     # it every 0.05 real s (4.5 simulated s at 90x), not the default 0.2.
@@ -193,7 +200,7 @@ def run(args):
         with open(args.cold_json) as source:
             runs["cold"] = json.load(source)["cold"]
     for name in args.runs:
-        flags = [] if name == "cold" else [f for w in args.warm for f in ("--warm", w)]
+        flags = [] if name == "cold" else warm_flags(args)
         loop = argparse.Namespace(**vars(args))
         loop.workdir = os.path.join(args.workdir, name)
         bc.log(f"day: the {name} run")
@@ -234,6 +241,8 @@ def main(argv):
     parser.add_argument("--spot-cap", type=int, default=8)
     parser.add_argument("--warm", action="append", metavar="LABEL=N",
                         help="the warm run's --warm words (default dev=2)")
+    parser.add_argument("--spare", action="append", default=[], metavar="LABEL=N",
+                        help="the warm run's --spare words (default none)")
     parser.add_argument("--runs", default="cold,warm",
                         help="which runs, in order: cold, warm or both (default cold,warm)")
     parser.add_argument("--cold-json", metavar="FILE",

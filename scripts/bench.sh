@@ -27,7 +27,7 @@
 #   scripts/bench.sh [--parts a,b,c,d,warm,soak] [--grid subset|full|smoke] [--cli ssh,jar]
 #                    [--profile release|debug | --binary PATH] [--before PATH] [--out FILE] [--keep]
 #                    [--soak-seed N] [--soak-minutes M] [--soak-scale X]
-#                    [--warm LABEL=N]... [--day-scale X]
+#                    [--warm LABEL=N]... [--spare LABEL=N]... [--day-scale X]
 #
 # --grid subset (default) runs 10 (Q, I, E) points of the 27, full runs all
 # 27 (about an hour: moto takes seconds to describe 1000 instances), smoke
@@ -38,7 +38,8 @@
 # (simulated, default 120) and --soak-scale (time scale, default 10; lower it
 # on a loaded machine, where a pass outlasts its 5 simulated seconds) shape the
 # soak; it replays from its seed. --warm (repeatable; default dev=2) is the
-# warm run's pool, --day-scale (default 90) the day's
+# warm run's pool, --spare (repeatable; default none) its spare executors,
+# --day-scale (default 90) the day's
 # time scale. Everything runs on 127.0.0.1 in a temporary
 # directory, removed on exit unless --keep; every process started is stopped.
 
@@ -63,6 +64,7 @@ soak_seed=7
 soak_minutes=120
 soak_scale=10
 warm=()
+spare=()
 day_scale=90
 
 die() { echo "bench: $*" >&2; exit 2; }
@@ -82,6 +84,7 @@ while (($#)); do
         --soak-minutes) soak_minutes="${2:?--soak-minutes needs a value}"; shift 2 ;;
         --soak-scale) soak_scale="${2:?--soak-scale needs a value}"; shift 2 ;;
         --warm) warm+=(--warm "${2:?--warm needs a value}"); shift 2 ;;
+        --spare) spare+=(--spare "${2:?--spare needs a value}"); shift 2 ;;
         --day-scale) day_scale="${2:?--day-scale needs a value}"; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
@@ -180,7 +183,7 @@ fi
 if [[ ",$parts," == *,warm,* ]]; then
     echo "bench: (warm) a working day, cold and with --warm, at ${day_scale}x" >&2
     run_part 2400 bench_day.py run --binary "$bin" --workdir "$work/day" \
-        --time-scale "$day_scale" ${warm[@]+"${warm[@]}"} --json "$work/day.json"
+        --time-scale "$day_scale" ${warm[@]+"${warm[@]}"} ${spare[@]+"${spare[@]}"} --json "$work/day.json"
     { echo; echo "## Time to agent: a working day, cold and warm"; echo; cat "$work/part.md"; } >>"$report"
 fi
 

@@ -97,6 +97,8 @@ pub async fn act(world: &World, actions: &[Action], pass: u32) -> Acted {
             match action {
                 Action::Create { replacement_for: Some(_), .. } => acted.stats.add(Counter::ReplacementsLaunched, 1),
                 Action::Create { warm: true, .. } => acted.stats.add(Counter::WarmPoolCreated, 1),
+                Action::Create { spare: true, .. } => acted.stats.add(Counter::SpareCreated, 1),
+                Action::Start { spare: true, .. } => acted.stats.add(Counter::SpareStarted, 1),
                 Action::Stop { warm: true, .. } => acted.stats.add(Counter::WarmPoolStopped, 1),
                 _ => {}
             }
@@ -327,9 +329,12 @@ async fn call_list(client: &dyn Ec2, kind: ListKind, ids: &[String]) -> Result<(
 /// What follows a start, stop or termination EC2 accepted.
 fn finish_listed(world: &World, action: &Action) -> Result<Done, ActError> {
     match action {
-        Action::Start { env, instance_id, label, job_key, .. } => {
-            markers::write_start(&world.workdir, env, instance_id, label)?;
-            markers::write_working(&world.workdir, job_key)?;
+        Action::Start { env, instance_id, label, job_key, spare, .. } => {
+            markers::write_start(&world.workdir, env, instance_id, label, None)?;
+            // A spare waits for no queue item: no working marker.
+            if !spare {
+                markers::write_working(&world.workdir, job_key)?;
+            }
             Ok(Done::Acted(Some(Counter::InstancesStarted), None))
         }
         Action::Stop { .. } => Ok(Done::Acted(Some(Counter::InstancesStopped), None)),
@@ -407,16 +412,24 @@ async fn run_list(
 /// A warm-pool agent EC2 accepted to stop — stopped by the pool, or by the
 /// idle policy after it ran builds — is an agent like any other from now
 /// on: tagged so, its idle time is the usual policy's when a job starts it.
-/// A failed tag is only logged: the stop is done, and the worst that
-/// follows is that it is stopped at once again after its next job.
+/// So is one EC2 accepted to start without that tag (its stop's tag failed,
+/// or someone else stopped it): being stopped, it is set up.
+/// A failed tag is only logged: the stop or start is done; the planner
+/// tells a started agent by its start marker, and the worst that follows
+/// is that it is stopped at once again after its next job.
 async fn mark_warmed(world: &World, action: &Action) {
-    let Action::Stop { env, instance_id, tag_warmed: true, .. } = action else { return };
+    let (Action::Stop { env, instance_id, tag_warmed: true, .. }
+    | Action::Start { env, instance_id, tag_warmed: true, .. }) = action
+    else {
+        return;
+    };
     let tagged = match client(world, env) {
         Ok(client) => client.tag(instance_id, WARMED_TAG, "true").await.map_err(ActError::from),
         Err(e) => Err(e),
     };
     if let Err(e) = tagged {
-        tracing::warn!("{env}: stopped warm-pool agent {instance_id} could not be tagged {WARMED_TAG}: {e}");
+        let done = if matches!(action, Action::Start { .. }) { "started" } else { "stopped" };
+        tracing::warn!("{env}: {done} warm-pool agent {instance_id} could not be tagged {WARMED_TAG}: {e}");
     }
 }
 
@@ -436,11 +449,12 @@ async fn launch_creates(world: &World, creates: &[&Action], subnet: usize) -> Ve
             creates
                 .iter()
                 .map(|create| match (create, ids.next()) {
-                    (Action::Create { env, label, job_key, replacement_for, warm, .. }, Some(id)) => {
-                        markers::write_start(&world.workdir, env, &id, &label.raw)?;
-                        // A replacement or a warm-pool agent waits for no
-                        // queue item: no working marker.
-                        if replacement_for.is_none() && !warm {
+                    (Action::Create { env, label, job_key, replacement_for, warm, spare, .. }, Some(id)) => {
+                        let pool = warm.then_some(label.raw.as_str());
+                        markers::write_start(&world.workdir, env, &id, &label.raw, pool)?;
+                        // A replacement, a warm-pool agent or a spare waits
+                        // for no queue item: no working marker.
+                        if replacement_for.is_none() && !warm && !spare {
                             markers::write_working(&world.workdir, job_key)?;
                         }
                         Ok(Done::Acted(Some(Counter::InstancesCreated), Some(id)))
@@ -679,6 +693,7 @@ mod tests {
             on_demand_fallback: fallback,
             replacement_for: None,
             warm: false,
+            spare: false,
         }
     }
 
@@ -701,6 +716,36 @@ mod tests {
         assert!(!s.world.workdir.join(markers::working_file("warm-pool-dev-1")).exists());
         assert!(s.world.workdir.join(markers::working_file("job-dev___x")).exists());
         assert!(s.world.workdir.join(format!("dev__{}.start_instance", launched[0].id)).exists());
+    }
+
+    #[tokio::test]
+    async fn a_spare_start_or_create_waits_for_no_queue_item_and_is_counted() {
+        let s = setup(vec![stopped("i-1")]);
+        let start = Action::Start {
+            env: "dev".into(),
+            instance_id: "i-1".into(),
+            label: "dev".into(),
+            job_key: "spare-dev-1".into(),
+            why: "spare: 0 of 2 idle executors ready; one of 1 stopped agents".into(),
+            spare: true,
+            tag_warmed: false,
+        };
+        let mut create = create("dev", Pricing::OnDemand, None, false);
+        if let Action::Create { job_key, spare, .. } = &mut create {
+            *job_key = "spare-dev-2".into();
+            *spare = true;
+        }
+        let acted = act(&s.world, &[start, create], 1).await;
+        assert_eq!(s.cloud.instance("dev", "i-1").unwrap().state, InstanceState::Running);
+        assert_eq!((acted.stats.get(Counter::InstancesStarted), acted.stats.get(Counter::SpareStarted)), (1, 1));
+        assert_eq!((acted.stats.get(Counter::InstancesCreated), acted.stats.get(Counter::SpareCreated)), (1, 1));
+        let launched = s.cloud.instances("dev").into_iter().find(|i| i.id != "i-1").unwrap();
+        assert_eq!(launched.warm, None, "a spare is no pool agent: never stopped once set up");
+        for key in ["spare-dev-1", "spare-dev-2"] {
+            assert!(!s.world.workdir.join(markers::working_file(key)).exists(), "{key}");
+        }
+        assert!(s.world.workdir.join(markers::start_file("dev", "i-1")).exists());
+        assert!(s.world.workdir.join(markers::start_file("dev", &launched.id)).exists());
     }
 
     #[tokio::test]
@@ -735,6 +780,46 @@ mod tests {
         let acted = act(&s.world, &[stop("i-1", true, true)], 1).await;
         assert_eq!(s.cloud.instance("dev", "i-1").unwrap().state, InstanceState::Stopped);
         assert_eq!((acted.stats.get(Counter::WarmPoolStopped), acted.stats.get(Counter::ActionFailed)), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_started_pool_agent_never_tagged_warmed_is_tagged_so_beside_its_start() {
+        let mut never_tagged = stopped("i-1");
+        never_tagged.warm = Some("dev".into());
+        let start = |id: &str, tag_warmed: bool| Action::Start {
+            env: "dev".into(),
+            instance_id: id.into(),
+            label: "dev".into(),
+            job_key: format!("spare-dev-{id}"),
+            why: "spare".into(),
+            spare: true,
+            tag_warmed,
+        };
+        let s = setup(vec![never_tagged.clone(), stopped("i-2")]);
+        act(&s.world, &[start("i-1", true), start("i-2", false)], 1).await;
+        assert_eq!(s.cloud.instance("dev", "i-1").unwrap().state, InstanceState::Running);
+        assert_eq!(s.cloud.instance("dev", "i-1").unwrap().warm, None, "tagged warmed: no pool agent booting");
+        assert_eq!(s.cloud.count("CreateTags"), 1, "only the pool agent is tagged");
+        // A failed tag fails nothing: the start is done.
+        let s = setup(vec![never_tagged]);
+        s.cloud.fail(None, "CreateTags", Times::Once, Ec2ErrorKind::Other);
+        let acted = act(&s.world, &[start("i-1", true)], 1).await;
+        assert_eq!(s.cloud.instance("dev", "i-1").unwrap().state, InstanceState::Running);
+        assert_eq!((acted.stats.get(Counter::InstancesStarted), acted.stats.get(Counter::ActionFailed)), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_warm_pool_create_marks_its_start_marker_with_the_pool() {
+        let s = setup(vec![]);
+        let mut pool = create("dev", Pricing::OnDemand, None, false);
+        if let Action::Create { warm, .. } = &mut pool {
+            *warm = true;
+        }
+        act(&s.world, &[pool, create("dev", Pricing::OnDemand, None, false)], 1).await;
+        let m = markers::read_markers(&s.world.workdir, SystemTime::now()).unwrap();
+        let mut pools: Vec<Option<&str>> = m.started.iter().map(|m| m.warm.as_deref()).collect();
+        pools.sort_unstable();
+        assert_eq!(pools, [None, Some("dev")]);
     }
 
     #[tokio::test]
@@ -787,6 +872,8 @@ mod tests {
                 label: "dev".into(),
                 job_key: "job-a___x".into(),
                 why: "last used".into(),
+                spare: false,
+                tag_warmed: false,
             },
             create("dev", Pricing::OnDemand, None, false),
         ];
@@ -1134,6 +1221,7 @@ mod tests {
             on_demand_fallback: false,
             replacement_for: None,
             warm: false,
+            spare: false,
         }
     }
 
@@ -1237,6 +1325,8 @@ mod tests {
             label: "dev".into(),
             job_key: format!("job-{id}___x"),
             why: "random".into(),
+            spare: false,
+            tag_warmed: false,
         };
         let acted = act(&s.world, &[start("i-1"), start("i-2")], 1).await;
         assert_eq!(s.cloud.mutations(), [("StartInstances", "i-1,i-2".to_string())]);

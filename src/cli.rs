@@ -140,6 +140,15 @@ pub struct Args {
     #[arg(long = "warm", action = clap::ArgAction::Append, value_name = "LABEL=N[@HH-HH]")]
     pub warm: Vec<String>,
 
+    /// Keep at least N idle executors of LABEL online (`dev=1`), so its next
+    /// job waits for no agent; with `@HH-HH` only in those UTC hours. Short,
+    /// a stopped agent of the label is started (a warm-pool member, or one
+    /// the idle policy stopped), else one is created within the on-demand
+    /// cap, after the queued items.
+    /// Repeatable. Spot labels cannot be stopped and restarted, so are refused.
+    #[arg(long = "spare", action = clap::ArgAction::Append, value_name = "LABEL=N[@HH-HH]")]
+    pub spare: Vec<String>,
+
     /// SQS queue, of this name in each env's account and region, that an
     /// EventBridge rule fills with EC2's spot interruption warnings,
     /// rebalance recommendations and instance state changes (none: off).

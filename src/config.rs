@@ -18,9 +18,10 @@ use crate::cli::{Args, CliTransport};
 use crate::jenkins::cli::{is_loopback, url_host};
 use crate::jenkins::host_key::KnownHostsFile;
 use crate::label::{parse_label, InstanceTypes};
+use crate::model::Label;
 use crate::periodic::sqs_requests::validate::{self, Policy};
 use crate::tls::CertCheck;
-use crate::warm::{parse_warm, WarmPool};
+use crate::warm::{parse_spare, parse_warm, Spare, WarmPool, WarmWord};
 
 /// The Groovy dump script shipped inside the binary (`--groovy` overrides it).
 /// The longest `--aws_timeout` or `--jenkins_timeout` taken.
@@ -191,6 +192,8 @@ pub struct FleetConfig {
     pub spot_fallback: bool,
     /// The warm pools (`--warm`), labels checked.
     pub warm: Vec<WarmPool>,
+    /// The spare executors (`--spare`), labels checked.
+    pub spare: Vec<Spare>,
 }
 
 /// What every AWS client shares.
@@ -426,6 +429,7 @@ impl Config {
             Some(list) => InstanceTypes::parse(list).map_err(flag)?,
         };
         let warm = warm_pools(&args.warm, &envs, &instance_types)?;
+        let spare = spares(&args.spare, &envs, &instance_types)?;
         let required_ip_list = args.required_ip_list.iter().map(|w| parse_ip_rule(w)).collect::<Result<Vec<_>, _>>()?;
         let warnings = required_ip_list
             .iter()
@@ -471,6 +475,7 @@ impl Config {
                     .then(|| Duration::from_secs(u64::from(args.zombie_minutes) * 60)),
                 spot_fallback: args.spot_fallback,
                 warm,
+                spare,
             },
             aws: AwsConfig {
                 role_name: master.sg_name,
@@ -534,17 +539,43 @@ pub fn warm_pools(
     envs: &BTreeMap<String, EnvConfig>,
     instance_types: &InstanceTypes,
 ) -> Result<Vec<WarmPool>, ConfigError> {
+    let why_not_spot = "one-time spot agents cannot be stopped, so cannot be kept warm";
+    let checked = label_words("--warm", words, parse_warm, why_not_spot, envs, instance_types)?;
+    Ok(checked.into_iter().map(|(label, w)| WarmPool { label, size: w.size, hours: w.hours }).collect())
+}
+
+/// The `--spare` words, checked as `--warm`'s are (a spare is refilled by
+/// starting a stopped agent, which a one-time spot agent cannot be), with
+/// at least one executor each.
+pub fn spares(
+    words: &[String],
+    envs: &BTreeMap<String, EnvConfig>,
+    instance_types: &InstanceTypes,
+) -> Result<Vec<Spare>, ConfigError> {
+    let why_not_spot = "one-time spot agents cannot be stopped and restarted, so cannot be kept spare";
+    let checked = label_words("--spare", words, parse_spare, why_not_spot, envs, instance_types)?;
+    Ok(checked.into_iter().map(|(label, w)| Spare { label, executors: w.size, hours: w.hours }).collect())
+}
+
+/// `LABEL=N[@HH-HH]` words of `flag`, each label checked: one env of
+/// environment.json with an AMI, no spot label, an admitted instance type,
+/// not given twice.
+fn label_words(
+    flag_name: &str,
+    words: &[String],
+    parse: fn(&str) -> Result<WarmWord, String>,
+    why_not_spot: &str,
+    envs: &BTreeMap<String, EnvConfig>,
+    instance_types: &InstanceTypes,
+) -> Result<Vec<(Label, WarmWord)>, ConfigError> {
     let known: BTreeSet<String> = envs.keys().cloned().collect();
-    let mut pools: Vec<WarmPool> = Vec::new();
+    let mut checked: Vec<(Label, WarmWord)> = Vec::new();
     for word in words {
-        let w = parse_warm(word).map_err(flag)?;
-        let refuse = |why: String| flag(format!("--warm {word:?}: {why}"));
+        let w = parse(word).map_err(flag)?;
+        let refuse = |why: String| flag(format!("{flag_name} {word:?}: {why}"));
         let label = parse_label(&w.label, &known).map_err(|e| refuse(e.to_string()))?;
         if label.pricing.is_spot() {
-            return Err(refuse(format!(
-                "label {} is a spot label; one-time spot agents cannot be stopped, so cannot be kept warm",
-                label.raw
-            )));
+            return Err(refuse(format!("label {} is a spot label; {why_not_spot}", label.raw)));
         }
         if !instance_types.allows(&label.instance_type) {
             return Err(refuse(format!("{} is not admitted by --instance_types", label.instance_type)));
@@ -552,12 +583,12 @@ pub fn warm_pools(
         if envs.get(&label.env).and_then(|e| e.ami.as_ref()).is_none() {
             return Err(refuse(format!("env {} has no AMI in --ami_ids, so no agent can be created there", label.env)));
         }
-        if pools.iter().any(|p| p.label.raw == label.raw) {
+        if checked.iter().any(|(l, _)| l.raw == label.raw) {
             return Err(refuse(format!("label {} is given twice", label.raw)));
         }
-        pools.push(WarmPool { label, size: w.size, hours: w.hours });
+        checked.push((label, w));
     }
-    Ok(pools)
+    Ok(checked)
 }
 
 /// `ENV:ami-id,ENV:ami-id`. Any AMI id length is accepted (today's are 21
@@ -771,6 +802,30 @@ mod tests {
         ] {
             let e = warm_pools(&words(&word), &envs, &types).unwrap_err().to_string();
             assert!(e.starts_with("--warm ") && e.contains(says) && !e.contains('\n'), "{word:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn spares_are_checked_as_warm_pools_are_and_keep_at_least_one_executor() {
+        let (_, mut envs) = parse_environment(GOOD).unwrap();
+        let types = InstanceTypes::default();
+        let words = |w: &[&str]| w.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let e = spares(&words(&["my-test-env=1"]), &envs, &types).unwrap_err().to_string();
+        assert!(e.contains("has no AMI in --ami_ids"), "{e}");
+        envs.get_mut("my-test-env").unwrap().ami = Some("ami-1".into());
+        let got = spares(&words(&["my-test-env=1@07-19", "my-test-env_shared=3"]), &envs, &types).unwrap();
+        assert_eq!((got[0].label.raw.as_str(), got[0].executors), ("my-test-env", 1));
+        assert_eq!(got[0].hours, Some(crate::warm::Hours { from: 7, to: 19 }));
+        assert_eq!((got[1].label.pricing, got[1].executors), (crate::model::Pricing::Shared, 3));
+        for (word, says) in [
+            (vec!["my-test-env_spot=1"], "one-time spot agents cannot be stopped and restarted"),
+            (vec!["other-env=1"], "names no known environment"),
+            (vec!["my-test-env_x2iedn.32xlarge=1"], "not admitted by --instance_types"),
+            (vec!["my-test-env=1", "my-test-env=2"], "given twice"),
+            (vec!["my-test-env=0"], "at least 1 idle executor"),
+        ] {
+            let e = spares(&words(&word), &envs, &types).unwrap_err().to_string();
+            assert!(e.starts_with("--spare ") && e.contains(says) && !e.contains('\n'), "{word:?}: {e}");
         }
     }
 

@@ -811,6 +811,7 @@ pub fn config(names: &[&str]) -> Config {
             zombie_after: None,
             spot_fallback: false,
             warm: vec![],
+            spare: vec![],
         },
         aws: AwsConfig {
             role_name: "jenkins_master".into(),

@@ -3,7 +3,9 @@
 //! - `working_on_<key>.working`: the queue item `<key>` has been given an
 //!   instance; expires by file age;
 //! - `<ENV>__<instance-id>.start_instance`: we started or created that
-//!   instance for the labels inside (`labels=…`, `instance_id=…` lines);
+//!   instance for the labels inside (`labels=…`, `instance_id=…` lines;
+//!   ours add `warm=LABEL` for a warm pool's create, which older readers
+//!   skip);
 //! - `<ENV>__<instance-id>.interrupted`: ours, not the original's: the agent
 //!   was taken out of service on an EC2 event (`kind=warned|draining`,
 //!   `event=…` lines; one without a known kind is ignored); it goes when
@@ -78,6 +80,7 @@ pub fn read_markers(dir: &Path, now: SystemTime) -> io::Result<Markers> {
                 instance_id: value("instance_id=").unwrap_or_else(|| id.to_string()),
                 labels: value("labels=").unwrap_or_default().split_whitespace().map(str::to_string).collect(),
                 age,
+                warm: value("warm=").filter(|w| !w.is_empty()),
             });
         }
     }
@@ -92,8 +95,13 @@ pub fn write_working(dir: &Path, key: &str) -> io::Result<()> {
     crate::files::replace(&dir.join(working_file(key)), b"")
 }
 
-pub fn write_start(dir: &Path, env: &str, instance_id: &str, labels: &str) -> io::Result<()> {
-    let text = format!("labels={labels}\ninstance_id={instance_id}\n");
+/// `warm`: the pool a create is for; the planner tells an agent booting into
+/// the pool from one started to serve builds by it.
+pub fn write_start(dir: &Path, env: &str, instance_id: &str, labels: &str, warm: Option<&str>) -> io::Result<()> {
+    let mut text = format!("labels={labels}\ninstance_id={instance_id}\n");
+    if let Some(pool) = warm {
+        text.push_str(&format!("warm={pool}\n"));
+    }
     crate::files::replace(&dir.join(start_file(env, instance_id)), text.as_bytes())
 }
 
@@ -119,18 +127,23 @@ mod tests {
     fn reads_what_it_writes_and_the_originals_files() {
         let dir = tempfile::tempdir().unwrap();
         write_working(dir.path(), "job-000___0229e1082c8dd9a2f7f2d7f51901a614").unwrap();
-        write_start(dir.path(), "my-test-env", "i-0abc", "my-test-env_spot").unwrap();
+        write_start(dir.path(), "my-test-env", "i-0abc", "my-test-env_spot", None).unwrap();
+        write_start(dir.path(), "my-test-env", "i-0def", "my-test-env", Some("my-test-env")).unwrap();
         // As the Python script wrote it (no trailing newline, CRLF-free).
         std::fs::write(dir.path().join("dev__i-9.start_instance"), "labels=dev\ninstance_id=i-9").unwrap();
         std::fs::write(dir.path().join("properties_run.csv"), "x").unwrap();
         let m = read_markers(dir.path(), SystemTime::now() + Duration::from_secs(10)).unwrap();
         let age = m.working["job-000___0229e1082c8dd9a2f7f2d7f51901a614"];
         assert!(age >= Duration::from_secs(9) && age < Duration::from_secs(60), "{age:?}");
-        assert_eq!(m.started.len(), 2);
+        assert_eq!(m.started.len(), 3);
         assert_eq!(m.started[0].env, "dev");
-        assert_eq!(m.started[0].instance_id, "i-9");
+        assert_eq!((m.started[0].instance_id.as_str(), m.started[0].warm.as_deref()), ("i-9", None));
         assert_eq!(m.started[1].env, "my-test-env");
-        assert_eq!(m.started[1].labels, ["my-test-env_spot"]);
+        assert_eq!(
+            (m.started[1].labels.as_slice(), m.started[1].warm.as_deref()),
+            (&["my-test-env_spot".to_string()][..], None)
+        );
+        assert_eq!((m.started[2].instance_id.as_str(), m.started[2].warm.as_deref()), ("i-0def", Some("my-test-env")));
         remove(dir.path(), &working_file("job-000___0229e1082c8dd9a2f7f2d7f51901a614")).unwrap();
         remove(dir.path(), "absent.working").unwrap();
         assert!(read_markers(dir.path(), SystemTime::now()).unwrap().working.is_empty());
@@ -162,7 +175,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, dir.path().join(working_file("job___x"))).unwrap();
         // A linked start marker is not read.
         assert!(read_markers(dir.path(), SystemTime::now()).unwrap().started.is_empty());
-        write_start(dir.path(), "dev", "i-1", "dev").unwrap();
+        write_start(dir.path(), "dev", "i-1", "dev", None).unwrap();
         write_working(dir.path(), "job___x").unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "labels=prod\ninstance_id=i-victim\n");
         let m = read_markers(dir.path(), SystemTime::now()).unwrap();

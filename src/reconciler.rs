@@ -43,6 +43,7 @@ pub fn plan_config(c: &FleetConfig) -> PlanConfig {
         zombie_after: c.zombie_after,
         spot_fallback: c.spot_fallback,
         warm: c.warm.clone(),
+        spare: c.spare.clone(),
         instance_types: c.instance_types.clone(),
         masters: c.envs.iter().map(|(n, e)| (n.clone(), e.jenkins_url.clone())).collect(),
     }

@@ -43,11 +43,13 @@ fn counted() -> Stats {
         (Counter::InterruptionFailed, 27),
         (Counter::WarmPoolCreated, 28),
         (Counter::WarmPoolStopped, 29),
+        (Counter::SpareStarted, 30),
+        (Counter::SpareCreated, 31),
     ] {
         s.add(counter, n);
     }
     // A new counter is a new column: pin it here too.
-    assert_eq!(Counter::ALL.len(), 29);
+    assert_eq!(Counter::ALL.len(), 31);
     s
 }
 
@@ -60,8 +62,8 @@ fn csv(stats: &Stats, file: &str) -> String {
 #[test]
 fn the_csv_columns_are_the_originals() {
     for (stats, values) in [
-        (Stats::default(), ["0,0,0,0", "0,0", "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0"]),
-        (counted(), ["1,2,3,4", "5,6", "14,15,22,7,19,8,9,18,26,27,16,10,11,12,24,25,20,23,21,17,28,29,13"]),
+        (Stats::default(), ["0,0,0,0", "0,0", "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0"]),
+        (counted(), ["1,2,3,4", "5,6", "14,15,22,7,19,8,9,18,26,27,16,10,11,12,24,25,20,31,30,23,21,17,28,29,13"]),
     ] {
         assert_eq!(
             csv(&stats, "properties_run.csv"),
@@ -74,7 +76,7 @@ fn the_csv_columns_are_the_originals() {
                 "action_failed,describe_failed,ec2_throttled,error_stopping_instance,gc_failed,instance_not_slave,\
                  instance_stopped_state,instance_type_refused,interruption_dropped,interruption_failed,\
                  inventory_failed,jar_file_error,job_on_queue,jobs_waited_too_long,rebalance_recommendations,\
-                 replacements_launched,security_group_failed,spot_interruptions,sqs_failed,unknown_label,\
+                 replacements_launched,security_group_failed,spare_created,spare_started,spot_interruptions,sqs_failed,unknown_label,\
                  warm_pool_created,warm_pool_stopped,zombie_instance\r\n{}\r\n",
                 values[2]
             )
@@ -135,6 +137,8 @@ slave_manager_errors_total{kind="interruption_dropped"} 26
 slave_manager_errors_total{kind="interruption_failed"} 27
 slave_manager_errors_total{kind="warm_pool_created"} 28
 slave_manager_errors_total{kind="warm_pool_stopped"} 29
+slave_manager_errors_total{kind="spare_started"} 30
+slave_manager_errors_total{kind="spare_created"} 31
 # HELP slave_manager_agents Our agents per env and EC2 state at the last observation.
 # TYPE slave_manager_agents gauge
 # HELP slave_manager_instance_minutes_total Instance-minutes of our agents in this run, by env, label and use (booting, busy and idle are paid; stopped pays its volumes only).
@@ -206,6 +210,8 @@ fn the_report_counters_are_pinned() {
 <tr><td>interruption_failed</td><td>27</td></tr>
 <tr><td>warm_pool_created</td><td>28</td></tr>
 <tr><td>warm_pool_stopped</td><td>29</td></tr>
+<tr><td>spare_started</td><td>30</td></tr>
+<tr><td>spare_created</td><td>31</td></tr>
 </table>
 "#,
     ] {

@@ -125,6 +125,12 @@ counters! {
     WarmPoolCreated: "warm_pool_created", Error, false;
     /// A warm-pool agent stopped once set up; also in instances_stopped.
     WarmPoolStopped: "warm_pool_stopped", Error, false;
+    /// A stopped agent started for its label's spare executors (`--spare`);
+    /// also in instances_started.
+    SpareStarted: "spare_started", Error, false;
+    /// An agent created for its label's spare executors; also in
+    /// instances_created.
+    SpareCreated: "spare_created", Error, false;
 }
 
 impl Counter {

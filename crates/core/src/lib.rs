@@ -8,7 +8,8 @@
 //! - [`counter`]: the counters of a run and their CSV columns;
 //! - [`plan`]: scale down, scale up, the inventory, the security group;
 //! - [`time_to_agent`]: each queue item's way to its agent, phase by phase;
-//! - [`warm`]: the warm pool's flag (`--warm LABEL=N[@HH-HH]`).
+//! - [`warm`]: the warm pool's flag (`--warm LABEL=N[@HH-HH]`) and the spare
+//!   executors' (`--spare LABEL=N[@HH-HH]`).
 
 pub mod counter;
 pub mod job_key;

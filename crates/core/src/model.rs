@@ -200,6 +200,9 @@ pub struct StartMarker {
     pub instance_id: String,
     pub labels: Vec<String>,
     pub age: Duration,
+    /// The warm pool a create was for (`warm=LABEL`): an agent booting into
+    /// the pool, not one started or created to serve builds.
+    pub warm: Option<String>,
 }
 
 /// The marker files found in the working directory at the start of a pass.

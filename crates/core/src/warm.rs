@@ -2,6 +2,11 @@
 //! N stopped, set-up agents of a label so its next job gets a start (tens of
 //! seconds) instead of a create (boot plus agent set-up). The planner's side
 //! is in `plan::warm` (the stops) and `plan::scale_up::warm` (the creates).
+//!
+//! The spare executors' flag (`--spare LABEL=N[@HH-HH]`, same syntax): keep
+//! at least N idle executors of a label online, so its next job waits for
+//! no agent at all; refilled by starts (from the warm pool) before creates.
+//! The planner's side is `plan::spare` and `plan::scale_up::spare`.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,6 +20,16 @@ pub struct WarmPool {
     /// Stopped agents to keep.
     pub size: u32,
     /// When the pool is kept; `None`: always.
+    pub hours: Option<Hours>,
+}
+
+/// One `--spare` label, checked against the envs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spare {
+    pub label: Label,
+    /// Idle executors to keep ready (at least 1).
+    pub executors: u32,
+    /// When they are kept; `None`: always.
     pub hours: Option<Hours>,
 }
 
@@ -45,7 +60,7 @@ impl fmt::Display for Hours {
     }
 }
 
-/// A `--warm` word before its label is checked: `LABEL=N[@HH-HH]`.
+/// A `--warm` or `--spare` word before its label is checked: `LABEL=N[@HH-HH]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WarmWord {
     pub label: String,
@@ -53,9 +68,24 @@ pub struct WarmWord {
     pub hours: Option<Hours>,
 }
 
-/// Reads `LABEL=N[@HH-HH]`; the error is one line naming what is wrong.
+/// Reads a `--warm` word, `LABEL=N[@HH-HH]`; the error is one line naming
+/// what is wrong.
 pub fn parse_warm(word: &str) -> Result<WarmWord, String> {
-    let bad = |why: String| format!("--warm {word:?}: {why} (LABEL=N or LABEL=N@HH-HH, hours in UTC)");
+    parse_word("--warm", word)
+}
+
+/// Reads a `--spare` word, `LABEL=N[@HH-HH]` with N at least 1 (zero spare
+/// executors is no spare); the error is one line naming what is wrong.
+pub fn parse_spare(word: &str) -> Result<WarmWord, String> {
+    let w = parse_word("--spare", word)?;
+    if w.size == 0 {
+        return Err(format!("--spare {word:?}: keep at least 1 idle executor (LABEL=N, N ≥ 1)"));
+    }
+    Ok(w)
+}
+
+fn parse_word(flag: &str, word: &str) -> Result<WarmWord, String> {
+    let bad = |why: String| format!("{flag} {word:?}: {why} (LABEL=N or LABEL=N@HH-HH, hours in UTC)");
     let (label, rest) = word.split_once('=').ok_or_else(|| bad("no `=`".into()))?;
     let label = label.trim();
     if label.is_empty() {
@@ -65,7 +95,9 @@ pub fn parse_warm(word: &str) -> Result<WarmWord, String> {
         Some((size, hours)) => (size, Some(hours)),
         None => (rest, None),
     };
-    let size: u32 = size.trim().parse().map_err(|_| bad(format!("{:?} is not a number of agents", size.trim())))?;
+    // `--warm` keeps agents, `--spare` idle executors.
+    let unit = if flag == "--spare" { "idle executors" } else { "agents" };
+    let size: u32 = size.trim().parse().map_err(|_| bad(format!("{:?} is not a number of {unit}", size.trim())))?;
     let hours = hours.map(|h| parse_hours(h.trim()).map_err(bad)).transpose()?;
     Ok(WarmWord { label: label.to_string(), size, hours })
 }
@@ -123,6 +155,22 @@ mod tests {
             let e = parse_warm(word).unwrap_err();
             assert!(e.contains(says), "{word}: {e}");
             assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_spare_word_is_a_warm_word_of_at_least_one_executor() {
+        assert_eq!(parse_spare("dev=1"), Ok(WarmWord { label: "dev".into(), size: 1, hours: None }));
+        assert_eq!(parse_spare("dev_shared=3@07-19").unwrap().hours, Some(Hours { from: 7, to: 19 }));
+        for (word, says) in [
+            ("dev=0", "at least 1 idle executor"),
+            ("dev=0@07-19", "at least 1 idle executor"),
+            ("dev", "no `=`"),
+            ("dev=x", "\"x\" is not a number of idle executors"),
+            ("dev=1@7-19", "is not an hour"),
+        ] {
+            let e = parse_spare(word).unwrap_err();
+            assert!(e.starts_with("--spare ") && e.contains(says) && !e.contains('\n'), "{word}: {e}");
         }
     }
 

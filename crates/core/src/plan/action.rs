@@ -34,6 +34,14 @@ pub enum Action {
         label: String,
         job_key: String,
         why: String,
+        /// For the label's spare executors (`--spare`): no queue item, so
+        /// no working marker.
+        spare: bool,
+        /// A warm-pool agent never tagged `WARMED_TAG` (its stop's tag
+        /// failed, or someone else stopped it): being stopped, it is set up;
+        /// the start tags it, so it is an agent like any other, not one
+        /// booting into the pool.
+        tag_warmed: bool,
     },
     /// `replaces`: the make-room termination this create depends on.
     Create {
@@ -50,6 +58,9 @@ pub enum Action {
         /// For a warm pool (`--warm`): no queue item, so no working marker;
         /// tagged so it is stopped once set up, and told apart.
         warm: bool,
+        /// For the label's spare executors (`--spare`): no queue item, so
+        /// no working marker.
+        spare: bool,
     },
     /// `offline-node`: Jenkins gives the node no new build.
     OfflineNode {
@@ -195,10 +206,10 @@ impl fmt::Display for TerminateReason {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::Start { env, instance_id, label, job_key, why } => {
+            Action::Start { env, instance_id, label, job_key, why, .. } => {
                 write!(f, "{env}: start {instance_id} for label {label} ({job_key}, {why})")
             }
-            Action::Create { env, label, job_key, replaces, replacement_for, warm, .. } => {
+            Action::Create { env, label, job_key, replaces, replacement_for, warm, spare, .. } => {
                 write!(
                     f,
                     "{env}: create {} {} agent for label {} ({job_key}",
@@ -208,6 +219,9 @@ impl fmt::Display for Action {
                 )?;
                 if *warm {
                     write!(f, ", warm pool")?;
+                }
+                if *spare {
+                    write!(f, ", spare")?;
                 }
                 if let Some(id) = replacement_for {
                     write!(f, ", replacement for reclaimed {id}")?;
@@ -271,6 +285,8 @@ mod tests {
                     label: "dev".into(),
                     job_key: "k".into(),
                     why: "w".into(),
+                    spare: false,
+                    tag_warmed: false,
                 },
                 true,
             ),
@@ -284,6 +300,7 @@ mod tests {
                     on_demand_fallback: false,
                     replacement_for: None,
                     warm: false,
+                    spare: false,
                 },
                 false,
             ),
@@ -329,6 +346,8 @@ mod tests {
             label: "dev".into(),
             job_key: "job-000".into(),
             why: "last used dev-10.0.1.7".into(),
+            spare: false,
+            tag_warmed: false,
         };
         assert_eq!(start.to_string(), "dev: start i-0abc for label dev (job-000, last used dev-10.0.1.7)");
         assert_eq!(start.kind(), "start");
@@ -343,6 +362,7 @@ mod tests {
             on_demand_fallback: false,
             replacement_for: None,
             warm: false,
+            spare: false,
         };
         assert_eq!(
             create.to_string(),

@@ -213,6 +213,7 @@ mod tests {
             on_demand_fallback: false,
             replacement_for: None,
             warm: false,
+            spare: false,
         }
     }
 
@@ -253,6 +254,8 @@ mod tests {
             label: "dev".into(),
             job_key: format!("job-{id}"),
             why: "w".into(),
+            spare: false,
+            tag_warmed: false,
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::label::InstanceTypes;
 use crate::model::{same_master, Instance, KEY_NAME};
-use crate::warm::WarmPool;
+use crate::warm::{Spare, WarmPool};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanConfig {
@@ -34,6 +34,8 @@ pub struct PlanConfig {
     pub spot_fallback: bool,
     /// The warm pools (`--warm`): stopped agents kept per label.
     pub warm: Vec<WarmPool>,
+    /// The spare executors (`--spare`): idle executors kept ready per label.
+    pub spare: Vec<Spare>,
 }
 
 impl PlanConfig {

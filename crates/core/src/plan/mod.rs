@@ -16,7 +16,9 @@
 //! - [`cost`]: instance-time per env, label and use (booting, busy, idle, stopped);
 //! - [`security_group`]: the master's ingress rules (SPEC A7);
 //! - `warm`: warm-pool agents stopped once set up (issue 14); their creates
-//!   come last in `scale_up`.
+//!   come last in `scale_up`;
+//! - `spare`: the spare executors a label has ready (issue 14); agents are
+//!   brought up for them in `scale_up`, after the queued items.
 
 mod action;
 pub mod calls;
@@ -30,6 +32,7 @@ mod scale_down;
 mod scale_up;
 pub mod security_group;
 mod snapshot;
+mod spare;
 #[cfg(test)]
 pub(crate) mod test_kit;
 mod warm;
@@ -84,7 +87,7 @@ pub fn decide<'a, D, M>(
 }
 
 /// Plans one pass: EC2's events, warm-pool stops, scale down, then scale up
-/// (whose last step fills the warm pools).
+/// (queued items, then the spare executors, then the warm pools).
 ///
 /// Events decide first: an agent EC2 takes is out of service before
 /// anything counts on it. Scale-down decides before scale-up so scale-up

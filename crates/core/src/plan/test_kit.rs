@@ -35,6 +35,7 @@ pub fn cfg() -> PlanConfig {
         zombie_after: None,
         spot_fallback: false,
         warm: vec![],
+        spare: vec![],
         instance_types: InstanceTypes::default(),
         masters: ["dev", "prod", "qa"].iter().map(|e| (e.to_string(), MASTER.to_string())).collect(),
     }
@@ -224,6 +225,7 @@ pub trait SceneExt: Sized {
                 instance_id: id.into(),
                 labels: vec![label.into()],
                 age: Duration::from_secs(age_secs),
+                warm: None,
             })
         })
     }
@@ -241,8 +243,10 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .map(|a| match a {
+            Action::Start { instance_id, label, spare: true, .. } => format!("start {instance_id} {label} spare"),
             Action::Start { instance_id, label, .. } => format!("start {instance_id} {label}"),
             Action::Create { env, label, warm: true, .. } => format!("create {env} {} warm", label.raw),
+            Action::Create { env, label, spare: true, .. } => format!("create {env} {} spare", label.raw),
             Action::Create { env, label, replaces: None, .. } => format!("create {env} {}", label.raw),
             Action::Create { env, label, replaces: Some(id), .. } => {
                 format!("create {env} {} replacing {id}", label.raw)
@@ -277,6 +281,25 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
 
 pub fn info_notes(notes: &[Note]) -> Vec<&str> {
     notes.iter().filter(|n| n.level == NoteLevel::Info).map(|n| n.text.as_str()).collect()
+}
+
+pub fn debug_notes(notes: &[Note]) -> Vec<&str> {
+    notes.iter().filter(|n| n.level == NoteLevel::Debug).map(|n| n.text.as_str()).collect()
+}
+
+/// A `--warm` or `--spare` word: label, N, hours.
+pub type LabelWord<'a> = (&'a str, u32, Option<(u8, u8)>);
+
+/// `cfg()` with `--warm` pools and `--spare` labels.
+pub fn with_pools(warm: &[LabelWord<'_>], spare: &[LabelWord<'_>]) -> PlanConfig {
+    use crate::warm::{Hours, Spare, WarmPool};
+    let mut c = cfg();
+    let known = c.known_envs();
+    let label = |l: &str| crate::label::parse_label(l, &known).unwrap();
+    let hours = |h: Option<(u8, u8)>| h.map(|(from, to)| Hours { from, to });
+    c.warm = warm.iter().map(|&(l, size, h)| WarmPool { label: label(l), size, hours: hours(h) }).collect();
+    c.spare = spare.iter().map(|&(l, executors, h)| Spare { label: label(l), executors, hours: hours(h) }).collect();
+    c
 }
 
 /// The subjects of `counter` the caller is to count once per run.

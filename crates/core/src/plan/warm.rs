@@ -12,6 +12,12 @@
 //! agent disconnects, and our client runs with `-deleteExistingClients`
 //! (`jenkins/agent/start_swarm.sh`): a later start registers a fresh node,
 //! online, without this offline mark.
+//!
+//! A label short of spare executors (`--spare`) keeps such an agent online
+//! as its spare instead. Membership is read from the snapshot each pass
+//! ([`serving`]): a pool agent whose node is online serves builds and is no
+//! pool member, so the pool refills by a create; it rejoins the pool when
+//! the set-up stop takes its node offline.
 
 use std::collections::BTreeSet;
 
@@ -20,12 +26,30 @@ use crate::model::{Instance, InstanceState, Node};
 use super::nodes::node_of;
 use super::scale_down::names;
 use super::snapshot::observed;
+use super::spare;
 use super::{Action, Plan, PlanConfig, Snapshot};
 
 /// The `offline-node -m` text of a set-up pool agent: the dump script's
 /// `offlineByUs` knows it, so it reports the node `terminate_me` once idle.
 pub(super) const WARM_REASON: &str = "warm pool: set up, to be stopped until a job of its label needs it";
 
+/// A pool agent whose node is online serves builds — left online by the
+/// set-up stop (as the spare, or for a waiting item), or taken by a build
+/// before it: no pool member, and it counts for the spare like any agent.
+/// It rejoins the pool once the set-up stop takes its node offline (offline
+/// by us; offline not by us it is still on its way into the pool). Its node
+/// is the one the set-up stop would act on; an older dump script that does
+/// not report busy executors leaves the agent to the idle policy, never to
+/// the set-up stop, so it stays a member as it always was (else every pool
+/// agent would be refilled, up to the cap).
+pub(super) fn serving(snap: &Snapshot<'_>, inst: &Instance) -> bool {
+    node_of(&snap.dump.nodes, inst)
+        .filter(|n| names(&n.name, inst))
+        .is_some_and(|n| !n.offline && n.busy_executors.is_some())
+}
+
+/// Takes set-up pool agents offline and stops them, unless their label's
+/// spare needs them online.
 pub(super) fn plan_stops(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BTreeSet<String>, plan: &mut Plan) {
     // An item of its label may be about to run on it: Jenkins assigns
     // builds between our passes.
@@ -73,6 +97,10 @@ pub(super) fn plan_stops(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BT
                 plan.debug(None, format!("warm pool {pool}: {} is kept running, an item of its label waits", inst.id));
                 continue;
             }
+            if let Some(short) = spare_short_without(cfg, snap, inst, instances, claimed) {
+                plan.debug(None, format!("warm pool {pool}: {} is kept online as the spare ({short})", inst.id));
+                continue;
+            }
             // Claimed: it serves no queue item of this pass either.
             claimed.insert(inst.id.clone());
             plan.act(Action::OfflineNode {
@@ -83,6 +111,33 @@ pub(super) fn plan_stops(cfg: &PlanConfig, snap: &Snapshot<'_>, claimed: &mut BT
             });
         }
     }
+}
+
+/// A spare of the agent's labels, in its hours, that is short of idle
+/// executors without it: what it has. Pool agents on their way into the
+/// pool do not count, those serving do (this pass takes offline those it
+/// claimed).
+fn spare_short_without(
+    cfg: &PlanConfig,
+    snap: &Snapshot<'_>,
+    inst: &Instance,
+    instances: &[Instance],
+    claimed: &BTreeSet<String>,
+) -> Option<String> {
+    let others = |i: &Instance| {
+        i.id != inst.id
+            && !claimed.contains(&i.id)
+            && (i.warm.is_none() || serving(snap, i) || spare::started_not_for_pool(cfg, snap, i))
+    };
+    cfg.spare
+        .iter()
+        .filter(|s| inst.has_label(&s.label.raw) && cfg.is_ours(&s.label.env, inst) && spare::in_hours(s, snap))
+        .find_map(|s| {
+            let ready =
+                spare::executors(cfg, snap, &s.label, instances, others).saturating_sub(spare::queued(snap, &s.label));
+            (ready < s.executors)
+                .then(|| format!("spare {}: {ready} of {} idle executors ready without it", s.label.raw, s.executors))
+        })
 }
 
 /// No node of the instance has a busy executor, and the dump says so.
@@ -368,25 +423,108 @@ mod tests {
         let offline = Node { offline: true, ..online("dev-10.0.0.1", "i-1", "dev", 1) };
         let unknown = Node { busy_executors: None, ..online("dev-10.0.0.1", "i-1", "dev", 1) };
         let misnamed = online("dev-10.0.0.7", "i-1", "dev", 1);
-        for nodes in [vec![busy], vec![offline], vec![unknown], vec![misnamed], vec![]] {
+        // Neither taken offline nor stopped (a busy node serves builds, so
+        // the pool refills beside it).
+        let untouched = |nodes: Vec<Node>| {
             let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(nodes.clone());
-            assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), Vec::<String>::new(), "{nodes:?}");
+            let got = acts(&warm(&[("dev", 1, None)]), &s);
+            assert!(got.iter().all(|a| a.starts_with("create ")), "{nodes:?}: {got:?}");
+            got
+        };
+        assert_eq!(untouched(vec![busy]), ["create dev dev warm"]);
+        // Still the pool's: not online, or a node the set-up stop would not
+        // act on (an older dump script, a name that does not name it).
+        for nodes in [vec![offline], vec![unknown], vec![misnamed], vec![]] {
+            assert_eq!(untouched(nodes), Vec::<String>::new());
         }
         // Another node of the instance has a build.
-        let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![
+        untouched(vec![
             online("dev-10.0.0.1", "i-1", "dev", 1),
             Node { busy_executors: Some(1), ..online("dev-10.0.0.1-b", "i-1", "dev", 0) },
         ]);
-        assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), Vec::<String>::new());
     }
 
     #[test]
-    fn a_pool_agent_is_kept_running_while_an_item_of_its_label_waits() {
-        // Jenkins is about to give it the item.
+    fn a_set_up_pool_agent_is_kept_online_as_the_spare_when_its_label_is_short() {
+        let c = with_pools(&[("dev", 1, None)], &[("dev", 1, None)]);
+        let set_up = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![online(
+            "dev-10.0.0.1",
+            "i-1",
+            "dev",
+            1,
+        )]);
+        let plan = plan_pass(&c, &set_up.view(), 1);
+        // Kept online, not the pool's any more: the pool refills by a create.
+        assert_eq!(brief(&plan.actions), ["create dev dev warm"]);
+        let notes = debug_notes(&plan.notes);
+        assert!(
+            notes.contains(
+                &"warm pool dev: i-1 is kept online as the spare (spare dev: 0 of 1 idle executors ready without it)"
+            ),
+            "{notes:?}"
+        );
+        assert!(notes.contains(&"spare dev: 1 of 1 idle executors ready"), "{notes:?}");
+        // The next pass, its replacement booting into the pool: still kept,
+        // and the booting one is no spare of its own.
+        let s = set_up
+            .clone()
+            .with(|s| s.envs.get_mut("dev").unwrap().as_mut().unwrap().push(filling("i-2", Pending, "dev")));
+        assert_eq!(acts(&c, &s), Vec::<String>::new());
+        // Another agent is the spare already: the pool agent goes offline
+        // to be stopped, as without --spare.
+        let s = set_up.clone().with(|s| {
+            s.envs.get_mut("dev").unwrap().as_mut().unwrap().push(agent("i-3", Running, "dev"));
+            s.dump.nodes.push(online("dev-10.0.0.3", "i-3", "dev", 1));
+        });
+        assert_eq!(acts(&c, &s), ["offline dev-10.0.0.1"]);
+        // Outside the spare's hours (now() is 22:13 UTC): stopped as usual.
+        let c = with_pools(&[("dev", 1, None)], &[("dev", 1, Some((7, 19)))]);
+        assert_eq!(acts(&c, &set_up), ["offline dev-10.0.0.1"]);
+    }
+
+    #[test]
+    fn a_pool_agent_kept_running_for_a_waiting_item_serves_it_and_the_pool_refills() {
+        // Jenkins is about to give it the item: kept online, it serves
+        // builds and is no pool member.
+        let c = warm(&[("dev", 1, None)]);
         let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])])
             .nodes(vec![online("dev-10.0.0.1", "i-1", "dev", 1)])
             .queue(vec![item("job", "dev")]);
-        assert_eq!(acts(&warm(&[("dev", 1, None)]), &s), Vec::<String>::new());
+        assert_eq!(acts(&c, &s), ["create dev dev warm"]);
+        // The item took it: busy, still no member.
+        let busy = Node { busy_executors: Some(1), idle_executors: Some(0), ..online("dev-10.0.0.1", "i-1", "dev", 0) };
+        let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![busy]);
+        assert_eq!(acts(&c, &s), ["create dev dev warm"]);
+        // Idle again: the set-up stop takes its node offline, and in that
+        // pass it is the pool's again.
+        let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![online(
+            "dev-10.0.0.1",
+            "i-1",
+            "dev",
+            1,
+        )]);
+        assert_eq!(acts(&c, &s), ["offline dev-10.0.0.1"]);
+    }
+
+    #[test]
+    fn a_pool_agent_kept_as_the_spare_and_taken_by_a_build_stays_the_spare_and_out_of_the_pool() {
+        // Five executors, one busy: its four idle ones are the spare's, and
+        // the pool, short of it, refills by a create.
+        let c = with_pools(&[("dev_shared", 1, None)], &[("dev_shared", 1, None)]);
+        let node = Node {
+            busy_executors: Some(1),
+            idle_executors: Some(4),
+            num_executors: Some(5),
+            ..online("dev_shared-10.0.0.1", "i-1", "dev_shared", 4)
+        };
+        let s = snap(vec![("dev", vec![filling("i-1", Running, "dev_shared")])]).nodes(vec![node]);
+        let plan = plan_pass(&c, &s.view(), 1);
+        assert_eq!(brief(&plan.actions), ["create dev dev_shared warm"]);
+        assert!(
+            debug_notes(&plan.notes).contains(&"spare dev_shared: 4 of 1 idle executors ready"),
+            "{:?}",
+            plan.notes
+        );
     }
 
     #[test]

@@ -42,15 +42,7 @@ impl ScaleUp<'_> {
     /// Ours, in an active state, and serving the label: by its tag, or by a
     /// fresh start marker (tags may lag behind a launch).
     pub(super) fn serves(&self, inst: &Instance, label: &Label) -> bool {
-        self.cfg.is_ours(&label.env, inst)
-            && inst.state.is_active()
-            && (inst.has_label(&label.raw)
-                || self.snap.markers.started.iter().any(|m| {
-                    m.env == label.env
-                        && m.instance_id == inst.id
-                        && m.age < self.cfg.working_ttl
-                        && m.labels.contains(&label.raw)
-                }))
+        crate::plan::spare::serves(self.cfg, &self.snap, inst, label)
     }
 
     /// The (env, label) pool, built from the snapshot on first use.

@@ -114,6 +114,7 @@ impl ScaleUp<'_> {
             on_demand_fallback,
             replacement_for,
             warm: false,
+            spare: false,
         });
     }
 
@@ -239,6 +240,7 @@ mod tests {
                 on_demand_fallback: false,
                 replacement_for: None,
                 warm: false,
+                spare: false,
             }]
         );
     }

@@ -6,11 +6,13 @@
 //! - `capacity`: the free executors of each label's providers;
 //! - `stopped`: which stopped agent to start;
 //! - `caps`: creates within the caps, and make-room;
-//! - `warm`: the warm pools' creates, after every queue item.
+//! - `spare`: the spare executors' starts and creates, after every queue item;
+//! - `warm`: the warm pools' creates, last.
 
 mod capacity;
 mod caps;
 mod markers;
+mod spare;
 mod stopped;
 mod warm;
 
@@ -91,7 +93,9 @@ impl ScaleUp<'_> {
         for (item, key) in unhandled {
             self.provide(item, key);
         }
-        // Last: the pools get what the queue left of the caps.
+        // Then the spares, refilled from the pools; last, the pools get what
+        // the queue and the spares left of the caps.
+        self.keep_spares();
         self.fill_warm_pools();
         self.remove_stale_markers(&items);
     }
@@ -156,6 +160,7 @@ impl ScaleUp<'_> {
         }
         if let Some((inst, why)) = self.pick_stopped(instances, &label, item.last_built_on.as_deref()) {
             let id = inst.id.clone();
+            let tag_warmed = inst.warm.is_some();
             self.claimed.insert(id.clone());
             self.add_slots(Provider::Instance(id.clone()), label.pricing.executors() - 1);
             self.plan.act(Action::Start {
@@ -164,6 +169,8 @@ impl ScaleUp<'_> {
                 label: label.raw.clone(),
                 job_key: key.to_string(),
                 why,
+                spare: false,
+                tag_warmed,
             });
             return;
         }

@@ -77,6 +77,8 @@ mod tests {
                     label: "dev".into(),
                     job_key: key("job-000"),
                     why: "last used dev-10.0.1.7".into(),
+                    spare: false,
+                    tag_warmed: false,
                 }]
             );
         }

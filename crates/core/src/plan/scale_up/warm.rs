@@ -7,9 +7,10 @@
 //! it, and never by making room.
 
 use crate::job_key::client_token;
-use crate::model::{Instance, InstanceState};
+use crate::model::{Instance, InstanceState, Label};
 use crate::plan::snapshot::{observed, unix_secs};
-use crate::plan::warm::WARM_REASON;
+use crate::plan::spare::started_not_for_pool;
+use crate::plan::warm::{serving, WARM_REASON};
 use crate::plan::Action;
 use crate::warm::WarmPool;
 
@@ -60,7 +61,7 @@ impl ScaleUp<'_> {
         // makes a new one. The pool's members alone would not do: once the
         // pool is back to the set it had at a create, the repeated token
         // would get EC2's old answer, an agent a job has since claimed.
-        let fleet = self.label_fleet(instances, pool).join(",");
+        let fleet = self.label_fleet(instances, label).join(",");
         for n in 0..granted {
             let key = format!("warm-pool-{}-{}", label.raw, have + n + 1);
             let client_token = client_token(env, &format!("{key}|{fleet}"), None, now);
@@ -73,27 +74,26 @@ impl ScaleUp<'_> {
                 on_demand_fallback: false,
                 replacement_for: None,
                 warm: true,
+                spare: false,
             });
         }
     }
 
-    /// Every listed agent of ours with the pool's label, in any state, and
-    /// the fresh start markers of the label EC2 does not list yet: their ids.
-    fn label_fleet(&self, instances: &[Instance], pool: &WarmPool) -> Vec<String> {
-        let label = &pool.label;
+    /// Every listed agent of ours with the label, in any state, and the
+    /// fresh start markers of the label EC2 does not list yet: their ids.
+    pub(super) fn label_fleet(&self, instances: &[Instance], label: &Label) -> Vec<String> {
         let listed = instances
             .iter()
             .filter(|i| self.cfg.is_ours(&label.env, i) && i.has_label(&label.raw))
             .map(|i| i.id.clone());
-        let mut ids: Vec<String> = listed.chain(self.unlisted(instances, pool)).collect();
+        let mut ids: Vec<String> = listed.chain(self.unlisted(instances, label)).collect();
         ids.sort_unstable();
         ids
     }
 
     /// Launched moments ago and not yet listed by EC2 (its describe lags):
     /// its start marker says it exists.
-    fn unlisted<'s>(&'s self, instances: &'s [Instance], pool: &'s WarmPool) -> impl Iterator<Item = String> + 's {
-        let label = &pool.label;
+    fn unlisted<'s>(&'s self, instances: &'s [Instance], label: &'s Label) -> impl Iterator<Item = String> + 's {
         self.snap
             .markers
             .started
@@ -130,14 +130,19 @@ impl ScaleUp<'_> {
                 && (stopping || !self.claimed.contains(&i.id))
                 && match i.state {
                     InstanceState::Stopped | InstanceState::Stopping => true,
+                    // Serving builds (its node online), or started by us: not
+                    // the pool's until the set-up stop takes its node offline.
                     InstanceState::Pending | InstanceState::Running => {
-                        stopping || i.warm.as_deref() == Some(label.raw.as_str())
+                        stopping
+                            || (i.warm.as_deref() == Some(label.raw.as_str())
+                                && !serving(&self.snap, i)
+                                && !started_not_for_pool(self.cfg, &self.snap, i))
                     }
                     InstanceState::ShuttingDown | InstanceState::Terminated => false,
                 }
         };
         let observed = instances.iter().filter(in_pool).map(|i| i.id.clone());
-        let mut members: Vec<String> = observed.chain(self.unlisted(instances, pool)).collect();
+        let mut members: Vec<String> = observed.chain(self.unlisted(instances, label)).collect();
         members.sort_unstable();
         members
     }
