@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -18,7 +18,8 @@ use crate::observe::{observe, Observation};
 use crate::periodic::schedule::{self, Job};
 use crate::periodic::{gc, security_group, sqs_requests};
 use crate::plan::{
-    cost, decide, plan_inventory, spot_agents, Action, Decision, Events, Note, NoteLevel, OfflineEarly, PlanConfig,
+    cost, decide, plan_inventory, spot_agents, Action, Decision, Events, FailedStarts, Note, NoteLevel, OfflineEarly,
+    PlanConfig, FAILED_START_SKIPPED,
 };
 use crate::record::in_flight;
 use crate::record::metrics::AgentStates;
@@ -73,6 +74,10 @@ pub struct Reconciler<'w> {
     /// and when, until a pass has handled their event (see
     /// [`OfflineEarly`]), the instance is gone, or [`OFFLINE_EARLY_HELD`].
     offline_early: BTreeMap<(String, String), Instant>,
+    /// Stopped agents whose start EC2 refused, and when (the pass's clock),
+    /// until one starts, it leaves the stopped state, or
+    /// [`FAILED_START_SKIPPED`] has passed: see [`FailedStarts`].
+    failed_starts: FailedStarts,
 }
 
 /// How long an agent the nap took offline is held from scale-down while its
@@ -93,6 +98,7 @@ impl<'w> Reconciler<'w> {
             in_flight: in_flight::load(&world.workdir),
             listener: interruption::Listener::default(),
             offline_early: BTreeMap::new(),
+            failed_starts: FailedStarts::new(),
         }
     }
 
@@ -188,6 +194,20 @@ impl<'w> Reconciler<'w> {
         self.offline_early.keys().cloned().collect()
     }
 
+    /// The refused starts the next pass still remembers: of agents not seen
+    /// out of the stopped state, refused less than [`FAILED_START_SKIPPED`]
+    /// ago.
+    fn still_failed_starts(&mut self, envs: &BTreeMap<String, EnvObservation>, now: SystemTime) -> FailedStarts {
+        self.failed_starts.retain(|(env, id), at| {
+            let left = envs
+                .get(env)
+                .and_then(|seen| seen.as_ref().ok())
+                .is_some_and(|instances| !instances.iter().any(|i| &i.id == id && i.state == InstanceState::Stopped));
+            !left && now.duration_since(*at).unwrap_or_default() < FAILED_START_SKIPPED
+        });
+        self.failed_starts.clone()
+    }
+
     /// Waits for the interruption polls still out as the run ends, and
     /// hands back to their queues the events no pass took.
     async fn settle(&mut self) {
@@ -237,7 +257,9 @@ impl<'w> Reconciler<'w> {
             stats.add(Counter::InterruptionFailed, 1);
         }
         let offline_early = self.still_offline_early(&obs.envs);
-        let events = Events { received: &obs.events.events, offline_early: &offline_early };
+        let failed_starts = self.still_failed_starts(&obs.envs, obs.now);
+        let events =
+            Events { received: &obs.events.events, offline_early: &offline_early, failed_starts: &failed_starts };
         // Events stay on their queues unless a plan handled them.
         let mut kept: Option<Vec<String>> = None;
         match decide(&self.plan_config, &obs.dump, &obs.envs, &obs.markers, events, obs.now, fastrand::u64(..)) {
@@ -290,6 +312,14 @@ impl<'w> Reconciler<'w> {
                 self.offline_early.retain(|(env, id), _| !handled(env, id));
                 for (env, id) in offlined(&acted) {
                     self.listener.offlined(&env, &id);
+                }
+                for r in acted.records.iter().filter(|r| r.kind == "start") {
+                    let (Some(env), Some(id)) = (&r.env, &r.instance_id) else { continue };
+                    let key = (env.clone(), id.clone());
+                    match r.outcome {
+                        Ok(()) => self.failed_starts.remove(&key),
+                        Err(_) => self.failed_starts.insert(key, r.time),
+                    };
                 }
                 self.record.acted(acted);
                 kept = Some(keep);
