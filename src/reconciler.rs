@@ -1006,6 +1006,96 @@ mod tests {
         assert!(r.still_offline_early(&envs(vec![running])).is_empty(), "held no longer than the bound");
     }
 
+    /// `passes(n)` with `--spare dev=1` and `--max_num_of_slaves_in_env cap`.
+    fn with_spare(n: u32, cap: u32) -> Config {
+        let mut config = passes(n);
+        let known = config.fleet.envs.keys().cloned().collect();
+        let label = crate::label::parse_label("dev", &known).unwrap();
+        config.fleet.spare = vec![crate::warm::Spare { label, executors: 1, hours: None }];
+        config.fleet.max_on_demand = cap;
+        config
+    }
+
+    /// A stopped dev agent EC2 refuses to start.
+    fn unstartable(s: &fake::Setup, id: &str) {
+        s.cloud.add("dev", agent("dev", id, InstanceState::Stopped, "dev", s.world.clock.now()));
+        s.cloud.refuse_start(id, "InsufficientInstanceCapacity");
+    }
+
+    /// Passes `from..to`, 5 s apart.
+    async fn passes_from(r: &mut Reconciler<'_>, from: u32, to: u32) {
+        for pass in from..to {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            r.pass(pass).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_agent_ec2_refuses_to_start_is_not_asked_again_by_the_spare_within_five_minutes() {
+        // Room under the cap: the next pass creates the spare.
+        let s = setup(with_spare(100, 2));
+        unstartable(&s, "i-1");
+        let mut r = Reconciler::new(&s.world);
+        r.pass(0).await;
+        assert_eq!(s.cloud.starts_of("i-1"), 1);
+        assert_eq!(r.record.stats.get(Counter::ActionFailed), 1);
+        passes_from(&mut r, 1, 2).await;
+        assert_eq!(s.cloud.count("RunInstances"), 1, "the spare is created");
+        passes_from(&mut r, 2, 50).await;
+        assert_eq!(s.cloud.starts_of("i-1"), 1, "not asked again within 5 min");
+        assert_eq!(r.record.stats.get(Counter::ActionFailed), 1);
+
+        // Another stopped agent by the next pass: it is started instead.
+        let s = setup(with_spare(100, 2));
+        unstartable(&s, "i-1");
+        let mut r = Reconciler::new(&s.world);
+        r.pass(0).await;
+        s.cloud.add("dev", agent("dev", "i-2", InstanceState::Stopped, "dev", s.world.clock.now()));
+        passes_from(&mut r, 1, 50).await;
+        assert_eq!((s.cloud.starts_of("i-1"), s.cloud.starts_of("i-2")), (1, 1));
+        assert_eq!(s.cloud.count("RunInstances"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_start_is_tried_again_by_the_spare_after_five_minutes_and_forgotten_once_it_starts() {
+        // At the cap (the stopped agent counts): nothing else can be brought up.
+        let s = setup(with_spare(100, 1));
+        unstartable(&s, "i-1");
+        let mut r = Reconciler::new(&s.world);
+        r.pass(0).await;
+        s.cloud.allow_start("i-1");
+        passes_from(&mut r, 1, 60).await; // up to 295 s
+        assert_eq!(s.cloud.starts_of("i-1"), 1);
+        assert_eq!(r.failed_starts.len(), 1);
+        passes_from(&mut r, 60, 61).await; // 300 s
+        assert_eq!(s.cloud.starts_of("i-1"), 2);
+        assert_eq!(s.cloud.instance("dev", "i-1").map(|i| i.state), Some(InstanceState::Running));
+        assert!(r.failed_starts.is_empty(), "forgotten once started");
+        assert_eq!(r.record.stats.get(Counter::ActionFailed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_start_is_forgotten_once_its_agent_leaves_the_stopped_state_or_after_five_minutes() {
+        let s = setup(passes(1));
+        let mut r = Reconciler::new(&s.world);
+        let now = s.world.clock.now();
+        let stopped = agent("dev", "i-1", InstanceState::Stopped, "dev", now);
+        let running = agent("dev", "i-1", InstanceState::Running, "dev", now);
+        let envs = |dev: Vec<crate::model::Instance>| BTreeMap::from([("dev".to_string(), Ok(dev))]);
+        let key = ("dev".to_string(), "i-1".to_string());
+        r.failed_starts.insert(key.clone(), now);
+        let not_described = BTreeMap::from([("dev".to_string(), Err("throttled".to_string()))]);
+        assert_eq!(r.still_failed_starts(&not_described, now).len(), 1);
+        assert_eq!(r.still_failed_starts(&envs(vec![stopped.clone()]), now).len(), 1);
+        assert!(r.still_failed_starts(&envs(vec![running]), now).is_empty(), "started outside the manager");
+        r.failed_starts.insert(key.clone(), now);
+        assert!(r.still_failed_starts(&envs(vec![]), now).is_empty(), "gone");
+        r.failed_starts.insert(key, now);
+        let later = now + FAILED_START_SKIPPED;
+        assert_eq!(r.still_failed_starts(&envs(vec![stopped.clone()]), later - Duration::from_secs(1)).len(), 1);
+        assert!(r.still_failed_starts(&envs(vec![stopped]), later).is_empty(), "remembered no longer than the bound");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_duplicate_warning_mid_nap_for_a_node_the_pass_took_offline_sends_no_second_offline_node() {
         let s = setup(with_queue(2));
