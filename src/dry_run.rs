@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 
 use crate::observe::observe;
 use crate::periodic::security_group;
-use crate::plan::{decide, plan_inventory, Action, Decision, Events, NoteLevel, OfflineEarly, PlanConfig};
+use crate::plan::{
+    decide, plan_inventory, Action, Decision, Events, FailedStarts, NoteLevel, OfflineEarly, PlanConfig,
+};
 use crate::world::World;
 
 /// One row of the plan table.
@@ -57,8 +59,9 @@ pub async fn plan(world: &World, plan_config: &PlanConfig) -> (Vec<Row>, Vec<Str
         }
     }
     let mut terminated = std::collections::BTreeSet::new();
-    // A dry run takes nothing offline early.
-    let events = Events { received: &obs.events.events, offline_early: &OfflineEarly::new() };
+    // A dry run takes nothing offline early and starts nothing.
+    let (offline_early, failed_starts) = (OfflineEarly::new(), FailedStarts::new());
+    let events = Events { received: &obs.events.events, offline_early: &offline_early, failed_starts: &failed_starts };
     match decide(plan_config, &obs.dump, &obs.envs, &obs.markers, events, obs.now, fastrand::u64(..)) {
         Decision::NoDump(e) => notes.push(format!("Jenkins dump failed: {e}; a real pass would scale nothing")),
         Decision::NoMarkers(e) => notes.push(format!("{e}; a real pass would scale nothing")),

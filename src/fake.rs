@@ -83,6 +83,9 @@ struct State {
     /// Subnets that refuse launches (spot and on-demand alike, or spot
     /// only), with EC2's error code, as when an AZ runs out of a type.
     short_subnets: BTreeMap<String, (bool, &'static str)>,
+    /// Instances whose start is refused, with EC2's error code, as when
+    /// their AZ is short of their type or a volume is broken.
+    refused_starts: BTreeMap<String, &'static str>,
     /// Each RunInstances: its client token and subnet.
     launches: Vec<(String, String)>,
     /// How long EC2 calls take: per env (`None`: every env) and operation.
@@ -175,6 +178,22 @@ impl FakeCloud {
     /// launches only, when `spot_only`) until [`FakeCloud::has_room`].
     pub fn refuse_launches(&self, subnet: &str, spot_only: bool, code: &'static str) {
         self.state().short_subnets.insert(subnet.to_string(), (spot_only, code));
+    }
+
+    /// StartInstances naming `id` is refused with EC2's error `code` until
+    /// [`FakeCloud::allow_start`].
+    pub fn refuse_start(&self, id: &str, code: &'static str) {
+        self.state().refused_starts.insert(id.to_string(), code);
+    }
+
+    pub fn allow_start(&self, id: &str) {
+        self.state().refused_starts.remove(id);
+    }
+
+    /// The StartInstances calls that named `id`.
+    pub fn starts_of(&self, id: &str) -> usize {
+        let calls = self.state().calls.clone();
+        calls.iter().filter(|c| c.op == "StartInstances" && c.target.split(',').any(|t| t == id)).count()
     }
 
     /// `subnet` has room again.
@@ -435,6 +454,16 @@ impl Ec2 for FakeEc2 {
         Box::pin(async move {
             let _call = self.cloud.begin(&self.env, "StartInstances").await;
             let now = self.cloud.clock.now();
+            let refused = self.cloud.state().refused_starts.iter().find(|(id, _)| ids.contains(id)).map(|(_, c)| *c);
+            if let Some(code) = refused {
+                self.cloud.ec2_call(&self.env, "StartInstances", &ids.join(","))?;
+                return Err(Ec2Error {
+                    operation: "StartInstances",
+                    kind: Ec2ErrorKind::of(Some(code)),
+                    code: Some(code.into()),
+                    message: format!("{code}: injected"),
+                });
+            }
             self.cloud.with_instances(&self.env, "StartInstances", ids, |i| {
                 i.state = InstanceState::Running;
                 i.launched = Some(now);

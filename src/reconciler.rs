@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -18,7 +18,8 @@ use crate::observe::{observe, Observation};
 use crate::periodic::schedule::{self, Job};
 use crate::periodic::{gc, security_group, sqs_requests};
 use crate::plan::{
-    cost, decide, plan_inventory, spot_agents, Action, Decision, Events, Note, NoteLevel, OfflineEarly, PlanConfig,
+    cost, decide, plan_inventory, spot_agents, Action, Decision, Events, FailedStarts, Note, NoteLevel, OfflineEarly,
+    PlanConfig, FAILED_START_SKIPPED,
 };
 use crate::record::in_flight;
 use crate::record::metrics::AgentStates;
@@ -73,6 +74,10 @@ pub struct Reconciler<'w> {
     /// and when, until a pass has handled their event (see
     /// [`OfflineEarly`]), the instance is gone, or [`OFFLINE_EARLY_HELD`].
     offline_early: BTreeMap<(String, String), Instant>,
+    /// Stopped agents whose start EC2 refused, and when (the pass's clock),
+    /// until one starts, it leaves the stopped state, or
+    /// [`FAILED_START_SKIPPED`] has passed: see [`FailedStarts`].
+    failed_starts: FailedStarts,
 }
 
 /// How long an agent the nap took offline is held from scale-down while its
@@ -93,6 +98,7 @@ impl<'w> Reconciler<'w> {
             in_flight: in_flight::load(&world.workdir),
             listener: interruption::Listener::default(),
             offline_early: BTreeMap::new(),
+            failed_starts: FailedStarts::new(),
         }
     }
 
@@ -188,6 +194,20 @@ impl<'w> Reconciler<'w> {
         self.offline_early.keys().cloned().collect()
     }
 
+    /// The refused starts the next pass still remembers: of agents not seen
+    /// out of the stopped state, refused less than [`FAILED_START_SKIPPED`]
+    /// ago.
+    fn still_failed_starts(&mut self, envs: &BTreeMap<String, EnvObservation>, now: SystemTime) -> FailedStarts {
+        self.failed_starts.retain(|(env, id), at| {
+            let left = envs
+                .get(env)
+                .and_then(|seen| seen.as_ref().ok())
+                .is_some_and(|instances| !instances.iter().any(|i| &i.id == id && i.state == InstanceState::Stopped));
+            !left && now.duration_since(*at).unwrap_or_default() < FAILED_START_SKIPPED
+        });
+        self.failed_starts.clone()
+    }
+
     /// Waits for the interruption polls still out as the run ends, and
     /// hands back to their queues the events no pass took.
     async fn settle(&mut self) {
@@ -237,7 +257,9 @@ impl<'w> Reconciler<'w> {
             stats.add(Counter::InterruptionFailed, 1);
         }
         let offline_early = self.still_offline_early(&obs.envs);
-        let events = Events { received: &obs.events.events, offline_early: &offline_early };
+        let failed_starts = self.still_failed_starts(&obs.envs, obs.now);
+        let events =
+            Events { received: &obs.events.events, offline_early: &offline_early, failed_starts: &failed_starts };
         // Events stay on their queues unless a plan handled them.
         let mut kept: Option<Vec<String>> = None;
         match decide(&self.plan_config, &obs.dump, &obs.envs, &obs.markers, events, obs.now, fastrand::u64(..)) {
@@ -290,6 +312,14 @@ impl<'w> Reconciler<'w> {
                 self.offline_early.retain(|(env, id), _| !handled(env, id));
                 for (env, id) in offlined(&acted) {
                     self.listener.offlined(&env, &id);
+                }
+                for r in acted.records.iter().filter(|r| r.kind == "start") {
+                    let (Some(env), Some(id)) = (&r.env, &r.instance_id) else { continue };
+                    let key = (env.clone(), id.clone());
+                    match r.outcome {
+                        Ok(()) => self.failed_starts.remove(&key),
+                        Err(_) => self.failed_starts.insert(key, r.time),
+                    };
                 }
                 self.record.acted(acted);
                 kept = Some(keep);
@@ -974,6 +1004,96 @@ mod tests {
         assert_eq!(r.still_offline_early(&envs(vec![running.clone()])).len(), 1);
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(r.still_offline_early(&envs(vec![running])).is_empty(), "held no longer than the bound");
+    }
+
+    /// `passes(n)` with `--spare dev=1` and `--max_num_of_slaves_in_env cap`.
+    fn with_spare(n: u32, cap: u32) -> Config {
+        let mut config = passes(n);
+        let known = config.fleet.envs.keys().cloned().collect();
+        let label = crate::label::parse_label("dev", &known).unwrap();
+        config.fleet.spare = vec![crate::warm::Spare { label, executors: 1, hours: None }];
+        config.fleet.max_on_demand = cap;
+        config
+    }
+
+    /// A stopped dev agent EC2 refuses to start.
+    fn unstartable(s: &fake::Setup, id: &str) {
+        s.cloud.add("dev", agent("dev", id, InstanceState::Stopped, "dev", s.world.clock.now()));
+        s.cloud.refuse_start(id, "InsufficientInstanceCapacity");
+    }
+
+    /// Passes `from..to`, 5 s apart.
+    async fn passes_from(r: &mut Reconciler<'_>, from: u32, to: u32) {
+        for pass in from..to {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            r.pass(pass).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_agent_ec2_refuses_to_start_is_not_asked_again_by_the_spare_within_five_minutes() {
+        // Room under the cap: the next pass creates the spare.
+        let s = setup(with_spare(100, 2));
+        unstartable(&s, "i-1");
+        let mut r = Reconciler::new(&s.world);
+        r.pass(0).await;
+        assert_eq!(s.cloud.starts_of("i-1"), 1);
+        assert_eq!(r.record.stats.get(Counter::ActionFailed), 1);
+        passes_from(&mut r, 1, 2).await;
+        assert_eq!(s.cloud.count("RunInstances"), 1, "the spare is created");
+        passes_from(&mut r, 2, 50).await;
+        assert_eq!(s.cloud.starts_of("i-1"), 1, "not asked again within 5 min");
+        assert_eq!(r.record.stats.get(Counter::ActionFailed), 1);
+
+        // Another stopped agent by the next pass: it is started instead.
+        let s = setup(with_spare(100, 2));
+        unstartable(&s, "i-1");
+        let mut r = Reconciler::new(&s.world);
+        r.pass(0).await;
+        s.cloud.add("dev", agent("dev", "i-2", InstanceState::Stopped, "dev", s.world.clock.now()));
+        passes_from(&mut r, 1, 50).await;
+        assert_eq!((s.cloud.starts_of("i-1"), s.cloud.starts_of("i-2")), (1, 1));
+        assert_eq!(s.cloud.count("RunInstances"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_start_is_tried_again_by_the_spare_after_five_minutes_and_forgotten_once_it_starts() {
+        // At the cap (the stopped agent counts): nothing else can be brought up.
+        let s = setup(with_spare(100, 1));
+        unstartable(&s, "i-1");
+        let mut r = Reconciler::new(&s.world);
+        r.pass(0).await;
+        s.cloud.allow_start("i-1");
+        passes_from(&mut r, 1, 60).await; // up to 295 s
+        assert_eq!(s.cloud.starts_of("i-1"), 1);
+        assert_eq!(r.failed_starts.len(), 1);
+        passes_from(&mut r, 60, 61).await; // 300 s
+        assert_eq!(s.cloud.starts_of("i-1"), 2);
+        assert_eq!(s.cloud.instance("dev", "i-1").map(|i| i.state), Some(InstanceState::Running));
+        assert!(r.failed_starts.is_empty(), "forgotten once started");
+        assert_eq!(r.record.stats.get(Counter::ActionFailed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_start_is_forgotten_once_its_agent_leaves_the_stopped_state_or_after_five_minutes() {
+        let s = setup(passes(1));
+        let mut r = Reconciler::new(&s.world);
+        let now = s.world.clock.now();
+        let stopped = agent("dev", "i-1", InstanceState::Stopped, "dev", now);
+        let running = agent("dev", "i-1", InstanceState::Running, "dev", now);
+        let envs = |dev: Vec<crate::model::Instance>| BTreeMap::from([("dev".to_string(), Ok(dev))]);
+        let key = ("dev".to_string(), "i-1".to_string());
+        r.failed_starts.insert(key.clone(), now);
+        let not_described = BTreeMap::from([("dev".to_string(), Err("throttled".to_string()))]);
+        assert_eq!(r.still_failed_starts(&not_described, now).len(), 1);
+        assert_eq!(r.still_failed_starts(&envs(vec![stopped.clone()]), now).len(), 1);
+        assert!(r.still_failed_starts(&envs(vec![running]), now).is_empty(), "started outside the manager");
+        r.failed_starts.insert(key.clone(), now);
+        assert!(r.still_failed_starts(&envs(vec![]), now).is_empty(), "gone");
+        r.failed_starts.insert(key, now);
+        let later = now + FAILED_START_SKIPPED;
+        assert_eq!(r.still_failed_starts(&envs(vec![stopped.clone()]), later - Duration::from_secs(1)).len(), 1);
+        assert!(r.still_failed_starts(&envs(vec![stopped]), later).is_empty(), "remembered no longer than the bound");
     }
 
     #[tokio::test(start_paused = true)]

@@ -47,7 +47,7 @@ pub use config::PlanConfig;
 pub use interruption::{offline_at_once, spot_agents, SpotAgents};
 pub use inventory::plan_inventory;
 pub use output::{Inventory, Note, NoteLevel, Plan};
-pub use snapshot::{Events, OfflineEarly, Snapshot};
+pub use snapshot::{Events, FailedStarts, OfflineEarly, Snapshot, FAILED_START_SKIPPED};
 
 /// What a pass decides from what it observed.
 #[derive(Debug, PartialEq)]
@@ -78,8 +78,15 @@ pub fn decide<'a, D, M>(
         (Err(e), _) => Decision::NoDump(e),
         (Ok(_), Err(e)) => Decision::NoMarkers(e),
         (Ok(dump), Ok(markers)) => {
-            let snapshot =
-                Snapshot { dump, envs, markers, events: events.received, offline_early: events.offline_early, now };
+            let snapshot = Snapshot {
+                dump,
+                envs,
+                markers,
+                events: events.received,
+                offline_early: events.offline_early,
+                failed_starts: events.failed_starts,
+                now,
+            };
             let plan = plan_pass(cfg, &snapshot, seed);
             Decision::Scale { snapshot, plan }
         }

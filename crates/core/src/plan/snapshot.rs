@@ -19,6 +19,9 @@ pub struct Snapshot<'a> {
     /// warning or rebalance between passes and whose event no pass has
     /// handled yet: see [`OfflineEarly`].
     pub offline_early: &'a OfflineEarly,
+    /// Stopped agents whose start EC2 refused in an earlier pass: see
+    /// [`FailedStarts`].
+    pub failed_starts: &'a FailedStarts,
     pub now: SystemTime,
 }
 
@@ -29,12 +32,24 @@ pub struct Snapshot<'a> {
 /// leaves them alone until the event comes back and is handled as one.
 pub type OfflineEarly = BTreeSet<(String, String)>;
 
+/// Stopped agents (env, instance id) whose start EC2 refused this run, and
+/// when it last did. A stopped instance is tied to its AZ and its volumes:
+/// one refused for capacity there, or for a broken volume, is likely refused
+/// again, so the spare leaves it for [`FAILED_START_SKIPPED`] and brings up
+/// another agent instead.
+pub type FailedStarts = BTreeMap<(String, String), SystemTime>;
+
+/// How long after a refused start the spare does not pick that agent again.
+pub const FAILED_START_SKIPPED: Duration = Duration::from_secs(5 * 60);
+
 /// The EC2 events a pass decides on: those read from the queues, and the
-/// agents taken offline early on events not yet handled.
+/// agents taken offline early on events not yet handled; with them what the
+/// run remembers of earlier passes' refused starts.
 #[derive(Debug, Clone, Copy)]
 pub struct Events<'a> {
     pub received: &'a [InstanceEvent],
     pub offline_early: &'a OfflineEarly,
+    pub failed_starts: &'a FailedStarts,
 }
 
 /// The env's instances, or a reason it must be left alone this pass.

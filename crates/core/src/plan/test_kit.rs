@@ -10,7 +10,9 @@ use crate::model::{
     EnvObservation, EventKind, Instance, InstanceEvent, InstanceState, InterruptedMarker, Interruption, JenkinsDump,
     Markers, Node, QueueItem, StartMarker, Volume, KEY_NAME,
 };
-use crate::plan::{Action, Events, Note, NoteLevel, OfflineEarly, Plan, PlanConfig, Snapshot, TerminateReason};
+use crate::plan::{
+    Action, Events, FailedStarts, Note, NoteLevel, OfflineEarly, Plan, PlanConfig, Snapshot, TerminateReason,
+};
 
 pub const NAME: &str = "jslave-in-house";
 pub const MASTER: &str = "https://jenkins.example.com/";
@@ -136,6 +138,7 @@ pub struct Scene {
     pub markers: Markers,
     pub events: Vec<InstanceEvent>,
     pub offline_early: OfflineEarly,
+    pub failed_starts: FailedStarts,
     pub now: SystemTime,
 }
 
@@ -147,12 +150,13 @@ impl Scene {
             markers: &self.markers,
             events: &self.events,
             offline_early: &self.offline_early,
+            failed_starts: &self.failed_starts,
             now: self.now,
         }
     }
 
     pub fn events(&self) -> Events<'_> {
-        Events { received: &self.events, offline_early: &self.offline_early }
+        Events { received: &self.events, offline_early: &self.offline_early, failed_starts: &self.failed_starts }
     }
 }
 
@@ -164,6 +168,7 @@ pub fn snap(envs: Vec<(&str, Vec<Instance>)>) -> Scene {
         markers: Markers::default(),
         events: Vec::new(),
         offline_early: OfflineEarly::default(),
+        failed_starts: FailedStarts::default(),
         now: now(),
     }
 }

@@ -158,7 +158,10 @@ impl ScaleUp<'_> {
             self.plan.debug(Some(key), format!("{job}: absorbed by {provider}"));
             return;
         }
-        if let Some((inst, why)) = self.pick_stopped(instances, &label, item.last_built_on.as_deref()) {
+        // A start EC2 refused earlier is tried again for a queued item, as
+        // before; whether it should skip too, as the spare does, is a
+        // separate decision.
+        if let Some((inst, why)) = self.pick_stopped(instances, &label, item.last_built_on.as_deref(), &[]) {
             let id = inst.id.clone();
             let tag_warmed = inst.warm.is_some();
             self.claimed.insert(id.clone());

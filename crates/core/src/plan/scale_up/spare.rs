@@ -7,7 +7,7 @@
 
 use crate::job_key::client_token;
 use crate::model::{Instance, Label};
-use crate::plan::snapshot::{observed, unix_secs};
+use crate::plan::snapshot::{age, observed, unix_secs, FAILED_START_SKIPPED};
 use crate::plan::spare::{executors, overdue, queued, started_not_for_pool};
 use crate::plan::warm::serving;
 use crate::plan::Action;
@@ -42,9 +42,10 @@ impl ScaleUp<'_> {
             return;
         }
         let mut agents = (wanted - ready).div_ceil(label.pricing.executors());
+        let refused = self.refused_starts(instances, label);
         let mut n = 0;
         while agents > 0 {
-            let Some((inst, why)) = self.pick_stopped(instances, label, None) else { break };
+            let Some((inst, why)) = self.pick_stopped(instances, label, None, &refused) else { break };
             let id = inst.id.clone();
             let tag_warmed = inst.warm.is_some();
             self.claimed.insert(id.clone());
@@ -100,6 +101,23 @@ impl ScaleUp<'_> {
         }
     }
 
+    /// The label's stopped agents whose start EC2 refused less than
+    /// [`FAILED_START_SKIPPED`] ago: likely refused again (capacity in their
+    /// AZ, a broken volume), so the spare brings up another agent instead.
+    fn refused_starts<'i>(&mut self, instances: &'i [Instance], label: &Label) -> Vec<&'i str> {
+        let mut refused = Vec::new();
+        for inst in self.stopped_candidates(instances, label) {
+            let Some(&at) = self.snap.failed_starts.get(&(label.env.clone(), inst.id.clone())) else { continue };
+            let ago = age(self.snap.now, at);
+            if ago < FAILED_START_SKIPPED {
+                let line = format!("spare {}: {} failed to start {} s ago; skipped", label.raw, inst.id, ago.as_secs());
+                self.plan.debug(None, line);
+                refused.push(inst.id.as_str());
+            }
+        }
+        refused
+    }
+
     /// The label's idle executors ready or on their way, less its queued
     /// items: the snapshot's (without agents this pass claimed, and without
     /// pool agents on their way into the pool unless kept as the spare),
@@ -137,6 +155,8 @@ impl ScaleUp<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::model::InstanceState::*;
     use crate::model::{Instance, Node};
     use crate::plan::test_kit::*;
@@ -408,6 +428,33 @@ mod tests {
             [Action::Start { tag_warmed: false, .. }] => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_stopped_agent_whose_start_failed_lately_is_skipped_by_the_spare_for_five_minutes() {
+        let c = spare(&[("dev", 1, None)]);
+        let refused = |s: Scene, secs: u64| {
+            s.with(|s| {
+                s.failed_starts.insert(("dev".into(), "i-1".into()), s.now - Duration::from_secs(secs));
+            })
+        };
+        let two = refused(snap(vec![("dev", vec![agent("i-1", Stopped, "dev"), agent("i-2", Stopped, "dev")])]), 60);
+        for seed in 0..10 {
+            assert_eq!(brief(&plan_pass(&c, &two.view(), seed).actions), ["start i-2 dev spare"], "seed {seed}");
+        }
+        assert!(debug(&c, &two).contains(&"spare dev: i-1 failed to start 60 s ago; skipped".to_string()));
+        // No other stopped agent: a create within the cap.
+        let one = refused(snap(vec![("dev", vec![agent("i-1", Stopped, "dev")])]), 60);
+        assert_eq!(acts(&c, &one), ["create dev dev spare"]);
+        let mut at_cap = c.clone();
+        at_cap.max_on_demand = 1;
+        assert_eq!(acts(&at_cap, &one), Vec::<String>::new(), "never above the cap");
+        // Five minutes on it is picked again.
+        let later = refused(snap(vec![("dev", vec![agent("i-1", Stopped, "dev")])]), 300);
+        assert_eq!(acts(&c, &later), ["start i-1 dev spare"]);
+        assert!(!debug(&c, &later).iter().any(|l| l.contains("failed to start")), "{:?}", debug(&c, &later));
+        // A queued item's start still picks it.
+        assert_eq!(acts(&cfg(), &one.queue(vec![item("job", "dev")])), ["start i-1 dev"]);
     }
 
     #[test]

@@ -20,15 +20,18 @@ impl ScaleUp<'_> {
             .collect()
     }
 
-    /// A stopped agent of the label to start: the one the job last ran on,
-    /// else a random one. Agents on a replaced AMI are left for the inventory.
+    /// A stopped agent of the label to start, other than those in `skip`:
+    /// the one the job last ran on, else a random one. Agents on a replaced
+    /// AMI are left for the inventory.
     pub(super) fn pick_stopped<'i>(
         &mut self,
         instances: &'i [Instance],
         label: &Label,
         last_built_on: Option<&str>,
+        skip: &[&str],
     ) -> Option<(&'i Instance, String)> {
-        let candidates = self.stopped_candidates(instances, label);
+        let mut candidates = self.stopped_candidates(instances, label);
+        candidates.retain(|i| !skip.contains(&i.id.as_str()));
         if let Some(last) = last_built_on {
             let tail = node_name_tail(last);
             let last_used = candidates.iter().find(|i| {
