@@ -5,9 +5,8 @@
 //! up in tens of seconds; the pool then refills by a create), else creates
 //! within what the on-demand cap leaves: never above it, never by making room.
 
-use crate::job_key::client_token;
 use crate::model::{Instance, Label};
-use crate::plan::snapshot::{age, observed, unix_secs, FAILED_START_SKIPPED};
+use crate::plan::snapshot::{age, observed, FAILED_START_SKIPPED};
 use crate::plan::spare::{executors, overdue, queued, started_not_for_pool};
 use crate::plan::warm::serving;
 use crate::plan::Action;
@@ -78,27 +77,8 @@ impl ScaleUp<'_> {
                 ),
             );
         }
-        // As the pool's creates (`warm`): the label's whole fleet is part of
-        // the token, so a pass retried on the same fleet asks EC2 for the
-        // same agents, while any agent that came or went since makes a new one.
-        let fleet = self.label_fleet(instances, label).join(",");
-        let now = unix_secs(self.snap.now);
-        for _ in 0..granted {
-            n += 1;
-            let key = format!("spare-{}-{n}", label.raw);
-            let client_token = client_token(&label.env, &format!("{key}|{fleet}"), None, now);
-            self.plan.act(Action::Create {
-                env: label.env.clone(),
-                label: label.clone(),
-                job_key: key,
-                client_token,
-                replaces: None,
-                on_demand_fallback: false,
-                replacement_for: None,
-                warm: false,
-                spare: true,
-            });
-        }
+        let keys = (n + 1..=n + granted).map(|n| format!("spare-{}-{n}", label.raw));
+        self.create_unqueued(instances, label, keys, false);
     }
 
     /// The label's stopped agents whose start EC2 refused less than

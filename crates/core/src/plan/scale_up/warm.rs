@@ -53,28 +53,39 @@ impl ScaleUp<'_> {
                 ),
             );
         }
+        let keys = (0..granted).map(|n| format!("warm-pool-{}-{}", label.raw, have + n + 1));
+        self.create_unqueued(instances, label, keys, true);
+    }
+
+    /// Creates for no queue item: a pool's places (`warm`) or a spare's
+    /// agents, one per key. Every agent of the label EC2 lists, in any
+    /// state, is part of each token: a pass retried on the same fleet asks
+    /// EC2 for the same agents, not more, while any agent that came or went
+    /// since — a member started for a job, the agent the last token
+    /// launched — makes a new one. The pool's members alone would not do:
+    /// once the pool is back to the set it had at a create, the repeated
+    /// token would get EC2's old answer, an agent a job has since claimed.
+    pub(super) fn create_unqueued(
+        &mut self,
+        instances: &[Instance],
+        label: &Label,
+        keys: impl IntoIterator<Item = String>,
+        warm: bool,
+    ) {
         let now = unix_secs(self.snap.now);
-        // Every agent of the label EC2 lists, in any state, is part of the
-        // token: a pass retried on the same fleet asks EC2 for the same
-        // agents, not more, while any agent that came or went since — a
-        // member started for a job, the agent the last token launched —
-        // makes a new one. The pool's members alone would not do: once the
-        // pool is back to the set it had at a create, the repeated token
-        // would get EC2's old answer, an agent a job has since claimed.
         let fleet = self.label_fleet(instances, label).join(",");
-        for n in 0..granted {
-            let key = format!("warm-pool-{}-{}", label.raw, have + n + 1);
-            let client_token = client_token(env, &format!("{key}|{fleet}"), None, now);
+        for key in keys {
+            let client_token = client_token(&label.env, &format!("{key}|{fleet}"), None, now);
             self.plan.act(Action::Create {
-                env: env.clone(),
+                env: label.env.clone(),
                 label: label.clone(),
                 job_key: key,
                 client_token,
                 replaces: None,
                 on_demand_fallback: false,
                 replacement_for: None,
-                warm: true,
-                spare: false,
+                warm,
+                spare: !warm,
             });
         }
     }
