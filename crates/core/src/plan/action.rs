@@ -398,17 +398,7 @@ mod tests {
                 "dev: terminate i-1 (stopped on old AMI ami-old)",
                 "terminate",
             ),
-            (
-                Action::Stop {
-                    env: "dev".into(),
-                    instance_id: "i-1".into(),
-                    node: "dev-10.0.0.1".into(),
-                    warm: false,
-                    tag_warmed: false,
-                },
-                "dev: stop i-1 (node dev-10.0.0.1 is idle)",
-                "stop",
-            ),
+            (stop("dev", "i-1", "dev-10.0.0.1"), "dev: stop i-1 (node dev-10.0.0.1 is idle)", "stop"),
             (
                 Action::SetDeleteOnTermination {
                     env: "dev".into(),

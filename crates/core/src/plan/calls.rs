@@ -196,6 +196,7 @@ pub fn subnet_token(token: &str, subnet: &str) -> String {
 mod tests {
     use super::*;
     use crate::model::Label;
+    use crate::plan::test_kit;
     use crate::plan::TerminateReason;
 
     fn label(raw: &str, pricing: Pricing, instance_type: &str) -> Label {
@@ -238,13 +239,7 @@ mod tests {
     }
 
     fn stop(id: &str) -> Action {
-        Action::Stop {
-            env: "dev".into(),
-            instance_id: id.into(),
-            node: format!("dev-{id}"),
-            warm: false,
-            tag_warmed: false,
-        }
+        test_kit::stop("dev", id, &format!("dev-{id}"))
     }
 
     fn start(id: &str) -> Action {

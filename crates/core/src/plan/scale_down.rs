@@ -283,16 +283,7 @@ mod tests {
     #[test]
     fn idle_running_agent_is_stopped() {
         let plan = down(&one(agent("i-1", Running, "dev"), doomed("dev-10.0.0.1", "i-1", "dev")));
-        assert_eq!(
-            plan.actions,
-            [Action::Stop {
-                env: "dev".into(),
-                instance_id: "i-1".into(),
-                node: "dev-10.0.0.1".into(),
-                warm: false,
-                tag_warmed: false
-            }]
-        );
+        assert_eq!(plan.actions, [stop("dev", "i-1", "dev-10.0.0.1")]);
         assert!(plan.counts.is_empty());
     }
 
@@ -466,16 +457,7 @@ mod tests {
         let s = snap(vec![("dev", vec![agent("i-1", Running, "dev")]), ("prod", vec![agent("i-1", Running, "prod")])])
             .nodes(vec![node]);
         let plan = down(&s);
-        assert_eq!(
-            plan.actions,
-            [Action::Stop {
-                env: "prod".into(),
-                instance_id: "i-1".into(),
-                node: "x-10.0.0.1".into(),
-                warm: false,
-                tag_warmed: false
-            }]
-        );
+        assert_eq!(plan.actions, [stop("prod", "i-1", "x-10.0.0.1")]);
     }
 
     #[test]

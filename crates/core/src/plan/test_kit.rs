@@ -100,6 +100,17 @@ impl InstanceExt for Instance {
     }
 }
 
+/// The idle policy's stop of `id` in `env`, whose node is `node`.
+pub fn stop(env: &str, id: &str, node: &str) -> Action {
+    Action::Stop { env: env.into(), instance_id: id.into(), node: node.into(), warm: false, tag_warmed: false }
+}
+
+/// The stop of a pool agent in `dev` that tags it `warmed`: the pool's own
+/// set-up stop (`warm`), or any other stop of it.
+pub fn warmed_stop(id: &str, node: &str, warm: bool) -> Action {
+    Action::Stop { env: "dev".into(), instance_id: id.into(), node: node.into(), warm, tag_warmed: true }
+}
+
 /// An online node of instance `id` with `idle` free executors.
 pub fn online(name: &str, id: &str, label: &str, idle: u32) -> Node {
     Node {

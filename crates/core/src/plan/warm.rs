@@ -381,13 +381,7 @@ mod tests {
         let plan = plan_pass(&warm(&[("dev", 1, None)]), &s.view(), 1);
         assert_eq!(
             plan.actions,
-            [Action::Stop {
-                env: "dev".into(),
-                instance_id: "i-1".into(),
-                node: "dev-10.0.0.1".into(),
-                warm: true,
-                tag_warmed: true
-            }],
+            [warmed_stop("i-1", "dev-10.0.0.1", true)],
             "the pool's stop, and it still counts: nothing created"
         );
         assert_eq!(plan.actions[0].to_string(), "dev: stop i-1 (warm pool: node dev-10.0.0.1 is set up and idle)");
@@ -555,13 +549,7 @@ mod tests {
         let s = snap(vec![("dev", vec![filling("i-1", Running, "dev")])]).nodes(vec![node]);
         assert_eq!(
             plan_pass(&warm(&[("dev", 1, None)]), &s.view(), 1).actions,
-            [Action::Stop {
-                env: "dev".into(),
-                instance_id: "i-1".into(),
-                node: "dev-10.0.0.1".into(),
-                warm: false,
-                tag_warmed: true
-            }]
+            [warmed_stop("i-1", "dev-10.0.0.1", false)]
         );
         // A plain agent's stop tags nothing.
         let s =
