@@ -247,6 +247,8 @@ def main(argv):
                         help="which runs, in order: cold, warm or both (default cold,warm)")
     parser.add_argument("--cold-json", metavar="FILE",
                         help="take the cold run from an earlier --json (with --runs warm)")
+    parser.add_argument("--aws-latency", action="store_true",
+                        help="the manager's AWS calls through the proxy's latency model, scaled")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     # Only dev by default: in the cold day prod_shared's five executors

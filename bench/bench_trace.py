@@ -47,6 +47,7 @@ import sys
 import threading
 import time
 
+import bench_burst
 import bench_common as bc
 import simulation
 
@@ -403,6 +404,14 @@ def closed_loop(args, trace, preexisting, sim_flags, manager_flags=()):
         bc.keygen(args.workdir)
         run_dir = bc.workdir("run-trace-", args.workdir)
         moto = services.moto()
+        aws = moto
+        if getattr(args, "aws_latency", False):
+            # The manager's calls (not the simulation's) through the proxy's
+            # latency model, in simulated time: each delay 1/scale as long
+            # in real time, each bucket refilled scale times as fast.
+            aws = services.proxy(moto)
+            bc.http_json(f"{aws}/_proxy/latency", method="POST",
+                         body=scaled_latency(args.time_scale))
         # The world first (the emulator needs its environment.json), with a
         # placeholder Jenkins URL in the agents' tags: only the manager's
         # --url is used to reach Jenkins.
@@ -450,7 +459,7 @@ def closed_loop(args, trace, preexisting, sim_flags, manager_flags=()):
         bc.log(f"trace: {len(trace)} jobs over {args.minutes} simulated min at "
                f"time scale {args.time_scale} (~{args.minutes * 60 / args.time_scale:.0f} s "
                f"real, plus draining)")
-        manager = bc.ManagerRun(args.binary, manager_args, bc.manager_env(moto), run_dir,
+        manager = bc.ManagerRun(args.binary, manager_args, bc.manager_env(aws), run_dir,
                                 os.path.join(args.workdir, "manager-trace.log"))
         with MarkerClock(run_dir, args.time_scale):
             manager.run(timeout=limit_sim / args.time_scale + 300, stop_when=finished)
@@ -464,6 +473,14 @@ def closed_loop(args, trace, preexisting, sim_flags, manager_flags=()):
         if run_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
     return result, stats
+
+
+def scaled_latency(time_scale):
+    """bench_burst's AWS latency model (mutating calls 1 s, describes
+    0.3 s, RunInstances 5 tokens refilled at 2/s) in simulated time."""
+    model = bench_burst.LATENCY
+    return {"delays": [dict(d, seconds=d["seconds"] / time_scale) for d in model["delays"]],
+            "buckets": [dict(b, refill=b["refill"] * time_scale) for b in model["buckets"]]}
 
 
 def main(argv):
@@ -495,6 +512,8 @@ def main(argv):
     parser.add_argument("--interruption-at", type=float, default=12, metavar="MINUTE",
                         help="simulated minute of the interruption wave (negative: none)")
     parser.add_argument("--interruption-share", type=float, default=0.2)
+    parser.add_argument("--aws-latency", action="store_true",
+                        help="the manager's AWS calls through the proxy's latency model, scaled")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     return run(args)
